@@ -1,0 +1,132 @@
+"""What an answer is, in plain Python values.
+
+The Unbound adapter builds an :class:`Answer` from Unbound's ``reply_info``; tests build the same
+value from a dnspython message with :meth:`Answer.from_dns_message`.  Policy only ever sees this.
+
+Names are normalized: lower case, no trailing dot.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from dataclasses import dataclass, field
+
+#: Record types the answer model understands (numbers as on the wire).
+A, CNAME, DNAME, PTR, AAAA = 1, 5, 39, 12, 28
+#: dnspython's ``resolve_chaining`` caps chains at 16 links; a longer chain is refused outright.
+MAX_CHAIN = 16
+
+RCODE_NAMES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED"}
+TYPE_NAMES = {A: "A", CNAME: "CNAME", DNAME: "DNAME", PTR: "PTR", AAAA: "AAAA"}
+
+
+class Security(enum.IntEnum):
+    """DNSSEC status, numbered exactly as Unbound's ``sec_status_*`` (secure is 5, not 4)."""
+
+    UNCHECKED = 0
+    BOGUS = 1
+    INDETERMINATE = 2
+    INSECURE = 3
+    SECURE = 5
+
+
+class Source(enum.Enum):
+    """Where Unbound got the answer from."""
+
+    RESOLVED = "resolved"      # MODDONE of a mesh query (cache miss, prefetch)
+    CACHE = "cache"            # message-cache hit
+    LOCAL = "local"            # local-data / local-zone configured by the administrator
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One answer-section record: ``data`` is an address for A/AAAA, a name for CNAME/DNAME/PTR."""
+
+    owner: str
+    rtype: int
+    ttl: int
+    data: str
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    qname: str
+    qtype: int
+    rcode: int
+    security: Security
+    records: tuple[Record, ...] = ()
+    client: str | None = None
+    source: Source = Source.RESOLVED
+
+    def chain(self) -> tuple[str, ...]:
+        """The names from the question to the final CNAME target, in order.
+
+        Only CNAMEs owned by the current link are followed, so records for unrelated names
+        stuffed into an answer are never believed.  A loop ends the chain where it closes; a
+        chain longer than :data:`MAX_CHAIN` raises :class:`ChainTooLong`.
+        """
+        cnames = {}
+        for r in self.records:
+            if r.rtype == CNAME and r.owner not in cnames:
+                cnames[r.owner] = r.data
+        names = [self.qname]
+        seen = {self.qname}
+        while (target := cnames.get(names[-1])) is not None and target not in seen:
+            if len(names) > MAX_CHAIN:
+                raise ChainTooLong(self.qname, len(names))
+            names.append(target)
+            seen.add(target)
+        return tuple(names)
+
+    def addresses(self, final_name: str | None = None) -> list[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]]:
+        """(address, ttl) of the A/AAAA records owned by the chain's final name.
+
+        A malformed address is skipped (it can never be granted), never raised.
+        """
+        if final_name is None:
+            final_name = self.chain()[-1]
+        found = []
+        for r in self.records:
+            if r.owner != final_name or r.rtype not in (A, AAAA):
+                continue
+            try:
+                addr = ipaddress.ip_address(r.data)
+            except ValueError:
+                continue
+            if (r.rtype == A) != (addr.version == 4):
+                continue
+            found.append((addr, r.ttl))
+        return found
+
+    @classmethod
+    def from_dns_message(cls, message, security: Security = Security.INSECURE, *,
+                         client: str | None = None, source: Source = Source.RESOLVED) -> "Answer":
+        """Build an Answer from a ``dns.message.Message`` (dnspython), as the adapter would."""
+        question = message.question[0]
+        records = []
+        for rrset in message.answer:
+            owner = normalize(rrset.name.to_text())
+            for rd in rrset:
+                if rrset.rdtype in (A, AAAA):
+                    data = rd.address
+                elif rrset.rdtype in (CNAME, DNAME, PTR):
+                    data = normalize(rd.target.to_text())
+                else:
+                    data = rd.to_text()
+                records.append(Record(owner, int(rrset.rdtype), int(rrset.ttl), data))
+        return cls(normalize(question.name.to_text()), int(question.rdtype), int(message.rcode()),
+                   Security(security), tuple(records), client, source)
+
+
+class ChainTooLong(ValueError):
+    def __init__(self, qname: str, length: int) -> None:
+        super().__init__(f"CNAME chain of {qname} is longer than {MAX_CHAIN} links")
+        self.qname = qname
+        self.length = length
+
+
+def normalize(name: str) -> str:
+    """Lower-case, strip the trailing dot; the root is ``""``.  For names that came off the wire."""
+    name = name.lower()
+    return name[:-1] if name.endswith(".") else name

@@ -1,0 +1,179 @@
+"""``nettrust`` — the command line, a thin twin of the library.
+
+Each command is one library call; errors become one clean line on stderr and exit status 1
+(2 for usage errors, from argparse).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import sys
+
+from . import __version__
+from .config import load_config
+from .durations import format_duration
+from .errors import NetTrustError
+from .service import DEFAULT_CONFIG
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except NetTrustError as exc:
+        print(f"nettrust: {exc}", file=sys.stderr)
+        return 1
+    except PermissionError as exc:
+        print(f"nettrust: {exc} (the firewall needs root or CAP_NET_ADMIN)", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nettrust", description="DNS-driven egress firewall")
+    p.add_argument("--version", action="version", version=f"nettrust {__version__}")
+    p.add_argument("-c", "--config", default=os.environ.get("NETTRUST_CONFIG") or DEFAULT_CONFIG,
+                   help=f"configuration file (default $NETTRUST_CONFIG or {DEFAULT_CONFIG})")
+    sub = p.add_subparsers(required=True, metavar="COMMAND")
+
+    c = sub.add_parser("check", help="validate a configuration file without starting anything")
+    c.add_argument("file", nargs="?", help="the file (default: --config)")
+    c.add_argument("--effective", action="store_true", help="print the effective configuration as JSON")
+    c.set_defaults(func=cmd_check)
+
+    c = sub.add_parser("status", help="ruleset present, priority, set sizes, counters")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_status)
+
+    c = sub.add_parser("hosts", help="granted addresses, the name that opened them, time left")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_hosts)
+
+    c = sub.add_parser("flush", help="revoke every grant (the drop policy stays)")
+    c.set_defaults(func=cmd_flush)
+
+    c = sub.add_parser("remove", help="delete the whole ruleset: egress is open again")
+    c.set_defaults(func=cmd_remove)
+
+    c = sub.add_parser("explain", help="what the policy says about a name (dry run, no DNS)")
+    c.add_argument("name")
+    c.set_defaults(func=cmd_explain)
+
+    c = sub.add_parser("unbound-conf", help="print the Unbound include for this configuration")
+    c.add_argument("--script", default=_default_script(),
+                   help="path of unbound_module/nettrust_unbound.py (default: the installed one)")
+    c.set_defaults(func=cmd_unbound_conf)
+    return p
+
+
+def _default_script() -> str:
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return os.path.join(here, "unbound_module", "nettrust_unbound.py")
+
+
+def _backend(args):
+    from .ruleset import make_backend
+    return make_backend(load_config(args.config))
+
+
+def cmd_check(args) -> int:
+    path = args.file or args.config
+    config = load_config(path)
+    if args.effective:
+        print(json.dumps(config.to_dict(), indent=2, default=str))
+    else:
+        print(f"{path}: OK ({config.mode} mode, upstream {config.upstream.mode}, "
+              f"{len(config.policy.allow)} allow / {len(config.policy.deny)} deny patterns)")
+    return 0
+
+
+def cmd_status(args) -> int:
+    backend = _backend(args)
+    try:
+        st = backend.status()
+    finally:
+        backend.close()
+    if args.json:
+        print(json.dumps(st, indent=2, default=str))
+        return 0 if st.get("present") else 1
+    if not st.get("present"):
+        print(f"ruleset: ABSENT (table inet {st.get('table')}) — egress is not filtered by NetTrust")
+        return 1
+    print(f"ruleset: present (table inet {st.get('table')})")
+    print(f"hooks: {', '.join(st.get('hooks', []))}  priority: {st.get('priority')}  "
+          f"policy: {st.get('policy')}  action: {st.get('action')}")
+    sets = st.get("sets", {})
+    print("sets: " + "  ".join(f"{k}={v}" for k, v in sets.items()))
+    for name, c in st.get("counters", {}).items():
+        print(f"counter {name}: {c.get('packets', 0)} packets, {c.get('bytes', 0)} bytes")
+    return 0
+
+
+def cmd_hosts(args) -> int:
+    backend = _backend(args)
+    try:
+        grants = backend.list_grants()
+    finally:
+        backend.close()
+    grants.sort(key=lambda g: (g.address.version, g.address))
+    if args.json:
+        print(json.dumps([{"address": str(g.address), "name": g.comment, "expires_in": round(g.expires_in, 3),
+                           "timeout": g.timeout} for g in grants], indent=2))
+        return 0
+    if not grants:
+        print("no granted addresses")
+        return 0
+    width = max(len(str(g.address)) for g in grants)
+    print(f"{'ADDRESS':<{width}}  {'LEFT':>8}  {'TIMEOUT':>8}  NAME")
+    for g in grants:
+        print(f"{str(g.address):<{width}}  {format_duration(round(g.expires_in)):>8}  "
+              f"{format_duration(round(g.timeout)):>8}  {g.comment}")
+    return 0
+
+
+def cmd_flush(args) -> int:
+    backend = _backend(args)
+    try:
+        n = len(backend.list_grants())
+        backend.flush_grants()
+    finally:
+        backend.close()
+    print(f"revoked {n} grants; names still in Unbound's cache stay unreachable until they expire "
+          "(unbound-control flush_zone . clears them)")
+    return 0
+
+
+def cmd_remove(args) -> int:
+    backend = _backend(args)
+    try:
+        backend.remove()
+    finally:
+        backend.close()
+    print("ruleset removed: egress is no longer filtered by NetTrust")
+    return 0
+
+
+def cmd_explain(args) -> int:
+    from .answer import normalize
+    from .policy import Policy
+    config = load_config(args.config)
+    check = Policy(config).check_name(normalize(args.name))
+    verdict = "ALLOWED" if check.allowed else "BLOCKED"
+    rule = f" (rule {check.rule})" if check.rule else ""
+    print(f"{args.name}: {verdict} — {check.reason}{rule} [{config.mode} mode]")
+    if not check.allowed:
+        print(f"clients get: {config.policy.blocked_answer}; the query never goes upstream")
+    return 0 if check.allowed else 1
+
+
+def cmd_unbound_conf(args) -> int:
+    from .unbound_conf import render
+    sys.stdout.write(render(load_config(args.config), script=os.path.abspath(args.script)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

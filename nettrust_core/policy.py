@@ -1,0 +1,150 @@
+"""Policy: which names may be asked, which answered addresses may be granted, and why.
+
+Two questions, both pure functions of the config:
+
+* :meth:`Policy.check_name` — before a query goes upstream: is this name allowed at all?
+  Denylist mode: names matching ``deny`` are blocked unless ``allow`` excepts them.
+  Allowlist mode: only names matching ``allow`` pass, and ``deny`` carves exceptions out of them.
+* :meth:`Policy.judge` — when the answer is back: may its addresses be granted?  Every name of the
+  CNAME chain must pass the name check; bogus DNSSEC never grants; ``require_dnssec`` zones grant
+  only when secure; an upstream sinkhole (0.0.0.0, ::, configured) means "blocked"; denied
+  networks and rebinding targets are refused address by address.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from .answer import ChainTooLong, Answer, Security, Source
+from .networks import REBINDING_TARGETS, SINKHOLES, IPAddress, NetworkSet
+
+
+class Outcome(str, enum.Enum):
+    GRANTED = "granted"            # at least one address granted
+    BLOCKED = "blocked"            # the name (or a link of its chain) is blocked, or upstream sinkholed it
+    NOT_GRANTED = "not_granted"    # addresses were answered but none may be granted
+    NO_ADDRESS = "no_address"      # nothing to grant: NXDOMAIN, NODATA, PTR, TXT…
+
+
+@dataclass(frozen=True, slots=True)
+class NameCheck:
+    allowed: bool
+    reason: str
+    rule: str | None = None
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    outcome: Outcome
+    reason: str
+    rule: str | None = None
+    chain: tuple[str, ...] = ()
+    #: (address, record TTL) that may be granted.
+    grants: tuple[tuple[IPAddress, int], ...] = ()
+    #: (address, why not) for every answered address that is not granted.
+    refused: tuple[tuple[IPAddress, str], ...] = ()
+    #: The module must replace the answer with the configured blocked answer.
+    replace_answer: bool = False
+
+
+class Policy:
+    def __init__(self, config) -> None:
+        p = config.policy
+        self.allowlist = config.mode == "allowlist"
+        self.allow = p.allow_set
+        self.deny = p.deny_set
+        self.require_dnssec = p.require_dnssec_set
+        self.local_zones = p.local_zones_set
+        self.rebinding_guard = p.rebinding_guard
+        self.rebinding_allow = p.rebinding_allow_set
+        self.deny_networks = NetworkSet(p.deny_networks)
+        self.sinkholes = frozenset(SINKHOLES | set(config.upstream.sinkhole_addresses))
+        self.rebinding_targets = NetworkSet(REBINDING_TARGETS)
+
+    # -- names -----------------------------------------------------------------------------
+    def check_name(self, name: str) -> NameCheck:
+        if self.allowlist:
+            rule = self.allow.matches(name)
+            if rule is None:
+                return NameCheck(False, "not in allowlist", None, name)
+            deny = self.deny.matches(name)
+            if deny is not None:
+                return NameCheck(False, "denied", deny, name)
+            return NameCheck(True, "allowed", rule, name)
+        deny = self.deny.matches(name)
+        if deny is None:
+            return NameCheck(True, "not denied", None, name)
+        allow = self.allow.matches(name)
+        if allow is not None:
+            return NameCheck(True, "allowed (exception)", allow, name)
+        return NameCheck(False, "denied", deny, name)
+
+    # -- answers ---------------------------------------------------------------------------
+    def judge(self, answer: Answer) -> Verdict:
+        try:
+            chain = answer.chain()
+        except ChainTooLong as exc:
+            return Verdict(Outcome.NOT_GRANTED, str(exc), replace_answer=False)
+        for name in chain:
+            check = self.check_name(name)
+            if not check.allowed:
+                reason = check.reason if name == answer.qname else f"CNAME target {name} {check.reason}"
+                return Verdict(Outcome.BLOCKED, reason, check.rule, chain, replace_answer=True)
+
+        addresses = answer.addresses(chain[-1])
+        if not addresses:
+            return Verdict(Outcome.NO_ADDRESS, "no address in answer", None, chain)
+
+        if any(addr in self.sinkholes for addr, _ in addresses):
+            return Verdict(Outcome.BLOCKED, "sinkhole answer from upstream", None, chain,
+                           refused=tuple((a, "sinkhole") for a, _ in addresses))
+
+        if answer.security == Security.BOGUS:
+            return _refuse_all(addresses, chain, "DNSSEC bogus")
+        if answer.source is not Source.LOCAL:
+            zone = self._dnssec_zone(chain)
+            if zone is not None and answer.security != Security.SECURE:
+                return _refuse_all(addresses, chain,
+                                   f"DNSSEC required under {zone}, answer is {answer.security.name.lower()}",
+                                   rule=zone)
+
+        grants, refused = [], []
+        for addr, ttl in addresses:
+            why = self._refuse_address(addr, chain, answer.source)
+            if why is None:
+                grants.append((addr, ttl))
+            else:
+                refused.append((addr, why))
+        if not grants:
+            return Verdict(Outcome.NOT_GRANTED, refused[0][1], None, chain, refused=tuple(refused))
+        return Verdict(Outcome.GRANTED, "answered", None, chain, tuple(grants), tuple(refused))
+
+    def _dnssec_zone(self, chain: tuple[str, ...]) -> str | None:
+        for name in chain:
+            zone = self.require_dnssec.matches(name)
+            if zone is not None:
+                return zone
+        return None
+
+    def _refuse_address(self, addr: IPAddress, chain: tuple[str, ...], source: Source) -> str | None:
+        net = self.deny_networks.match(addr)
+        if net is not None:
+            return f"denied network {net}"
+        if self.rebinding_guard and source is not Source.LOCAL:
+            target = self.rebinding_targets.match(addr)
+            if target is not None and not self._may_rebind(chain):
+                return f"rebinding guard: public name answered {target}"
+        return None
+
+    def _may_rebind(self, chain: tuple[str, ...]) -> bool:
+        final = chain[-1]
+        return (self.local_zones.matches(final) is not None
+                or self.rebinding_allow.matches(final) is not None
+                or self.rebinding_allow.matches(chain[0]) is not None)
+
+
+def _refuse_all(addresses, chain, reason: str, rule: str | None = None) -> Verdict:
+    return Verdict(Outcome.NOT_GRANTED, reason, rule, chain,
+                   refused=tuple((a, reason) for a, _ in addresses))

@@ -1,0 +1,42 @@
+"""From the config to the firewall: the ruleset spec and the backend that programs it."""
+
+from __future__ import annotations
+
+import pwd
+
+from .errors import ConfigError
+from .firewall.base import RulesetSpec
+from .networks import PRIVATE
+
+
+def ruleset_spec(config) -> RulesetSpec:
+    fw = config.firewall
+    hosts = list(config.reachable.hosts)
+    if config.upstream.mode == "forward":
+        # The resolver's own upstreams are always reachable (for everyone, like NetTrust).
+        hosts += [u.address for u in config.upstream.servers]
+    networks = list(config.reachable.networks)
+    if config.reachable.private:
+        networks += PRIVATE
+    uid = None
+    if fw.resolver_user:
+        try:
+            uid = pwd.getpwnam(fw.resolver_user).pw_uid
+        except KeyError:
+            raise ConfigError(f"no such user {fw.resolver_user!r} (the user Unbound runs as)",
+                              file=config.path, key="firewall.resolver_user",
+                              line=getattr(config, "line_of", lambda k: None)("firewall.resolver_user")) from None
+    return RulesetSpec(table=fw.table, priority=fw.priority, action=fw.action, hooks=tuple(fw.hooks),
+                       static_hosts=tuple(dict.fromkeys(hosts)), static_networks=tuple(dict.fromkeys(networks)),
+                       resolver_uid=uid, allow_icmpv6_nd=fw.allow_icmpv6_nd, allow_dhcp=fw.allow_dhcp)
+
+
+def make_backend(config):
+    """The configured backend, imported lazily; an unknown name fails loudly with the valid ones."""
+    name = config.firewall.backend
+    spec = ruleset_spec(config)
+    if name == "nftables":
+        from .firewall.nftables import NftablesBackend
+        return NftablesBackend(spec)
+    raise ConfigError(f"unknown firewall backend {name!r}; valid: nftables", file=config.path,
+                      key="firewall.backend")

@@ -1,0 +1,92 @@
+"""What the Unbound adapter drives: config, logging, backend and authorizer, wired once.
+
+The adapter calls :meth:`Service.start` from ``init_standard`` and :meth:`Service.stop` from
+``deinit``; between them it only translates answers and calls :meth:`authorize`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from .answer import Answer
+from .authorizer import Authorizer, Decision
+from .config import load_config
+from .errors import ConfigError
+from .policy import NameCheck
+from .responses import BlockedResponse, blocked_response
+from .ruleset import make_backend
+from .unbound_conf import cache_max_ttl
+
+DEFAULT_CONFIG = "/etc/nettrust/nettrust.toml"
+log = logging.getLogger("nettrust")
+
+
+def config_path() -> str:
+    return os.environ.get("NETTRUST_CONFIG") or DEFAULT_CONFIG
+
+
+class Service:
+    def __init__(self, config, backend=None) -> None:
+        self.config = config
+        self.backend = backend if backend is not None else make_backend(config)
+        self.authorizer = Authorizer(config, self.backend)
+        self.blocked_kind = config.policy.blocked_answer
+
+    @classmethod
+    def from_file(cls, path: str | None = None) -> "Service":
+        return cls(load_config(path or config_path()))
+
+    def start(self, *, unbound_cache_max_ttl: int | None = None) -> int:
+        """Check the cache-hit invariant, then build the ruleset and adopt live grants."""
+        limit = cache_max_ttl(self.config)
+        if unbound_cache_max_ttl is not None and unbound_cache_max_ttl > limit:
+            raise ConfigError(
+                f"Unbound's cache-max-ttl is {unbound_cache_max_ttl}s but grants last at most "
+                f"{limit}s (+grace): cached answers would outlive their grants. Set cache-max-ttl: "
+                f"{limit} (the include from `nettrust unbound-conf` does).",
+                file=self.config.path, key="grants.max_ttl")
+        return self.authorizer.start()
+
+    def stop(self) -> None:
+        self.authorizer.stop()
+
+    def check_query(self, qname: str) -> NameCheck:
+        return self.authorizer.check_query(qname)
+
+    def blocked_response(self, qname: str, qtype: int) -> BlockedResponse:
+        return blocked_response(self.blocked_kind, qname, qtype)
+
+    def authorize(self, answer: Answer) -> Decision:
+        return self.authorizer.authorize(answer)
+
+
+def setup_logging(config, emit=None) -> None:
+    """Route ``nettrust.*`` logs: to ``log.file`` when set, else through ``emit(level, text)``."""
+    root = logging.getLogger("nettrust")
+    for h in list(root.handlers):
+        root.removeHandler(h)
+        h.close()
+    if config.log.file:
+        handler: logging.Handler = logging.FileHandler(config.log.file)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    elif emit is not None:
+        handler = _CallbackHandler(emit)
+    else:
+        handler = logging.StreamHandler()
+    root.addHandler(handler)
+    root.setLevel(config.log.level.upper())
+    root.propagate = False
+
+
+class _CallbackHandler(logging.Handler):
+    def __init__(self, emit) -> None:
+        super().__init__()
+        self._emit = emit
+        self.setFormatter(logging.Formatter("nettrust: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._emit(record.levelno, self.format(record))
+        except Exception:  # logging must never break the answer path
+            pass
