@@ -6,7 +6,6 @@ import pwd
 
 from .errors import ConfigError
 from .firewall.base import RulesetSpec
-from .networks import PRIVATE
 
 
 def ruleset_spec(config) -> RulesetSpec:
@@ -15,9 +14,7 @@ def ruleset_spec(config) -> RulesetSpec:
     if config.upstream.mode == "forward":
         # The resolver's own upstreams are always reachable (for everyone, like NetTrust).
         hosts += [u.address for u in config.upstream.servers]
-    networks = list(config.reachable.networks)
-    if config.reachable.private:
-        networks += PRIVATE
+    networks = list(config.reachable.effective_networks)
     uid = None
     if fw.resolver_user:
         try:
@@ -25,7 +22,7 @@ def ruleset_spec(config) -> RulesetSpec:
         except KeyError:
             raise ConfigError(f"no such user {fw.resolver_user!r} (the user Unbound runs as)",
                               file=config.path, key="firewall.resolver_user",
-                              line=getattr(config, "line_of", lambda k: None)("firewall.resolver_user")) from None
+                              line=config.line_of("firewall.resolver_user")) from None
     return RulesetSpec(table=fw.table, priority=fw.priority, action=fw.action, hooks=tuple(fw.hooks),
                        static_hosts=tuple(dict.fromkeys(hosts)), static_networks=tuple(dict.fromkeys(networks)),
                        resolver_uid=uid, allow_icmpv6_nd=fw.allow_icmpv6_nd, allow_dhcp=fw.allow_dhcp)
