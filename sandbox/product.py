@@ -1,0 +1,102 @@
+"""NetTrust itself inside a lab: Unbound + the module + nftables in the lab's host namespace.
+
+Used by the integration tests and by the sandbox walkthrough, so both run the product the same
+way an installed host does: the include comes from :func:`nettrust_core.unbound_conf.render`,
+Unbound runs as ``unbound`` holding only CAP_NET_ADMIN and CAP_NET_BIND_SERVICE, and the CLI is
+the real ``nettrust`` command.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import nettrust_core
+import unbound_module
+from nettrust_core.config import load_config
+from nettrust_core.unbound_conf import render
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+DIST_PACKAGES = "/usr/lib/python3/dist-packages"
+
+LISTEN = """server:
+    interface: 127.0.0.1
+    interface: ::1
+    port: 53
+    do-ip6: yes
+    verbosity: 1
+    num-threads: {threads}
+    so-reuseport: yes
+    log-servfail: yes
+    val-log-level: 1
+"""
+
+
+class NetTrustHost:
+    """One configuration of NetTrust running (or ready to run) in ``lab``'s host namespace."""
+
+    def __init__(self, lab, config_text: str, *, name: str = "nettrust", threads: int = 1,
+                 mode: str = "stub") -> None:
+        self.lab = lab
+        self.name = name
+        self.threads = threads
+        self.mode = mode
+        self.code_dir = _stage_code(Path(lab.work_dir) / "code")
+        self.config_path = Path(lab.work_dir) / "nettrust" / f"{name}.toml"
+        self.config_path.parent.mkdir(mode=0o755, exist_ok=True)
+        self.config_path.write_text(config_text)
+        os.chmod(self.config_path, 0o644)
+        self.config = load_config(self.config_path)
+        self.process = None
+
+    @property
+    def script(self) -> Path:
+        return self.code_dir / "unbound_module" / "nettrust_unbound.py"
+
+    def unbound_conf(self) -> str:
+        return (LISTEN.format(threads=self.threads) + self.lab.unbound_zone_conf(self.mode)
+                + render(self.config, script=str(self.script)))
+
+    def env(self) -> dict[str, str]:
+        return {"NETTRUST_CONFIG": str(self.config_path), "PYTHONPATH": DIST_PACKAGES}
+
+    def start(self, *, user: str | None = "unbound"):
+        self.process = self.lab.start_unbound(self.unbound_conf(), user=user, env=self.env())
+        return self.process
+
+    def stop(self) -> int | None:
+        return self.lab.stop_unbound()
+
+    def kill(self, sig) -> None:
+        self.lab.kill_unbound(sig)
+        self.process.wait(10)
+
+    def log(self) -> str:
+        return self.process.log_text() if self.process is not None else ""
+
+    def nettrust(self, *args: str, check: bool = True):
+        """Run the real CLI in the host namespace (as root, like an administrator would)."""
+        return self.lab.run("host", [SYSTEM_PYTHON, "-m", "nettrust_core.cli", "-c", str(self.config_path),
+                                     *args], check=check,
+                            env={"PYTHONPATH": f"{self.code_dir}:{DIST_PACKAGES}"})
+
+    def grants(self) -> dict[str, dict]:
+        """address → {name, expires_in, timeout}, from the kernel via ``nettrust hosts --json``."""
+        out = self.nettrust("hosts", "--json").stdout
+        return {g["address"]: g for g in json.loads(out)}
+
+
+def _stage_code(target: Path) -> Path:
+    """Copy the module and the core where the unbound user can read them (the checkout may not be)."""
+    if not (target / "nettrust_core").exists():
+        target.mkdir(mode=0o755, parents=True, exist_ok=True)
+        for package in (nettrust_core, unbound_module):
+            src = Path(package.__file__).parent
+            shutil.copytree(src, target / src.name, ignore=shutil.ignore_patterns("__pycache__"))
+        for root, dirs, files in os.walk(target):
+            os.chmod(root, 0o755)
+            for f in files:
+                os.chmod(os.path.join(root, f), 0o644)
+    return target
