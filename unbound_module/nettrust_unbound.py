@@ -45,7 +45,7 @@ def _unbound_log(level, text):
 # -- lifecycle -------------------------------------------------------------------------------
 def init_standard(id, env):
     global _service
-    if env.worker is None:
+    if _under_checkconf():
         # unbound-checkconf runs init too: validate the config, touch nothing.
         load_config(config_path())
         log_info("nettrust: configuration %s is valid (checkconf)" % config_path())
@@ -61,6 +61,14 @@ def init_standard(id, env):
     register_inplace_cb_reply_local(_on_local_answer, env, id)
     log_info("nettrust: ready, config %s, %d live grants adopted" % (service.config.path, restored))
     return True
+
+
+def _under_checkconf():
+    try:
+        with open("/proc/self/comm") as f:
+            return f.read().strip() == "unbound-checkconf"
+    except OSError:
+        return False
 
 
 def init(id, cfg):

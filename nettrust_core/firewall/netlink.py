@@ -68,8 +68,11 @@ NFPROTO_UNSPEC = 0
 NFPROTO_INET = 1
 FAMILY_NAMES = {1: "inet", 2: "ip", 10: "ip6"}
 
+NFT_MSG_NEWTABLE = 0
 NFT_MSG_GETTABLE = 1
+NFT_MSG_DELTABLE = 2
 NFT_MSG_GETCHAIN = 4
+NFT_MSG_GETRULE = 7
 NFT_MSG_GETSET = 10
 NFT_MSG_NEWSETELEM = 12
 NFT_MSG_GETSETELEM = 13
@@ -78,6 +81,7 @@ NFT_MSG_GETOBJ = 19
 
 NFTA_TABLE_NAME = 1
 NFTA_TABLE_FLAGS = 2
+NFT_TABLE_F_DORMANT = 0x1
 NFTA_CHAIN_TABLE = 1
 NFTA_CHAIN_NAME = 3
 NFTA_CHAIN_HOOK = 4
@@ -85,9 +89,10 @@ NFTA_CHAIN_POLICY = 5
 NFTA_CHAIN_TYPE = 7
 NFTA_HOOK_HOOKNUM = 1
 NFTA_HOOK_PRIORITY = 2
-NFTA_SET_TABLE = 1
-NFTA_SET_NAME = 2
-NFTA_SET_FLAGS = 3
+NFTA_RULE_TABLE = 1
+NFTA_RULE_CHAIN = 2
+NFTA_RULE_EXPRESSIONS = 4
+NFTA_EXPR_NAME = 1
 NFTA_OBJ_TABLE = 1
 NFTA_OBJ_NAME = 2
 NFTA_OBJ_TYPE = 3
@@ -293,8 +298,24 @@ def attr_be32(data: bytes, span: tuple[int, int] | None) -> int | None:
     return None if span is None else _BE32.unpack_from(data, span[0])[0]
 
 
+def attr_be32s(data: bytes, span: tuple[int, int] | None) -> int | None:
+    return None if span is None else _BE32S.unpack_from(data, span[0])[0]
+
+
 def attr_be64(data: bytes, span: tuple[int, int] | None) -> int | None:
     return None if span is None else _BE64.unpack_from(data, span[0])[0]
+
+
+def list_items(data: bytes, start: int, end: int) -> list[tuple[int, int]]:
+    """Payload spans of the items of a list attribute (all of type NFTA_LIST_ELEM, so no dict)."""
+    out = []
+    while end - start >= 4:
+        alen = _NLATTR.unpack_from(data, start)[0]
+        if alen < 4 or start + alen > end:
+            raise FirewallError(f"malformed netlink list item (length {alen} at offset {start})")
+        out.append((start + 4, start + alen))
+        start += (alen + 3) & ~3
+    return out
 
 
 def parse_error(msg: Message) -> tuple[int, int | None, str | None]:
@@ -368,6 +389,18 @@ def parse_elements(msg: Message, out: list[Element] | None = None) -> list[Eleme
     return out
 
 
+def _set_rcvtimeo(sock: socket.socket, timeout: float) -> None:
+    """SO_RCVTIMEO takes a C ``struct timeval``: two longs, or two 64-bit fields on 32-bit
+    systems built with a 64-bit time_t; the kernel refuses the wrong size, so try both."""
+    sec, usec = int(timeout), int((timeout - int(timeout)) * 1e6)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("@ll", sec, usec))
+    except OSError as exc:
+        if exc.errno != errno_mod.EINVAL:
+            raise
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("@qq", sec, usec))
+
+
 # -- the socket -------------------------------------------------------------------------------------
 class Failure(NamedTuple):
     """One message of a batch the kernel refused: its index (-1: the batch itself), errno, where."""
@@ -376,6 +409,9 @@ class Failure(NamedTuple):
     errno: int
     offset: int | None
     text: str | None
+
+    def __str__(self) -> str:
+        return self.text or os.strerror(self.errno)
 
 
 _MSG_TRUNC = int(socket.MSG_TRUNC)
@@ -391,7 +427,19 @@ class NetlinkSocket:
     inside ``send()``), so a lost reply surfaces as an error instead of a hang.
     """
 
-    def __init__(self, timeout: float = 5.0, bufsize: int = 1 << 20) -> None:
+    def __init__(self, timeout: float = 5.0, bufsize: int = 1 << 20, *, sock=None) -> None:
+        if sock is None:
+            sock = self._open(timeout, bufsize)
+        self._sock = sock                   # tests pass a stand-in with send/recv_into/getsockopt
+        self._lock = threading.Lock()
+        self._seq = 0
+        self._buf = bytearray(1 << 16)      # a dump part is at most 32 KiB
+        self._heads: dict[tuple[str, str], bytes] = {}
+        #: The largest batch the socket accepts (the kernel refuses datagrams above sndbuf - 32).
+        self.max_batch = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) - 64
+
+    @staticmethod
+    def _open(timeout: float, bufsize: int) -> socket.socket:
         try:
             sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
                                  NETLINK_NETFILTER)
@@ -403,21 +451,13 @@ class NetlinkSocket:
             sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
             for opt in (socket.SO_SNDBUF, socket.SO_RCVBUF):
                 sock.setsockopt(socket.SOL_SOCKET, opt, bufsize)   # capped by net.core.*mem_max
-            sec = int(timeout)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
-                            struct.pack("@ll", sec, int((timeout - sec) * 1e6)))
+            _set_rcvtimeo(sock, timeout)
             sock.bind((0, 0))
         except OSError as exc:
             sock.close()
             raise FirewallError(f"cannot set up the netlink socket: {exc.strerror}",
                                 errno=exc.errno) from None
-        self._sock = sock
-        self._lock = threading.Lock()
-        self._seq = 0
-        self._buf = bytearray(1 << 16)      # a dump part is at most 32 KiB
-        self._heads: dict[tuple[str, str], bytes] = {}
-        #: The largest batch the socket accepts (the kernel refuses datagrams above sndbuf - 32).
-        self.max_batch = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) - 64
+        return sock
 
     def close(self) -> None:
         self._sock.close()
@@ -546,13 +586,12 @@ class NetlinkSocket:
         if not failures:
             return
         fail = failures[0]
-        set_name = address = None
-        if fail.index >= 0:
-            set_name, head, elements, addresses = where[fail.index]
-            pos = None if fail.offset is None else element_at(head, elements, fail.offset)
-            address = str(addresses[pos or 0]) if addresses else None
-        what = fail.text or os.strerror(fail.errno)
-        raise FirewallError(f"nf_tables refused the set update: {what}", table=table, set=set_name,
+        # A refusal of the batch as a whole (index -1: no permission, failed commit) is reported
+        # against the first message; the kernel's offset, when given, names the exact element.
+        set_name, head, elements, addresses = where[max(fail.index, 0)]
+        pos = None if fail.offset is None else element_at(head, elements, fail.offset)
+        address = str(addresses[pos or 0]) if addresses else None
+        raise FirewallError(f"nf_tables refused the set update: {fail}", table=table, set=set_name,
                             family=FAMILY_NAMES.get(family, str(family)), address=address,
                             errno=fail.errno)
 

@@ -1,0 +1,490 @@
+"""The nftables backend: one ``inet`` table, default drop, answered addresses let through by sets.
+
+What :meth:`NftablesBackend.ensure` programs (``T`` = ``spec.table``)::
+
+    table inet T {
+        counter rejected {}
+        set allow4  { type ipv4_addr; flags timeout; }          # grants: written per DNS answer
+        set allow6  { type ipv6_addr; flags timeout; }
+        set static4 { type ipv4_addr; flags interval; auto-merge; elements = { 127.0.0.0/8, … } }
+        set static6 { type ipv6_addr; flags interval; auto-merge; elements = { ::1, … } }
+        chain output {                                          # and "forward" if configured
+            type filter hook output priority P; policy drop;
+            ct state established,related accept
+            oif "lo" accept                                     # output only
+            icmpv6 type { nd-…, mld-… } accept                  # allow_icmpv6_nd
+            udp dport { 67, 547 } accept                        # allow_dhcp (DHCP client)
+            meta skuid U meta l4proto { tcp, udp } th dport { 53, 853 } accept   # resolver_uid, output only
+            ip daddr @static4 accept
+            ip6 daddr @static6 accept
+            ip daddr @allow4 accept
+            ip6 daddr @allow6 accept
+            meta l4proto tcp counter name "rejected" reject with tcp reset    # action "reject"
+            counter name "rejected" reject with icmpx admin-prohibited        # (or: … drop)
+        }
+    }
+
+Two planes:
+
+* The control plane (``ensure``) is one libnftables JSON transaction built as data (``nft -j -f -``
+  when the Python binding is missing).  It never deletes the table or the grant sets: ``add`` of an
+  existing table/set/counter is a no-op, the static sets and chains are flushed and refilled inside
+  the same transaction, so the kernel switches from the old rules to the new ones at commit with no
+  moment in between.  A base chain whose hook, type or priority differs from the spec is deleted
+  and recreated in that same transaction (the kernel cannot change a hook's priority in place); a
+  new base chain starts with policy drop, so the worst case is a few microseconds of drop.
+* The answer path (``grant``) is a raw netlink batch on a persistent socket (:mod:`.netlink`):
+  IPv4 and IPv6 elements to their sets in one batch, acked.  The state reads (``list_grants``,
+  ``status``) use a second socket, so a long dump never holds up an answer.
+"""
+
+from __future__ import annotations
+
+import errno as errno_mod
+import ipaddress
+import json
+import logging
+import math
+import re
+import shutil
+import subprocess
+import threading
+from typing import NamedTuple, Sequence
+
+from ..errors import FirewallError
+from . import netlink as nl
+from .base import Grant, GrantedElement, RulesetSpec
+
+log = logging.getLogger("nettrust.firewall")
+
+FAMILY = "inet"
+GRANT_SETS = {4: "allow4", 6: "allow6"}
+STATIC_SETS = {4: "static4", 6: "static6"}
+COUNTER = "rejected"
+HOOKS = {"output": 3, "forward": 2}              # NF_INET_LOCAL_OUT, NF_INET_FORWARD
+LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+ND_TYPES = ("nd-router-solicit", "nd-router-advert", "nd-neighbor-solicit", "nd-neighbor-advert",
+            "mld-listener-query", "mld-listener-report", "mld-listener-done", "mld2-listener-report")
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,62}\Z")
+
+
+
+class ChainState(NamedTuple):
+    """A chain of our table as the kernel reports it (``hook`` is None for a regular chain)."""
+
+    hook: int | None
+    priority: int | None
+    policy: str | None
+    type: str | None
+
+
+# -- the ruleset as data ----------------------------------------------------------------------------
+def validate_spec(spec: RulesetSpec) -> None:
+    """Refuse a spec nft would reject or misread, before anything touches the kernel."""
+    problems = []
+    if not _NAME.match(spec.table):
+        problems.append(f"table name {spec.table!r} (letters, digits, _ . -; up to 63)")
+    if spec.action not in ("reject", "drop"):
+        problems.append(f"action {spec.action!r} (reject or drop)")
+    if not spec.hooks or len(set(spec.hooks)) != len(spec.hooks) or not set(spec.hooks) <= set(HOOKS):
+        problems.append(f"hooks {spec.hooks!r} (output, optionally forward)")
+    if not isinstance(spec.priority, int) or not -2**31 <= spec.priority < 2**31:
+        problems.append(f"priority {spec.priority!r} (a 32-bit integer)")
+    if spec.resolver_uid is not None and (not isinstance(spec.resolver_uid, int) or spec.resolver_uid < 0):
+        problems.append(f"resolver_uid {spec.resolver_uid!r}")
+    if problems:
+        raise FirewallError("invalid ruleset: " + "; ".join(problems), table=spec.table, family=FAMILY)
+
+
+def static_elements(spec: RulesetSpec, version: int) -> list:
+    """The static set's elements in nft JSON: loopback plus hosts and networks, overlaps merged."""
+    nets = [n for n in LOOPBACK if n.version == version]
+    nets += [ipaddress.ip_network(h) for h in spec.static_hosts if h.version == version]
+    nets += [n for n in spec.static_networks if n.version == version]
+    out: list = []
+    for net in ipaddress.collapse_addresses(nets):
+        if net.prefixlen == net.max_prefixlen:
+            out.append(str(net.network_address))
+        else:
+            out.append({"prefix": {"addr": str(net.network_address), "len": net.prefixlen}})
+    return out
+
+
+def _accept(*matches: dict) -> list[dict]:
+    return [*matches, {"accept": None}]
+
+
+def _match(left: dict, right, op: str = "==") -> dict:
+    return {"match": {"op": op, "left": left, "right": right}}
+
+
+def chain_rules(spec: RulesetSpec, hook: str) -> list[list[dict]]:
+    """The expressions of each rule of one base chain, in order (see the module docstring)."""
+    daddr = lambda proto: {"payload": {"protocol": proto, "field": "daddr"}}  # noqa: E731
+    rules = [_accept(_match({"ct": {"key": "state"}}, ["established", "related"], "in"))]
+    if hook == "output":
+        rules.append(_accept(_match({"meta": {"key": "oif"}}, "lo")))
+    if spec.allow_icmpv6_nd:
+        rules.append(_accept(_match({"payload": {"protocol": "icmpv6", "field": "type"}},
+                                    {"set": list(ND_TYPES)})))
+    if spec.allow_dhcp:
+        rules.append(_accept(_match({"payload": {"protocol": "udp", "field": "dport"}},
+                                    {"set": [67, 547]})))
+    if spec.resolver_uid is not None and hook == "output":   # forwarded packets have no socket
+        rules.append(_accept(_match({"meta": {"key": "skuid"}}, spec.resolver_uid),
+                             _match({"meta": {"key": "l4proto"}}, {"set": ["tcp", "udp"]}),
+                             _match({"payload": {"protocol": "th", "field": "dport"}},
+                                    {"set": [53, 853]})))
+    for sets in (STATIC_SETS, GRANT_SETS):
+        rules.append(_accept(_match(daddr("ip"), "@" + sets[4])))
+        rules.append(_accept(_match(daddr("ip6"), "@" + sets[6])))
+    if spec.action == "reject":
+        rules.append([_match({"meta": {"key": "l4proto"}}, "tcp"), {"counter": COUNTER},
+                      {"reject": {"type": "tcp reset"}}])
+        rules.append([{"counter": COUNTER}, {"reject": {"type": "icmpx", "expr": "admin-prohibited"}}])
+    else:
+        rules.append([{"counter": COUNTER}, {"drop": None}])
+    return rules
+
+
+def static_set_declarations(spec: RulesetSpec) -> str:
+    """The table and the static sets, declared with ``auto-merge``, in nft syntax.
+
+    nft 1.0.6's JSON cannot say ``auto-merge`` (it keeps it in the set's userdata, which only a
+    set's creation can write), so these idempotent declarations run just before the JSON
+    transaction.  They change no filtering: an empty set referenced by no rule matches nothing.
+    Built only from the validated table name and constants.
+    """
+    lines = [f"add table {FAMILY} {spec.table}"]
+    for v, name in STATIC_SETS.items():
+        lines.append(f"add set {FAMILY} {spec.table} {name} "
+                     f"{{ type ipv{v}_addr; flags interval; auto-merge; }}")
+    return "\n".join(lines) + "\n"
+
+
+def ruleset_commands(spec: RulesetSpec, chains: dict[str, ChainState]) -> list[dict]:
+    """One transaction that creates or repairs the ruleset, given the chains the table has now.
+
+    Grant sets are only ever ``add``-ed (a no-op when present), so their elements survive.
+    """
+    t = {"family": FAMILY, "table": spec.table}
+    cmds: list[dict] = [{"add": {"table": {"family": FAMILY, "name": spec.table}}},
+                        {"add": {"counter": {**t, "name": COUNTER}}}]
+    for v, name in GRANT_SETS.items():
+        cmds.append({"add": {"set": {**t, "name": name, "type": f"ipv{v}_addr", "flags": ["timeout"]}}})
+    for v, name in STATIC_SETS.items():
+        cmds.append({"add": {"set": {**t, "name": name, "type": f"ipv{v}_addr", "flags": ["interval"]}}})
+        cmds.append({"flush": {"set": {**t, "name": name}}})
+        cmds.append({"add": {"element": {**t, "name": name, "elem": static_elements(spec, v)}}})
+    for name, state in chains.items():
+        if name in HOOKS and state.hook is not None and (
+                name not in spec.hooks or state.hook != HOOKS[name]
+                or state.priority != spec.priority or state.type != "filter"):
+            cmds.append({"delete": {"chain": {**t, "name": name}}})   # recreated below if wanted
+    for hook in spec.hooks:
+        cmds.append({"add": {"chain": {**t, "name": hook, "type": "filter", "hook": hook,
+                                       "prio": spec.priority, "policy": "drop"}}})
+        cmds.append({"flush": {"chain": {**t, "name": hook}}})
+        for expr in chain_rules(spec, hook):
+            cmds.append({"add": {"rule": {**t, "chain": hook, "expr": expr}}})
+    return cmds
+
+
+# -- the backend ------------------------------------------------------------------------------------
+class NftablesBackend:
+    """:class:`~nettrust_core.firewall.base.FirewallBackend` on nf_tables.
+
+    ``repairs`` counts grants that found the ruleset missing and rebuilt it; ``errors`` counts
+    grants that failed.  Thread-safe: Unbound's worker threads may call :meth:`grant` at once.
+    """
+
+    def __init__(self, spec: RulesetSpec | None = None, *, timeout: float = 5.0) -> None:
+        self.spec = spec if spec is not None else RulesetSpec()
+        validate_spec(self.spec)
+        self.repairs = 0
+        self.errors = 0
+        self._timeout = timeout
+        self._hot: nl.NetlinkSocket | None = None      # the answer path's socket
+        self._ctl: nl.NetlinkSocket | None = None      # dumps and control messages
+        self._nft = None                               # libnftables context, made on first ensure
+        self._open_lock = threading.Lock()
+        self._ctl_lock = threading.Lock()
+
+    # -- sockets ------------------------------------------------------------------------------
+    def _socket(self, which: str) -> nl.NetlinkSocket:
+        with self._open_lock:
+            sock = getattr(self, which)
+            if sock is None:
+                sock = nl.NetlinkSocket(self._timeout)
+                setattr(self, which, sock)
+            return sock
+
+    def close(self) -> None:
+        with self._open_lock:
+            for which in ("_hot", "_ctl"):
+                sock = getattr(self, which)
+                if sock is not None:
+                    sock.close()
+                    setattr(self, which, None)
+            self._nft = None
+
+    def _error(self, message: str, **fields) -> FirewallError:
+        return FirewallError(message, table=self.spec.table, family=FAMILY, **fields)
+
+    # -- the answer path ----------------------------------------------------------------------
+    def grant(self, grants: Sequence[Grant]) -> None:
+        """Add or refresh ``grants`` (remaining life := timeout) in one acked netlink batch.
+
+        If the kernel says the table or a set is missing, rebuild the ruleset once (counted in
+        ``repairs``) and retry once; any other refusal raises FirewallError (counted in ``errors``).
+        """
+        if not grants:
+            return
+        try:
+            groups = self._encode(grants)
+            sock = self._hot or self._socket("_hot")
+            try:
+                sock.write_elements(nl.NFT_MSG_NEWSETELEM, self.spec.table, groups)
+                return
+            except FirewallError as exc:
+                if exc.errno != errno_mod.ENOENT:
+                    raise
+                self.repairs += 1
+                log.warning("ruleset missing on grant (%s); rebuilding it", exc)
+            self.ensure()
+            sock.write_elements(nl.NFT_MSG_NEWSETELEM, self.spec.table, groups)
+        except FirewallError:
+            self.errors += 1
+            raise
+
+    def _encode(self, grants: Sequence[Grant]) -> list[tuple[str, list[bytes], list]]:
+        """Elements per grant set; timeouts in whole milliseconds, rounded up."""
+        v4: list[bytes] = []
+        v6: list[bytes] = []
+        a4: list = []
+        a6: list = []
+        last_comment, udata = None, b""
+        element = nl.element
+        for g in grants:
+            addr = g.address
+            try:
+                ms = math.ceil(g.timeout * 1000)
+            except (TypeError, ValueError, OverflowError):
+                ms = 0
+            if ms <= 0:
+                raise self._error(f"grant timeout must be a positive number of seconds, not {g.timeout!r}",
+                                  address=str(addr))
+            if g.comment != last_comment:
+                last_comment, udata = g.comment, nl.comment_udata(g.comment)
+            if addr.version == 4:
+                v4.append(element(addr.packed, ms, udata))
+                a4.append(addr)
+            else:
+                v6.append(element(addr.packed, ms, udata))
+                a6.append(addr)
+        groups = []
+        if v4:
+            groups.append((GRANT_SETS[4], v4, a4))
+        if v6:
+            groups.append((GRANT_SETS[6], v6, a6))
+        return groups
+
+    # -- reads --------------------------------------------------------------------------------
+    def list_grants(self) -> list[GrantedElement]:
+        """Every live grant, from a netlink dump of both grant sets.
+
+        Raises FirewallError (errno ENOENT) when the ruleset is absent.
+        """
+        sock = self._socket("_ctl")
+        out = []
+        for v, name in GRANT_SETS.items():
+            make = ipaddress.IPv4Address if v == 4 else ipaddress.IPv6Address
+            for e in sock.dump_elements(self.spec.table, name):
+                out.append(GrantedElement(make(e.key), (e.timeout_ms or 0) / 1000,
+                                          (e.expiration_ms or 0) / 1000, e.comment))
+        return out
+
+    def _table_flags(self) -> int | None:
+        """The table's flags, or None when it does not exist."""
+        try:
+            msg = self._socket("_ctl").request(nl.NFT_MSG_GETTABLE, nl.NFPROTO_INET,
+                                               nl.attr(nl.NFTA_TABLE_NAME, nl.strz(self.spec.table)))
+        except FirewallError as exc:
+            if exc.errno == errno_mod.ENOENT:
+                return None
+            raise
+        a = nl.attrs(msg.data, msg.start + 4, msg.end)
+        return nl.attr_be32(msg.data, a.get(nl.NFTA_TABLE_FLAGS)) or 0
+
+    def _chains(self) -> dict[str, ChainState]:
+        """The chains of our table (a GETCHAIN dump covers every table of the family)."""
+        chains: dict[str, ChainState] = {}
+
+        def on_chain(m: nl.Message) -> None:
+            d = m.data
+            a = nl.attrs(d, m.start + 4, m.end)
+            if nl.attr_str(d, a.get(nl.NFTA_CHAIN_TABLE)) != self.spec.table:
+                return
+            hook = prio = None
+            if nl.NFTA_CHAIN_HOOK in a:
+                h = nl.attrs(d, *a[nl.NFTA_CHAIN_HOOK])
+                hook = nl.attr_be32(d, h.get(nl.NFTA_HOOK_HOOKNUM))
+                prio = nl.attr_be32s(d, h.get(nl.NFTA_HOOK_PRIORITY))
+            policy = nl.attr_be32(d, a.get(nl.NFTA_CHAIN_POLICY))
+            chains[nl.attr_str(d, a.get(nl.NFTA_CHAIN_NAME)) or ""] = ChainState(
+                hook, prio, None if policy is None else ("accept" if policy == 1 else "drop"),
+                nl.attr_str(d, a.get(nl.NFTA_CHAIN_TYPE)))
+
+        self._socket("_ctl").dump(nl.NFT_MSG_GETCHAIN, nl.NFPROTO_INET, b"", on_chain)
+        return chains
+
+    def _expression_names(self, chain: str) -> set[str]:
+        """Names of the expressions used by the rules of one chain (e.g. "reject")."""
+        names: set[str] = set()
+
+        def on_rule(m: nl.Message) -> None:
+            d = m.data
+            a = nl.attrs(d, m.start + 4, m.end)
+            if nl.NFTA_RULE_EXPRESSIONS in a:
+                for s, e in nl.list_items(d, *a[nl.NFTA_RULE_EXPRESSIONS]):
+                    names.add(nl.attr_str(d, nl.attrs(d, s, e).get(nl.NFTA_EXPR_NAME)) or "")
+
+        body = (nl.attr(nl.NFTA_RULE_TABLE, nl.strz(self.spec.table))
+                + nl.attr(nl.NFTA_RULE_CHAIN, nl.strz(chain)))
+        self._socket("_ctl").dump(nl.NFT_MSG_GETRULE, nl.NFPROTO_INET, body, on_rule)
+        return names
+
+    def _counter(self, name: str) -> dict | None:
+        body = (nl.attr(nl.NFTA_OBJ_TABLE, nl.strz(self.spec.table))
+                + nl.attr(nl.NFTA_OBJ_NAME, nl.strz(name))
+                + nl.attr(nl.NFTA_OBJ_TYPE, nl.be32(nl.NFT_OBJECT_COUNTER)))
+        try:
+            m = self._socket("_ctl").request(nl.NFT_MSG_GETOBJ, nl.NFPROTO_INET, body)
+        except FirewallError as exc:
+            if exc.errno == errno_mod.ENOENT:
+                return None
+            raise
+        a = nl.attrs(m.data, m.start + 4, m.end)
+        if nl.NFTA_OBJ_DATA not in a:
+            return None
+        c = nl.attrs(m.data, *a[nl.NFTA_OBJ_DATA])
+        return {"packets": nl.attr_be64(m.data, c.get(nl.NFTA_COUNTER_PACKETS)) or 0,
+                "bytes": nl.attr_be64(m.data, c.get(nl.NFTA_COUNTER_BYTES)) or 0}
+
+    def _set_size(self, name: str) -> int | None:
+        """Elements in a set (interval ends not counted), None when the set is absent."""
+        try:
+            elems = self._socket("_ctl").dump_elements(self.spec.table, name)
+        except FirewallError as exc:
+            if exc.errno == errno_mod.ENOENT:
+                return None
+            raise
+        return sum(1 for e in elems if not e.flags & nl.NFT_SET_ELEM_INTERVAL_END)
+
+    def status(self, count_elements: bool = True) -> dict:
+        """What the kernel has: presence, hooks, priority, policy, action, set sizes, counters.
+
+        Counting elements dumps every set; with a million grants that takes the kernel tens of
+        seconds (its set dumps restart from the first element for every 32 KiB part), so callers
+        polling for metrics may pass ``count_elements=False``.
+        """
+        spec = self.spec
+        st: dict = {"present": False, "table": spec.table, "family": FAMILY, "dormant": False,
+                    "hooks": [], "chains": {}, "priority": None, "policy": None, "action": None,
+                    "sets": {}, "counters": {}}
+        flags = self._table_flags()
+        if flags is None:
+            return st
+        chains = {n: c for n, c in self._chains().items() if n in HOOKS and c.hook == HOOKS[n]}
+        st.update(present=True, dormant=bool(flags & nl.NFT_TABLE_F_DORMANT), hooks=list(chains),
+                  chains={n: c._asdict() for n, c in chains.items()})
+        if chains:
+            first = next(iter(chains.values()))
+            st["priority"], st["policy"] = first.priority, first.policy
+            exprs = self._expression_names(next(iter(chains)))
+            st["action"] = "reject" if "reject" in exprs else "drop"
+        if count_elements:
+            st["sets"] = {name: self._set_size(name)
+                          for name in (*GRANT_SETS.values(), *STATIC_SETS.values())}
+        counter = self._counter(COUNTER)
+        if counter is not None:
+            st["counters"][COUNTER] = counter
+        return st
+
+    # -- control plane ------------------------------------------------------------------------
+    def ensure(self) -> None:
+        """Create or repair the ruleset in one transaction; live grants and drop policy stay.
+
+        Reads the table's chains first (to decide which base chains must be recreated); if the
+        transaction fails because the table changed meanwhile, reads and tries once more.
+        """
+        with self._ctl_lock:
+            self._nft_run(static_set_declarations(self.spec))
+            for attempt in (1, 2):
+                cmds = ruleset_commands(self.spec, self._chains())
+                try:
+                    self._nft_run(json.dumps({"nftables": cmds}), json_input=True)
+                    break
+                except FirewallError as exc:
+                    if attempt == 2:
+                        raise
+                    log.info("ruleset transaction failed (%s); rereading and retrying", exc)
+            flags = self._table_flags()
+            if flags and flags & nl.NFT_TABLE_F_DORMANT:
+                self._wake_table(flags)
+
+    def _wake_table(self, flags: int) -> None:
+        """A dormant table filters nothing: clear the flag (nft's JSON cannot say this)."""
+        body = (nl.attr(nl.NFTA_TABLE_NAME, nl.strz(self.spec.table))
+                + nl.attr(nl.NFTA_TABLE_FLAGS, nl.be32(flags & ~nl.NFT_TABLE_F_DORMANT)))
+        fails = self._socket("_ctl").transact([(nl.nft_type(nl.NFT_MSG_NEWTABLE), 0, nl.NFPROTO_INET, body)])
+        if fails:
+            raise self._error(f"cannot wake the dormant table: {fails[0]}",
+                              errno=fails[0].errno)
+        log.warning("table inet %s was dormant; woke it up", self.spec.table)
+
+    def _nft_run(self, payload: str, json_input: bool = False) -> None:
+        """Run one nft transaction (JSON or nft syntax): libnftables, else ``nft [-j] -f -``."""
+        if self._nft is None:
+            try:
+                import nftables  # python3-nftables (Debian); optional
+            except ImportError:
+                self._nft = False
+            else:
+                self._nft = nftables.Nftables()
+                self._nft.set_json_output(json_input)
+        if self._nft:
+            self._nft.set_json_output(json_input)       # JSON output makes it read JSON input
+            rc, _out, err = self._nft.cmd(payload)
+        else:
+            argv = [shutil.which("nft") or "/usr/sbin/nft", *(["-j"] if json_input else []), "-f", "-"]
+            try:
+                proc = subprocess.run(argv, input=payload, text=True, capture_output=True, timeout=30)
+            except (OSError, subprocess.SubprocessError) as exc:
+                raise self._error(f"cannot run nft: {exc}") from None
+            rc, err = proc.returncode, proc.stderr
+        if rc != 0:
+            raise self._error(f"nft refused the ruleset: {(err or '').strip() or f'exit {rc}'}")
+
+    def flush_grants(self) -> None:
+        """Empty both grant sets in one transaction; the chains (and drop policy) stay.
+
+        Nothing to do when the ruleset is absent.
+        """
+        reqs = [(nl.nft_type(nl.NFT_MSG_DELSETELEM), 0, nl.NFPROTO_INET,
+                 nl.setelem_head(self.spec.table, name)) for name in GRANT_SETS.values()]
+        fails = self._socket("_ctl").transact(reqs)
+        if fails and not (fails[0].errno == errno_mod.ENOENT and self._table_flags() is None):
+            f = fails[0]
+            raise self._error(f"cannot flush grants: {f}",
+                              errno=f.errno)
+
+    def remove(self) -> None:
+        """Delete the table (egress is open again); an absent table is not an error."""
+        body = nl.attr(nl.NFTA_TABLE_NAME, nl.strz(self.spec.table))
+        fails = self._socket("_ctl").transact([(nl.nft_type(nl.NFT_MSG_DELTABLE), 0, nl.NFPROTO_INET, body)])
+        if fails and fails[0].errno != errno_mod.ENOENT:
+            f = fails[0]
+            raise self._error(f"cannot delete the table: {f}",
+                              errno=f.errno)
+
