@@ -56,8 +56,13 @@ class NetTrustHost:
         return self.code_dir / "unbound_module" / "nettrust_unbound.py"
 
     def unbound_conf(self) -> str:
-        return (LISTEN.format(threads=self.threads) + self.lab.unbound_zone_conf(self.mode)
-                + render(self.config, script=str(self.script)))
+        zones = self.lab.unbound_zone_conf(self.mode)
+        if self.config.upstream.mode == "forward":
+            # NetTrust's own include forwards "." to the configured servers: keep only the lab's
+            # server: settings (trust anchors, local-zone exceptions).
+            zones = zones.split("forward-zone:")[0].split("stub-zone:")[0]
+            zones = "\n".join(ln for ln in zones.splitlines() if "root-hints" not in ln) + "\n"
+        return LISTEN.format(threads=self.threads) + zones + render(self.config, script=str(self.script))
 
     def env(self) -> dict[str, str]:
         return {"NETTRUST_CONFIG": str(self.config_path), "PYTHONPATH": DIST_PACKAGES}

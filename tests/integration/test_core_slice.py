@@ -115,6 +115,20 @@ def test_curl_through_the_resolver(nt, lab):
         assert out.startswith("hello from")
 
 
+def test_forward_mode_upstreams_are_reachable_without_resolver_exemption(nt, lab):
+    """Forwarding to the lab's NSD: the upstreams are in the static set, so Unbound reaches them
+    even with no resolver_user exemption, and answers still grant."""
+    config = ('[upstream]\nmode = "forward"\nservers = ["203.0.113.53", "2001:db8:100::53"]\n'
+              '[firewall]\nresolver_user = ""\n[grants]\nmin_ttl = "1s"\n')
+    with instead_of(nt, lab, config, "forward"):
+        status, flags, _ = dig(lab, "www.sec.test")
+        assert status == "NOERROR" and "ad" in flags
+        assert direct(lab, "198.51.100.20") is True
+        assert dig(lab, "www.bad.test")[0] == "SERVFAIL"
+        assert direct(lab, "203.0.113.53", 53) is True          # the upstream, static
+        assert direct(lab, "198.18.30.30") == "ConnectionRefusedError"
+
+
 # 2 ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("address", ["198.18.10.10", "2001:db8:118::a0a"])
 def test_address_no_answer_gave_is_refused(nt, lab, address):
