@@ -17,7 +17,9 @@ import enum
 from dataclasses import dataclass, field
 
 from .answer import ChainTooLong, Answer, Security, Source
-from .networks import REBINDING_TARGETS, SINKHOLES, IPAddress, NetworkSet
+import ipaddress
+
+from .networks import LOOPBACK, REBINDING_TARGETS, SINKHOLES, IPAddress, NetworkSet
 
 
 class Outcome(str, enum.Enum):
@@ -62,6 +64,10 @@ class Policy:
         self.deny_networks = NetworkSet(p.deny_networks)
         self.sinkholes = frozenset(SINKHOLES | set(config.upstream.sinkhole_addresses))
         self.rebinding_targets = NetworkSet(REBINDING_TARGETS)
+        r = config.reachable
+        #: Already open through the static sets: granting them would only add churn.
+        self.always = NetworkSet(LOOPBACK + tuple(r.effective_networks)
+                                 + tuple(ipaddress.ip_network(h) for h in r.hosts))
 
     # -- names -----------------------------------------------------------------------------
     def check_name(self, name: str) -> NameCheck:
@@ -113,10 +119,12 @@ class Policy:
         grants, refused = [], []
         for addr, ttl in addresses:
             why = self._refuse_address(addr, chain, answer.source)
-            if why is None:
-                grants.append((addr, ttl))
-            else:
+            if why is not None:
                 refused.append((addr, why))
+            elif self.always.match(addr) is None:
+                grants.append((addr, ttl))
+        if not grants and not refused:
+            return Verdict(Outcome.NO_ADDRESS, "always reachable", None, chain)
         if not grants:
             return Verdict(Outcome.NOT_GRANTED, refused[0][1], None, chain, refused=tuple(refused))
         return Verdict(Outcome.GRANTED, "answered", None, chain, tuple(grants), tuple(refused))

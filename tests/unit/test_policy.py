@@ -131,6 +131,15 @@ def test_rebinding_guard_ipv6(auth, addr):
     assert d.verdict.outcome is Outcome.NOT_GRANTED
 
 
+def test_always_reachable_addresses_are_not_granted_again():
+    a = Authorizer(parse_config('[reachable]\nhosts = ["198.51.100.9"]\nprivate = true\n'), RecordingBackend())
+    d = a.authorize(answer(msg("localhost.", "A", "localhost. 300 IN A 127.0.0.1"), source=Source.LOCAL))
+    assert d.verdict.outcome is Outcome.NO_ADDRESS
+    d = a.authorize(answer(msg("x.fw.test.", "A", "x.fw.test. 300 IN A 198.51.100.9",
+                               "x.fw.test. 300 IN A 10.0.0.1", "x.fw.test. 300 IN A 198.51.100.8")))
+    assert ips(a.backend.batches[0]) == ["198.51.100.8"]
+
+
 def test_local_zone_may_answer_private(auth):
     auth.authorize(answer(msg("nas.lan.", "A", "nas.lan. 300 IN A 192.168.1.20")))
     assert ips(auth.backend.batches[0]) == ["192.168.1.20"]
