@@ -43,7 +43,8 @@ def say(text: str) -> None:
 
 
 def show(lab, argv: list[str], *, env=None, expect_ok: bool | None = None) -> subprocess.CompletedProcess:
-    print(f"{DIM}[sandbox]${RESET} {shlex.join(argv)}", flush=True)
+    shown = ["nettrust" if a.endswith("/bin/nettrust") else a for a in argv]
+    print(f"{DIM}[sandbox]${RESET} {shlex.join(shown)}", flush=True)
     res = lab.run("host", argv, check=False, env=env, timeout=20)
     out = (res.stdout + res.stderr).rstrip()
     if out:
@@ -54,9 +55,20 @@ def show(lab, argv: list[str], *, env=None, expect_ok: bool | None = None) -> su
     return res
 
 
+def cli_wrapper(lab: Lab, host: NetTrustHost) -> Path:
+    """A ``nettrust`` command for the sandbox, bound to its configuration."""
+    bindir = Path(lab.work_dir) / "bin"
+    bindir.mkdir(exist_ok=True)
+    wrapper = bindir / "nettrust"
+    wrapper.write_text(f"#!/bin/sh\nPYTHONPATH={host.code_dir}:{DIST_PACKAGES} exec {SYSTEM_PYTHON} "
+                       f"-m nettrust_core.cli -c {host.config_path} \"$@\"\n")
+    wrapper.chmod(0o755)
+    return wrapper
+
+
 def walkthrough(lab: Lab, host: NetTrustHost, pause: float) -> None:
-    nt = [SYSTEM_PYTHON, "-m", "nettrust_core.cli", "-c", str(host.config_path)]
-    env = {"PYTHONPATH": f"{host.code_dir}:{DIST_PACKAGES}"}
+    nt = [str(cli_wrapper(lab, host))]
+    env = None
     curl = ["curl", "-sS", "--max-time", "2"]
 
     say("1. NetTrust is running: Unbound + the module, a default-drop egress ruleset (nftables).")
@@ -90,12 +102,7 @@ def walkthrough(lab: Lab, host: NetTrustHost, pause: float) -> None:
 
 
 def interactive_shell(lab: Lab, host: NetTrustHost) -> None:
-    bindir = Path(lab.work_dir) / "bin"
-    bindir.mkdir(exist_ok=True)
-    wrapper = bindir / "nettrust"
-    wrapper.write_text(f"#!/bin/sh\nPYTHONPATH={host.code_dir}:{DIST_PACKAGES} exec {SYSTEM_PYTHON} "
-                       f"-m nettrust_core.cli -c {host.config_path} \"$@\"\n")
-    wrapper.chmod(0o755)
+    bindir = cli_wrapper(lab, host).parent
     say("You are now inside the sandbox's host namespace. Try:")
     print("    dig www.sec.test            curl http://www.fw.test/      curl http://198.18.0.7/\n"
           "    nettrust hosts              nettrust status               nft list ruleset\n"
