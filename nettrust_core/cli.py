@@ -7,6 +7,7 @@ Each command is one library call; errors become one clean line on stderr and exi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
 import json
 import os
@@ -75,8 +76,9 @@ def _default_script() -> str:
 
 
 def _backend(args):
+    """The configured backend, closed when the ``with`` block ends."""
     from .ruleset import make_backend
-    return make_backend(load_config(args.config))
+    return contextlib.closing(make_backend(load_config(args.config)))
 
 
 def cmd_check(args) -> int:
@@ -91,11 +93,8 @@ def cmd_check(args) -> int:
 
 
 def cmd_status(args) -> int:
-    backend = _backend(args)
-    try:
+    with _backend(args) as backend:
         st = backend.status()
-    finally:
-        backend.close()
     if args.json:
         print(json.dumps(st, indent=2, default=str))
         return 0 if st.get("present") else 1
@@ -113,11 +112,8 @@ def cmd_status(args) -> int:
 
 
 def cmd_hosts(args) -> int:
-    backend = _backend(args)
-    try:
+    with _backend(args) as backend:
         grants = backend.list_grants()
-    finally:
-        backend.close()
     grants.sort(key=lambda g: (g.address.version, g.address))
     if args.json:
         print(json.dumps([{"address": str(g.address), "name": g.comment, "expires_in": round(g.expires_in, 3),
@@ -135,23 +131,17 @@ def cmd_hosts(args) -> int:
 
 
 def cmd_flush(args) -> int:
-    backend = _backend(args)
-    try:
+    with _backend(args) as backend:
         n = len(backend.list_grants())
         backend.flush_grants()
-    finally:
-        backend.close()
     print(f"revoked {n} grants; names still in Unbound's cache stay unreachable until they expire "
           "(unbound-control flush_zone . clears them)")
     return 0
 
 
 def cmd_remove(args) -> int:
-    backend = _backend(args)
-    try:
+    with _backend(args) as backend:
         backend.remove()
-    finally:
-        backend.close()
     print("ruleset removed: egress is no longer filtered by NetTrust")
     return 0
 
