@@ -54,7 +54,7 @@ ALWAYS_SINKHOLE: tuple[IPAddress, ...] = tuple(sorted(SINKHOLES, key=lambda a: a
 #: What ``reachable.private = true`` opens: RFC 1918, CGNAT, link-local and unique-local.
 PRIVATE_NETWORKS: tuple[IPNetwork, ...] = PRIVATE
 
-_TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+_TABLE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,62}")
 _USER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?")
 _PRIORITY = re.compile(r"(raw|mangle|filter|security)\s*(?:([+-])\s*([0-9]+))?")
 

@@ -261,10 +261,14 @@ class Element(NamedTuple):
     flags: int
 
 
-def messages(data: bytes, length: int | None = None) -> list[Message]:
-    """Split one received datagram into messages; a truncated or malformed one raises."""
+def messages(data: bytes) -> list[Message]:
+    """Split one received datagram into messages; a truncated or malformed one raises.
+
+    A netlink datagram always holds whole messages (a receive buffer too small for one is detected
+    with MSG_TRUNC), so a message cut short here means corruption, never a partial read to resume.
+    """
     out = []
-    off, end = 0, len(data) if length is None else length
+    off, end = 0, len(data)
     unpack = _NLMSGHDR.unpack_from
     while end - off >= 16:
         mlen, mtype, flags, seq, _pid = unpack(data, off)
@@ -373,7 +377,7 @@ def parse_elements(msg: Message, out: list[Element] | None = None) -> list[Eleme
                 raise FirewallError(f"malformed set element attribute (length {alen} at offset {p})")
             atype &= NLA_TYPE_MASK
             if atype == NFTA_SET_ELEM_KEY:        # nest holding NFTA_DATA_VALUE
-                vlen = unpack(data, p + 4)[0]
+                vlen = min(unpack(data, p + 4)[0], alen - 4)
                 key = data[p + 8:p + 4 + vlen]
             elif atype == NFTA_SET_ELEM_TIMEOUT:
                 timeout = be64_at(data, p + 4)[0]

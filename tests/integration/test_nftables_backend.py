@@ -1,0 +1,511 @@
+"""The nftables backend against a real kernel, each test in its own network namespace.
+
+Golden tests compare ``nft -j list`` with the ruleset the spec describes (IPv4 and IPv6); behaviour
+tests connect through a veth pair to a second namespace.  The backend runs in a child process that
+entered the namespace (``NetNS.run``) or, for the privilege test, in a fresh interpreter started by
+``setpriv`` as the ``unbound`` user with only CAP_NET_ADMIN.  The root namespace is never touched.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import json
+import pwd
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from netns_util import NetNS, veth_pair
+from nettrust_core.errors import FirewallError
+from nettrust_core.firewall.base import Grant, RulesetSpec
+from nettrust_core.firewall.nftables import NftablesBackend
+
+pytestmark = pytest.mark.integration
+
+T = "nttest"
+ip = ipaddress.ip_address
+net = ipaddress.ip_network
+SPEC = RulesetSpec(table=T, static_hosts=(ip("192.0.2.1"), ip("2001:db8::1")),
+                   static_networks=(net("10.0.0.0/8"), net("fd00::/8")), resolver_uid=103)
+
+
+@pytest.fixture
+def ns():
+    with NetNS() as n:
+        yield n
+
+
+def nft(ns: NetNS, *args: str) -> list[dict]:
+    return json.loads(ns.sh("nft", "-j", *args).stdout)["nftables"]
+
+
+def ruleset(ns: NetNS) -> dict:
+    """``nft -j list table inet T`` without handles: sets, chains, rules per chain, counters."""
+    out: dict = {"sets": {}, "chains": {}, "rules": {}, "counters": {}}
+    for item in nft(ns, "list", "table", "inet", T):
+        if "set" in item:
+            s = item["set"]
+            out["sets"][s["name"]] = {"type": s["type"], "flags": s.get("flags", []),
+                                      "elem": s.get("elem", [])}
+        elif "chain" in item:
+            c = item["chain"]
+            out["chains"][c["name"]] = {k: c.get(k) for k in ("type", "hook", "prio", "policy")}
+        elif "rule" in item:
+            out["rules"].setdefault(item["rule"]["chain"], []).append(item["rule"]["expr"])
+        elif "counter" in item:
+            out["counters"][item["counter"]["name"]] = item["counter"]["packets"]
+    return out
+
+
+def elements(ns: NetNS, set_name: str) -> dict[str, dict]:
+    """The elements of a grant set as nft shows them: address -> {timeout, expires, comment}."""
+    [_, s] = nft(ns, "list", "set", "inet", T, set_name)
+    return {e["elem"]["val"]: e["elem"] for e in s["set"].get("elem", [])}
+
+
+def ensure(spec: RulesetSpec = SPEC, grants=()) -> None:
+    b = NftablesBackend(spec)
+    b.ensure()
+    if grants:
+        b.grant(grants)
+    b.close()
+
+
+def accept(*m):
+    return [*m, {"accept": None}]
+
+
+def match(left, right, op="=="):
+    return {"match": {"op": op, "left": left, "right": right}}
+
+
+def daddr(proto, set_name):
+    return accept(match({"payload": {"protocol": proto, "field": "daddr"}}, "@" + set_name))
+
+
+ND = ["mld-listener-query", "mld-listener-report", "mld-listener-done", "nd-router-solicit",
+      "nd-router-advert", "nd-neighbor-solicit", "nd-neighbor-advert", "mld2-listener-report"]
+COMMON_HEAD = [accept(match({"ct": {"key": "state"}}, ["established", "related"], "in"))]
+LO = accept(match({"meta": {"key": "oif"}}, "lo"))
+ND_RULE = accept(match({"payload": {"protocol": "icmpv6", "field": "type"}}, {"set": ND}))
+DHCP = accept(match({"payload": {"protocol": "udp", "field": "dport"}}, {"set": [67, 547]}))
+SETS_RULES = [daddr("ip", "static4"), daddr("ip6", "static6"), daddr("ip", "allow4"),
+              daddr("ip6", "allow6")]
+REJECT = [[match({"meta": {"key": "l4proto"}}, "tcp"), {"counter": "rejected"},
+           {"reject": {"type": "tcp reset"}}],
+          [{"counter": "rejected"}, {"reject": {"type": "icmpx", "expr": "admin-prohibited"}}]]
+DROP = [[{"counter": "rejected"}, {"drop": None}]]
+
+
+def resolver(uid):
+    return accept(match({"meta": {"key": "skuid"}}, uid),
+                  match({"meta": {"key": "l4proto"}}, {"set": ["tcp", "udp"]}),
+                  match({"payload": {"protocol": "th", "field": "dport"}}, {"set": [53, 853]}))
+
+
+# -- golden ----------------------------------------------------------------------------------------
+def test_golden_default_ruleset_ipv4_and_ipv6(ns):
+    ns.run(ensure)
+    got = ruleset(ns)
+    assert got["sets"] == {
+        "allow4": {"type": "ipv4_addr", "flags": ["timeout"], "elem": []},
+        "allow6": {"type": "ipv6_addr", "flags": ["timeout"], "elem": []},
+        "static4": {"type": "ipv4_addr", "flags": ["interval"],
+                    "elem": [{"prefix": {"addr": "10.0.0.0", "len": 8}},
+                             {"prefix": {"addr": "127.0.0.0", "len": 8}}, "192.0.2.1"]},
+        "static6": {"type": "ipv6_addr", "flags": ["interval"],
+                    "elem": ["::1", "2001:db8::1", {"prefix": {"addr": "fd00::", "len": 8}}]},
+    }
+    assert got["chains"] == {"output": {"type": "filter", "hook": "output", "prio": 0, "policy": "drop"}}
+    assert got["rules"] == {"output": [*COMMON_HEAD, LO, ND_RULE, DHCP, resolver(103), *SETS_RULES,
+                                       *REJECT]}
+    assert got["counters"] == {"rejected": 0}
+    # nft's JSON (1.0.6) does not show auto-merge; its own syntax does
+    for name in ("static4", "static6"):
+        assert "auto-merge" in ns.sh("nft", "list", "set", "inet", T, name).stdout
+
+
+def test_golden_drop_forward_without_extras(ns):
+    spec = RulesetSpec(table=T, priority=-10, action="drop", hooks=("output", "forward"),
+                       allow_icmpv6_nd=False, allow_dhcp=False)
+    ns.run(ensure, spec)
+    got = ruleset(ns)
+    assert got["chains"] == {h: {"type": "filter", "hook": h, "prio": -10, "policy": "drop"}
+                             for h in ("output", "forward")}
+    assert got["rules"] == {"output": [*COMMON_HEAD, LO, *SETS_RULES, *DROP],
+                            "forward": [*COMMON_HEAD, *SETS_RULES, *DROP]}
+    assert got["sets"]["static4"]["elem"] == [{"prefix": {"addr": "127.0.0.0", "len": 8}}]
+    assert got["sets"]["static6"]["elem"] == ["::1"]
+
+
+# -- grants ----------------------------------------------------------------------------------------
+def test_grant_is_visible_with_timeout_expiry_and_comment(ns):
+    long = "é" * 100                                   # 200 bytes: cut to 63 characters
+    ns.run(ensure, SPEC, [Grant(ip("198.51.100.1"), 60, "a.example"),
+                          Grant(ip("2001:db8:1::1"), 30.5, long),
+                          Grant(ip("198.51.100.2"), 60, "")])
+    v4, v6 = elements(ns, "allow4"), elements(ns, "allow6")
+    a = v4["198.51.100.1"]
+    assert a["timeout"] == 60 and 58 <= a["expires"] <= 60 and a["comment"] == "a.example"
+    assert "comment" not in v4["198.51.100.2"]
+    b = v6["2001:db8:1::1"]
+    assert b["comment"] == "é" * 63 and b["timeout"] == 30 and 28 <= b["expires"] <= 31
+    listed = ns.sh("nft", "list", "set", "inet", T, "allow6").stdout
+    assert "timeout 30s500ms" in listed and f'comment "{"é" * 63}"' in listed
+
+
+def test_longer_grant_extends_and_regrant_restarts_the_clock(ns):
+    def scenario():
+        b = NftablesBackend(SPEC)
+        b.ensure()
+        b.grant([Grant(ip("198.51.100.1"), 10, "a")])
+        time.sleep(1.2)
+        b.grant([Grant(ip("198.51.100.1"), 10, "a")])     # same timeout: restarted all the same
+        same = {str(g.address): g.expires_in for g in b.list_grants()}
+        b.grant([Grant(ip("198.51.100.1"), 300, "a")])
+        return same
+    same = ns.run(scenario)
+    assert same["198.51.100.1"] > 9.5
+    e = elements(ns, "allow4")["198.51.100.1"]
+    assert e["timeout"] == 300 and e["expires"] >= 298
+
+
+def test_list_grants_matches_nft(ns):
+    grants = [Grant(ip(f"198.51.100.{i}"), 100 + i, f"n{i}.example") for i in range(1, 40)]
+    grants += [Grant(ip(f"2001:db8:2::{i:x}"), 200 + i, f"v6-{i}") for i in range(1, 20)]
+
+    def scenario():
+        b = NftablesBackend(SPEC)
+        b.ensure()
+        b.grant(grants)
+        return b.list_grants()
+    listed = ns.run(scenario)
+    from_nft = {**elements(ns, "allow4"), **elements(ns, "allow6")}
+    assert {str(g.address) for g in listed} == set(from_nft) == {str(g.address) for g in grants}
+    for g in listed:
+        e = from_nft[str(g.address)]
+        assert (g.timeout, g.comment) == (e["timeout"], e["comment"])
+        assert abs(g.expires_in - e["expires"]) <= 2
+
+
+def test_ensure_is_idempotent_keeps_grants_and_applies_changes(ns):
+    def scenario():
+        b = NftablesBackend(SPEC)
+        b.ensure()
+        b.grant([Grant(ip("198.51.100.1"), 600, "keep"), Grant(ip("2001:db8:1::1"), 600, "keep6")])
+        b.ensure()
+        b.ensure()
+        changed = RulesetSpec(table=T, static_hosts=(ip("203.0.113.9"),), action="drop",
+                              resolver_uid=None, allow_dhcp=False)
+        NftablesBackend(changed).ensure()
+        return len(b.list_grants())
+    assert ns.run(scenario) == 2
+    assert set(elements(ns, "allow4")) == {"198.51.100.1"}
+    assert set(elements(ns, "allow6")) == {"2001:db8:1::1"}
+    got = ruleset(ns)
+    assert got["rules"]["output"] == [*COMMON_HEAD, LO, ND_RULE, *SETS_RULES, *DROP]
+    assert got["sets"]["static4"]["elem"] == [{"prefix": {"addr": "127.0.0.0", "len": 8}},
+                                              "203.0.113.9"]
+    assert len(got["chains"]) == 1
+
+
+def test_priority_change_recreates_the_chain_and_keeps_grants(ns):
+    ns.run(ensure, SPEC, [Grant(ip("198.51.100.1"), 600, "keep")])
+    ns.run(ensure, RulesetSpec(table=T, priority=10, hooks=("output", "forward")))
+    got = ruleset(ns)
+    assert {n: c["prio"] for n, c in got["chains"].items()} == {"output": 10, "forward": 10}
+    assert set(elements(ns, "allow4")) == {"198.51.100.1"}
+    ns.run(ensure, RulesetSpec(table=T, priority=-5))     # forward no longer wanted
+    got = ruleset(ns)
+    assert got["chains"] == {"output": {"type": "filter", "hook": "output", "prio": -5, "policy": "drop"}}
+    assert len(got["rules"]["output"]) == len(COMMON_HEAD) + 1 + 2 + len(SETS_RULES) + 2
+    assert set(elements(ns, "allow4")) == {"198.51.100.1"}
+
+
+def test_missing_table_is_repaired_once(ns):
+    def scenario():
+        b = NftablesBackend(SPEC)
+        b.ensure()
+        b.grant([Grant(ip("198.51.100.1"), 60, "before")])
+        subprocess.run(["nft", "delete", "table", "inet", T], check=True)
+        b.grant([Grant(ip("198.51.100.2"), 60, "after")])
+        b.grant([Grant(ip("198.51.100.3"), 60, "again")])
+        return b.repairs, b.errors, sorted(str(g.address) for g in b.list_grants())
+    repairs, errors, addrs = ns.run(scenario)
+    assert (repairs, errors, addrs) == (1, 0, ["198.51.100.2", "198.51.100.3"])
+    assert ruleset(ns)["chains"]["output"]["policy"] == "drop"
+
+
+def test_dormant_table_is_woken_by_ensure(ns):
+    ns.run(ensure)
+    ns.sh("nft", "add", "table", "inet", T, "{ flags dormant; }")
+
+    def scenario():
+        b = NftablesBackend(SPEC)
+        before = b.status(count_elements=False)["dormant"]
+        b.ensure()
+        return before, b.status(count_elements=False)["dormant"]
+    assert ns.run(scenario) == (True, False)
+
+
+def test_flush_and_remove(ns):
+    def scenario():
+        b = NftablesBackend(SPEC)
+        b.ensure()
+        b.grant([Grant(ip("198.51.100.1"), 60, "x"), Grant(ip("2001:db8:1::1"), 60, "y")])
+        b.flush_grants()
+        after_flush = (len(b.list_grants()), b.status()["policy"])
+        b.remove()
+        b.remove()                                  # absent: not an error
+        b.flush_grants()                            # absent: nothing to flush
+        try:
+            b.list_grants()
+            listed = None
+        except FirewallError as exc:
+            listed = exc.errno
+        return after_flush, b.status(), listed
+    after_flush, status, listed = ns.run(scenario)
+    assert after_flush == (0, "drop")
+    assert status["present"] is False and listed == errno.ENOENT
+    assert ns.sh("nft", "list", "tables").stdout == ""
+
+
+def test_status_reports_the_kernel_state(ns):
+    def scenario():
+        b = NftablesBackend(SPEC)
+        b.ensure()
+        b.grant([Grant(ip("198.51.100.1"), 60, "x"), Grant(ip("198.51.100.2"), 60, "x"),
+                 Grant(ip("2001:db8:1::1"), 60, "y")])
+        return b.status()
+    st = ns.run(scenario)
+    assert {k: st[k] for k in ("present", "table", "hooks", "priority", "policy", "action")} == {
+        "present": True, "table": T, "hooks": ["output"], "priority": 0, "policy": "drop",
+        "action": "reject"}
+    assert st["sets"] == {"allow4": 2, "allow6": 1, "static4": 3, "static6": 3}
+    assert st["counters"] == {"rejected": {"packets": 0, "bytes": 0}}
+
+
+def test_refusals_surface_as_firewall_errors(ns):
+    # a grant set of the wrong type: the kernel refuses (EINVAL, no repair); ensure() refuses to
+    # "fix" it, because that would mean dropping the set and its live elements
+    ns.sh("nft", "-f", "-", input=f"table inet {T} {{ set allow4 {{ type ipv6_addr; flags timeout; }}; }}")
+
+    def scenario():
+        b = NftablesBackend(SPEC)
+        out = {}
+        try:
+            b.grant([Grant(ip("198.51.100.1"), 60, "x")])
+        except FirewallError as exc:
+            out["grant"] = (exc.errno, exc.table, exc.set, exc.family, exc.address)
+        try:
+            b.grant([Grant(ip("198.51.100.1"), 0, "x")])
+        except FirewallError as exc:
+            out["zero"] = exc.address
+        try:
+            b.ensure()
+        except FirewallError as exc:
+            out["ensure"] = str(exc)
+        out["counts"] = (b.repairs, b.errors)
+        return out
+    out = ns.run(scenario)
+    assert out["grant"] == (errno.EINVAL, T, "allow4", "inet", "198.51.100.1")
+    assert out["zero"] == "198.51.100.1"
+    assert "nft refused" in out["ensure"]
+    assert out["counts"] == (0, 2)
+
+
+def test_concurrent_grants_from_two_threads(ns):
+    def scenario():
+        b = NftablesBackend(SPEC)
+        b.ensure()
+
+        def writer(k):
+            for i in range(1500):
+                b.grant([Grant(ipaddress.IPv4Address(0x0A100000 + k * 4096 + i), 60, f"t{k}"),
+                         Grant(ipaddress.IPv6Address((0x20010DB8 << 96) + k * 4096 + i), 60, "")])
+        threads = [threading.Thread(target=writer, args=(k,)) for k in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return len(b.list_grants()), b.errors
+    assert ns.run(scenario) == (6000, 0)
+
+
+def test_nft_command_fallback_builds_the_same_ruleset(ns):
+    def scenario():
+        b = NftablesBackend(SPEC)
+        b._nft = False                              # as if python3-nftables were not installed
+        b.ensure()
+    ns.run(scenario)
+    fallback = ruleset(ns)
+    ns.sh("nft", "delete", "table", "inet", T)
+    ns.run(ensure)
+    assert ruleset(ns) == fallback
+
+
+# -- behaviour -------------------------------------------------------------------------------------
+@pytest.fixture
+def pair():
+    """Client namespace (the firewall) and server namespace, linked by a veth pair."""
+    with NetNS() as client, NetNS("ntfw-srv") as server:
+        veth_pair(client, server, ["10.99.0.1/24", "fd99::1/64"],
+                  ["10.99.0.2/24", "10.99.0.3/24", "10.99.0.4/24", "fd99::2/64", "fd99::3/64"])
+        listeners = []
+        for family, any_addr in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
+            s = server.socket(family)
+            if family == socket.AF_INET6:
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            s.bind((any_addr, 8080))
+            s.listen(64)
+            listeners.append(s)
+        try:
+            yield client, server, listeners
+        finally:
+            for s in listeners:
+                s.close()
+
+
+def connect(ns: NetNS, addr: str, timeout: float = 2.0) -> int | str:
+    """0 when a TCP connection to addr:8080 opens, else the errno (or "timeout")."""
+    family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    s = ns.socket(family)
+    s.settimeout(timeout)
+    try:
+        s.connect((addr, 8080))
+        return 0
+    except TimeoutError:
+        return "timeout"
+    except OSError as exc:
+        return exc.errno
+    finally:
+        s.close()
+
+
+def test_tcp_granted_connects_ungranted_is_refused(pair):
+    client, _server, _listeners = pair
+    everything = ["10.99.0.2", "10.99.0.3", "10.99.0.4", "fd99::2", "fd99::3"]
+    assert [connect(client, a) for a in everything] == [0] * 5          # no firewall yet
+    spec = RulesetSpec(table=T, static_hosts=(ip("10.99.0.4"),))
+    client.run(ensure, spec, [Grant(ip("10.99.0.2"), 60, "granted.example"),
+                              Grant(ip("fd99::2"), 60, "granted6.example")])
+    got = {a: connect(client, a) for a in everything}
+    assert got == {"10.99.0.2": 0, "10.99.0.3": errno.ECONNREFUSED, "10.99.0.4": 0,
+                   "fd99::2": 0, "fd99::3": errno.ECONNREFUSED}
+    assert ruleset(client)["counters"]["rejected"] >= 2
+
+    # a grant opens an address only for its timeout
+    client.run(ensure, spec, [Grant(ip("10.99.0.3"), 1.0, "short.example")])
+    assert connect(client, "10.99.0.3") == 0
+    time.sleep(1.3)
+    assert connect(client, "10.99.0.3") == errno.ECONNREFUSED
+
+    # action drop: silence instead of a reset
+    client.run(ensure, RulesetSpec(table=T, action="drop"))
+    assert connect(client, "10.99.0.3", timeout=1.0) == "timeout"
+    assert connect(client, "10.99.0.2") == 0                          # grant survived ensure
+
+
+def test_established_connection_outlives_its_grant(pair):
+    client, _server, (listener, _) = pair
+    client.run(ensure, RulesetSpec(table=T), [Grant(ip("10.99.0.2"), 1.0, "short.example")])
+    s = client.socket(socket.AF_INET)
+    s.settimeout(2)
+    s.connect(("10.99.0.2", 8080))
+    listener.settimeout(2)
+    conn, _ = listener.accept()
+    conn.settimeout(2)
+    time.sleep(1.3)                                                  # the grant has expired
+    s.sendall(b"still here")                                         # ct state established
+    assert conn.recv(100) == b"still here"
+    conn.close()
+    s.close()
+    assert connect(client, "10.99.0.2") == errno.ECONNREFUSED        # new connections are not
+
+
+def test_no_open_moment_while_the_ruleset_is_rebuilt(pair):
+    """Connections to an ungranted address never open while ensure() rewrites rules and
+    recreates chains (priority and hooks changing) again and again."""
+    client, _server, _listeners = pair
+
+    def scenario():
+        stop, seen = threading.Event(), {}
+
+        def probe():
+            while not stop.is_set():
+                s = socket.socket()
+                s.settimeout(0.5)
+                try:
+                    s.connect(("10.99.0.3", 8080))
+                    outcome = "open"
+                except OSError as exc:
+                    outcome = type(exc).__name__
+                finally:
+                    s.close()
+                seen[outcome] = seen.get(outcome, 0) + 1
+        ensure(RulesetSpec(table=T))
+        t = threading.Thread(target=probe)
+        t.start()
+        try:
+            for i in range(40):
+                ensure(RulesetSpec(table=T, priority=5 * (i % 3), action=("reject", "drop")[i % 5 == 4],
+                                   hooks=("output", "forward")[:1 + i % 2],
+                                   static_hosts=(ipaddress.IPv4Address(0xC0000200 + i),)))
+        finally:
+            stop.set()
+            t.join()
+        return seen
+    seen = client.run(scenario)
+    assert "open" not in seen and seen.get("ConnectionRefusedError", 0) > 20, seen
+
+
+# -- privileges ------------------------------------------------------------------------------------
+UNPRIVILEGED = """
+import ipaddress, json, os
+from nettrust_core.errors import FirewallError
+from nettrust_core.firewall.base import Grant, RulesetSpec
+from nettrust_core.firewall.nftables import NftablesBackend
+caps = [l.split()[1] for l in open("/proc/self/status") if l.startswith("CapEff")][0]
+b = NftablesBackend(RulesetSpec(table=%r, resolver_uid=os.getuid()))
+out = {"uid": os.getuid(), "caps": caps}
+steps = [("ensure", b.ensure),
+         ("grant", lambda: b.grant([Grant(ipaddress.ip_address("198.51.100.1"), 60, "unpriv.example"),
+                                    Grant(ipaddress.ip_address("2001:db8::9"), 60, "unpriv6.example")])),
+         ("grants", lambda: sorted(str(g.address) for g in b.list_grants())),
+         ("status", lambda: {k: b.status()[k] for k in ("present", "policy", "sets")})]
+for name, step in steps:
+    try:
+        out[name] = step()
+    except FirewallError as exc:
+        out[name] = {"errno": exc.errno, "set": exc.set, "address": exc.address, "text": str(exc)}
+print(json.dumps(out))
+"""
+SETPRIV = ("setpriv", "--reuid", "unbound", "--regid", "unbound", "--clear-groups")
+
+
+def test_backend_works_as_unbound_with_only_cap_net_admin(ns):
+    uid = pwd.getpwnam("unbound").pw_uid
+    caps = ("--inh-caps", "+net_admin", "--ambient-caps", "+net_admin",
+            "--bounding-set", "-all,+net_admin")
+    out = json.loads(ns.python(UNPRIVILEGED % T, prefix=(*SETPRIV, *caps)).stdout)
+    assert out["uid"] == uid and int(out["caps"], 16) == 1 << 12     # CAP_NET_ADMIN only
+    assert out["ensure"] is None and out["grant"] is None, out
+    assert out["grants"] == ["198.51.100.1", "2001:db8::9"]
+    assert out["status"] == {"present": True, "policy": "drop",
+                             "sets": {"allow4": 1, "allow6": 1, "static4": 1, "static6": 1}}
+    assert elements(ns, "allow4")["198.51.100.1"]["comment"] == "unpriv.example"
+    assert resolver(uid) in ruleset(ns)["rules"]["output"]
+
+
+def test_without_cap_net_admin_the_errors_are_clean(ns):
+    out = json.loads(ns.python(UNPRIVILEGED % T, prefix=(*SETPRIV, "--bounding-set", "-all")).stdout)
+    assert int(out["caps"], 16) == 0
+    assert "nft refused" in out["ensure"]["text"]
+    assert {k: out["grant"][k] for k in ("errno", "set", "address")} == {
+        "errno": errno.EPERM, "set": "allow4", "address": "198.51.100.1"}
+    assert out["grants"]["errno"] == errno.EPERM and out["status"]["errno"] == errno.EPERM
+    assert ns.sh("nft", "list", "tables").stdout == ""
