@@ -32,6 +32,17 @@ def netns_inode(name: str) -> int | None:
         return None
 
 
+def setns(path: str | os.PathLike) -> None:
+    """Move the calling thread into the network namespace at ``path`` (a /run/netns file)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if _libc.setns(fd, _CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns({path}): {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
 def socket_in_netns(name: str, family: int = socket.AF_INET, type: int = socket.SOCK_STREAM,  # noqa: A002
                     proto: int = 0) -> socket.socket:
     """A new socket created inside network namespace ``name``."""
@@ -39,13 +50,7 @@ def socket_in_netns(name: str, family: int = socket.AF_INET, type: int = socket.
 
     def enter_and_create() -> None:
         try:
-            fd = os.open(netns_path(name), os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                if _libc.setns(fd, _CLONE_NEWNET) != 0:
-                    err = ctypes.get_errno()
-                    raise OSError(err, f"setns({name}): {os.strerror(err)}")
-            finally:
-                os.close(fd)
+            setns(netns_path(name))
             result["sock"] = socket.socket(family, type, proto)
         except BaseException as exc:  # handed to the caller's thread
             result["error"] = exc

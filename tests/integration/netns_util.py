@@ -15,7 +15,6 @@ namespace's firewall:
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import pickle
@@ -28,10 +27,10 @@ import threading
 import time
 import traceback
 
+from sandbox.netns import setns
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PYTHON = "/usr/bin/python3"          # the interpreter Unbound embeds
-CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 class ChildError(Exception):
@@ -39,13 +38,7 @@ class ChildError(Exception):
 
 
 def _setns(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        if _libc.setns(fd, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns({path}): {os.strerror(err)}")
-    finally:
-        os.close(fd)
+    setns(path)
     if os.stat("/proc/thread-self/ns/net").st_ino != os.stat(path).st_ino:
         raise OSError(f"setns({path}) did not take effect")
 
