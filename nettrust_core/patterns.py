@@ -129,7 +129,26 @@ def _canonical(name: str) -> str:
     return result
 
 
-class PatternSet:
+class _GivenSet:
+    """What both matchers share: the distinct entries as given (canonical form → first spelling)."""
+
+    __slots__ = ()
+    _given: dict[str, str]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._given.values())
+
+    def __len__(self) -> int:
+        return len(self._given)
+
+    def __bool__(self) -> bool:
+        return bool(self._given)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(<{len(self)} entries>)"
+
+
+class PatternSet(_GivenSet):
     """A set of name patterns, matched in one dictionary probe per label.
 
     Built from pattern strings (:class:`ValueError` names the first bad one).
@@ -187,37 +206,25 @@ class PatternSet:
         """The distinct patterns, as given, in the order given."""
         return tuple(self._given.values())
 
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._given.values())
 
-    def __len__(self) -> int:
-        return len(self._given)
-
-    def __bool__(self) -> bool:
-        return bool(self._given)
-
-    def __repr__(self) -> str:
-        return f"PatternSet(<{len(self)} patterns>)"
-
-
-class ZoneSet:
+class ZoneSet(_GivenSet):
     """A set of zones with suffix semantics: a zone matches itself and every name below it.
 
     :meth:`matches` returns the most specific zone (as given) containing the name.  The root
     zone ``"."`` contains every name.
     """
 
-    __slots__ = ("_zones", "_root")
+    __slots__ = ("_given", "_root")
 
     def __init__(self, zones: Iterable[str] = ()) -> None:
-        self._zones: dict[str, str] = {}      # canonical zone -> zone as given (first)
+        self._given: dict[str, str] = {}      # canonical zone -> zone as given (first)
         for zone in zones:
-            self._zones.setdefault(normalize_zone(zone), zone)
-        self._root = self._zones.get(".")
+            self._given.setdefault(normalize_zone(zone), zone)
+        self._root = self._given.get(".")
 
     def matches(self, name: str) -> str | None:
         """The most specific zone containing ``name`` (which must be normalized), or None."""
-        zones = self._zones
+        zones = self._given
         while True:
             found = zones.get(name)
             if found is not None:
@@ -230,16 +237,4 @@ class ZoneSet:
     @property
     def zones(self) -> tuple[str, ...]:
         """The distinct zones, as given, in the order given."""
-        return tuple(self._zones.values())
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._zones.values())
-
-    def __len__(self) -> int:
-        return len(self._zones)
-
-    def __bool__(self) -> bool:
-        return bool(self._zones)
-
-    def __repr__(self) -> str:
-        return f"ZoneSet(<{len(self)} zones>)"
+        return tuple(self._given.values())

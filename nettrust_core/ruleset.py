@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pwd
 
+from .config import FIREWALL_BACKENDS
 from .errors import ConfigError
 from .firewall.base import RulesetSpec
 
@@ -35,5 +36,5 @@ def make_backend(config):
     if name == "nftables":
         from .firewall.nftables import NftablesBackend
         return NftablesBackend(spec)
-    raise ConfigError(f"unknown firewall backend {name!r}; valid: nftables", file=config.path,
-                      key="firewall.backend")
+    raise ConfigError(f"unknown firewall backend {name!r}; valid: {', '.join(FIREWALL_BACKENDS)}",
+                      file=config.path, key="firewall.backend", line=config.line_of("firewall.backend"))
