@@ -110,8 +110,10 @@ class Lab:
     signed_zones = zonedata.SIGNED_ZONES
 
     def __init__(self, *, extra_records: dict[str, list[str]] | None = None,
+                 extra_zones: dict[str, list[str]] | None = None,
                  work_root: str | os.PathLike = LAB_ROOT) -> None:
         self.extra_records = zonedata.normalise_extra_records(extra_records)
+        self.extra_zones = zonedata.normalise_extra_zones(extra_zones)
         self.work_root = Path(work_root)
         self._set_token(_new_token())
         self.processes: list[LabProcess] = []
@@ -181,7 +183,8 @@ class Lab:
             self._make_work_dir()
             lap("work_dir")
             self.zone_files = zonedata.build_zones(self.work_dir / "zones", self.work_dir / "keys",
-                                                self.trust_anchor_file, self.extra_records)
+                                                self.trust_anchor_file, self.extra_records,
+                                                self.extra_zones)
             lap("zones")
             self._make_topology()
             lap("topology")
@@ -503,7 +506,8 @@ class Lab:
             # The lab root (on NSD): names outside the lab zones get NXDOMAIN at once instead
             # of waiting on unreachable root servers.
             lines.append(f'    root-hints: "{self.root_hints_file}"')
-            for zone in ("test", "fw.test", "sec.test", "bad.test", "100.51.198.in-addr.arpa"):
+            for zone in ("test", "fw.test", "sec.test", "bad.test", "100.51.198.in-addr.arpa",
+                         *self.extra_zones):
                 lines += ["stub-zone:", f'    name: "{zone}"',
                           *(f"    stub-addr: {a}" for a in self.upstream_addresses)]
         else:

@@ -147,6 +147,26 @@ def zone_texts() -> dict[str, str]:
     return {name: "\n".join(lines) + "\n" for name, lines in texts.items()}
 
 
+def normalise_extra_zones(extra: dict[str, list[str]] | None) -> dict[str, list[str]]:
+    """Check ``Lab(extra_zones=...)``: new unsigned zones one label below ``test``, RR lines each.
+
+    Such a zone (e.g. the benchmark's ``bench.test`` with 100k names) is delegated from ``test``
+    and served by NSD beside the lab's own zones, which stay exactly as they are.
+    """
+    result: dict[str, list[str]] = {}
+    for zone, records in (extra or {}).items():
+        name = zone.rstrip(".").lower()
+        labels = name.split(".")
+        if len(labels) != 2 or labels[1] != "test" or not re.fullmatch(r"[a-z0-9-]+", labels[0]):
+            raise LabError(f"extra_zones: {zone!r} must be one new label below test, e.g. 'bench.test'")
+        if name in ZONES:
+            raise LabError(f"extra_zones: {zone!r} is already a lab zone; use extra_records to add to it")
+        if isinstance(records, str):
+            raise LabError(f"extra_zones[{zone!r}] must be a list of record lines, not one string")
+        result[name] = list(records)
+    return result
+
+
 def normalise_extra_records(extra: dict[str, list[str]] | None) -> dict[str, list[str]]:
     """Check ``Lab(extra_records=...)``: known zones, one RR per string."""
     result: dict[str, list[str]] = {}
@@ -201,13 +221,18 @@ def _corrupt_rrsigs(path: Path, owner: str, types: tuple[str, ...]) -> int:
 
 
 def build_zones(zones_dir: Path, keys_dir: Path, anchors_file: Path,
-                extra_records: dict[str, list[str]] | None = None) -> dict[str, Path]:
+                extra_records: dict[str, list[str]] | None = None,
+                extra_zones: dict[str, list[str]] | None = None) -> dict[str, Path]:
     """Write, sign and check every zone; return zone name -> file NSD serves.
 
-    Fresh keys each call.  ``bad.test``'s ``www`` A and AAAA signatures are corrupted and
-    ``ldns-verify-zone`` must call them bogus.  ``anchors_file`` gets the DS of each signed zone.
+    Fresh keys each call.  ``extra_zones`` (see :func:`normalise_extra_zones`) are written
+    unsigned and delegated from ``test``.  ``bad.test``'s ``www`` A and AAAA signatures are
+    corrupted and ``ldns-verify-zone`` must call them bogus.  ``anchors_file`` gets the DS of each signed zone.
     """
     extra = normalise_extra_records(extra_records)
+    added = normalise_extra_zones(extra_zones)
+    for zone in added:
+        extra.setdefault("test", []).append(f"{zone.split('.')[0]} IN NS ns.test.")
     now = _dt.datetime.now(_dt.timezone.utc)
     inception = (now - _dt.timedelta(hours=1)).strftime("%Y%m%d%H%M%S")
     expiration = (now + _dt.timedelta(days=30)).strftime("%Y%m%d%H%M%S")
@@ -228,6 +253,9 @@ def build_zones(zones_dir: Path, keys_dir: Path, anchors_file: Path,
                str(unsigned), str(keys_dir / ksk), str(keys_dir / zsk)], keys_dir, f"signing {zone}")
         anchors.append((keys_dir / f"{ksk}.ds").read_text().strip())
         files[zone] = signed
+    for zone, records in added.items():
+        files[zone] = zones_dir / f"{zone}.zone"
+        files[zone].write_text("\n".join(_header(zone) + records) + "\n")
     _break_bad_test(files["bad.test"], zones_dir)
     (zones_dir / "root.hints").write_text(root_hints())
     os.chmod(zones_dir / "root.hints", 0o644)
