@@ -1,0 +1,83 @@
+"""Who else filters on our hooks: every base chain there, and the ones that matter to NetTrust.
+
+In nftables every base chain on a hook sees the packet, in priority order; ``accept`` only ends
+that chain, ``drop`` ends everything.  So another table's ``accept`` never bypasses NetTrust.
+What can matter:
+
+* a ``nat`` or ``route`` chain that runs before ours can rewrite the destination or reroute the
+  packet, so NetTrust checks a different address than the one DNS answered (DNAT on output at
+  priority -100 is common: docker, kube-proxy);
+* for the forward hook, any ``nat`` chain on prerouting (it always runs before forward);
+* a chain at the same priority as ours: the kernel's order between them is not defined;
+* legacy iptables tables (``/proc/net/ip*_tables_names``), which this report cannot list.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+HOOK_NAMES = {0: "prerouting", 1: "input", 2: "forward", 3: "output", 4: "postrouting"}
+IP_FAMILIES = ("inet", "ip", "ip6")
+LEGACY_FILES = ("/proc/net/ip_tables_names", "/proc/net/ip6_tables_names")
+
+
+class BaseChain(NamedTuple):
+    family: str
+    table: str
+    name: str
+    hook: str
+    priority: int
+    type: str
+    policy: str
+
+    def __str__(self) -> str:
+        return (f"{self.family} {self.table} {self.name}: {self.type} hook {self.hook} "
+                f"priority {self.priority} policy {self.policy}")
+
+
+def relevant(chains: list[BaseChain], hooks: tuple[str, ...]) -> list[BaseChain]:
+    """Chains on our hooks (and prerouting, when we filter forward), in priority order."""
+    wanted = set(hooks) | ({"prerouting"} if "forward" in hooks else set())
+    return sorted((c for c in chains if c.family in IP_FAMILIES and c.hook in wanted),
+                  key=lambda c: (c.hook, c.priority, c.family, c.table, c.name))
+
+
+def warnings(chains: list[BaseChain], table: str, hooks: tuple[str, ...], priority: int,
+             legacy: list[str] | None = None) -> list[str]:
+    out = []
+    for c in relevant(chains, hooks):
+        if c.family == "inet" and c.table == table:
+            continue
+        if c.hook == "prerouting":
+            if c.type == "nat":
+                out.append(f"{c} may rewrite destinations before NetTrust's forward chain "
+                           "checks them")
+            continue
+        if c.type in ("nat", "route") and c.priority < priority:
+            out.append(f"{c} runs before NetTrust (priority {priority}) and may rewrite or "
+                       "reroute the destination it checks")
+        elif c.priority == priority:
+            out.append(f"{c} has NetTrust's priority {priority}: the order between them is not "
+                       "defined (set firewall.priority to tell)")
+    for name in legacy or ():
+        out.append(f"legacy iptables table {name!r} is loaded: not listed here; its NAT/mangle "
+                   "rules can change what NetTrust sees")
+    return out
+
+
+def legacy_tables() -> list[str]:
+    names = []
+    for path in LEGACY_FILES:
+        try:
+            with open(path) as f:
+                names += [ln.strip() for ln in f if ln.strip()]
+        except OSError:
+            pass
+    return names
+
+
+def report(backend, table: str, hooks: tuple[str, ...], priority: int) -> dict:
+    """``{"chains": [...], "warnings": [...]}`` for status output and the start-up log."""
+    chains = backend.base_chains()
+    return {"chains": [c._asdict() for c in relevant(chains, hooks)],
+            "warnings": warnings(chains, table, hooks, priority, legacy_tables())}

@@ -1,0 +1,56 @@
+"""The lifecycle part of ``nettrust status``: conntrack usable or not, and the chain report.
+
+Runs in the CLI's process (root), asking the kernel the same questions the resolver asks.
+"""
+
+from __future__ import annotations
+
+from ..errors import NetTrustError
+from ..ruleset import CT_MARK
+from . import chains
+from .conntrack import Conntrack, ConntrackError
+
+
+def lifecycle_status(config, backend) -> dict:
+    out: dict = {}
+    if config.lifecycle.liveness:
+        ct = Conntrack(CT_MARK)
+        try:
+            live = ct.live_destinations()
+            out["conntrack"] = {"available": True, "live_connections": sum(live.values()),
+                                "live_hosts": len(live)}
+        except ConntrackError as exc:
+            out["conntrack"] = {"available": False, "error": str(exc)}
+        finally:
+            ct.close()
+    else:
+        out["conntrack"] = {"available": None, "error": "not used (lifecycle.liveness = false)"}
+    fw = config.firewall
+    try:
+        out.update(chains.report(backend, fw.table, tuple(fw.hooks), fw.priority))
+    except NetTrustError as exc:
+        out["chains_error"] = str(exc)
+    return out
+
+
+def format_lifecycle(st: dict, table: str) -> list[str]:
+    lines = []
+    ct = st.get("conntrack", {})
+    if ct.get("available"):
+        lines.append(f"conntrack: available, {ct['live_connections']} live connections to "
+                     f"{ct['live_hosts']} granted addresses")
+    elif ct.get("available") is False:
+        lines.append(f"conntrack: UNAVAILABLE ({ct.get('error')}) — grants are not renewed for "
+                     "open connections and lapse at their DNS expiry; DNS and grants keep working")
+    else:
+        lines.append(f"conntrack: {ct.get('error')}")
+    if "chains" in st:
+        lines.append("base chains on NetTrust's hooks (lower priority runs first):")
+        for c in st["chains"]:
+            ours = "  (NetTrust)" if c["family"] == "inet" and c["table"] == table else ""
+            lines.append(f"  {chains.BaseChain(**c)}{ours}")
+    for w in st.get("warnings", []):
+        lines.append(f"warning: {w}")
+    if "chains_error" in st:
+        lines.append(f"base chains: cannot list ({st['chains_error']})")
+    return lines

@@ -1,0 +1,130 @@
+"""The lifecycle's background work inside Unbound, started by Service.start, joined by Service.stop.
+
+Two threads at most: a ticker (liveness checks every ``check_interval``, counters to the agent
+every ``report_interval``) and the unauthorized-attempt reader.  Neither ever holds up an answer
+for longer than a tracker update; both survive any error (logged, counted).  At start the chain
+priority report is logged, and whether conntrack and the NFLOG group are usable.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+
+from ..errors import NetTrustError
+from ..ruleset import CT_MARK
+from . import chains
+from .conntrack import Conntrack
+from .liveness import Liveness
+from .unauthorized import UnauthorizedWatcher
+
+log = logging.getLogger("nettrust.lifecycle")
+
+#: Upper bounds (seconds) of the remaining-TTL buckets sent with the counters.
+REMAINING_BUCKETS = (10, 30, 60, 300, 900, 3600)
+
+
+class Lifecycle:
+    def __init__(self, config, authorizer, reporter=None) -> None:
+        self.config = config
+        self.authorizer = authorizer
+        self.reporter = reporter if reporter is not None and reporter.enabled else None
+        self.counters: Counter[str] = Counter()
+        lc = config.lifecycle
+        self.conntrack = Conntrack(CT_MARK) if lc.liveness else None
+        self.liveness = (Liveness(authorizer, self.conntrack, self.counters,
+                                  interval=lc.check_interval, max_lifetime=lc.max_lifetime,
+                                  grace=config.grants.grace) if lc.liveness else None)
+        self.watcher = (UnauthorizedWatcher(lc.log_group, self.reporter, self.counters,
+                                            strikes=lc.strikes) if lc.unauthorized else None)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- start / stop ----------------------------------------------------------------------
+    def start(self) -> None:
+        self._log_chains()
+        if self.conntrack is not None:
+            why = self.conntrack.probe()
+            if why is not None:
+                self.liveness.available, self.liveness.error = False, why
+                log.warning("conntrack unavailable: %s; grants lapse at their DNS expiry, DNS "
+                            "and grants keep working", why)
+        if self.watcher is not None:
+            try:
+                self.watcher.start()
+            except NetTrustError as exc:
+                self.counters["unauthorized_unavailable"] += 1
+                log.error("refused attempts will not be reported: %s", exc)
+                self.watcher = None
+        self._thread = threading.Thread(target=self._run, name="nettrust-lifecycle", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self.watcher is not None:
+            self.watcher.stop(timeout)
+        if self.conntrack is not None:
+            self.conntrack.close()
+        self.report()
+
+    def _log_chains(self) -> None:
+        fw = self.config.firewall
+        try:
+            rep = chains.report(self.authorizer.backend, fw.table, tuple(fw.hooks), fw.priority)
+        except (NetTrustError, AttributeError) as exc:
+            log.warning("cannot list the base chains: %s", exc)
+            return
+        for c in rep["chains"]:
+            log.info("base chain %s", chains.BaseChain(**c))
+        for w in rep["warnings"]:
+            log.warning("chain priority: %s", w)
+
+    # -- the ticker ------------------------------------------------------------------------
+    def _run(self) -> None:
+        lc = self.config.lifecycle
+        now = time.monotonic()
+        next_check, next_report = now + lc.check_interval, now + lc.report_interval
+        while True:
+            wait = min(next_check if self.liveness else next_report, next_report) - time.monotonic()
+            if self._stop.wait(max(0.0, wait)):
+                return
+            now = time.monotonic()
+            if self.liveness is not None and now >= next_check:
+                next_check = now + lc.check_interval
+                self._guarded(self.liveness.check)
+            if now >= next_report:
+                next_report = now + lc.report_interval
+                self._guarded(self.report)
+
+    def _guarded(self, work) -> None:
+        try:
+            work()
+        except Exception:                              # the thread must outlive any bug
+            self.counters["lifecycle_errors"] += 1
+            log.exception("lifecycle work failed")
+
+    # -- counters --------------------------------------------------------------------------
+    def snapshot(self) -> dict[str, float]:
+        """Everything countable, flat: the authorizer's counters, ours, grants and TTL buckets."""
+        values: dict[str, float] = dict(self.authorizer.counters)
+        values.update(self.counters)
+        tracker = self.authorizer.tracker
+        with tracker.lock:
+            remaining = tracker.remaining()
+            values["grants_v4"], values["grants_v6"] = tracker.count(4), tracker.count(6)
+        values["grants"] = len(remaining)
+        for bound in REMAINING_BUCKETS:
+            values[f"grants_remaining_le_{bound}s"] = sum(1 for r in remaining if r <= bound)
+        values["names_capped"] = len(self.authorizer.name_caps)
+        if self.liveness is not None:
+            values["hosts_live"] = self.liveness.live_hosts
+            values["conntrack_available"] = 0 if self.liveness.available is False else 1
+        return values
+
+    def report(self) -> None:
+        if self.reporter is not None:
+            self.reporter.counters(self.snapshot())

@@ -1,0 +1,107 @@
+"""Refused connection attempts become events: who (local user or client), what, when.
+
+Runs in its own thread inside Unbound, reading the ruleset's NFLOG group.  Each attempt is
+counted and sent to the agent as ``{"t": "event", "kind": "unauthorized", ...}``; malformed
+packets are counted and skipped.  With ``lifecycle.strikes = N``, a local user (output hook) or a
+client address (forward hook) that makes N refused attempts within a minute produces one
+``strike`` event and a warning, then its count starts again.
+"""
+
+from __future__ import annotations
+
+import logging
+import pwd
+import threading
+import time
+from collections import Counter, deque
+
+from ..errors import NetTrustError
+from .nflog import Attempt, NflogReader
+
+log = logging.getLogger("nettrust.unauthorized")
+STRIKE_WINDOW = 60.0
+
+
+class UnauthorizedWatcher:
+    def __init__(self, group: int, reporter, counters: Counter, *, strikes: int = 0) -> None:
+        self.group = group
+        self.reporter = reporter
+        self.counters = counters
+        self.strikes = strikes
+        self._recent: dict[str, deque] = {}
+        self._users: dict[int, str | None] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._reader: NflogReader | None = None
+
+    def start(self) -> None:
+        """Bind the group now (so a failure is logged at start), then read in a thread."""
+        self._reader = NflogReader(self.group)
+        self._thread = threading.Thread(target=self._run, name="nettrust-unauthorized", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 3.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self._reader is not None:
+            self._reader.close()
+
+    def _run(self) -> None:
+        reader = self._reader
+        while not self._stop.is_set():
+            try:
+                attempts = reader.read()
+            except NetTrustError as exc:
+                self.counters["unauthorized_read_errors"] += 1
+                log.error("reading refused attempts failed: %s", exc)
+                self._stop.wait(1.0)
+                continue
+            except Exception:                         # never let the thread die silently
+                self.counters["unauthorized_read_errors"] += 1
+                log.exception("unexpected error reading refused attempts")
+                self._stop.wait(1.0)
+                continue
+            for attempt in attempts:
+                self.handle(attempt)
+        self.counters["unauthorized_overruns"] = reader.overruns
+
+    def handle(self, a: Attempt, now: float | None = None) -> None:
+        self.counters["unauthorized"] += 1
+        self.counters[f"unauthorized_{a.protocol}"] += 1
+        fields = {"source": a.source, "destination": a.destination, "protocol": a.protocol,
+                  "port": a.port, "hook": a.hook}
+        if a.uid is not None:
+            fields.update(uid=a.uid, user=self._user(a.uid))
+        if self.reporter is not None:
+            self.reporter.event("unauthorized", **fields)
+        log.debug("refused %s to %s port %s from %s (uid %s)", a.protocol, a.destination, a.port,
+                  a.source, a.uid)
+        if self.strikes:
+            self._strike(a, now if now is not None else time.monotonic())
+
+    def _strike(self, a: Attempt, now: float) -> None:
+        key = f"uid {a.uid}" if a.hook == "output" and a.uid is not None else f"client {a.source}"
+        times = self._recent.setdefault(key, deque())
+        times.append(now)
+        while times and times[0] <= now - STRIKE_WINDOW:
+            times.popleft()
+        if len(times) >= self.strikes:
+            times.clear()
+            self.counters["strikes"] += 1
+            log.warning("strike: %s made %d refused connection attempts within a minute (last: %s "
+                        "port %s)", key, self.strikes, a.destination, a.port)
+            if self.reporter is not None:
+                self.reporter.event("strike", who=key, attempts=self.strikes,
+                                    destination=a.destination, port=a.port)
+        if len(self._recent) > 10000:                   # bounded: forget quiet keys
+            for k in [k for k, t in self._recent.items() if not t or t[-1] <= now - STRIKE_WINDOW]:
+                del self._recent[k]
+
+    def _user(self, uid: int) -> str | None:
+        if uid not in self._users:
+            try:
+                self._users[uid] = pwd.getpwuid(uid).pw_name
+            except KeyError:
+                self._users[uid] = None
+        return self._users[uid]

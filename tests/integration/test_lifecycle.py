@@ -1,0 +1,224 @@
+"""Grant lifecycle end to end: real Unbound + module, real conntrack and NFLOG in the lab's host
+namespace, real TCP connections to the lab's echo/HTTP servers.
+
+What the resolver process reports is read the way the agent reads it: the test binds the
+Reporter's Unix datagram socket ([stats] report_socket) and collects the records.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from nettrust_core.lifecycle.conntrack import FAKE_UNAVAILABLE_ENV
+from sandbox.lab import Lab
+from sandbox.product import DIST_PACKAGES, SYSTEM_PYTHON, NetTrustHost
+
+pytestmark = pytest.mark.integration
+
+EXTRA = {"fw.test": ["live 2 IN A 198.51.100.91", "live 2 IN AAAA 2001:db8:100::91"]}
+ECHO = 7
+
+
+def config(lab, extra: str = "") -> str:
+    work = Path(lab.work_dir)
+    return f"""
+[grants]
+min_ttl = "1s"
+grace = "1s"
+[lifecycle]
+check_interval = "1s"
+report_interval = "1s"
+{extra}
+[stats]
+enabled = true
+report_socket = "{work / 'report.sock'}"
+dnstap_socket = "{work / 'dnstap.sock'}"
+[log]
+level = "debug"
+"""
+
+
+class ReportListener:
+    """The agent's end of the Reporter socket, for assertions on what Unbound reported."""
+
+    def __init__(self, path: Path) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        os.chmod(path, 0o666)                          # Unbound runs as "unbound"
+        self.records: list[dict] = []
+
+    def wait_for(self, match, timeout: float = 10.0) -> dict:
+        deadline = time.monotonic() + timeout
+        for r in self.records:
+            if match(r):
+                return r
+        while time.monotonic() < deadline:
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                r = json.loads(self.sock.recv(65536))
+            except socket.timeout:
+                break
+            self.records.append(r)
+            if match(r):
+                return r
+        raise AssertionError(f"no matching record within {timeout}s; got kinds "
+                             f"{sorted({(x['t'], x.get('kind')) for x in self.records}, key=str)}")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture(scope="module")
+def lab():
+    with Lab(extra_records=EXTRA) as lab:
+        lab.set_resolver(["127.0.0.1", "::1"])
+        yield lab
+
+
+@pytest.fixture(scope="module")
+def reports(lab):
+    listener = ReportListener(Path(lab.work_dir) / "report.sock")
+    yield listener
+    listener.close()
+
+
+@pytest.fixture(scope="module")
+def nt(lab, reports):
+    host = NetTrustHost(lab, config(lab))
+    host.start()
+    yield host
+    lab.stop_unbound()
+
+
+@contextlib.contextmanager
+def instead_of(nt, lab, config_text, name, host_class=NetTrustHost):
+    nt.stop()
+    host = host_class(lab, config_text, name=name)
+    try:
+        host.start()
+        yield host
+    finally:
+        lab.stop_unbound()
+        host.nettrust("flush", check=False)
+        nt.start()
+
+
+def dig(lab, name, rtype="A"):
+    out = lab.run("host", ["dig", "@127.0.0.1", "+tries=1", "+time=3", name, rtype]).stdout
+    return re.search(r"status: (\w+)", out).group(1), out
+
+
+def direct(lab, address, port=ECHO, timeout=0.9):
+    try:
+        lab.connect("host", address, port, timeout=timeout).close()
+        return True
+    except OSError as exc:
+        return type(exc).__name__
+
+
+def status(nt, *extra_env) -> str:
+    env = {"PYTHONPATH": f"{nt.code_dir}:{DIST_PACKAGES}", **dict(extra_env)}
+    return nt.lab.run("host", [SYSTEM_PYTHON, "-m", "nettrust_core.cli", "-c", str(nt.config_path),
+                               "status"], env=env, check=False).stdout
+
+
+# -- liveness ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("rtype,address", [("A", "198.51.100.91"), ("AAAA", "2001:db8:100::91")])
+def test_live_connection_renews_grant_past_ttl_then_lapses_after_close(nt, lab, reports, rtype, address):
+    assert dig(lab, "live.fw.test", rtype)[0] == "NOERROR"        # TTL 2 → grant 2 s + 1 s grace
+    held = lab.connect("host", address, ECHO, timeout=0.9)
+    try:
+        held.sendall(b"first\n")
+        assert held.recv(100) == b"first\n"
+        time.sleep(6)                                               # twice the grant
+        grants = nt.grants()
+        assert address in grants, "grant lapsed although a connection is alive"
+        assert grants[address]["name"] == "live.fw.test"            # renewal kept the name
+        assert direct(lab, address) is True                        # a second connection
+        held.sendall(b"last\n")
+        assert held.recv(100) == b"last\n"
+    finally:
+        held.close()
+    # Closed: TIME_WAIT is not alive; the last renewal (2 × 1 s + 1 s) runs out, no more.
+    deadline = time.monotonic() + 8
+    while address in nt.grants() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert address not in nt.grants()
+    assert direct(lab, address) == "ConnectionRefusedError"
+    counters = reports.wait_for(lambda r: r["t"] == "counters" and r["values"].get("renewals", 0) > 0
+                                and r["values"].get("expiries", 0) > 0)
+    assert counters["values"]["conntrack_available"] == 1
+
+
+# -- unauthorized attempts -----------------------------------------------------------------------
+@pytest.mark.parametrize("address,port", [("198.18.40.40", 8080), ("2001:db8:118::4040", 8443)])
+def test_direct_connect_to_unanswered_address_is_reported(nt, lab, reports, address, port):
+    assert direct(lab, address, port) == "ConnectionRefusedError"
+    event = reports.wait_for(lambda r: r["t"] == "event" and r["kind"] == "unauthorized"
+                             and r["destination"] == address)
+    assert (event["port"], event["protocol"], event["hook"]) == (port, "tcp", "output")
+    assert event["uid"] == 0 and event["user"] == "root"
+    assert event["ts"] > time.time() - 60
+
+
+# -- conntrack unavailable -----------------------------------------------------------------------
+class NoConntrackHost(NetTrustHost):
+    """NetTrust on a kernel without conntrack: nf_conntrack is built into this kernel and cannot
+    be unloaded, so a named fake makes every conntrack query fail as a missing module would."""
+
+    def env(self, *args) -> dict[str, str]:
+        return {**super().env(*args), FAKE_UNAVAILABLE_ENV: "1"}
+
+
+def test_conntrack_unavailable_is_reported_and_dns_and_grants_keep_working(nt, lab):
+    with instead_of(nt, lab, config(lab), "no-conntrack", NoConntrackHost) as host:
+        out = status(host, (FAKE_UNAVAILABLE_ENV, "1"))
+        assert "conntrack: UNAVAILABLE" in out and "DNS and grants keep working" in out
+        assert dig(lab, "www.fw.test")[0] == "NOERROR"
+        assert direct(lab, "198.51.100.10", 80) is True
+        assert "conntrack unavailable" in host.log()
+    assert "conntrack: available" in status(nt)
+
+
+# -- chain priority ------------------------------------------------------------------------------
+def test_priority_report_lists_a_competing_chain(nt, lab):
+    lab.run("host", ["nft", "-f", "-"], input="table ip dockerish {\n chain out {\n"
+            "  type nat hook output priority -100; policy accept;\n }\n}\n")
+    try:
+        out = status(nt)
+        assert "ip dockerish out: nat hook output priority -100 policy accept" in out
+        assert re.search(r"warning: ip dockerish out.*runs before NetTrust", out)
+        assert "inet nettrust output: filter hook output priority 0 policy drop  (NetTrust)" in out
+        nt.stop()
+        nt.start()
+        assert re.search(r"chain priority: ip dockerish out.*runs before NetTrust", nt.log())
+    finally:
+        lab.run("host", ["nft", "delete", "table", "ip", "dockerish"])
+
+
+# -- exit modes ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("mode,table,grants", [("keep", True, True), ("drop-grants", True, False),
+                                               ("remove", False, False)])
+def test_exit_modes_through_a_real_unbound_stop(nt, lab, mode, table, grants):
+    text = config(lab).replace("[lifecycle]", f'[firewall]\non_exit = "{mode}"\n[lifecycle]')
+    with instead_of(nt, lab, text, f"exit-{mode}") as host:
+        assert dig(lab, "www.fw.test")[0] == "NOERROR"
+        assert "198.51.100.10" in host.grants()
+        assert host.stop() == 0                        # SIGTERM: Unbound runs deinit
+        present = lab.run("host", ["nft", "list", "table", "inet", "nettrust"], check=False)
+        assert (present.returncode == 0) is table
+        if table:
+            assert ("198.51.100.10" in host.grants()) is grants
+            assert direct(lab, "198.18.50.50", 80) == "ConnectionRefusedError"   # still closed
+        else:
+            assert direct(lab, "198.18.50.50", 80) is True                      # open: removed
