@@ -20,6 +20,7 @@ from .errors import NetTrustError
 from .firewall.base import COMMENT_MAX, FirewallBackend, Grant
 from .hosts import GrantTracker
 from .policy import NameCheck, Outcome, Policy, Verdict
+from .report import Reporter
 
 log = logging.getLogger("nettrust.authorizer")
 
@@ -37,8 +38,11 @@ class Decision:
 
 class Authorizer:
     def __init__(self, config, backend: FirewallBackend, *,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 reporter: Reporter | None = None) -> None:
         self.config = config
+        #: Decision records go to the agent (statistics); None or disabled: nothing is sent.
+        self.reporter = reporter if reporter is not None and reporter.enabled else None
         self.policy = Policy(config)
         self.backend = backend
         g = config.grants
@@ -69,10 +73,16 @@ class Authorizer:
             self.backend.close()
 
     # -- the answer path -------------------------------------------------------------------
-    def check_query(self, qname: str) -> NameCheck:
+    def check_query(self, qname: str, client: str | None = None, qtype: int = 0) -> NameCheck:
         check = self.policy.check_name(qname)
         if not check.allowed:
             self.counters["queries_blocked"] += 1
+            if self.reporter is not None and client is not None:
+                # Answered by the module itself: the agent learns why from this record.
+                self.reporter.send({"t": "decision", "client": client, "qname": qname,
+                                    "qtype": qtype, "outcome": Outcome.BLOCKED.value,
+                                    "reason": check.reason, "rule": check.rule,
+                                    "source": "blocked"})
         return check
 
     def timeout_for(self, ttl: int) -> float:
@@ -83,6 +93,8 @@ class Authorizer:
         self.counters[f"answers_{verdict.outcome.value}"] += 1
         if not verdict.grants:
             self._debug(answer, verdict, ())
+            if self.reporter is not None:
+                self._report(answer, verdict, (), 0, 0.0, None)
             return Decision(verdict)
 
         comment = _comment(verdict.chain)
@@ -91,18 +103,36 @@ class Authorizer:
         with tracker.lock:
             now = self.clock()
             todo = [g for g in grants if tracker.needs_write(g.address, now + g.timeout)]
+            write_s = 0.0
             if todo:
+                started = time.perf_counter()
                 try:
                     self.backend.grant(todo)
                 except NetTrustError as exc:
                     self.counters["backend_errors"] += 1
                     log.error("firewall write failed, answer for %s fails closed: %s", answer.qname, exc)
+                    if self.reporter is not None:
+                        self._report(answer, verdict, grants, 0, 0.0, str(exc))
                     return Decision(verdict, grants, 0, str(exc))
+                write_s = time.perf_counter() - started
                 for g in todo:
                     tracker.record(g.address, now + g.timeout)
         self.counters["elements_written"] += len(todo)
         self._debug(answer, verdict, grants)
+        if self.reporter is not None:
+            self._report(answer, verdict, grants, len(todo), write_s, None)
         return Decision(verdict, grants, len(todo))
+
+    def _report(self, answer: Answer, verdict: Verdict, grants, written: int, write_s: float,
+                error: str | None) -> None:
+        """One decision record to the agent, after the write (a non-blocking datagram)."""
+        self.reporter.send({
+            "t": "decision", "client": answer.client, "qname": answer.qname,
+            "qtype": answer.qtype, "rcode": answer.rcode, "outcome": verdict.outcome.value,
+            "reason": verdict.reason, "rule": verdict.rule,
+            "security": answer.security.name.lower(), "source": answer.source.value,
+            "chain": verdict.chain, "grants": [(str(g.address), g.timeout) for g in grants],
+            "written": written, "write_s": write_s, "error": error})
 
     def _debug(self, answer: Answer, verdict: Verdict, grants) -> None:
         if not log.isEnabledFor(logging.DEBUG):

@@ -67,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--script", default=_default_script(),
                    help="path of unbound_module/nettrust_unbound.py (default: the installed one)")
     c.set_defaults(func=cmd_unbound_conf)
+
+    from .agent.stats_cli import register as register_stats
+    register_stats(sub)        # `nettrust agent`, `nettrust stats …`
     return p
 
 

@@ -154,6 +154,41 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class StatsConfig:
+    """Statistics: Unbound streams answers (dnstap) and decisions to the agent, which stores them."""
+
+    enabled: bool = False
+    database: str = "/var/lib/nettrust/stats.db"
+    report_socket: str = "/run/nettrust/agent.sock"
+    dnstap_socket: str = "/run/nettrust/dnstap.sock"
+    retention: float = 30 * 86400.0         # seconds; older rows are deleted
+    retention_rows: int = 1_000_000         # newest queries kept at most
+    flush_interval: float = 1.0             # the writer stores a batch this often
+    queue_size: int = 100_000               # records waiting for the writer; more are dropped
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    enabled: bool = True                    # served by the agent while stats are enabled
+    address: str = "127.0.0.1"
+    port: int = 9531
+
+
+@dataclass(frozen=True)
+class AlertsConfig:
+    """Rules the agent checks on the statistics, and where notifications go."""
+
+    webhook: str | None = None              # http(s) URL: POST of the alert as JSON
+    syslog: bool = False
+    command: str | None = None              # run with the alert as JSON on stdin
+    window: float = 600.0                   # at most one notification per rule and key per window
+    blocked_per_minute: int = 0             # 0: off
+    first_seen_domain: bool = False
+    unauthorized: bool = True
+    backend_errors: bool = True
+
+
+@dataclass(frozen=True)
 class Config:
     path: str = "<defaults>"
     mode: str = "denylist"                  # general.mode
@@ -163,6 +198,9 @@ class Config:
     grants: GrantsConfig = field(default_factory=GrantsConfig)
     firewall: FirewallConfig = field(default_factory=FirewallConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    stats: StatsConfig = field(default_factory=StatsConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
     #: The text it was parsed from, for :meth:`line_of`; not part of the value.
     source: SourceMap | None = field(default=None, repr=False, compare=False)
 
@@ -202,6 +240,22 @@ class Config:
                          "keep_ruleset_on_exit": fw.keep_ruleset_on_exit,
                          "keep_grants_on_exit": fw.keep_grants_on_exit},
             "log": {"level": self.log.level, "file": self.log.file or ""},
+            "stats": {"enabled": self.stats.enabled, "database": self.stats.database,
+                      "report_socket": self.stats.report_socket,
+                      "dnstap_socket": self.stats.dnstap_socket,
+                      "retention": format_duration(self.stats.retention),
+                      "retention_rows": self.stats.retention_rows,
+                      "flush_interval": format_duration(self.stats.flush_interval),
+                      "queue_size": self.stats.queue_size},
+            "metrics": {"enabled": self.metrics.enabled,
+                        "listen": _host_port(self.metrics.address, self.metrics.port)},
+            "alerts": {"webhook": self.alerts.webhook or "", "syslog": self.alerts.syslog,
+                       "command": self.alerts.command or "",
+                       "window": format_duration(self.alerts.window),
+                       "blocked_per_minute": self.alerts.blocked_per_minute,
+                       "first_seen_domain": self.alerts.first_seen_domain,
+                       "unauthorized": self.alerts.unauthorized,
+                       "backend_errors": self.alerts.backend_errors},
         }
 
 
@@ -219,6 +273,11 @@ SCHEMA: dict[str, tuple[str, ...]] = {
                  "allow_dhcp", "allow_icmpv6_nd", "keep_ruleset_on_exit",
                  "keep_grants_on_exit"),
     "log": ("level", "file"),
+    "stats": ("enabled", "database", "report_socket", "dnstap_socket", "retention",
+              "retention_rows", "flush_interval", "queue_size"),
+    "metrics": ("enabled", "listen"),
+    "alerts": ("webhook", "syslog", "command", "window", "blocked_per_minute",
+               "first_seen_domain", "unauthorized", "backend_errors"),
 }
 
 
@@ -259,6 +318,9 @@ def parse_config(text: str, path: str = "<string>") -> Config:
         grants=_grants(_Section(doc, "grants")),
         firewall=_firewall(_Section(doc, "firewall")),
         log=_log(_Section(doc, "log")),
+        stats=_stats(_Section(doc, "stats")),
+        metrics=_metrics(_Section(doc, "metrics")),
+        alerts=_alerts(_Section(doc, "alerts")),
         source=source,
     )
 
@@ -388,6 +450,62 @@ def _priority(s: _Section) -> int:
         raise s.error(f"{_show(value)} is {number}, outside {PRIORITY_MIN}..{PRIORITY_MAX}",
                       "priority")
     return number
+
+
+def _stats(s: _Section) -> StatsConfig:
+    paths = {key: s.string(key, getattr(StatsConfig, key))
+             for key in ("database", "report_socket", "dnstap_socket")}
+    for key, path in paths.items():
+        if not os.path.isabs(path):
+            raise s.error(f"{path!r} is not an absolute path", key)
+    retention = s.duration("retention", "30d")
+    flush = s.duration("flush_interval", "1s")
+    if not 0.01 <= flush <= 60:
+        raise s.error("must be between 10ms and 1m", "flush_interval")
+    return StatsConfig(enabled=s.boolean("enabled", False), **paths, retention=retention,
+                       retention_rows=_count(s, "retention_rows", 1_000_000, 1000),
+                       flush_interval=flush, queue_size=_count(s, "queue_size", 100_000, 100))
+
+
+def _metrics(s: _Section) -> MetricsConfig:
+    listen = s.string("listen", "127.0.0.1:9531")
+    host, _, port = listen.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        ipaddress.ip_address(host)
+        number = int(port)
+        if not 1 <= number <= 65535:
+            raise ValueError
+    except ValueError:
+        raise s.error(f"expected ADDRESS:PORT like \"127.0.0.1:9531\" or \"[::1]:9531\", "
+                      f"found {_show(listen)}", "listen") from None
+    return MetricsConfig(enabled=s.boolean("enabled", True), address=host, port=number)
+
+
+def _alerts(s: _Section) -> AlertsConfig:
+    webhook = s.string("webhook", "")
+    if webhook and not re.match(r"https?://[^/\s]+", webhook):
+        raise s.error(f"{webhook!r} is not an http:// or https:// URL", "webhook")
+    return AlertsConfig(webhook=webhook or None, syslog=s.boolean("syslog", False),
+                        command=s.string("command", "") or None,
+                        window=s.duration("window", "10m"),
+                        blocked_per_minute=_count(s, "blocked_per_minute", 0, 0),
+                        first_seen_domain=s.boolean("first_seen_domain", False),
+                        unauthorized=s.boolean("unauthorized", True),
+                        backend_errors=s.boolean("backend_errors", True))
+
+
+def _count(s: _Section, key: str, default: int, minimum: int) -> int:
+    value = s.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise s.error(_wrong_type("an integer", value), key)
+    if value < minimum:
+        raise s.error(f"must be at least {minimum}", key)
+    return value
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _log(s: _Section) -> LogConfig:

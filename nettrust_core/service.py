@@ -14,6 +14,7 @@ from .authorizer import Authorizer, Decision
 from .config import load_config
 from .errors import ConfigError
 from .policy import NameCheck
+from .report import Reporter
 from .responses import BlockedResponse, blocked_response
 from .ruleset import make_backend
 from .unbound_conf import cache_max_ttl
@@ -30,7 +31,9 @@ class Service:
     def __init__(self, config, backend=None) -> None:
         self.config = config
         self.backend = backend if backend is not None else make_backend(config)
-        self.authorizer = Authorizer(config, self.backend)
+        #: The one channel to the agent (decisions, events, counters); inert when stats are off.
+        self.reporter = Reporter(config.stats.report_socket if config.stats.enabled else None)
+        self.authorizer = Authorizer(config, self.backend, reporter=self.reporter)
         self.blocked_kind = config.policy.blocked_answer
 
     @classmethod
@@ -49,10 +52,13 @@ class Service:
         return self.authorizer.start()
 
     def stop(self) -> None:
-        self.authorizer.stop()
+        try:
+            self.authorizer.stop()
+        finally:
+            self.reporter.close()
 
-    def check_query(self, qname: str) -> NameCheck:
-        return self.authorizer.check_query(qname)
+    def check_query(self, qname: str, client: str | None = None, qtype: int = 0) -> NameCheck:
+        return self.authorizer.check_query(qname, client, qtype)
 
     def blocked_response(self, qname: str, qtype: int) -> BlockedResponse:
         return blocked_response(self.blocked_kind, qname, qtype)

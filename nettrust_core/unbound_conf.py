@@ -51,5 +51,25 @@ def render(config, *, script: str, server_extra: str = "") -> str:
         lines.append("    forward-first: no")
         if up.tls:
             lines.append("    forward-tls-upstream: yes")
+    lines += dnstap_lines(config)
     lines += ["python:", f'    python-script: "{script}"', ""]
     return "\n".join(lines)
+
+
+def dnstap_lines(config) -> list[str]:
+    """Statistics: every client response (cache hits and local data included) streamed to the
+    agent over dnstap.  Unbound encodes it on the worker and sends it from its own I/O thread,
+    dropping (never waiting) when the agent lags."""
+    if not config.stats.enabled:
+        return []
+    return [
+        "# Statistics ([stats] enabled): client responses go to `nettrust agent`.",
+        "dnstap:",
+        "    dnstap-enable: yes",
+        "    dnstap-bidirectional: yes",
+        f'    dnstap-socket-path: "{config.stats.dnstap_socket}"',
+        "    dnstap-send-identity: no",
+        "    dnstap-send-version: no",
+        "    dnstap-log-client-query-messages: no",
+        "    dnstap-log-client-response-messages: yes",
+    ]

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
+import time
 from pathlib import Path
 
 import nettrust_core
@@ -87,10 +89,39 @@ class NetTrustHost:
                                      *args], check=check,
                             env={"PYTHONPATH": f"{self.code_dir}:{DIST_PACKAGES}"})
 
+    def start_agent(self, timeout: float = 10.0):
+        """Run ``nettrust agent`` for this configuration ([stats] enabled, see
+        :func:`stats_section`) as root in the host namespace; it stops with the lab."""
+        stats = self.config.stats
+        self.agent = self.lab.spawn("host", [sys.executable, "-m", "nettrust_core.cli", "-c",
+                                             str(self.config_path), "agent"],
+                                    log_name=f"{self.name}-agent",
+                                    env={"PYTHONPATH": str(self.code_dir)})
+        deadline = time.monotonic() + timeout
+        while not (os.path.exists(stats.dnstap_socket) and os.path.exists(stats.report_socket)):
+            if not self.agent.alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"nettrust agent did not start:\n{self.agent.log_tail()}")
+            time.sleep(0.02)
+        return self.agent
+
+    def stop_agent(self) -> int | None:
+        agent, self.agent = getattr(self, "agent", None), None
+        return agent.stop() if agent is not None else None
+
     def grants(self) -> dict[str, dict]:
         """address → {name, expires_in, timeout}, from the kernel via ``nettrust hosts --json``."""
         out = self.nettrust("hosts", "--json").stdout
         return {g["address"]: g for g in json.loads(out)}
+
+
+def stats_section(lab, **keys) -> str:
+    """A ``[stats]`` section with the database and sockets under the lab's work dir."""
+    base = Path(lab.work_dir) / "stats"
+    base.mkdir(mode=0o755, exist_ok=True)
+    values = {"enabled": True, "database": str(base / "stats.db"),
+              "report_socket": str(base / "agent.sock"),
+              "dnstap_socket": str(base / "dnstap.sock"), "flush_interval": "200ms", **keys}
+    return "[stats]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items())
 
 
 def _stage_code(target: Path) -> Path:

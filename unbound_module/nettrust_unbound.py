@@ -107,7 +107,7 @@ def _on_query(id, qstate):
     client = _client(qstate)
     if client is not None and not qstate.is_valrec:
         qname = normalize(qstate.qinfo.qname_str)
-        if not _service.check_query(qname).allowed:
+        if not _service.check_query(qname, client, qstate.qinfo.qtype).allowed:
             _reply_blocked(id, qstate, qname, qstate.qinfo.qtype)
             return True
     qstate.ext_state[id] = MODULE_WAIT_MODULE

@@ -8,8 +8,8 @@ import tomllib
 import pytest
 
 from nettrust_core.config import (Config, FirewallConfig, GrantsConfig, LogConfig, PolicyConfig,
-                                  ReachableConfig, Upstream, UpstreamConfig, load_config,
-                                  parse_config)
+                                  ReachableConfig, SCHEMA, Upstream, UpstreamConfig,
+                                  load_config, parse_config)
 from nettrust_core.errors import ConfigError, NetTrustError
 from nettrust_core.patterns import PatternSet, ZoneSet
 
@@ -199,8 +199,7 @@ def test_to_dict_is_the_effective_config_and_loads_back():
     for config in (parse(""), parse(FULL)):
         data = config.to_dict()
         json.dumps(data)                                        # plain types only
-        assert set(data) == {"general", "upstream", "policy", "reachable", "grants", "firewall",
-                             "log"}
+        assert set(data) == set(SCHEMA)                         # every section
         assert parse_config(_to_toml(data), path=config.path) == config
     data = parse(FULL).to_dict()
     assert data["general"]["mode"] == "allowlist"

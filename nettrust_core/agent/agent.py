@@ -1,0 +1,227 @@
+"""The agent process: receive, join, count, store, alert.  ``nettrust agent`` runs one.
+
+Threads: one accepting Unbound's dnstap connections (and one per connection: several Unbound
+processes may stream at once), one reading the module's report datagrams, the store's writer,
+the alert notifier, and the metrics HTTP server.  Receiving never waits on disk or the network:
+records go to bounded queues that drop and count.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pwd
+import signal
+import socket
+import stat
+import threading
+import time
+
+from .alerts import Alerts
+from .collector import Collector
+from .dnstap import CLIENT_RESPONSE, DecodeError, decode_frame, parse_response
+from .framestream import FrameReader, ProtocolError
+from .metrics import Metrics
+from .store import StatsStore
+
+log = logging.getLogger("nettrust.agent")
+
+REPORT_RCVBUF = 4 * 1024 * 1024
+TICK = 0.2
+
+
+class Agent:
+    def __init__(self, config) -> None:
+        self.config = config
+        st = config.stats
+        self.metrics = Metrics(dropped=lambda: dict(self.store.dropped))
+        self.alerts = Alerts(config.alerts, record_event=self._alert_event, metrics=self.metrics)
+        self.store = StatsStore(st.database, flush_interval=st.flush_interval,
+                                queue_size=st.queue_size, retention=st.retention,
+                                retention_rows=st.retention_rows,
+                                on_new_domain=self.alerts.new_domain)
+        self.collector = Collector(emit_query=self._query)
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._sockets: list[socket.socket] = []
+        self._http = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        st = self.config.stats
+        self.store.open()
+        report = self._bind(st.report_socket, socket.SOCK_DGRAM)
+        report.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, REPORT_RCVBUF)
+        report.settimeout(TICK)
+        tap = self._bind(st.dnstap_socket, socket.SOCK_STREAM)
+        tap.listen(16)
+        tap.settimeout(TICK)
+        self.store.start()
+        self.alerts.start()
+        m = self.config.metrics
+        if m.enabled:
+            self._http = self.metrics.serve(m.address, m.port)
+        self._spawn(self._receive_reports, report, name="nettrust-reports")
+        self._spawn(self._accept_dnstap, tap, name="nettrust-dnstap")
+        log.info("agent ready: database %s, reports %s, dnstap %s, metrics %s", st.database,
+                 st.report_socket, st.dnstap_socket,
+                 f"{m.address}:{m.port}" if m.enabled else "off")
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(5)
+        for s in self._sockets:
+            s.close()
+        for path in (self.config.stats.report_socket, self.config.stats.dnstap_socket):
+            _unlink_socket(path)
+        self.collector.join_delay = -1.0
+        self.collector.tick()
+        self.alerts.stop()
+        self.store.stop()
+        if self._http is not None:
+            server, _thread = self._http
+            server.shutdown()
+            server.server_close()
+
+    def run(self) -> None:
+        """Start, wait for SIGTERM or SIGINT, stop."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self._stop.set())
+        self.start()
+        try:
+            while not self._stop.wait(1.0):
+                pass
+        finally:
+            self.stop()
+            log.info("agent stopped")
+
+    def _spawn(self, target, *args, name: str) -> None:
+        t = threading.Thread(target=target, args=args, name=name, daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def _bind(self, path: str, kind: int) -> socket.socket:
+        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+        _unlink_socket(path)
+        sock = socket.socket(socket.AF_UNIX, kind | socket.SOCK_CLOEXEC)
+        sock.bind(path)
+        self._sockets.append(sock)
+        _allow_resolver(path, self.config.firewall.resolver_user)
+        return sock
+
+    # -- receivers -------------------------------------------------------------------------
+    def _receive_reports(self, sock: socket.socket) -> None:
+        next_tick = time.monotonic() + TICK
+        while not self._stop.is_set():
+            try:
+                data = sock.recv(65536)
+            except socket.timeout:
+                data = None
+            except OSError:
+                if self._stop.is_set():
+                    return
+                raise
+            if data:
+                self.metrics.records.labels("report").inc()
+                try:
+                    self.report(json.loads(data))
+                except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                    self.metrics.bad_records.labels("report").inc()
+                    log.debug("bad report record dropped: %s", exc)
+            if time.monotonic() >= next_tick:
+                self.collector.tick()
+                next_tick = time.monotonic() + TICK
+
+    def _accept_dnstap(self, listener: socket.socket) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            conn.settimeout(None)
+            self._spawn(self._read_dnstap, conn, name="nettrust-dnstap-conn")
+
+    def _read_dnstap(self, conn: socket.socket) -> None:
+        reader = FrameReader(conn)
+        try:
+            reader.handshake()
+            log.info("dnstap stream connected")
+            for frame in reader.frames():
+                self.metrics.records.labels("dnstap").inc()
+                try:
+                    self.tap(frame)
+                except (DecodeError, ValueError) as exc:
+                    self.metrics.bad_records.labels("dnstap").inc()
+                    log.debug("bad dnstap frame dropped: %s", exc)
+                if self._stop.is_set():
+                    break
+        except (ProtocolError, OSError) as exc:
+            log.warning("dnstap stream closed: %s", exc)
+        finally:
+            conn.close()
+
+    # -- records ---------------------------------------------------------------------------
+    def tap(self, frame: bytes) -> None:
+        msg = decode_frame(frame)
+        if msg is None or msg.kind != CLIENT_RESPONSE or msg.response is None:
+            return
+        ts = msg.response_time or time.time()
+        self.collector.response(msg.client, ts, parse_response(msg.response))
+
+    def report(self, record: dict) -> None:
+        kind = record.get("t")
+        if kind == "decision":
+            record.setdefault("ts", time.time())
+            self.metrics.decision(record)
+            self.collector.decision(record)
+            for address, timeout in record.get("grants") or ():
+                self.store.put("grant", {"ts": record["ts"], "address": str(address),
+                                         "timeout": float(timeout), "qname": record["qname"],
+                                         "client": record.get("client"),
+                                         "chain": record.get("chain"), "rule": record.get("rule"),
+                                         "written": record.get("written")})
+            if record.get("error"):
+                self.alerts.backend_error(str(record["error"]))
+        elif kind == "event":
+            record.setdefault("subject", record.get("address") or record.get("client"))
+            self.metrics.events.labels(str(record.get("kind"))).inc()
+            self.store.put("event", record)
+            self.alerts.event(record)
+        elif kind == "counters":
+            self.metrics.counters(record.get("pid"), record.get("values") or {})
+        else:
+            raise ValueError(f"unknown record type {kind!r}")
+
+    def _query(self, record: dict) -> None:
+        self.metrics.query(record["outcome"], record["qtype"], record["source"] == "cache",
+                           record["ttl"])
+        self.alerts.query(record)
+        self.store.put("query", record)
+
+    def _alert_event(self, event: dict) -> None:
+        self.store.put("event", event)
+
+
+def _unlink_socket(path: str) -> None:
+    try:
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _allow_resolver(path: str, user: str | None) -> None:
+    """Only the resolver's user (and root) may write to the agent's sockets."""
+    os.chmod(path, 0o660)
+    if user and os.geteuid() == 0:
+        try:
+            entry = pwd.getpwnam(user)
+        except KeyError:
+            os.chmod(path, 0o666)   # no such user: whoever runs Unbound must reach us
+            log.warning("resolver user %r does not exist; %s is writable by everyone", user, path)
+            return
+        os.chown(path, entry.pw_uid, entry.pw_gid)

@@ -1,0 +1,110 @@
+"""The ``nettrust agent`` and ``nettrust stats`` commands (registered by nettrust_core.cli).
+
+Kept out of cli.py so the CLI module stays a list of thin commands; heavy imports (sqlite-utils,
+prometheus-client) happen only when these commands run.
+"""
+
+from __future__ import annotations
+
+import json
+
+from ..config import load_config
+from ..errors import ConfigError
+
+
+def register(sub) -> None:
+    c = sub.add_parser("agent", help="run the statistics/metrics/alerts agent in the foreground")
+    c.set_defaults(func=cmd_agent)
+
+    st = sub.add_parser("stats", help="what was asked, answered and granted, and why")
+    st.add_argument("--since", help='only this recent ("1h", "7d") or since a date/time')
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+    st.add_argument("--database", help="statistics database (default: stats.database)")
+    views = st.add_subparsers(dest="view", metavar="VIEW")
+    views.add_parser("summary", help="totals: queries by source and verdict, grants, events")
+    t = views.add_parser("top", help="busiest domains, clients or blocked names")
+    t.add_argument("what", choices=("domains", "clients", "blocked"))
+    t.add_argument("-n", "--limit", type=int, default=10)
+    h = views.add_parser("hosts", help="per address: times queried, names, last grant, expiry")
+    h.add_argument("-n", "--limit", type=int, default=100)
+    c = views.add_parser("clients", help="per client: queries, blocked, names")
+    c.add_argument("-n", "--limit", type=int, default=100)
+    w = views.add_parser("why", help="which names, answers, clients and rules opened an address")
+    w.add_argument("address")
+    st.set_defaults(func=cmd_stats, view="summary")
+
+
+def cmd_agent(args) -> int:
+    from ..service import setup_logging
+    from .agent import Agent
+    config = load_config(args.config)
+    if not config.stats.enabled:
+        raise ConfigError("statistics are disabled: set enabled = true under [stats] (and "
+                          "regenerate the Unbound include with `nettrust unbound-conf`)",
+                          file=config.path, key="stats.enabled",
+                          line=config.line_of("stats.enabled"))
+    setup_logging(config)
+    Agent(config).run()
+    return 0
+
+
+def cmd_stats(args) -> int:
+    from . import stats_view as v
+    config = load_config(args.config)
+    conn = v.connect(args.database or config.stats.database)
+    start = v.since(args.since)
+    try:
+        if args.view == "summary":
+            data = v.summary(conn, start)
+        elif args.view == "top":
+            data = v.top(conn, args.what, start, args.limit)
+        elif args.view == "hosts":
+            data = v.hosts(conn, start, args.limit)
+        elif args.view == "clients":
+            data = v.clients(conn, start, args.limit)
+        else:
+            data = v.why(conn, args.address, start)
+    finally:
+        conn.close()
+    if args.json:
+        print(json.dumps(data, indent=2, default=str))
+    else:
+        print(_text(args, data, v))
+    return 0
+
+
+def _text(args, data, v) -> str:
+    when = {"last_seen": v.when, "last_queried": v.when, "last_grant": v.when,
+            "expires": v.when, "granted": v.when, "last": v.when}
+    if args.view == "summary":
+        lines = [f"queries:   {data['queries']}  since {v.when(data['since'])}",
+                 "  by source:  " + _pairs(data["by_source"]),
+                 "  by verdict: " + _pairs(data["by_outcome"]),
+                 f"clients:   {data['clients']}    domains: {data['domains']}",
+                 f"grants:    {data['grants']} of {data['granted_addresses']} addresses, "
+                 f"{data['active_addresses']} still open",
+                 "events:    " + (_pairs(data["events"]) or "none")]
+        return "\n".join(lines)
+    if args.view == "why":
+        if not data["grants"] and not data["answers"]:
+            return f"{data['address']}: never answered or granted (in the recorded period)"
+        state = f"open until {v.when(data['expires'])}" if data["open"] else \
+            f"closed (last grant expired {v.when(data['expires'])})"
+        out = [f"{data['address']}: {state}", "", "grants:"]
+        out.append(v.table(data["grants"], ["granted", "expires", "name", "chain", "client",
+                                            "rule"], when) if data["grants"] else "  none")
+        out += ["", "answers naming it:"]
+        out.append(v.table(data["answers"], ["name", "times", "cached", "clients", "last"], when)
+                   if data["answers"] else "  none")
+        return "\n".join(out)
+    if not data:
+        return "nothing recorded" + (f" since {args.since}" if args.since else "")
+    columns = {"hosts": ["address", "queried", "names", "last_grant", "expires"],
+               "clients": ["client", "queries", "blocked", "domains", "last_seen"]}.get(args.view)
+    if columns is None:
+        columns = list(data[0])
+    return v.table(data, columns, when)
+
+
+def _pairs(d: dict) -> str:
+    return "  ".join(f"{k}={n}" for k, n in d.items())

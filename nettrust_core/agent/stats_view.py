@@ -1,0 +1,170 @@
+"""``nettrust stats``: the statistics database's views, read-only, while the agent writes.
+
+Each view is one function returning plain rows (the ``--json`` output); :func:`table` prints
+them for a terminal.  The same queries are canned in conf/datasette-metadata.json.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from datetime import datetime
+
+from ..durations import parse_duration
+from ..errors import NetTrustError
+
+VIEWS = ("summary", "top", "hosts", "clients", "why")
+
+
+class StatsError(NetTrustError):
+    pass
+
+
+def connect(path: str) -> sqlite3.Connection:
+    """Open the database read-only (WAL readers never block the agent's writer)."""
+    if not os.path.exists(path):
+        raise StatsError(f"no statistics database at {path}: is [stats] enabled and "
+                         "`nettrust agent` running?")
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    conn.row_factory = sqlite3.Row
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        raise StatsError(f"{path}: not a statistics database ({exc})") from None
+    from .schema import VERSION
+    if version != VERSION:
+        raise StatsError(f"{path} has schema version {version}, this NetTrust reads {VERSION}; "
+                         "start `nettrust agent` once to migrate it")
+    return conn
+
+
+def since(text: str | None, now: float | None = None) -> float:
+    """``--since``: a duration back from now ("1h", "30m", "7d") or an ISO date/time."""
+    if not text:
+        return 0.0
+    now = time.time() if now is None else now
+    try:
+        return now - parse_duration(text)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise StatsError(f"--since {text!r}: expected a duration like \"1h\" or \"7d\", or a "
+                         "date/time like 2026-01-31 or 2026-01-31T08:00") from None
+
+
+def _rows(conn, sql: str, *args) -> list[dict]:
+    return [dict(r) for r in conn.execute(sql, args)]
+
+
+def summary(conn, start: float = 0.0) -> dict:
+    one = lambda sql, *a: conn.execute(sql, a).fetchone()[0]  # noqa: E731
+    now = time.time()
+    return {
+        "since": start or one("SELECT MIN(ts) FROM queries"),
+        "queries": one("SELECT COUNT(*) FROM queries WHERE ts >= ?", start),
+        "by_source": {r["source"]: r["n"] for r in _rows(conn, "SELECT source, COUNT(*) AS n "
+                      "FROM queries WHERE ts >= ? GROUP BY source ORDER BY n DESC", start)},
+        "by_outcome": {r["outcome"]: r["n"] for r in _rows(conn, "SELECT outcome, COUNT(*) AS n "
+                       "FROM queries WHERE ts >= ? GROUP BY outcome ORDER BY n DESC", start)},
+        "clients": one("SELECT COUNT(DISTINCT client_id) FROM queries WHERE ts >= ?", start),
+        "domains": one("SELECT COUNT(DISTINCT domain_id) FROM queries WHERE ts >= ?", start),
+        "grants": one("SELECT COUNT(*) FROM grants WHERE ts >= ?", start),
+        "granted_addresses": one("SELECT COUNT(DISTINCT address) FROM grants WHERE ts >= ?", start),
+        "active_addresses": one("SELECT COUNT(DISTINCT address) FROM grants WHERE expires > ?", now),
+        "events": {r["kind"]: r["n"] for r in _rows(conn, "SELECT kind, COUNT(*) AS n FROM events "
+                   "WHERE ts >= ? GROUP BY kind ORDER BY n DESC", start)},
+    }
+
+
+def top(conn, what: str, start: float = 0.0, limit: int = 10) -> list[dict]:
+    if what == "domains":
+        return _rows(conn, "SELECT d.name AS domain, COUNT(*) AS queries, "
+                     "SUM(q.source = 'cache') AS cached, SUM(q.outcome = 'blocked') AS blocked "
+                     "FROM queries q JOIN domains d ON d.id = q.domain_id WHERE q.ts >= ? "
+                     "GROUP BY q.domain_id ORDER BY queries DESC, domain LIMIT ?", start, limit)
+    if what == "clients":
+        return clients(conn, start, limit)
+    if what == "blocked":
+        return _rows(conn, "SELECT d.name AS domain, COUNT(*) AS queries, "
+                     "COUNT(DISTINCT q.client_id) AS clients, MAX(q.reason) AS reason, "
+                     "MAX(q.rule) AS rule FROM queries q JOIN domains d ON d.id = q.domain_id "
+                     "WHERE q.ts >= ? AND q.outcome = 'blocked' GROUP BY q.domain_id "
+                     "ORDER BY queries DESC, domain LIMIT ?", start, limit)
+    raise StatsError(f"top {what!r}: expected domains, clients or blocked")
+
+
+def clients(conn, start: float = 0.0, limit: int = 100) -> list[dict]:
+    return _rows(conn, "SELECT c.address AS client, COUNT(*) AS queries, "
+                 "SUM(q.outcome = 'blocked') AS blocked, COUNT(DISTINCT q.domain_id) AS domains, "
+                 "MAX(q.ts) AS last_seen FROM queries q JOIN clients c ON c.id = q.client_id "
+                 "WHERE q.ts >= ? GROUP BY q.client_id ORDER BY queries DESC, client LIMIT ?",
+                 start, limit)
+
+
+def hosts(conn, start: float = 0.0, limit: int = 100) -> list[dict]:
+    """Per answered address: how many answers named it, for which names, its last grant."""
+    rows = _rows(conn, "SELECT a.address AS address, COUNT(*) AS queried, "
+                 "GROUP_CONCAT(DISTINCT d.name) AS names, MAX(q.ts) AS last_queried "
+                 "FROM answers a JOIN queries q ON q.id = a.query_id "
+                 "JOIN domains d ON d.id = q.domain_id WHERE q.ts >= ? "
+                 "GROUP BY a.address ORDER BY queried DESC, address LIMIT ?", start, limit)
+    for r in rows:
+        r["names"] = sorted((r["names"] or "").split(","))
+        g = conn.execute("SELECT MAX(ts), MAX(expires) FROM grants WHERE address = ?",
+                         (r["address"],)).fetchone()
+        r["last_grant"], r["expires"] = g[0], g[1]
+    return rows
+
+
+def why(conn, address: str, start: float = 0.0) -> dict:
+    """Which names, answers, clients and rules opened ``address``, and until when."""
+    grants = _rows(conn, "SELECT g.ts AS granted, g.expires AS expires, g.timeout AS timeout, "
+                   "d.name AS name, g.chain AS chain, c.address AS client, g.rule AS rule "
+                   "FROM grants g LEFT JOIN domains d ON d.id = g.domain_id "
+                   "LEFT JOIN clients c ON c.id = g.client_id "
+                   "WHERE g.address = ? AND g.ts >= ? ORDER BY g.ts", address, start)
+    answers = _rows(conn, "SELECT d.name AS name, COUNT(*) AS times, "
+                    "SUM(q.source = 'cache') AS cached, GROUP_CONCAT(DISTINCT c.address) AS clients, "
+                    "MAX(q.ts) AS last FROM answers a JOIN queries q ON q.id = a.query_id "
+                    "JOIN domains d ON d.id = q.domain_id LEFT JOIN clients c ON c.id = q.client_id "
+                    "WHERE a.address = ? AND q.ts >= ? GROUP BY q.domain_id ORDER BY times DESC",
+                    address, start)
+    expires = max((g["expires"] or 0 for g in grants), default=None)
+    return {"address": address, "open": bool(expires and expires > time.time()),
+            "expires": expires, "grants": grants, "answers": answers}
+
+
+# -- terminal output ------------------------------------------------------------------------
+
+def when(ts) -> str:
+    if not ts:
+        return "-"
+    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def table(rows: list[dict], columns: list[str], formats: dict | None = None) -> str:
+    """A plain aligned table; numbers right-aligned."""
+    formats = formats or {}
+    cells = [[str(formats.get(c, _plain)(r.get(c))) for c in columns] for r in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+    numeric = [all(isinstance(r.get(c), (int, float)) or r.get(c) is None for r in rows)
+               for c in columns]
+    def line(values):
+        return "  ".join(v.rjust(w) if num else v.ljust(w)
+                         for v, w, num in zip(values, widths, numeric)).rstrip()
+    out = [line([c.upper() for c in columns])]
+    out += [line(row) for row in cells]
+    return "\n".join(out)
+
+
+def _plain(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(map(str, value))
+    return str(value)
