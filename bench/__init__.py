@@ -1,0 +1,1 @@
+"""NetTrust's benchmark harness: ``sudo bench/run [--quick]`` (see README, "Benchmarks")."""

@@ -1,0 +1,163 @@
+"""The resolvers the benchmark compares, each started fresh (empty cache, empty sets) per round.
+
+All listen on 127.0.0.1:53 in the lab's host namespace and resolve the lab's zones, so the same
+dnsperf workload reaches each of them the same way.  A configuration the product or the machine
+cannot provide raises :class:`Unavailable` with the reason, and the report says so.
+"""
+
+from __future__ import annotations
+
+import inspect
+import subprocess
+import time
+
+from sandbox import netns
+from sandbox.errors import LabError
+from sandbox.product import NetTrustHost
+
+from .zone import ZONE
+
+
+class Unavailable(Exception):
+    """This configuration cannot run here; the message says why."""
+
+
+PLAIN_UNBOUND = """server:
+    interface: 127.0.0.1
+    port: 53
+    num-threads: 2
+    so-reuseport: yes
+    verbosity: 1
+    module-config: "validator iterator"
+"""
+
+#: The configuration NetTrust runs with in the benchmark: the product's defaults.
+NETTRUST_DEFAULT = ""
+
+#: Modes the issue asks about that the product (or this machine) does not offer.
+NOT_SUPPORTED = {
+    "NetTrust per-client callbacks": "not supported: the product has no per-client / per-query "
+                                     "callback mode",
+    "PowerDNS Recursor": "skipped (optional)",
+}
+
+
+class Server:
+    """Start/stop one resolver configuration in a lab."""
+
+    key = ""
+    label = ""
+
+    def __init__(self, lab) -> None:
+        self.lab = lab
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+
+class PlainUnbound(Server):
+    """Unbound without NetTrust: ``validator iterator``, two threads — the limit to compare with."""
+
+    key = "plain"
+    label = "Unbound plain (2 threads)"
+
+    def start(self) -> None:
+        self.lab.start_unbound(PLAIN_UNBOUND + self.lab.unbound_zone_conf(), caps=("net_bind_service",))
+
+    def stop(self) -> None:
+        self.lab.stop_unbound()
+
+
+class NetTrust(Server):
+    """Unbound + NetTrust as ``sandbox.product.NetTrustHost`` renders it.
+
+    ``instances > 1``: several single-threaded Unbound processes sharing the port with
+    so-reuseport, each with its own grant sets (NetTrustHost's ``instances=``, issue 5b).
+    """
+
+    def __init__(self, lab, *, instances: int = 1, config_text: str = NETTRUST_DEFAULT) -> None:
+        super().__init__(lab)
+        self.instances = instances
+        self.config_text = config_text
+        self.key = "nettrust" if instances == 1 else f"nettrust_x{instances}"
+        self.label = "NetTrust default" if instances == 1 else f"NetTrust x{instances} processes"
+        self.host = None
+
+    def make_host(self) -> NetTrustHost:
+        if self.instances == 1:
+            return NetTrustHost(self.lab, self.config_text, name=self.key)
+        if "instances" not in inspect.signature(NetTrustHost).parameters:
+            raise Unavailable("unavailable: sandbox.product.NetTrustHost has no instances= "
+                              "(several Unbound processes with so-reuseport, issue 5b)")
+        # The product's switch: every process reads firewall.instances and its own index.
+        text = f"{self.config_text}\n[firewall]\ninstances = {self.instances}\n"
+        try:
+            return NetTrustHost(self.lab, text, name=self.key, instances=self.instances)
+        except Exception as exc:   # a config key the product does not know yet, …
+            raise Unavailable(f"unavailable: {type(exc).__name__}: {exc}") from exc
+
+    def start(self) -> None:
+        self.host = self.make_host()
+        self.host.start()
+
+    def stop(self) -> None:
+        if self.host is not None:
+            self.host.stop()
+            # The ruleset outlives Unbound by design (fail closed); the next configuration
+            # must start from an open firewall and empty sets.
+            self.host.nettrust("remove", check=False)
+            self.host = None
+
+
+class Dnsmasq(Server):
+    """dnsmasq (the peer) forwarding to the lab's NSD, adding every bench.test answer to an
+    nftables set with ``--nftset`` (sets with a 1 h default timeout, matched by an output chain)."""
+
+    key = "dnsmasq"
+    label = "dnsmasq --nftset"
+    table = "ntbench_dnsmasq"
+
+    def ruleset(self) -> str:
+        t = self.table
+        return (f"table inet {t} {{\n"
+                f"  set allow4 {{ type ipv4_addr; flags timeout; timeout 1h; }}\n"
+                f"  set allow6 {{ type ipv6_addr; flags timeout; timeout 1h; }}\n"
+                f"  chain output {{ type filter hook output priority 0; policy accept;\n"
+                f"    ip daddr @allow4 accept\n    ip6 daddr @allow6 accept\n  }}\n}}\n")
+
+    def start(self) -> None:
+        if self.lab.extra_zones.get(ZONE) is None:
+            raise LabError(f"the lab has no {ZONE} zone")
+        self.lab.run("host", ["nft", "-f", "-"], input=self.ruleset())
+        t = self.table
+        argv = ["dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv",
+                "--no-hosts", "--listen-address=127.0.0.1", "--bind-interfaces", "--port=53",
+                "--pid-file=", "--log-facility=-", f"--server={self.lab.nsd_v4}",
+                "--cache-size=10000", "--dns-forward-max=1000",
+                f"--nftset=/{ZONE}/4#inet#{t}#allow4,6#inet#{t}#allow6"]
+        self.process = self.lab.spawn("host", argv, log_name="dnsmasq")
+        deadline = time.monotonic() + 10
+        while netns.dns_probe(self.lab.host_ns, "127.0.0.1", f"n0.{ZONE}.", 1, rd=True) is None:
+            if not self.process.alive() or time.monotonic() > deadline:
+                raise LabError(f"dnsmasq did not answer; log:\n{self.process.log_tail()}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.process.stop()
+        self.lab.run("host", ["nft", "delete", "table", "inet", self.table], check=False)
+
+    def set_size(self) -> int:
+        """Elements dnsmasq put into allow4 (proves --nftset is really working)."""
+        out = self.lab.run("host", ["nft", "list", "set", "inet", self.table, "allow4"]).stdout
+        return out.count("expires")
+
+
+def dnsmasq_version() -> str:
+    try:
+        out = subprocess.run(["dnsmasq", "--version"], capture_output=True, text=True).stdout
+    except OSError:
+        return "not installed"
+    return out.splitlines()[0] if out else "unknown"

@@ -1,0 +1,53 @@
+"""The benchmark harness in its quickest form, so it cannot rot: every configuration, workload,
+the race and the firewall micro-benchmark run once and the report carries every target.
+
+Figures are not checked (the machine is shared); what is checked is that the harness measures
+what it claims: queries answered, a verdict per target, the race's trials all counted.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import IN_CI
+from sandbox.errors import LabError
+from sandbox.zones import normalise_extra_zones
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_extra_zones_must_be_new_children_of_test():
+    assert normalise_extra_zones({"Bench.test.": ["n1 IN A 198.18.12.1"]}) == {"bench.test": ["n1 IN A 198.18.12.1"]}
+    for bad in ({"fw.test": []}, {"a.b.test": []}, {"bench.example": []}, {"bench.test": "n1 IN A 1.2.3.4"}):
+        with pytest.raises(LabError):
+            normalise_extra_zones(bad)
+
+
+@pytest.mark.integration
+def test_quick_benchmark_writes_a_report_with_every_target(tmp_path):
+    missing = [tool for tool in ("dnsperf", "dnsmasq") if shutil.which(tool) is None
+               and not Path(f"/usr/sbin/{tool}").exists()]
+    if missing:
+        message = f"bench needs {', '.join(missing)} (apt-get install dnsperf dnsmasq-base)"
+        pytest.fail(message) if IN_CI else pytest.skip(message)
+    report = tmp_path / "bench.md"
+    proc = subprocess.run(["/usr/bin/python3", "-m", "bench", "--quick", "--output", str(report)],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    text = report.read_text()
+    for label in ("Unbound plain (2 threads)", "NetTrust default", "NetTrust x2 processes", "dnsmasq --nftset"):
+        assert f"| {label} |" in text
+    targets = text.split("## Targets", 1)[1].split("##", 1)[0]
+    rows = [ln for ln in targets.splitlines() if ln.startswith("| ") and "verdict" not in ln]
+    verdict = re.compile(r"\*\*(met|missed)\*\*|n/a|not measured|not run")
+    assert len(rows) == 9 and all(verdict.search(r) for r in rows), targets
+    assert "first connects" in text and "1000 trials" in text
+    assert "### fw_write: ok" in text
+    assert "| 1 | Unbound plain (2 threads) | miss |" in text
+    print(proc.stdout, file=sys.stderr)
