@@ -17,6 +17,7 @@ Two rules, both applied under the tracker's lock before the kernel write:
 from __future__ import annotations
 
 import logging
+from itertools import islice
 from typing import Sequence
 
 from ..firewall.base import Grant
@@ -41,8 +42,8 @@ class NameCaps:
         held = self._held.get(name)
         if held is None:
             held = self._held[name] = {}
-            if len(self._held) > self.max_names:
-                for old in list(self._held)[: max(1, self.max_names // 100)]:
+            if len(self._held) > self.max_names:         # forget the oldest 1 %: O(1) amortised
+                for old in list(islice(self._held, max(1, self.max_names // 100))):
                     if old != name:
                         del self._held[old]
         elif len(held) >= self.per_name:

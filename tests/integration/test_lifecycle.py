@@ -12,6 +12,7 @@ import json
 import os
 import re
 import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -222,3 +223,66 @@ def test_exit_modes_through_a_real_unbound_stop(nt, lab, mode, table, grants):
             assert direct(lab, "198.18.50.50", 80) == "ConnectionRefusedError"   # still closed
         else:
             assert direct(lab, "198.18.50.50", 80) is True                      # open: removed
+
+
+# -- caps under a flood --------------------------------------------------------------------------
+SYNTH = str(Path(__file__).with_name("synth_dns.py"))
+SYNTH_ADDRESS = "203.0.113.54"
+FLOOD_SECONDS = 30
+SET_CAP = 2000
+
+
+class FloodHost(NetTrustHost):
+    """NetTrust with the flood zone delegated (unsigned) to the test's synthesizing server."""
+
+    def zone_conf(self) -> str:
+        return (super().zone_conf() + 'server:\n    domain-insecure: "flood.test"\n'
+                f'stub-zone:\n    name: "flood.test"\n    stub-addr: {SYNTH_ADDRESS}\n')
+
+
+def rss_kib(pid: int) -> int:
+    return int(re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{pid}/status").read_text()).group(1))
+
+
+def test_flood_of_unique_names_holds_the_caps_and_dns_keeps_answering(nt, lab, reports, tmp_path):
+    server = lab.spawn("net", [SYSTEM_PYTHON, SYNTH, SYNTH_ADDRESS, "flood.test"], log_name="synth")
+    assert server.wait_for_log("READY", timeout=10)
+    names = Path(lab.work_dir) / "flood-names.txt"
+    with open(names, "w") as f:
+        f.writelines(f"n{i}.flood.test A\n" for i in range(1_000_000))
+    os.chmod(names, 0o644)
+    text = config(lab).replace("[lifecycle]", f"max_per_set = {SET_CAP}\nmax_per_name = 4\n[lifecycle]")
+    text = text.replace('level = "debug"', 'level = "info"')       # a log line per answer: no
+    with instead_of(nt, lab, text, "flood", FloodHost) as host:
+        pid = host.process.pid
+        rss_before = rss_kib(pid)
+        perf = subprocess.Popen(lab.command("host", ["dnsperf", "-s", "127.0.0.1", "-d", str(names),
+                                                     "-l", str(FLOOD_SECONDS), "-c", "20", "-q", "500",
+                                                     "-t", "2"]),
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            time.sleep(FLOOD_SECONDS / 2)
+            probe_status, _ = dig(lab, "www.fw.test")           # answered mid-flood
+            mid_probe = dig(lab, "probe-during-flood.flood.test")[0]
+            out, _ = perf.communicate(timeout=FLOOD_SECONDS + 60)
+        finally:
+            if perf.poll() is None:
+                perf.kill()
+                perf.wait()
+        completed = int(re.search(r"Queries completed:\s+(\d+)", out).group(1))
+        qps = float(re.search(r"Queries per second:\s+([\d.]+)", out).group(1))
+        rss_after = rss_kib(pid)
+        st = json.loads(host.nettrust("status", "--json").stdout)
+        sizes = {k: v for k, v in st["sets"].items() if k.startswith("allow")}
+        counters = reports.wait_for(lambda r: r["t"] == "counters" and r["pid"] == pid
+                                    and r["values"].get("evicted", 0) > 0, timeout=15)["values"]
+        print(f"\nflood: {completed} queries in {FLOOD_SECONDS}s ({qps:.0f}/s = "
+              f"{qps * 60:.0f} names/min), sets {sizes}, evicted {counters.get('evicted')}, "
+              f"set_full {counters.get('set_full', 0)}, Unbound RSS {rss_before} -> {rss_after} KiB")
+        assert probe_status == "NOERROR" and mid_probe == "NOERROR"
+        assert completed > 5 * SET_CAP
+        assert all(v is not None and v <= SET_CAP for v in sizes.values()), sizes
+        assert counters["grants"] <= SET_CAP
+        assert rss_after - rss_before < 150_000, (rss_before, rss_after)
+        assert dig(lab, "after-flood.flood.test")[0] == "NOERROR"
+    server.stop()
