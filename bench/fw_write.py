@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """Micro-benchmark of the nftables backend's answer path, in a throwaway network namespace.
 
-    sudo /usr/bin/python3 bench/fw_write.py [--calls 20000] [--fill 1000000]
+    sudo /usr/bin/python3 bench/fw_write.py [--calls 20000] [--fill 1000000] [--no-control]
 
 Prints µs per ``grant()`` call (one acked netlink batch) for 1, 4 and 16 addresses, with the grant
-sets empty and pre-filled with ``--fill`` elements, then the time of ``list_grants()``,
-``status()``, an idempotent ``ensure()`` and ``flush_grants()`` at that size.  Run as root from
-the root namespace: it creates ``ntfw-bench-<random>``, re-runs itself inside, and deletes it
-(the root namespace's firewall is never touched).  Use /usr/bin/python3: the interpreter
+sets empty and pre-filled with ``--fill`` elements, and the ratio; then one ``lookup()`` and the
+time of ``list_grants()``, ``status()``, an idempotent ``ensure()`` and ``flush_grants()`` at
+that size; last, the figures as one JSON line.  :func:`measure` returns them as a dict.  Run as
+root from the root namespace: it works in a namespace ``ntfw-bench-<random>`` it creates and
+deletes (the root namespace's firewall is never touched).  Use /usr/bin/python3: the interpreter
 Unbound embeds.
 """
 
@@ -15,9 +16,9 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 
@@ -80,65 +81,105 @@ def timed(label: str, func):
     return result
 
 
-def inside(args) -> None:
+CASES = [(1, False), (4, False), (16, False), (4, True), (16, True)]
+
+
+def case_key(case: tuple[int, bool]) -> str:
+    return f"{case[0]}{'_mixed' if case[1] else ''}"
+
+
+def run_inside(calls: int, fill_count: int, control: bool = True) -> dict:
+    """The whole benchmark, in the current (throwaway) namespace: a dict of figures.
+
+    ``us_<n>[_mixed]_empty`` / ``_filled``: median µs per grant() of n addresses (IPv4, or half
+    IPv6), sets empty / holding ``fill_count`` elements; ``ratio_<n>[_mixed]``: filled / empty;
+    ``us_lookup``: one GETSETELEM (what an answer pays per unknown address while a restart's
+    adoption runs); ``s_<verb>``: control-plane seconds at that size.
+    """
     spec = RulesetSpec(table="bench")
     backend = NftablesBackend(spec)
     backend.ensure()
     v4, v6 = pool(4, "100.64.0.0"), pool(6, "2001:db8:100::")
-    cases = [(1, False), (4, False), (16, False), (4, True), (16, True)]
-    work = {c: batches(c[0], c[1], v4, v6, args.calls) for c in cases}
-    rows: dict = {}
+    work = {c: batches(c[0], c[1], v4, v6, calls) for c in CASES}
+    rounds: dict = {}
+    out: dict = {"calls": calls, "fill": fill_count}
     for phase in ("empty", "filled"):
+        backend.flush_grants()
         if phase == "filled":
-            backend.flush_grants()
-            secs = fill(backend, args.fill)
-            print(f"filled allow4 with {args.fill:,} elements in {secs:.2f} s "
-                  f"({args.fill / secs:,.0f} elements/s)", flush=True)
-        else:
-            backend.flush_grants()
-        for case in cases:
-            rows[phase, case] = time_grants(backend, work[case])
-    print(f"\ngrant(): µs per call, {args.calls} calls x 3 rounds (median [min-max]); "
-          f"set {args.fill:,} = pre-filled")
-    print(f"  {'addresses':<22}{'empty set':>24}{f'{args.fill:,} present':>26}")
-    for case in cases:
+            secs = fill(backend, fill_count)
+            out["fill_per_s"] = round(fill_count / secs)
+        for case in CASES:
+            rounds[phase, case] = time_grants(backend, work[case])
+            out[f"us_{case_key(case)}_{phase}"] = round(statistics.median(rounds[phase, case]), 2)
+            out[f"range_{case_key(case)}_{phase}"] = (round(min(rounds[phase, case]), 2),
+                                                       round(max(rounds[phase, case]), 2))
+    for case in CASES:
+        k = case_key(case)
+        out[f"ratio_{k}"] = round(out[f"us_{k}_filled"] / out[f"us_{k}_empty"], 3)
+    probe = [ipaddress.IPv4Address(int(ipaddress.IPv4Address("10.0.0.0")) + i * 7) for i in range(5000)]
+    t = time.perf_counter()
+    for a in probe:
+        backend.lookup(a)
+    out["us_lookup"] = round((time.perf_counter() - t) / len(probe) * 1e6, 2)
+    if control:
+        for verb, func in (("list_grants", backend.list_grants), ("status", backend.status),
+                           ("status_no_count", lambda: backend.status(count_elements=False)),
+                           ("ensure", backend.ensure), ("flush_grants", backend.flush_grants)):
+            t = time.perf_counter()
+            result = func()
+            out[f"s_{verb}"] = round(time.perf_counter() - t, 3)
+            if verb == "list_grants":
+                out["listed"] = len(result)
+    out["repairs"], out["errors"] = backend.repairs, backend.errors
+    backend.remove()
+    backend.close()
+    return out
+
+
+def measure(calls: int = 20_000, fill_count: int = 1_000_000, control: bool = True) -> dict:
+    """Run :func:`run_inside` in a namespace of its own (created and deleted here); root only."""
+    from netns_util import NetNS
+    with NetNS("ntfw-bench") as ns:
+        return ns.run(run_inside, calls, fill_count, control)
+
+
+def print_figures(f: dict) -> None:
+    print(f"filled the set with {f['fill']:,} elements at {f['fill_per_s']:,} elements/s")
+    print(f"\ngrant(): µs per call, {f['calls']} calls x 3 rounds (median [min-max]); "
+          f"filled = {f['fill']:,} present; ratio = filled / empty")
+    filled = f"{f['fill']:,} present"
+    print(f"  {'addresses':<22}{'empty set':>24}{filled:>26}{'ratio':>8}")
+    for case in CASES:
+        k = case_key(case)
         label = f"{case[0]} {'(IPv4+IPv6)' if case[1] else '(IPv4)'}"
         cells = []
         for phase in ("empty", "filled"):
-            r = rows[phase, case]
-            cells.append(f"{statistics.median(r):6.2f} [{min(r):.2f}-{max(r):.2f}]")
-        print(f"  {label:<22}{cells[0]:>24}{cells[1]:>26}")
-    print(f"\ncontrol plane with {args.fill:,} + grants present:")
-    grants = timed("list_grants()", backend.list_grants)
-    print(f"  {'':<34} {len(grants):,} elements")
-    timed("status()", backend.status)
-    timed("status(count_elements=False)", lambda: backend.status(count_elements=False))
-    timed("ensure() (idempotent)", backend.ensure)
-    timed("flush_grants()", backend.flush_grants)
-    print(f"repairs={backend.repairs} errors={backend.errors}")
-    backend.remove()
-    backend.close()
+            lo, hi = f[f"range_{k}_{phase}"]
+            cells.append(f"{f[f'us_{k}_{phase}']:6.2f} [{lo:.2f}-{hi:.2f}]")
+        print(f"  {label:<22}{cells[0]:>24}{cells[1]:>26}{f[f'ratio_{k}']:>8.2f}")
+    print(f"\nlookup() of one element (GETSETELEM), {f['fill']:,} present: {f['us_lookup']:.2f} µs")
+    if "s_list_grants" in f:
+        print(f"control plane with {f['fill']:,} + grants present:")
+        for verb in ("list_grants", "status", "status_no_count", "ensure", "flush_grants"):
+            print(f"  {verb + '()':<34} {f[f's_{verb}']:8.3f} s")
+    print(f"repairs={f['repairs']} errors={f['errors']}")
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--calls", type=int, default=20_000)
     ap.add_argument("--fill", type=int, default=1_000_000)
-    ap.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--no-control", action="store_true",
+                    help="skip the control-plane timings (list_grants of --fill takes ~30 s)")
     args = ap.parse_args()
-    if args.inside:
-        inside(args)
-        return 0
     if os.geteuid() != 0:
         print("fw_write: needs root (it creates a network namespace)", file=sys.stderr)
         return 2
-    from netns_util import NetNS
-    with NetNS("ntfw-bench") as ns:
-        print(f"namespace {ns.name}; {sys.executable} {sys.version.split()[0]}; "
-              f"kernel {os.uname().release}", flush=True)
-        argv = [sys.executable, os.path.abspath(__file__), "--inside",
-                "--calls", str(args.calls), "--fill", str(args.fill)]
-        return subprocess.run(["ip", "netns", "exec", ns.name, *argv]).returncode
+    print(f"{sys.executable} {sys.version.split()[0]}; kernel {os.uname().release}", flush=True)
+    figures = measure(args.calls, args.fill, not args.no_control)
+    print_figures(figures)
+    print(json.dumps({k: v for k, v in figures.items() if isinstance(v, (int, float))}))
+    return 0
 
 
 if __name__ == "__main__":
