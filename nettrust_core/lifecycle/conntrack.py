@@ -59,45 +59,52 @@ def dump_request_body(mark: int, mask: int) -> bytes:
     return nl.attr(CTA_MARK, nl.be32(mark)) + nl.attr(CTA_MARK_MASK, nl.be32(mask))
 
 
-def parse_entry(msg: nl.Message) -> tuple[IPAddress, bool] | None:
-    """One ctnetlink entry: (original destination, live?), or None when it has no address."""
-    d = msg.data
-    top = nl.attrs(d, msg.start + 4, msg.end)             # skip the nfgenmsg
-    orig = top.get(CTA_TUPLE_ORIG)
+_NLATTR = struct.Struct("=HH")          # netlink attribute header: host order by definition
+
+
+def _find(d: bytes, p: int, end: int, wanted: int) -> tuple[int, int] | None:
+    """The payload span of the first attribute of type ``wanted`` in ``d[p:end]``.
+
+    A plain walk instead of :func:`nl.attrs`'s dict: a dump may hold 100k entries and this runs
+    a few times per entry.  Malformed lengths raise ConntrackError.
+    """
+    unpack = _NLATTR.unpack_from
+    while end - p >= 4:
+        alen, atype = unpack(d, p)
+        if alen < 4 or p + alen > end:
+            raise ConntrackError(f"malformed conntrack attribute (length {alen} at offset {p})")
+        if atype & nl.NLA_TYPE_MASK == wanted:
+            return p + 4, p + alen
+        p += (alen + 3) & ~3
+    return None
+
+
+def parse_entry(msg: nl.Message) -> tuple[bytes, bool] | None:
+    """One ctnetlink entry: (original destination's 4 or 16 address bytes, live?), or None."""
+    d, top, end = msg.data, msg.start + 4, msg.end        # skip the nfgenmsg
+    orig = _find(d, top, end, CTA_TUPLE_ORIG)
     if orig is None:
         return None
-    tup = nl.attrs(d, *orig)
-    ip_span = tup.get(CTA_TUPLE_IP)
+    ip_span = _find(d, orig[0], orig[1], CTA_TUPLE_IP)
     if ip_span is None:
         return None
-    ips = nl.attrs(d, *ip_span)
-    if CTA_IP_V4_DST in ips:
-        s, e = ips[CTA_IP_V4_DST]
-        if e - s != 4:
-            raise ConntrackError(f"malformed IPv4 address attribute ({e - s} bytes)")
-        address: IPAddress = ipaddress.IPv4Address(d[s:e])
-    elif CTA_IP_V6_DST in ips:
-        s, e = ips[CTA_IP_V6_DST]
-        if e - s != 16:
-            raise ConntrackError(f"malformed IPv6 address attribute ({e - s} bytes)")
-        address = ipaddress.IPv6Address(d[s:e])
-    else:
+    span = _find(d, ip_span[0], ip_span[1], CTA_IP_V4_DST) or _find(d, ip_span[0], ip_span[1],
+                                                                    CTA_IP_V6_DST)
+    if span is None or span[1] - span[0] not in (4, 16):
         return None
-    proto = None
-    if CTA_TUPLE_PROTO in tup:
-        p = nl.attrs(d, *tup[CTA_TUPLE_PROTO])
-        if CTA_PROTO_NUM in p:
-            proto = d[p[CTA_PROTO_NUM][0]]
-    if proto != IPPROTO_TCP:
+    address = d[span[0]:span[1]]
+    proto = _find(d, orig[0], orig[1], CTA_TUPLE_PROTO)
+    num = _find(d, proto[0], proto[1], CTA_PROTO_NUM) if proto else None
+    if num is None or d[num[0]] != IPPROTO_TCP:
         return address, True                              # UDP and others: alive while tracked
-    info = top.get(CTA_PROTOINFO)
-    if info is None:
-        return address, True
-    tcp = nl.attrs(d, *info).get(CTA_PROTOINFO_TCP)
-    if tcp is None:
-        return address, True
-    state = nl.attrs(d, *tcp).get(CTA_PROTOINFO_TCP_STATE)
+    info = _find(d, top, end, CTA_PROTOINFO)
+    tcp = _find(d, info[0], info[1], CTA_PROTOINFO_TCP) if info else None
+    state = _find(d, tcp[0], tcp[1], CTA_PROTOINFO_TCP_STATE) if tcp else None
     return address, state is None or d[state[0]] in TCP_LIVE_STATES
+
+
+def to_address(raw: bytes) -> IPAddress:
+    return ipaddress.IPv4Address(raw) if len(raw) == 4 else ipaddress.IPv6Address(raw)
 
 
 class Conntrack:
@@ -113,12 +120,12 @@ class Conntrack:
         if os.environ.get(FAKE_UNAVAILABLE_ENV):
             raise ConntrackError("conntrack is not available (test fake: "
                                  f"{FAKE_UNAVAILABLE_ENV} is set)")
-        live: dict[IPAddress, int] = {}
+        raw: dict[bytes, int] = {}
 
         def on_entry(msg: nl.Message) -> None:
             entry = parse_entry(msg)
             if entry is not None and entry[1]:
-                live[entry[0]] = live.get(entry[0], 0) + 1
+                raw[entry[0]] = raw.get(entry[0], 0) + 1
 
         try:
             if self._sock is None:
@@ -131,7 +138,7 @@ class Conntrack:
         except (NetTrustError, OSError, ValueError, IndexError, struct.error) as exc:
             self.close()                                  # a fresh socket next time
             raise ConntrackError(f"conntrack query failed: {exc}") from None
-        return live
+        return {to_address(a): n for a, n in raw.items()}
 
     def probe(self) -> str | None:
         """None when conntrack answers, else why not (for ``nettrust status``)."""

@@ -55,7 +55,7 @@ def ct_entry(dst: bytes, proto: int, tcp_state: int | None = None) -> nl.Message
     ("198.51.100.9", 6, 3, True), ("198.51.100.9", 6, 7, False), ("2001:db8::9", 6, 1, True),
     ("2001:db8::9", 17, None, True), ("198.51.100.9", 6, 8, False)])
 def test_conntrack_entry_gives_original_destination_and_liveness(dst, proto, state, live):
-    assert ct.parse_entry(ct_entry(ip(dst).packed, proto, state)) == (ip(dst), live)
+    assert ct.parse_entry(ct_entry(ip(dst).packed, proto, state)) == (ip(dst).packed, live)
 
 
 def test_conntrack_dump_request_carries_mark_and_mask_big_endian():
