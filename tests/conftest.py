@@ -25,13 +25,24 @@ def missing_prerequisites() -> list[str]:
     return problems
 
 
-def require_integration() -> None:
-    problems = missing_prerequisites()
+def require(problems: list[str], what: str = "integration prerequisites") -> None:
     if problems:
-        message = "integration prerequisites: " + "; ".join(problems)
+        message = f"{what}: " + "; ".join(problems)
         if IN_CI:
             pytest.fail(message + " (CI=true: failing instead of skipping)")
         pytest.skip(message)
+
+
+def require_integration() -> None:
+    require(missing_prerequisites())
+
+
+@pytest.fixture(scope="session")
+def container_prerequisites() -> None:
+    """podman, runc, debootstrap and the Debian mirror, checked once; depend on it from the
+    fixtures that build or run images, so the check comes before them."""
+    from sandbox.containers import missing_prerequisites as missing_container_prerequisites
+    require(missing_container_prerequisites(), "container prerequisites")
 
 
 @pytest.fixture(autouse=True)
