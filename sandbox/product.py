@@ -57,14 +57,19 @@ class NetTrustHost:
     def script(self) -> Path:
         return self.code_dir / "unbound_module" / "nettrust_unbound.py"
 
-    def unbound_conf(self) -> str:
+    def zone_conf(self) -> str:
+        """The lab's part of the Unbound configuration (zones, trust anchors) for this config;
+        also what the container image gets as a snippet in /etc/nettrust/unbound.conf.d/."""
         zones = self.lab.unbound_zone_conf(self.mode)
         if self.config.upstream.mode == "forward":
             # NetTrust's own include forwards "." to the configured servers: keep only the lab's
             # server: settings (trust anchors, local-zone exceptions).
             zones = zones.split("forward-zone:")[0].split("stub-zone:")[0]
             zones = "\n".join(ln for ln in zones.splitlines() if "root-hints" not in ln) + "\n"
-        return LISTEN.format(threads=self.threads) + zones + render(self.config, script=str(self.script))
+        return zones
+
+    def unbound_conf(self) -> str:
+        return LISTEN.format(threads=self.threads) + self.zone_conf() + render(self.config, script=str(self.script))
 
     def env(self) -> dict[str, str]:
         return {"NETTRUST_CONFIG": str(self.config_path), "PYTHONPATH": DIST_PACKAGES}
