@@ -17,7 +17,9 @@ NFULA_UID / NFULA_GID (be32, present for local sockets), NFULA_PAYLOAD (from the
 
 from __future__ import annotations
 
+import errno
 import ipaddress
+import os
 import socket
 import struct
 from typing import NamedTuple
@@ -45,7 +47,11 @@ _MODE = struct.Struct("!IBx")   # nfulnl_msg_config_mode: 6 bytes, padded by att
 
 
 class NflogError(NetTrustError):
-    """The NFLOG group could not be bound or read."""
+    """The NFLOG group could not be bound or read (``errno`` when the kernel said why)."""
+
+    def __init__(self, message: str, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
 
 
 class Attempt(NamedTuple):
@@ -138,7 +144,8 @@ class NflogReader:
             sock.settimeout(timeout)
         except (OSError, NetTrustError) as exc:
             sock.close()
-            raise NflogError(f"cannot bind NFLOG group {group}: {exc}") from None
+            raise NflogError(f"cannot bind NFLOG group {group}: {exc}",
+                             getattr(exc, "errno", None)) from None
         #: Logged packets the kernel could not queue for us (socket buffer full).
         self.overruns = 0
 
@@ -148,8 +155,8 @@ class NflogReader:
             if m.type == nl.NLMSG_ERROR:
                 err, _off, text = nl.parse_error(m)
                 if err:
-                    raise NflogError(text or f"errno {err}" + (
-                        " (another process has bound this group)" if err == 16 else ""))
+                    busy = " (another process has bound this group)" if err == errno.EPERM else ""
+                    raise NflogError((text or os.strerror(err)) + busy, err)
 
     def read(self) -> list[Attempt]:
         """The attempts of one datagram; [] when nothing came within the timeout."""

@@ -8,6 +8,7 @@ priority report is logged, and whether conntrack and the NFLOG group are usable.
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 import time
@@ -55,9 +56,12 @@ class Lifecycle:
             try:
                 self.watcher.start()
             except NetTrustError as exc:
-                self.counters["unauthorized_unavailable"] += 1
-                log.error("refused attempts will not be reported: %s", exc)
                 self.watcher = None
+                if getattr(exc, "errno", None) == errno.EPERM:      # bound by another instance
+                    log.info("refused attempts are reported by another process: %s", exc)
+                else:
+                    self.counters["unauthorized_unavailable"] += 1
+                    log.error("refused attempts will not be reported: %s", exc)
         self._thread = threading.Thread(target=self._run, name="nettrust-lifecycle", daemon=True)
         self._thread.start()
 
