@@ -5,8 +5,9 @@ Two rules, both applied under the tracker's lock before the kernel write:
 * **Per name** (``grants.max_per_name``): a name (the end of its CNAME chain, where CDNs rotate)
   holds at most N granted addresses at once.  Addresses it already holds are always refreshed;
   new ones beyond N are refused (not written, counted) until some of its grants lapse.  The
-  bookkeeping itself is bounded: at most ``max_per_set`` names are remembered, the oldest
-  forgotten first (forgetting only resets that name's count).
+  bookkeeping itself is bounded: at most :data:`MAX_NAMES` names (~300 bytes each) are
+  remembered, the least recently answered forgotten first (forgetting only resets that name's
+  count; a name answered often stays).
 * **Per set** (``grants.max_per_set``, the kernel set's ``size``): when a family's set would pass
   95 % of its size, the 5 % of its grants nearest to expiry are revoked in one batch.  Open
   connections are unaffected (established traffic is accepted before the set lookup); new
@@ -25,6 +26,7 @@ from ..hosts import GrantTracker
 
 log = logging.getLogger("nettrust.caps")
 
+MAX_NAMES = 65536       # names whose grants are counted at once (~20 MB at most)
 HIGH_WATER = 0.95       # of the set size: eviction starts above this
 EVICT_SHARE = 0.05      # of the set size: evicted at once
 
@@ -34,21 +36,28 @@ class NameCaps:
 
     def __init__(self, per_name: int, max_names: int) -> None:
         self.per_name = per_name
-        self.max_names = max_names
+        self.max_names = min(max_names, MAX_NAMES)
         self._held: dict[str, dict] = {}
 
-    def admit(self, name: str, grants: Sequence[Grant], now: float) -> tuple[list[Grant], list[Grant]]:
+    def admit(self, name: str, grants: Sequence[Grant], now: float
+              ) -> tuple[Sequence[Grant], list[Grant]]:
         """Split ``grants`` into (admitted, refused) and remember the admitted ones' expiry."""
-        held = self._held.get(name)
+        held = self._held.pop(name, None)
         if held is None:
-            held = self._held[name] = {}
-            if len(self._held) > self.max_names:         # forget the oldest 1 %: O(1) amortised
+            held = {}
+            if len(self._held) >= self.max_names:        # forget the least recent 1 %
                 for old in list(islice(self._held, max(1, self.max_names // 100))):
-                    if old != name:
-                        del self._held[old]
+                    del self._held[old]
         elif len(held) >= self.per_name:
             for a in [a for a, t in held.items() if t <= now]:
                 del held[a]
+        self._held[name] = held                          # (re)inserted last: most recent
+        if len(held) + len(grants) <= self.per_name:    # the usual case: room for all
+            for g in grants:
+                expires = now + g.timeout
+                if held.get(g.address, 0.0) < expires:
+                    held[g.address] = expires
+            return grants, []
         admitted, refused = [], []
         for g in grants:
             if g.address in held or len(held) < self.per_name:

@@ -3,6 +3,7 @@ strikes, chain warnings and exit modes (the RecordingBackend stands in for nftab
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import struct
 from collections import Counter
@@ -13,7 +14,7 @@ import pytest
 from nettrust_core.answer import Answer, Security, Source
 from nettrust_core.authorizer import Authorizer
 from nettrust_core.config import parse_config
-from nettrust_core.errors import NetTrustError
+from nettrust_core.errors import FirewallError, NetTrustError
 from nettrust_core.firewall import netlink as nl
 from nettrust_core.firewall.base import Grant, RecordingBackend
 from nettrust_core.lifecycle import chains, conntrack as ct, nflog
@@ -131,11 +132,15 @@ def test_per_name_cap_refuses_new_addresses_until_old_ones_lapse():
     assert caps.admit("cdn.example", g[2:], 31.0) == (g[2:], [])        # g[1] lapsed at 30
 
 
-def test_name_bookkeeping_is_bounded():
-    caps = NameCaps(per_name=4, max_names=100)
+def test_name_bookkeeping_is_bounded_and_forgets_the_least_recent_first():
+    caps = NameCaps(per_name=1, max_names=100)
+    a, b = Grant(ip("198.51.100.1"), 30.0), Grant(ip("198.51.100.2"), 30.0)
+    caps.admit("busy.example", [a], 0.0)
     for i in range(1000):
-        caps.admit(f"n{i}.example", [Grant(ip("198.51.100.1"), 30.0)], 0.0)
+        caps.admit(f"n{i}.example", [a], 0.0)
+        caps.admit("busy.example", [a], 0.0)              # answered often: remembered
     assert len(caps) <= 100
+    assert caps.admit("busy.example", [b], 1.0) == ([], [b])
 
 
 def authorizer(text: str = "", clock=None):
@@ -280,3 +285,27 @@ def test_exit_modes(mode, present, grants):
     auth.stop()
     assert auth.backend.present is present
     assert len(auth.backend.list_grants()) == grants
+
+
+class FullOnceBackend(RecordingBackend):
+    """Refuses the next grant the way a full kernel set does (ENFILE), once."""
+
+    full = False
+
+    def grant(self, grants):
+        if self.full:
+            self.full = False
+            raise FirewallError("nf_tables refused the set update: set full", errno=errno.ENFILE)
+        super().grant(grants)
+
+
+def test_kernel_set_full_evicts_then_writes_once_more_and_the_answer_is_granted():
+    config = parse_config('[grants]\nmin_ttl = "30s"\nmax_per_set = 100\n')
+    auth = Authorizer(config, FullOnceBackend(), clock=Clock())
+    for i in range(10):
+        auth.authorize(a_answer(f"n{i}.example", f"198.51.100.{i + 1}"))
+    auth.backend.full = True
+    d = auth.authorize(a_answer("late.example", "198.51.100.200"))
+    assert d.error is None and d.written == 1
+    assert auth.counters["set_full"] == 1 and auth.counters["evicted"] >= 5
+    assert ip("198.51.100.1") in auth.backend.revoked                   # nearest expiry first
