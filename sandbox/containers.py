@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import SYSTEM_PATH, LabCommandError, LabError, find_tool
-from .teardown import register, signals_deferred, unregister
+from .teardown import owner_alive, register, signals_deferred, unregister, write_owner
 
 SUITE = "bookworm"
 BASE_IMAGE = f"localhost/debian-{SUITE}:base"
@@ -51,6 +51,7 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 PODMAN_LEFTOVERS = (Path("/var/lib/containers"), Path("/run/containers"))
 APT_SOURCES = (Path("/etc/apt/sources.list"), Path("/etc/apt/sources.list.d"))
 _NETWORKED = ("run", "create", "build")
+WORK_PREFIX = "nettrust-podman-"
 
 
 # ------------------------------------------------------------------------------ prerequisites
@@ -231,9 +232,12 @@ class Podman:
         self.close()
 
     def start(self) -> Podman:
+        cleanup_stale(self.work_root)
         self.before = HostSnapshot.take()
-        self.work_dir = Path(tempfile.mkdtemp(prefix="nettrust-podman-", dir=self.work_root))
+        self.work_dir = Path(tempfile.mkdtemp(prefix=WORK_PREFIX, dir=self.work_root))
         self.token = self.work_dir.name
+        write_owner(self.work_dir)
+        (self.work_dir / "preexisting").write_text("\n".join(self.before.leftovers) + "\n")
         register(self)
         for sub in ("storage", "runroot", "libpod-tmp", "tmp"):
             (self.work_dir / sub).mkdir()
@@ -264,9 +268,7 @@ runroot = "{self.work_dir}/runroot"
         return self
 
     def env(self) -> dict[str, str]:
-        return {"CONTAINERS_CONF": str(self.work_dir / "containers.conf"),
-                "CONTAINERS_STORAGE_CONF": str(self.work_dir / "storage.conf"),
-                "TMPDIR": str(self.work_dir / "tmp")}
+        return _podman_env(self.work_dir)
 
     def __call__(self, *args: str, check: bool = True, timeout: float = 120,
                  input: str | None = None) -> subprocess.CompletedProcess:  # noqa: A002
@@ -319,6 +321,38 @@ runroot = "{self.work_dir}/runroot"
             unregister(self)
         if errors:
             raise LabError("podman cleanup incomplete:\n  - " + "\n  - ".join(errors))
+
+
+def _podman_env(work_dir: Path) -> dict[str, str]:
+    return {"CONTAINERS_CONF": str(work_dir / "containers.conf"),
+            "CONTAINERS_STORAGE_CONF": str(work_dir / "storage.conf"),
+            "TMPDIR": str(work_dir / "tmp")}
+
+
+def cleanup_stale(work_root: str | os.PathLike = "/var/tmp") -> list[str]:
+    """Reset and remove the private storage of runs killed before ``close()`` (their owner
+    process is gone); returns the directories removed."""
+    removed, preexisting, live, unknown = [], set(), 0, False
+    for entry in sorted(Path(work_root).glob(WORK_PREFIX + "*")):
+        alive = owner_alive(entry)
+        if alive or (alive is None and time.time() - entry.stat().st_mtime < 60):
+            live += 1
+            continue
+        if (entry / "storage.conf").is_file():
+            subprocess.run([find_tool("podman") or "podman", "system", "reset", "--force"],
+                           capture_output=True, timeout=120,
+                           env={"PATH": SYSTEM_PATH, **_podman_env(entry)})
+        try:
+            preexisting.update((entry / "preexisting").read_text().split())
+        except OSError:
+            unknown = True              # killed before it recorded what existed: leave them
+        shutil.rmtree(entry, ignore_errors=True)
+        removed.append(str(entry))
+    if removed and not live and not unknown:
+        for path in PODMAN_LEFTOVERS:
+            if str(path) not in preexisting:
+                shutil.rmtree(path, ignore_errors=True)
+    return removed
 
 
 def require_network(args: tuple[str, ...]) -> None:

@@ -12,13 +12,16 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from sandbox import netns
-from sandbox.containers import BASE_IMAGE, HostSnapshot, Podman
+from sandbox.containers import BASE_IMAGE, HostSnapshot, Podman, cleanup_stale
 from sandbox.lab import Lab
 from sandbox.product_container import NetTrustContainer
 
@@ -41,6 +44,14 @@ grace = "2s"
 level = "debug"
 """
 ONLY_TWO_CAPS = 1 << 12 | 1 << 10     # CAP_NET_ADMIN | CAP_NET_BIND_SERVICE
+KILLED_RUN = """
+import os, signal
+from sandbox.containers import Podman
+podman = Podman().start()
+podman("images")
+print(podman.work_dir, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
 
 
 @pytest.fixture(scope="module")
@@ -183,6 +194,16 @@ def test_stopping_the_container_fails_closed_and_a_user_unbound_container_adopts
         assert dig(lab, "ctr.fw.test") == ("NOERROR", [ANSWERED["4"]])
     finally:
         again.stop()
+
+
+def test_a_killed_run_s_storage_is_removed_by_the_next_one(podman):
+    killed = subprocess.run([sys.executable, "-c", KILLED_RUN], capture_output=True, text=True,
+                            cwd=REPO, timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    work_dir = killed.stdout.strip()
+    assert Path(work_dir).is_dir()
+    assert cleanup_stale() == [work_dir]
+    assert not Path(work_dir).exists()
 
 
 def test_the_host_is_as_before_once_podman_is_gone(podman, nt, lab):
