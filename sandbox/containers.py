@@ -307,13 +307,14 @@ runroot = "{self.work_dir}/runroot"
             reset = self("system", "reset", "--force", check=False, timeout=120)
             if reset.returncode != 0:
                 errors.append(f"podman system reset: {reset.stderr.strip()}")
-            before = set(self.before.cgroup_dirs) if self.before else set()
-            for parent in CGROUP_ROOT.glob("*/libpod_parent"):
-                if str(parent) not in before:
-                    _rmdir_tree(parent, errors)
-            for path in PODMAN_LEFTOVERS:
-                if self.before is not None and str(path) not in self.before.leftovers:
-                    shutil.rmtree(path, ignore_errors=True)
+            if self.before is not None and not self._others_running():
+                # Shared by every podman on the machine: only the last run out removes them.
+                for parent in CGROUP_ROOT.glob("*/libpod_parent"):
+                    if str(parent) not in self.before.cgroup_dirs:
+                        _rmdir_tree(parent, errors)
+                for path in PODMAN_LEFTOVERS:
+                    if str(path) not in self.before.leftovers:
+                        shutil.rmtree(path, ignore_errors=True)
             shutil.rmtree(self.work_dir, ignore_errors=True)
             if self.work_dir.exists():
                 errors.append(f"could not remove {self.work_dir}")
@@ -321,6 +322,11 @@ runroot = "{self.work_dir}/runroot"
             unregister(self)
         if errors:
             raise LabError("podman cleanup incomplete:\n  - " + "\n  - ".join(errors))
+
+
+    def _others_running(self) -> bool:
+        return any(entry != self.work_dir and owner_alive(entry)
+                   for entry in self.work_root.glob(WORK_PREFIX + "*"))
 
 
 def _podman_env(work_dir: Path) -> dict[str, str]:
