@@ -38,10 +38,15 @@ class Liveness:
     def check(self) -> int:
         """One round; returns how many grants were renewed."""
         tracker = self.authorizer.tracker
-        with tracker.lock:
-            self.counters["expiries"] += tracker.prune()
+        with tracker.lock:                    # held for a copy only: answers wait microseconds
+            items = tracker.items()
             now = tracker.clock()
-            due = tracker.expiring_before(now + 1.5 * self.interval + 1.0)
+        horizon = now + 1.5 * self.interval + 1.0
+        expired = [a for a, t in items if t <= now]
+        due = [(a, t) for a, t in items if now < t <= horizon]
+        del items
+        with tracker.lock:
+            self.counters["expiries"] += tracker.forget_expired(expired)
             answered = {a: tracker.answered_at(a) for a, _t in due}
         if not due:
             return 0

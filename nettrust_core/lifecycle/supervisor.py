@@ -118,8 +118,10 @@ class Lifecycle:
         values.update(self.counters)
         tracker = self.authorizer.tracker
         with tracker.lock:
-            remaining = tracker.remaining()
+            items = tracker.items()
+            now = tracker.clock()
             values["grants_v4"], values["grants_v6"] = tracker.count(4), tracker.count(6)
+        remaining = [t - now for _a, t in items if t > now]
         values["grants"] = len(remaining)
         for bound in REMAINING_BUCKETS:
             values[f"grants_remaining_le_{bound}s"] = sum(1 for r in remaining if r <= bound)

@@ -2,7 +2,7 @@
 namespace, real TCP connections to the lab's echo/HTTP servers.
 
 What the resolver process reports is read the way the agent reads it: the test binds the
-Reporter's Unix datagram socket ([stats] report_socket) and collects the records.
+Reporter's socket ([stats] report_socket) and collects the records.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import re
+import selectors
 import socket
 import subprocess
 import time
@@ -48,35 +49,52 @@ level = "debug"
 
 
 class ReportListener:
-    """The agent's end of the Reporter socket, for assertions on what Unbound reported."""
+    """The agent's end of the Reporter socket (SOCK_SEQPACKET, one connection per resolver
+    process, reconnected after restarts), for assertions on what Unbound reported."""
 
     def __init__(self, path: Path) -> None:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.sock.bind(str(path))
         os.chmod(path, 0o666)                          # Unbound runs as "unbound"
+        self.sock.listen(16)
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(self.sock, selectors.EVENT_READ)
         self.records: list[dict] = []
+
+    def _poll(self, timeout: float) -> None:
+        for key, _ in self.selector.select(timeout):
+            if key.fileobj is self.sock:
+                conn, _ = self.sock.accept()
+                self.selector.register(conn, selectors.EVENT_READ)
+                continue
+            data = key.fileobj.recv(65536)
+            if not data:                               # that resolver process stopped
+                self.selector.unregister(key.fileobj)
+                key.fileobj.close()
+                continue
+            self.records.append(json.loads(data))
 
     def wait_for(self, match, timeout: float = 10.0) -> dict:
         deadline = time.monotonic() + timeout
-        for r in self.records:
-            if match(r):
-                return r
-        while time.monotonic() < deadline:
-            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
-            try:
-                r = json.loads(self.sock.recv(65536))
-            except socket.timeout:
+        seen = 0
+        while True:
+            for r in self.records[seen:]:
+                if match(r):
+                    return r
+            seen = len(self.records)
+            left = deadline - time.monotonic()
+            if left <= 0:
                 break
-            self.records.append(r)
-            if match(r):
-                return r
+            self._poll(left)
         raise AssertionError(f"no matching record within {timeout}s; got kinds "
                              f"{sorted({(x['t'], x.get('kind')) for x in self.records}, key=str)}")
 
     def close(self) -> None:
-        self.sock.close()
+        for key in list(self.selector.get_map().values()):
+            key.fileobj.close()
+        self.selector.close()
 
 
 @pytest.fixture(scope="module")
