@@ -20,7 +20,6 @@ and its defaults (crun, ulimits above the caller's hard limits) fail on hybrid-c
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
 import re
@@ -377,15 +376,11 @@ def _limit(which: int, wanted: int) -> int:
 
 def _rmdir_tree(top: Path, errors: list[str]) -> None:
     """rmdir every (empty) cgroup directory below and including ``top``, deepest first."""
-    for root, dirs, _files in os.walk(top, topdown=False):
-        for name in dirs:
-            with contextlib.suppress(FileNotFoundError):
-                try:
-                    os.rmdir(os.path.join(root, name))
-                except OSError as exc:
-                    errors.append(f"rmdir {os.path.join(root, name)}: {exc}")
-    with contextlib.suppress(FileNotFoundError):
+    paths = [Path(root, name) for root, dirs, _files in os.walk(top, topdown=False) for name in dirs]
+    for path in [*paths, top]:
         try:
-            top.rmdir()
+            path.rmdir()
+        except FileNotFoundError:
+            pass
         except OSError as exc:
-            errors.append(f"rmdir {top}: {exc}")
+            errors.append(f"rmdir {path}: {exc}")
