@@ -304,3 +304,16 @@ def test_flood_of_unique_names_holds_the_caps_and_dns_keeps_answering(nt, lab, r
         assert rss_after - rss_before < 150_000, (rss_before, rss_after)
         assert dig(lab, "after-flood.flood.test")[0] == "NOERROR"
     server.stop()
+
+
+# -- what the ruleset programs for the lifecycle -------------------------------------------------
+def test_ruleset_marks_granted_connections_logs_refusals_and_caps_the_sets(nt, lab):
+    chain = lab.run("host", ["nft", "list", "chain", "inet", "nettrust", "output"]).stdout
+    assert "ip daddr @allow4 ct mark set ct mark | 0x40000000 accept" in chain
+    assert "ip6 daddr @allow6 ct mark set ct mark | 0x40000000 accept" in chain
+    assert "ip daddr @static4 accept" in chain                     # static: not marked
+    log_rule = 'limit rate 20/second burst 20 packets log prefix "nettrust" group 20052'
+    assert log_rule in chain
+    assert chain.index(log_rule) < chain.index("reject with tcp reset")
+    for name in ("allow4", "allow6"):
+        assert "size 262144" in lab.run("host", ["nft", "list", "set", "inet", "nettrust", name]).stdout
