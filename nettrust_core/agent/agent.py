@@ -27,7 +27,6 @@ from .store import StatsStore
 
 log = logging.getLogger("nettrust.agent")
 
-REPORT_RCVBUF = 4 * 1024 * 1024
 TICK = 0.2
 
 
@@ -45,35 +44,38 @@ class Agent:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._sockets: list[socket.socket] = []
+        self._conns: list[socket.socket] = []
         self._http = None
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
         st = self.config.stats
         self.store.open()
-        report = self._bind(st.report_socket, socket.SOCK_DGRAM)
-        report.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, REPORT_RCVBUF)
-        report.settimeout(TICK)
+        report = self._bind(st.report_socket, socket.SOCK_SEQPACKET)
         tap = self._bind(st.dnstap_socket, socket.SOCK_STREAM)
-        tap.listen(16)
-        tap.settimeout(TICK)
         self.store.start()
         self.alerts.start()
         m = self.config.metrics
         if m.enabled:
             self._http = self.metrics.serve(m.address, m.port)
-        self._spawn(self._receive_reports, report, name="nettrust-reports")
-        self._spawn(self._accept_dnstap, tap, name="nettrust-dnstap")
+        self._spawn(self._accept, report, self._read_reports, name="nettrust-reports")
+        self._spawn(self._accept, tap, self._read_dnstap, name="nettrust-dnstap")
+        self._spawn(self._tick, name="nettrust-join")
         log.info("agent ready: database %s, reports %s, dnstap %s, metrics %s", st.database,
                  st.report_socket, st.dnstap_socket,
                  f"{m.address}:{m.port}" if m.enabled else "off")
 
     def stop(self) -> None:
         self._stop.set()
-        for t in self._threads:
-            t.join(5)
         for s in self._sockets:
             s.close()
+        for c in self._conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)      # wakes a reader blocked in recv
+            except OSError:
+                pass
+        for t in self._threads:
+            t.join(5)
         for path in (self.config.stats.report_socket, self.config.stats.dnstap_socket):
             _unlink_socket(path)
         self.collector.join_delay = -1.0
@@ -97,6 +99,10 @@ class Agent:
             self.stop()
             log.info("agent stopped")
 
+    def _tick(self) -> None:
+        while not self._stop.wait(TICK):
+            self.collector.tick()
+
     def _spawn(self, target, *args, name: str) -> None:
         t = threading.Thread(target=target, args=args, name=name, daemon=True)
         t.start()
@@ -107,34 +113,15 @@ class Agent:
         _unlink_socket(path)
         sock = socket.socket(socket.AF_UNIX, kind | socket.SOCK_CLOEXEC)
         sock.bind(path)
+        sock.listen(64)
+        sock.settimeout(TICK)
         self._sockets.append(sock)
         _allow_resolver(path, self.config.firewall.resolver_user)
         return sock
 
     # -- receivers -------------------------------------------------------------------------
-    def _receive_reports(self, sock: socket.socket) -> None:
-        next_tick = time.monotonic() + TICK
-        while not self._stop.is_set():
-            try:
-                data = sock.recv(65536)
-            except socket.timeout:
-                data = None
-            except OSError:
-                if self._stop.is_set():
-                    return
-                raise
-            if data:
-                self.metrics.records.labels("report").inc()
-                try:
-                    self.report(json.loads(data))
-                except (ValueError, TypeError, KeyError, AttributeError) as exc:
-                    self.metrics.bad_records.labels("report").inc()
-                    log.debug("bad report record dropped: %s", exc)
-            if time.monotonic() >= next_tick:
-                self.collector.tick()
-                next_tick = time.monotonic() + TICK
-
-    def _accept_dnstap(self, listener: socket.socket) -> None:
+    def _accept(self, listener: socket.socket, handler) -> None:
+        """One thread per connection: each Unbound process connects once per stream."""
         while not self._stop.is_set():
             try:
                 conn, _ = listener.accept()
@@ -142,10 +129,31 @@ class Agent:
                 continue
             except OSError:
                 return
-            conn.settimeout(None)
-            self._spawn(self._read_dnstap, conn, name="nettrust-dnstap-conn")
+            conn.settimeout(TICK)
+            self._conns = [c for c in self._conns if c.fileno() != -1] + [conn]
+            self._spawn(handler, conn, name=f"{threading.current_thread().name}-conn")
+
+    def _read_reports(self, conn: socket.socket) -> None:
+        """Records from one resolver process, one JSON object per SEQPACKET message."""
+        with conn:
+            while not self._stop.is_set():
+                try:
+                    data = conn.recv(65536)
+                except socket.timeout:
+                    continue
+                except OSError:
+                    return
+                if not data:
+                    return
+                self.metrics.records.labels("report").inc()
+                try:
+                    self.report(json.loads(data))
+                except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                    self.metrics.bad_records.labels("report").inc()
+                    log.debug("bad report record dropped: %s", exc)
 
     def _read_dnstap(self, conn: socket.socket) -> None:
+        conn.settimeout(None)
         reader = FrameReader(conn)
         try:
             reader.handshake()
@@ -198,7 +206,7 @@ class Agent:
 
     def _query(self, record: dict) -> None:
         self.metrics.query(record["outcome"], record["qtype"], record["source"] == "cache",
-                           record["ttl"])
+                           record["ttl"], record["count"])
         self.alerts.query(record)
         self.store.put("query", record)
 

@@ -48,7 +48,7 @@ class Alerts:
         now = self.clock()
         with self._lock:
             times = self._blocked.setdefault(client, deque())
-            times.append(now)
+            times.extend([now] * record.get("count", 1))
             while times and times[0] <= now - 60:
                 times.popleft()
             count = len(times)

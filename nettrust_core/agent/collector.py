@@ -12,6 +12,8 @@ The decision is sent before the answer is released and the response after, so a 
 rarely waits; a decision waits longer (``decision_wait``) because Unbound's dnstap I/O thread
 sends its frames in batches, up to about a second late.
 Clients that joined another client's in-flight query share its decision and count as cache.
+Cache hits settled together for the same client, name, type, rcode and second become one record
+with a ``count``: the store and the metrics then cost per distinct question, not per query.
 """
 
 from __future__ import annotations
@@ -96,8 +98,16 @@ class Collector:
                         del table[key]
                     if table is self._responses:
                         settled.append((key, item, self._last.get(key[1:])))
+        merged: dict[tuple, dict] = {}
         for (client, _, _), (_, ts, answer), last in settled:
-            self.emit_query(_record(client, ts, answer, last, cached=True))
+            key = (client, answer, int(ts), id(last))
+            record = merged.get(key)
+            if record is None:
+                merged[key] = _record(client, ts, answer, last, cached=True)
+            else:
+                record["count"] += 1
+        for record in merged.values():
+            self.emit_query(record)
         return len(settled)
 
     def _remember(self, key: tuple, record: dict) -> None:
@@ -117,4 +127,4 @@ def _record(client, ts: float, answer: DnsAnswer, decision: dict | None, *, cach
             "rcode": answer.rcode, "outcome": d.get("outcome") or "unknown",
             "reason": d.get("reason"), "rule": d.get("rule"), "security": d.get("security"),
             "source": source, "chain": d.get("chain"), "addresses": answer.addresses,
-            "ttl": answer.min_ttl}
+            "ttl": answer.min_ttl, "count": 1}

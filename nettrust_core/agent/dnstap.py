@@ -9,7 +9,6 @@ dnstap schema: https://github.com/dnstap/dnstap.pb/blob/master/dnstap.proto
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 import struct
 from dataclasses import dataclass
@@ -70,58 +69,78 @@ def _varint(buf: bytes, pos: int) -> tuple[int, int]:
         shift += 7
 
 
-def _fields(buf: bytes):
-    """(field number, value) pairs; length-delimited values as bytes, fixed ones as ints."""
+def _fields(buf: bytes) -> dict[int, int | bytes]:
+    """{field number: value} of one protobuf message; length-delimited values as bytes,
+    fixed ones as ints.  Inlined single-byte keys and lengths: this runs once per query."""
+    out: dict[int, int | bytes] = {}
     pos, end = 0, len(buf)
     while pos < end:
-        key, pos = _varint(buf, pos)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            value, pos = _varint(buf, pos)
-        elif wire == 2:
-            length, pos = _varint(buf, pos)
+        key = buf[pos]
+        if key < 0x80:
+            pos += 1
+        else:
+            key, pos = _varint(buf, pos)
+        wire = key & 7
+        if wire == 2:
+            length = buf[pos] if pos < end else 0x80
+            if length < 0x80:
+                pos += 1
+            else:
+                length, pos = _varint(buf, pos)
             if pos + length > end:
                 raise DecodeError("field overruns the message")
-            value, pos = buf[pos:pos + length], pos + length
+            out[key >> 3] = buf[pos:pos + length]
+            pos += length
+        elif wire == 0:
+            value, pos = _varint(buf, pos)
+            out[key >> 3] = value
         elif wire == 5:
             if pos + 4 > end:
                 raise DecodeError("truncated fixed32")
-            value, pos = struct.unpack_from("<I", buf, pos)[0], pos + 4
+            out[key >> 3] = int.from_bytes(buf[pos:pos + 4], "little")
+            pos += 4
         elif wire == 1:
             if pos + 8 > end:
                 raise DecodeError("truncated fixed64")
-            value, pos = struct.unpack_from("<Q", buf, pos)[0], pos + 8
+            out[key >> 3] = int.from_bytes(buf[pos:pos + 8], "little")
+            pos += 8
         else:
             raise DecodeError(f"unsupported wire type {wire}")
-        yield number, value
+    return out
 
 
 def decode_frame(frame: bytes) -> TapMessage | None:
     """The dnstap Message in a Frame Streams data frame (None if it carries none)."""
-    message = None
-    for number, value in _fields(frame):
-        if number == 14 and isinstance(value, bytes):
-            message = value
-    if message is None:
+    message = _fields(frame).get(14)
+    if not isinstance(message, bytes):
         return None
-    f: dict[int, object] = {}
-    for number, value in _fields(message):
-        f[number] = value
+    f = _fields(message)
     addr = f.get(4)
     client = None
-    if isinstance(addr, bytes) and len(addr) in (4, 16):
-        client = str(ipaddress.ip_address(addr))
+    if isinstance(addr, bytes):
+        if len(addr) == 4:
+            client = socket.inet_ntop(socket.AF_INET, addr)
+        elif len(addr) == 16:
+            client = socket.inet_ntop(socket.AF_INET6, addr)
     return TapMessage(
-        kind=int(f.get(1, 0)), client=client, client_port=f.get(6),
+        kind=_int(f.get(1)) or 0, client=client, client_port=_int(f.get(6)),
         query_time=_time(f.get(8), f.get(9)), response_time=_time(f.get(12), f.get(13)),
-        query=f.get(10) if isinstance(f.get(10), bytes) else None,
-        response=f.get(14) if isinstance(f.get(14), bytes) else None)
+        query=_bytes(f.get(10)), response=_bytes(f.get(14)))
+
+
+def _int(value) -> int | None:
+    """A field's value when it has the expected scalar wire type (hostile frames may not)."""
+    return value if isinstance(value, int) else None
+
+
+def _bytes(value) -> bytes | None:
+    return value if isinstance(value, bytes) else None
 
 
 def _time(sec, nsec) -> float | None:
     if not isinstance(sec, int):
         return None
-    return sec + (nsec or 0) / 1e9
+    return sec + (_int(nsec) or 0) / 1e9
 
 
 # -- DNS wire format ----------------------------------------------------------------------------
@@ -158,7 +177,24 @@ def _name(msg: bytes, pos: int) -> tuple[str, int]:
     return ".".join(labels), (end if end is not None else pos)
 
 
+_parsed: dict[bytes, DnsAnswer] = {}
+_PARSED_MAX = 4096
+
+
 def parse_response(msg: bytes) -> DnsAnswer:
+    """The response's question, rcode and answers; identical responses (a name served from
+    cache many times a second: only the ID differs) are parsed once."""
+    key = msg[2:]
+    found = _parsed.get(key)
+    if found is None:
+        found = _parse(msg)
+        if len(_parsed) >= _PARSED_MAX:
+            _parsed.clear()
+        _parsed[key] = found
+    return found
+
+
+def _parse(msg: bytes) -> DnsAnswer:
     if len(msg) < 12:
         raise DecodeError("short DNS message")
     flags, qdcount, ancount = struct.unpack_from(">HHH", msg, 2)

@@ -38,7 +38,8 @@ class Metrics:
                                        "firewall write on the answer path", buckets=WRITE_BUCKETS,
                                        registry=r)
         self.ttl = Histogram("nettrust_answer_ttl_seconds", "Lowest TTL in each answer with "
-                             "records", buckets=TTL_BUCKETS, registry=r)
+                             "records, as fetched (cache misses and local data)",
+                             buckets=TTL_BUCKETS, registry=r)
         self.backend_errors = Counter("nettrust_backend_errors", "Firewall writes that failed "
                                       "(the answer failed closed)", registry=r)
         self.events = Counter("nettrust_events", "Events reported by the resolver process",
@@ -57,9 +58,9 @@ class Metrics:
         r.register(_Derived(self, dropped))
 
     # -- feeding ---------------------------------------------------------------------------
-    def query(self, verdict: str, qtype, cached: bool, ttl: int | None) -> None:
-        self.queries.labels(verdict, qtype_label(qtype), "hit" if cached else "miss").inc()
-        if ttl is not None:
+    def query(self, verdict: str, qtype, cached: bool, ttl: int | None, count: int = 1) -> None:
+        self.queries.labels(verdict, qtype_label(qtype), "hit" if cached else "miss").inc(count)
+        if ttl is not None and not cached:
             self.ttl.observe(ttl)
 
     def decision(self, record: dict) -> None:

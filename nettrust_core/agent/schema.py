@@ -26,7 +26,8 @@ CREATE TABLE IF NOT EXISTS queries (
     outcome TEXT, reason TEXT, rule TEXT, security TEXT,
     source TEXT,              -- resolved | cache | local | blocked
     chain TEXT,               -- CNAME chain, names joined by ' > '
-    ttl INTEGER);
+    ttl INTEGER,
+    count INTEGER NOT NULL DEFAULT 1);  -- identical cache hits within one second share a row
 CREATE INDEX IF NOT EXISTS queries_ts ON queries(ts);
 CREATE INDEX IF NOT EXISTS queries_domain ON queries(domain_id);
 CREATE INDEX IF NOT EXISTS queries_client ON queries(client_id);

@@ -64,10 +64,10 @@ def summary(conn, start: float = 0.0) -> dict:
     now = time.time()
     return {
         "since": start or one("SELECT MIN(ts) FROM queries"),
-        "queries": one("SELECT COUNT(*) FROM queries WHERE ts >= ?", start),
-        "by_source": {r["source"]: r["n"] for r in _rows(conn, "SELECT source, COUNT(*) AS n "
+        "queries": one("SELECT COALESCE(SUM(count), 0) FROM queries WHERE ts >= ?", start),
+        "by_source": {r["source"]: r["n"] for r in _rows(conn, "SELECT source, SUM(count) AS n "
                       "FROM queries WHERE ts >= ? GROUP BY source ORDER BY n DESC", start)},
-        "by_outcome": {r["outcome"]: r["n"] for r in _rows(conn, "SELECT outcome, COUNT(*) AS n "
+        "by_outcome": {r["outcome"]: r["n"] for r in _rows(conn, "SELECT outcome, SUM(count) AS n "
                        "FROM queries WHERE ts >= ? GROUP BY outcome ORDER BY n DESC", start)},
         "clients": one("SELECT COUNT(DISTINCT client_id) FROM queries WHERE ts >= ?", start),
         "domains": one("SELECT COUNT(DISTINCT domain_id) FROM queries WHERE ts >= ?", start),
@@ -81,14 +81,15 @@ def summary(conn, start: float = 0.0) -> dict:
 
 def top(conn, what: str, start: float = 0.0, limit: int = 10) -> list[dict]:
     if what == "domains":
-        return _rows(conn, "SELECT d.name AS domain, COUNT(*) AS queries, "
-                     "SUM(q.source = 'cache') AS cached, SUM(q.outcome = 'blocked') AS blocked "
+        return _rows(conn, "SELECT d.name AS domain, SUM(q.count) AS queries, "
+                     "SUM((q.source = 'cache') * q.count) AS cached, "
+                     "SUM((q.outcome = 'blocked') * q.count) AS blocked "
                      "FROM queries q JOIN domains d ON d.id = q.domain_id WHERE q.ts >= ? "
                      "GROUP BY q.domain_id ORDER BY queries DESC, domain LIMIT ?", start, limit)
     if what == "clients":
         return clients(conn, start, limit)
     if what == "blocked":
-        return _rows(conn, "SELECT d.name AS domain, COUNT(*) AS queries, "
+        return _rows(conn, "SELECT d.name AS domain, SUM(q.count) AS queries, "
                      "COUNT(DISTINCT q.client_id) AS clients, MAX(q.reason) AS reason, "
                      "MAX(q.rule) AS rule FROM queries q JOIN domains d ON d.id = q.domain_id "
                      "WHERE q.ts >= ? AND q.outcome = 'blocked' GROUP BY q.domain_id "
@@ -97,8 +98,8 @@ def top(conn, what: str, start: float = 0.0, limit: int = 10) -> list[dict]:
 
 
 def clients(conn, start: float = 0.0, limit: int = 100) -> list[dict]:
-    return _rows(conn, "SELECT c.address AS client, COUNT(*) AS queries, "
-                 "SUM(q.outcome = 'blocked') AS blocked, COUNT(DISTINCT q.domain_id) AS domains, "
+    return _rows(conn, "SELECT c.address AS client, SUM(q.count) AS queries, "
+                 "SUM((q.outcome = 'blocked') * q.count) AS blocked, COUNT(DISTINCT q.domain_id) AS domains, "
                  "MAX(q.ts) AS last_seen FROM queries q JOIN clients c ON c.id = q.client_id "
                  "WHERE q.ts >= ? GROUP BY q.client_id ORDER BY queries DESC, client LIMIT ?",
                  start, limit)
@@ -106,7 +107,7 @@ def clients(conn, start: float = 0.0, limit: int = 100) -> list[dict]:
 
 def hosts(conn, start: float = 0.0, limit: int = 100) -> list[dict]:
     """Per answered address: how many answers named it, for which names, its last grant."""
-    rows = _rows(conn, "SELECT a.address AS address, COUNT(*) AS queried, "
+    rows = _rows(conn, "SELECT a.address AS address, SUM(q.count) AS queried, "
                  "GROUP_CONCAT(DISTINCT d.name) AS names, MAX(q.ts) AS last_queried "
                  "FROM answers a JOIN queries q ON q.id = a.query_id "
                  "JOIN domains d ON d.id = q.domain_id WHERE q.ts >= ? "
@@ -126,8 +127,8 @@ def why(conn, address: str, start: float = 0.0) -> dict:
                    "FROM grants g LEFT JOIN domains d ON d.id = g.domain_id "
                    "LEFT JOIN clients c ON c.id = g.client_id "
                    "WHERE g.address = ? AND g.ts >= ? ORDER BY g.ts", address, start)
-    answers = _rows(conn, "SELECT d.name AS name, COUNT(*) AS times, "
-                    "SUM(q.source = 'cache') AS cached, GROUP_CONCAT(DISTINCT c.address) AS clients, "
+    answers = _rows(conn, "SELECT d.name AS name, SUM(q.count) AS times, "
+                    "SUM((q.source = 'cache') * q.count) AS cached, GROUP_CONCAT(DISTINCT c.address) AS clients, "
                     "MAX(q.ts) AS last FROM answers a JOIN queries q ON q.id = a.query_id "
                     "JOIN domains d ON d.id = q.domain_id LEFT JOIN clients c ON c.id = q.client_id "
                     "WHERE a.address = ? AND q.ts >= ? GROUP BY q.domain_id ORDER BY times DESC",

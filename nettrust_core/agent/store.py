@@ -217,7 +217,7 @@ class StatsStore:
                              "reason": r.get("reason"), "rule": r.get("rule"),
                              "security": r.get("security"), "source": r.get("source"),
                              "chain": " > ".join(r.get("chain") or ()) or None,
-                             "ttl": r.get("ttl")})
+                             "ttl": r.get("ttl"), "count": r.get("count", 1)})
                 answers += [{"query_id": qid, "address": a} for a in r.get("addresses", ())]
             db["queries"].insert_all(rows, batch_size=_CHUNK)
             if answers:

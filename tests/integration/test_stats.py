@@ -196,7 +196,7 @@ def test_metrics_match_the_traffic(nt, lab):
     assert after["nettrust_firewall_write_seconds_count"] - \
         before.get("nettrust_firewall_write_seconds_count", 0) == 6
     assert after['nettrust_answer_ttl_seconds_bucket{le="300.0"}'] - \
-        before.get('nettrust_answer_ttl_seconds_bucket{le="300.0"}', 0) == 16
+        before.get('nettrust_answer_ttl_seconds_bucket{le="300.0"}', 0) == 6
     for series in ("nettrust_backend_errors_total", "nettrust_stats_dropped_total"):
         assert any(k.startswith(series) for k in after) or series == "nettrust_stats_dropped_total"
 
