@@ -73,6 +73,16 @@ if baseline:
 print(json.dumps(out))
 """
 
+# Empty every instance's sets (`nettrust flush` first counts them: a full dump, ~30 s at 1M).
+FLUSH = r"""
+import json, sys
+from nettrust_core.config import load_config
+from nettrust_core.ruleset import make_backend
+b = make_backend(load_config(sys.argv[1]))
+b.flush_grants()
+print(json.dumps({}))
+"""
+
 # The seconds left on each probe address, in the set of the instance that owns it.
 LOOKUP = r"""
 import ipaddress, json, sys
@@ -100,6 +110,13 @@ def _python(host: NetTrustHost, script: str, *args: str, timeout: float = 600) -
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _rss_mb(pid: int) -> float:
+    """Resident memory of a process, MiB (the tracker holds one entry per adopted grant)."""
+    with open(f"/proc/{pid}/status") as f:
+        kib = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+    return kib / 1024
+
+
 def restart_once(lab: Lab, grants: int, n: int, baseline: bool) -> dict:
     """One instance count: fill, restart, time.  The lab's table is emptied afterwards."""
     host = NetTrustHost(lab, CONFIG.format(n=n, size=max(grants, 16)), name=f"restart{n}",
@@ -124,14 +141,15 @@ def restart_once(lab: Lab, grants: int, n: int, baseline: bool) -> dict:
         adopted += int(count)
         adopted_s.append(float(seconds))
     adopted_wall = time.monotonic() - t0
+    rss_mb = sum(_rss_mb(proc.pid) for proc in host.processes)
     host.stop()
-    host.nettrust("flush")
+    _python(host, FLUSH, str(host.config_path))
     return {"instances": n, "grants": grants, "fill_s": round(fill["fill_s"], 2),
             "ready_s": round(ready, 2), "answered_s": round(answered, 2),
             "exact": all(v is not None and v > 3000 for v in left.values()),
             "probe_left_s": {a: round(v or 0, 1) for a, v in left.items()},
             "adopted": adopted, "adopted_s": round(adopted_wall, 2),
-            "adoption_thread_s": max(adopted_s),
+            "adoption_thread_s": max(adopted_s), "rss_mb": round(rss_mb),
             **({"baseline_s": round(fill["baseline_s"], 2),
                 "baseline_grants": fill["baseline_grants"]} if baseline else {})}
 
@@ -167,13 +185,15 @@ def main() -> int:
         return 2
     result = measure(args.grants, tuple(args.instances), not args.no_baseline)
     print(f"restart with {args.grants:,} live one-hour grants (kernel {os.uname().release})")
-    print(f"  {'instances':>9} {'fill':>7} {'ready':>7} {'exact':>6} {'adopted':>8} {'dump before':>12}")
+    print(f"  {'instances':>9} {'fill':>7} {'ready':>7} {'exact':>6} {'adopted':>8} {'RSS':>8} "
+          f"{'dump before':>12}")
     for r in result["runs"]:
         base = f"{r['baseline_s']:.1f} s" if "baseline_s" in r else "-"
         print(f"  {r['instances']:>9} {r['fill_s']:>5.1f} s {r['ready_s']:>5.2f} s "
-              f"{'yes' if r['exact'] else 'NO':>6} {r['adopted_s']:>6.1f} s {base:>12}")
+              f"{'yes' if r['exact'] else 'NO':>6} {r['adopted_s']:>6.1f} s {r['rss_mb']:>5} MB "
+              f"{base:>12}")
     print("ready: answering; exact: a TTL-2 answer right after the start kept the 1 h grant; "
-          "adopted: background read complete; dump before: the synchronous read a restart "
+          "adopted: background read complete; RSS: all instances' Unbound memory after it; dump before: the synchronous read a restart "
           "used to wait for")
     figures = {"seconds": result["seconds"], "grants": args.grants,
                "adopted_seconds": result["adopted_seconds"]}

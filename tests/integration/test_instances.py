@@ -231,3 +231,40 @@ def test_answer_right_after_restart_never_shortens_a_grant_not_yet_adopted():
     assert r["lookups"] >= 10, r                      # ... because the kernel was asked
     assert r["complete"] and r["adopted"] == 300_000, r
     assert r["after_written"] == 0, r
+
+
+# -- the backend: every instance's sets in one ruleset --------------------------------------------
+def _two_instances() -> dict:
+    from nettrust_core.errors import FirewallError
+    from nettrust_core.firewall.base import Grant, RulesetSpec
+    from nettrust_core.firewall.nftables import NftablesBackend
+
+    spec = RulesetSpec(table="ntinst", instances=2)
+    b0, b1 = NftablesBackend(spec, instance=0), NftablesBackend(spec, instance=1)
+    b1.ensure()                                   # any instance creates every instance's sets
+    a = ipaddress.ip_address("198.51.100.7")
+    b0.grant([Grant(a, 300.0, "long.example")])
+    b1.grant([Grant(a, 5.0, "short.example"), Grant(ipaddress.ip_address("2001:db8::7"), 5.0)])
+    seen = sorted((g.instance, str(g.address), round(g.expires_in)) for g in b0.list_grants())
+    lookups = (round(b0.lookup(a)), round(b1.lookup(a)), b0.lookup(ipaddress.ip_address("192.0.2.9")))
+    b1.flush_grants(own_only=True)                # a stopping instance revokes only its own
+    after = sorted((g.instance, str(g.address)) for g in b0.list_grants())
+    try:
+        NftablesBackend(spec, instance=2)
+        refused = None
+    except FirewallError as exc:
+        refused = str(exc)
+    return {"seen": seen, "lookups": lookups, "after": after, "refused": refused}
+
+
+def test_backend_instances_write_their_own_sets_and_the_chain_accepts_any():
+    from netns_util import NetNS
+    with NetNS("ntinst") as ns:
+        r = ns.run(_two_instances)
+        rules = ns.sh("nft", "list", "chain", "inet", "ntinst", "output").stdout
+    assert r["seen"] == [(0, "198.51.100.7", 300), (1, "198.51.100.7", 5), (1, "2001:db8::7", 5)]
+    assert r["lookups"] == (300, 5, None)
+    assert r["after"] == [(0, "198.51.100.7")]
+    assert "instance 2 is not one of 0..1" in r["refused"]
+    order = [rules.index(f"@{name} ") for name in ("allow4", "allow6", "allow4_1", "allow6_1")]
+    assert order == sorted(order) and rules.index("@static4 ") < order[0]
