@@ -1,7 +1,7 @@
 """The race: resolve, then connect at once — did the first SYN find the grant already there?
 
 Three kinds of trial against a running NetTrust, each a fresh A query followed the moment the
-answer arrives by a TCP connect to the lab's echo service at the answered address:
+answer arrives by a TCP connect to the answered address, where :mod:`bench.race_sink` accepts:
 
 - ``fresh``: names never asked before (a cache miss: the grant is written before the answer);
 - ``hit``: names resolved once before (answered from Unbound's cache, no firewall work);
@@ -9,7 +9,9 @@ answer arrives by a TCP connect to the lab's echo service at the answered addres
   before and just after the cached copy expires.
 
 :mod:`bench.race_client` runs the trials inside the host namespace; its failures are connects
-refused by the firewall or needing a SYN retransmission.
+refused by the firewall or needing a SYN retransmission.  The internet namespace's listen
+overflow counters are read around the run: a SYN dropped by a full accept queue would be the
+lab's fault, not the firewall's, and the report says how many there were.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from sandbox.lab import SYSTEM_PYTHON
 from .zone import ZONE, BenchZone
 
 CLIENT = Path(__file__).with_name("race_client.py")
+SINK = Path(__file__).with_name("race_sink.py")
+SINK_PORT = 9
 
 #: Grants as short as the product allows, so the near-expiry trials test the cache-hit
 #: invariant (cached copy dies before its grant) with one second of margin, not the default 40 s.
@@ -36,6 +40,7 @@ class RaceResult:
     seconds: float = 0.0
     kinds: dict[str, dict[str, int]] = field(default_factory=dict)
     failures: list[dict] = field(default_factory=list)
+    listen_overflows: int = 0      # SYNs the far end's full accept queues dropped (not the firewall)
 
     @property
     def failed(self) -> int:
@@ -75,13 +80,31 @@ def plan(zone: BenchZone, trials: int, first_name: int) -> list[list[str]]:
     return [first, second, third]
 
 
-def run(lab, label: str, zone: BenchZone, trials: int, first_name: int, port: int) -> RaceResult:
+def listen_overflows(lab) -> int:
+    """TcpExt ListenOverflows + ListenDrops of the internet namespace."""
+    lines = lab.run("net", ["cat", "/proc/net/netstat"]).stdout.splitlines()
+    for names, values in zip(lines[::2], lines[1::2]):
+        if names.startswith("TcpExt:"):
+            row = dict(zip(names.split()[1:], map(int, values.split()[1:])))
+            return row.get("ListenOverflows", 0) + row.get("ListenDrops", 0)
+    return 0
+
+
+def run(lab, label: str, zone: BenchZone, trials: int, first_name: int) -> RaceResult:
     """Run the planned trials against the NetTrust already answering in ``lab``."""
     result = RaceResult(label)
-    for lines in plan(zone, trials, first_name):
-        if not lines:
-            continue
-        out = lab.run("host", [SYSTEM_PYTHON, "-I", str(CLIENT), "--port", str(port)],
-                      input="\n".join(lines) + "\n", timeout=600).stdout
-        result.add(json.loads(out))
+    sink = lab.spawn("net", [SYSTEM_PYTHON, "-I", str(SINK), "--port", str(SINK_PORT)], log_name="race-sink")
+    try:
+        if not sink.wait_for_log("READY", timeout=10):
+            raise RuntimeError(f"the race's listener did not start:\n{sink.log_tail()}")
+        before = listen_overflows(lab)
+        for lines in plan(zone, trials, first_name):
+            if not lines:
+                continue
+            out = lab.run("host", [SYSTEM_PYTHON, "-I", str(CLIENT), "--port", str(SINK_PORT)],
+                          input="\n".join(lines) + "\n", timeout=600).stdout
+            result.add(json.loads(out))
+        result.listen_overflows = listen_overflows(lab) - before
+    finally:
+        sink.stop()
     return result

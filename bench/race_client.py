@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Resolve-then-connect trials, run inside the lab's host namespace (standard library only).
 
-    race_client.py [--server 127.0.0.1] [--port 7] [--window 64] [--timeout 0.8] < trials
+    race_client.py [--server 127.0.0.1] [--port 9] [--window 64] [--timeout 0.8] < trials
 
 Reads trials from stdin, one per line: ``<kind> <name> [<delay>]`` — ``delay`` seconds after
 the start to begin this trial (default: as soon as the window allows).  Kind ``prime`` only
@@ -167,7 +167,7 @@ def summarise(trials: list[Trial], seconds: float) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--server", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=7)
+    ap.add_argument("--port", type=int, default=9)
     ap.add_argument("--window", type=int, default=64)
     ap.add_argument("--timeout", type=float, default=0.8)
     args = ap.parse_args()

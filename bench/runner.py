@@ -36,10 +36,10 @@ class Settings:
     hit_names: int = 1_999           # odd: successive passes reach every dnsperf client port
     warm_passes: int = 16
     race_trials: int = 10_000
-    race_port: int = 7
     fw_calls: int = 20_000
     fw_fill: int = 1_000_000
     restart: bool = True
+    restart_grants: int = 1_000_000
     started: str = ""
 
     @classmethod
@@ -136,7 +136,7 @@ def run(s: Settings, output: Path) -> Results:
             host.start()
             try:
                 outcome = race.run(lab, f"{host.label} (grants min_ttl 1s, grace 1s)", zone,
-                                   s.race_trials, work.race_first, s.race_port)
+                                   s.race_trials, work.race_first)
             finally:
                 host.stop()
             results.races.append(outcome)
@@ -145,7 +145,8 @@ def run(s: Settings, output: Path) -> Results:
     results.micro.append(micro.fw_write(s.fw_calls, s.fw_fill))
     print(f"fw_write: {results.micro[-1].status}", flush=True)
     if s.restart:
-        results.micro.append(micro.restart([]))
+        # No synchronous-dump baseline (issue 5b's before/after figure): it alone takes ~30 s per size.
+        results.micro.append(micro.restart(["--grants", str(s.restart_grants), "--no-baseline"]))
         print(f"restart: {results.micro[-1].status}", flush=True)
     else:
         results.micro.append(micro.MicroResult("restart", status="skipped (--quick)"))
