@@ -33,7 +33,9 @@ nettrust check "$NETTRUST_CONFIG"
     echo '    auto-trust-anchor-file: "/var/lib/unbound/root.key"'
     echo "    # Site additions (interfaces, access-control, stub zones); NetTrust's settings follow"
     echo "    # and win where they overlap."
-    echo "    include: \"$SNIPPETS/*.conf\""
+    for snippet in "$SNIPPETS"/*.conf; do
+        if [ -e "$snippet" ]; then echo "    include: \"$snippet\""; fi
+    done
     echo 'remote-control:'
     echo '    control-enable: yes'
     echo '    control-interface: /run/nettrust/unbound.ctl'

@@ -130,6 +130,25 @@ def test_a_bad_mounted_config_stops_the_container_naming_file_key_and_line(podma
     assert "/etc/nettrust/nettrust.toml:3: grants.max_ttl: invalid duration 'soon'" in run.stderr, run.stderr
 
 
+def test_a_config_dir_with_only_nettrust_toml_is_enough(podman, image, tmp_path):
+    """The README's minimal /etc/nettrust; --network=none gives the container a namespace of
+    its own (loopback only), so its ruleset lands there."""
+    (tmp_path / "nettrust.toml").write_text('[grants]\nmax_ttl = "1h"\n')
+    tmp_path.chmod(0o755)
+    name = "nettrust-minimal"          # the storage is this run's own: no clash possible
+    podman("run", "-d", "--name", name, "--network=none", "--cap-add=NET_ADMIN",
+           "-v", f"{tmp_path}:/etc/nettrust:ro", image)
+    try:
+        deadline = time.monotonic() + 20
+        while "nettrust: ready" not in (log := podman("logs", name).stderr) and time.monotonic() < deadline:
+            assert podman("inspect", "--format", "{{.State.Status}}", name).stdout.strip() == "running", log
+            time.sleep(0.1)
+        assert "nettrust: ready" in log, log
+        assert podman("exec", name, "nettrust", "status", check=False).returncode == 0
+    finally:
+        podman("rm", "--force", name, check=False)
+
+
 def test_unbound_runs_as_unbound_holding_only_the_two_capabilities(nt, lab):
     pid = nt.pid()                         # the entrypoint exec()s into Unbound: same process
     status = proc_status(pid)
