@@ -165,6 +165,7 @@ class StatsConfig:
     retention_rows: int = 1_000_000         # newest queries kept at most
     flush_interval: float = 1.0             # the writer stores a batch this often
     queue_size: int = 100_000               # records waiting for the writer; more are dropped
+    cache_hits: bool = True                 # dnstap: every client response, cache hits included
 
 
 @dataclass(frozen=True)
@@ -246,7 +247,8 @@ class Config:
                       "retention": format_duration(self.stats.retention),
                       "retention_rows": self.stats.retention_rows,
                       "flush_interval": format_duration(self.stats.flush_interval),
-                      "queue_size": self.stats.queue_size},
+                      "queue_size": self.stats.queue_size,
+                      "cache_hits": self.stats.cache_hits},
             "metrics": {"enabled": self.metrics.enabled,
                         "listen": _host_port(self.metrics.address, self.metrics.port)},
             "alerts": {"webhook": self.alerts.webhook or "", "syslog": self.alerts.syslog,
@@ -274,7 +276,7 @@ SCHEMA: dict[str, tuple[str, ...]] = {
                  "keep_grants_on_exit"),
     "log": ("level", "file"),
     "stats": ("enabled", "database", "report_socket", "dnstap_socket", "retention",
-              "retention_rows", "flush_interval", "queue_size"),
+              "retention_rows", "flush_interval", "queue_size", "cache_hits"),
     "metrics": ("enabled", "listen"),
     "alerts": ("webhook", "syslog", "command", "window", "blocked_per_minute",
                "first_seen_domain", "unauthorized", "backend_errors"),
@@ -464,7 +466,8 @@ def _stats(s: _Section) -> StatsConfig:
         raise s.error("must be between 10ms and 1m", "flush_interval")
     return StatsConfig(enabled=s.boolean("enabled", False), **paths, retention=retention,
                        retention_rows=_count(s, "retention_rows", 1_000_000, 1000),
-                       flush_interval=flush, queue_size=_count(s, "queue_size", 100_000, 100))
+                       flush_interval=flush, queue_size=_count(s, "queue_size", 100_000, 100),
+                       cache_hits=s.boolean("cache_hits", True))
 
 
 def _metrics(s: _Section) -> MetricsConfig:

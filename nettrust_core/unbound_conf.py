@@ -60,7 +60,7 @@ def dnstap_lines(config) -> list[str]:
     """Statistics: every client response (cache hits and local data included) streamed to the
     agent over dnstap.  Unbound encodes it on the worker and sends it from its own I/O thread,
     dropping (never waiting) when the agent lags."""
-    if not config.stats.enabled:
+    if not (config.stats.enabled and config.stats.cache_hits):
         return []
     return [
         "# Statistics ([stats] enabled): client responses go to `nettrust agent`.",

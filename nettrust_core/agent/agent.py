@@ -40,7 +40,7 @@ class Agent:
                                 queue_size=st.queue_size, retention=st.retention,
                                 retention_rows=st.retention_rows,
                                 on_new_domain=self.alerts.new_domain)
-        self.collector = Collector(emit_query=self._query)
+        self.collector = Collector(emit_query=self._query, direct=not st.cache_hits)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._sockets: list[socket.socket] = []

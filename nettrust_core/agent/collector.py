@@ -33,9 +33,11 @@ LAST_DECISIONS = 100_000
 
 class Collector:
     def __init__(self, *, emit_query: Callable[[dict], None], join_delay: float = JOIN_DELAY,
-                 decision_wait: float = DECISION_WAIT,
+                 decision_wait: float = DECISION_WAIT, direct: bool = False,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.emit_query = emit_query
+        #: ``stats.cache_hits = false``: no dnstap; every decision is the query record itself.
+        self.direct = direct
         self.join_delay = join_delay
         self.decision_wait = decision_wait
         self.clock = clock
@@ -68,16 +70,22 @@ class Collector:
             self._remember(key[1:], record)
             if client is None:
                 return          # prefetch: no client waits for this answer
-            pending = self._responses.get(key)
-            response = pending.popleft() if pending else None
-            if pending is not None and not pending:
-                del self._responses[key]
-            if response is None:
-                self._decisions.setdefault(key, deque()).append((now, record))
-                self._order_d.append((now, key))
-                return
-        _, ts, answer = response
-        self.emit_query(_record(client, ts, answer, record, cached=False))
+            if self.direct:
+                response = None
+            else:
+                pending = self._responses.get(key)
+                response = pending.popleft() if pending else None
+                if pending is not None and not pending:
+                    del self._responses[key]
+                if response is None:
+                    self._decisions.setdefault(key, deque()).append((now, record))
+                    self._order_d.append((now, key))
+                    return
+        if response is None:
+            self.emit_query(_from_decision(record))
+        else:
+            _, ts, answer = response
+            self.emit_query(_record(client, ts, answer, record, cached=False))
 
     def tick(self) -> int:
         """Settle what waited long enough: lone responses are cache hits; lone decisions
@@ -115,6 +123,16 @@ class Collector:
         self._last.move_to_end(key)
         if len(self._last) > LAST_DECISIONS:
             self._last.popitem(last=False)
+
+
+def _from_decision(d: dict) -> dict:
+    """The query record of a decision alone (no dnstap): addresses are the granted ones."""
+    return {"ts": d.get("ts"), "client": d.get("client"), "qname": d.get("qname"),
+            "qtype": d.get("qtype"), "rcode": d.get("rcode"),
+            "outcome": d.get("outcome") or "unknown", "reason": d.get("reason"),
+            "rule": d.get("rule"), "security": d.get("security"),
+            "source": d.get("source") or "resolved", "chain": d.get("chain"),
+            "addresses": [a for a, _ in d.get("grants") or ()], "ttl": None, "count": 1}
 
 
 def _record(client, ts: float, answer: DnsAnswer, decision: dict | None, *, cached: bool) -> dict:

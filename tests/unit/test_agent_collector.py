@@ -100,3 +100,13 @@ def test_identical_cache_hits_in_one_second_share_one_counted_record():
     c.tick()
     assert [(r["source"], r["count"]) for r in out] == [("resolved", 1), ("cache", 4),
                                                         ("cache", 1)]
+
+
+def test_without_dnstap_each_decision_is_its_query_record():
+    out, clock = [], Clock()
+    c = Collector(emit_query=out.append, clock=clock, direct=True)
+    c.decision(decision())
+    c.decision(decision("x.blocked.example", outcome="blocked"))
+    assert [(r["qname"], r["source"], r["outcome"], r["addresses"]) for r in out] == [
+        ("www.example", "resolved", "granted", ["198.51.100.1"]),
+        ("x.blocked.example", "resolved", "blocked", ["198.51.100.1"])]
