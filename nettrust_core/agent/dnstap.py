@@ -43,7 +43,7 @@ class DnsAnswer:
         return min((r[2] for r in self.records), default=None)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)             # not frozen: a frozen init costs microseconds per frame
 class TapMessage:
     kind: int
     client: str | None
@@ -57,6 +57,9 @@ class TapMessage:
 # -- protobuf -----------------------------------------------------------------------------------
 
 def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    b = buf[pos] if pos < len(buf) else 0x80
+    if b < 0x80:
+        return b, pos + 1
     value = shift = 0
     while True:
         if pos >= len(buf) or shift > 63:
