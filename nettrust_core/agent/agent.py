@@ -195,7 +195,8 @@ class Agent:
             if record.get("error"):
                 self.alerts.backend_error(str(record["error"]))
         elif kind == "event":
-            record.setdefault("subject", record.get("address") or record.get("client"))
+            record.setdefault("subject", record.get("destination") or record.get("who")
+                              or record.get("address") or record.get("client"))
             self.metrics.events.labels(str(record.get("kind"))).inc()
             self.store.put("event", record)
             self.alerts.event(record)

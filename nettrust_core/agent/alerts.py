@@ -65,10 +65,13 @@ class Alerts:
     def event(self, record: dict) -> None:
         kind = record.get("kind")
         if kind == "unauthorized" and self.config.unauthorized:
-            subject = str(record.get("address") or record.get("dst") or "")
+            # Fields as nettrust_core.lifecycle.unauthorized reports them.
+            subject = str(record.get("destination") or record.get("address") or "")
+            port = f" port {record['port']}" if record.get("port") else ""
+            who = record.get("user") or record.get("source")
             self.fire("unauthorized", subject,
-                      f"unauthorized connection attempt to {subject or 'an address'}"
-                      + (f" from {record['src']}" if record.get("src") else ""),
+                      f"unauthorized {record.get('protocol') or 'connection'} attempt to "
+                      f"{subject or 'an address'}{port}" + (f" by {who}" if who else ""),
                       event=record)
         elif kind == "backend_error" and self.config.backend_errors:
             self.backend_error(str(record.get("error") or record.get("message") or ""))

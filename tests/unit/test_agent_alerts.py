@@ -58,10 +58,11 @@ def test_rules_are_off_unless_configured():
 def test_first_seen_unauthorized_and_backend_errors():
     alerts, events, _ = make("first_seen_domain = true\n")
     alerts.new_domain("new.example")
-    alerts.event({"kind": "unauthorized", "address": "203.0.113.5", "src": "192.0.2.1"})
+    alerts.event({"kind": "unauthorized", "source": "192.0.2.1", "destination": "203.0.113.5",
+                  "protocol": "tcp", "port": 443, "hook": "output", "uid": 1000, "user": "alice"})
     alerts.event({"kind": "backend_error", "error": "netlink: ENOBUFS"})
     assert [e["rule"] for e in events] == ["first_seen_domain", "unauthorized", "backend_errors"]
-    assert "203.0.113.5 from 192.0.2.1" in events[1]["message"]
+    assert events[1]["message"] == "unauthorized tcp attempt to 203.0.113.5 port 443 by alice"
 
 
 def test_command_notifier_gets_the_alert_as_json(tmp_path):
