@@ -81,7 +81,7 @@ def _text(args, data, v) -> str:
                  "  by source:  " + _pairs(data["by_source"]),
                  "  by verdict: " + _pairs(data["by_outcome"]),
                  f"clients:   {data['clients']}    domains: {data['domains']}",
-                 f"grants:    {data['grants']} of {data['granted_addresses']} addresses, "
+                 f"grants:    {data['grants']} for {data['granted_addresses']} addresses, "
                  f"{data['active_addresses']} still open",
                  "events:    " + (_pairs(data["events"]) or "none")]
         return "\n".join(lines)

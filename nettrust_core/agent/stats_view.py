@@ -151,7 +151,9 @@ def table(rows: list[dict], columns: list[str], formats: dict | None = None) -> 
     formats = formats or {}
     cells = [[str(formats.get(c, _plain)(r.get(c))) for c in columns] for r in rows]
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
-    numeric = [all(isinstance(r.get(c), (int, float)) or r.get(c) is None for r in rows)
+    numeric = [c not in formats
+               and any(isinstance(r.get(c), (int, float)) for r in rows)
+               and all(isinstance(r.get(c), (int, float)) or r.get(c) is None for r in rows)
                for c in columns]
     def line(values):
         return "  ".join(v.rjust(w) if num else v.ljust(w)
