@@ -18,6 +18,7 @@ import pytest
 from nettrust_core.agent.schema import SCHEMA_V1
 from sandbox.lab import Lab
 from sandbox.product import NetTrustHost, stats_section
+from sandbox.zones import h_address
 
 pytestmark = pytest.mark.integration
 
@@ -270,3 +271,30 @@ def test_old_schema_database_is_migrated(nt, lab):
         assert why["grants"][0]["client"] == "10.0.0.5"
     finally:
         old.stop_agent()
+
+
+def test_without_cache_hits_only_judged_answers_are_recorded(nt, lab):
+    """stats.cache_hits = false: no dnstap in Unbound; misses, local data and blocked names are
+    still recorded from the module's decisions."""
+    base = Path(lab.work_dir) / "nohits"
+    base.mkdir()
+    section = stats_section(lab, database=str(base / "s.db"), report_socket=str(base / "a.sock"),
+                            dnstap_socket=str(base / "d.sock"), cache_hits=False)
+    lab.stop_unbound()
+    host = NetTrustHost(lab, '[policy]\ndeny = ["**.blocked.fw.test"]\n' + section
+                        + "[metrics]\nenabled = false\n", name="nohits")
+    assert "dnstap" not in host.unbound_conf()
+    host.start_agent()
+    host.start()
+    try:
+        dig_batch(lab, ["h301.fw.test", "h301.fw.test", "h302.fw.test", "z.blocked.fw.test"])
+        top = wait_for(lambda: (t := {r["domain"]: r for r in stats(host, "top", "domains")})
+                       and "z.blocked.fw.test" in t and t, "records")
+        assert top["h301.fw.test"]["queries"] == 1          # the cache hit is not seen
+        assert top["h302.fw.test"]["queries"] == 1 and top["z.blocked.fw.test"]["blocked"] == 1
+        why = stats(host, "why", h_address(301)[0])
+        assert [g["name"] for g in why["grants"]] == ["h301.fw.test"]
+    finally:
+        lab.stop_unbound()
+        host.stop_agent()
+        nt.start()
