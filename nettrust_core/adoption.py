@@ -56,10 +56,11 @@ class GrantAdoption:
             self.backend.scan_own_grants(self._merge)
         except _Stopped:
             log.info("adoption of live grants abandoned after %d (stopping)", self.adopted)
-        except (NetTrustError, OSError) as exc:
-            self.error = str(exc)
+        except Exception as exc:        # a thread has no caller to raise to: log, stay exact
+            self.error = str(exc) or type(exc).__name__
             log.error("cannot read back the live grants (%s); answers keep asking the kernel "
-                      "about each address first", exc)
+                      "about each address first", self.error,
+                      exc_info=not isinstance(exc, (NetTrustError, OSError)))
         else:
             with self.tracker.lock:
                 self.tracker.complete = True
