@@ -41,7 +41,8 @@ def describe(repo: Path) -> dict[str, str]:
                    if ln.startswith("MemTotal:")), 0)
     return {
         "CPU": _cpu_model(),
-        "cores": f"{os.cpu_count()} (online), load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} at start",
+        "cores": f"{os.cpu_count()} online; load average at start "
+                 f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}",
         "memory": f"{mem_kb / 1024 / 1024:.1f} GiB",
         "OS": debian,
         "kernel": platform.release(),

@@ -39,7 +39,8 @@ def _run(name: str, args: list[str], timeout: float) -> MicroResult:
                               timeout=timeout, cwd=HERE.parent)
     except subprocess.TimeoutExpired as exc:
         result.status = f"failed: no result within {timeout:.0f} s"
-        result.output = (exc.stdout or b"").decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+        out = exc.stdout or ""
+        result.output = out.decode(errors="replace") if isinstance(out, bytes) else out
         return result
     result.output = proc.stdout + (f"\n[stderr]\n{proc.stderr}" if proc.stderr.strip() else "")
     result.status = "ok" if proc.returncode == 0 else f"failed: exit {proc.returncode}"

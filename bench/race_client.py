@@ -5,9 +5,9 @@
 
 Reads trials from stdin, one per line: ``<kind> <name> [<delay>]`` — ``delay`` seconds after
 the start to begin this trial (default: as soon as the window allows).  Kind ``prime`` only
-resolves (to fill the cache and open the grant a later trial relies on) and is not counted.  Each trial sends one A
-query, and the moment the answer arrives opens a non-blocking TCP connection to its first
-address.  A connect *succeeded on the first SYN* when it completes within ``--timeout`` (below
+resolves (to fill the cache and open the grant a later trial relies on) and is not counted.
+Each trial sends one A query, and the moment the answer arrives opens a non-blocking TCP
+connection to its first address.  A connect *succeeded on the first SYN* when it completes within ``--timeout`` (below
 Linux's 1 s initial SYN retransmission timeout) with no retransmission in TCP_INFO; a refusal
 (the firewall's reset), a timeout, or a retransmission is a failure.  Prints one JSON object:
 counts per kind and the first failures.
@@ -59,6 +59,13 @@ def _skip_name(data: bytes, pos: int) -> int:
         if length & 0xC0 == 0xC0:
             return pos + 2
         pos += 1 + length
+
+
+def outcome_of(errno_code: int) -> str:
+    """A failed connect's outcome: "refused" (the firewall's reset) or the errno's name."""
+    if errno_code == errno.ECONNREFUSED:
+        return "refused"
+    return errno.errorcode.get(errno_code, str(errno_code))
 
 
 def retransmits(sock: socket.socket) -> int:
@@ -131,16 +138,14 @@ def run(trials: list[Trial], server: str, port: int, window: int, timeout: float
                 trial.tcp.setblocking(False)
                 code = trial.tcp.connect_ex((address, port))
                 if code not in (0, errno.EINPROGRESS):
-                    finish(trial, "refused" if code == errno.ECONNREFUSED else errno.errorcode.get(code, str(code)))
+                    finish(trial, outcome_of(code))
                     continue
                 trial.t0 = time.monotonic()
                 sel.register(trial.tcp, selectors.EVENT_WRITE, trial)
             else:
                 code = trial.tcp.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-                if code == errno.ECONNREFUSED:
-                    finish(trial, "refused")
-                elif code:
-                    finish(trial, errno.errorcode.get(code, str(code)))
+                if code:
+                    finish(trial, outcome_of(code))
                 elif retransmits(trial.tcp):
                     finish(trial, "retransmitted")
                 else:
@@ -161,7 +166,8 @@ def summarise(trials: list[Trial], seconds: float) -> dict:
         counts[t.outcome] = counts.get(t.outcome, 0) + 1
         if t.outcome != "ok" and len(failures) < 20:
             failures.append({"kind": t.kind, "name": t.name, "address": t.address, "outcome": t.outcome})
-    return {"trials": sum(sum(c.values()) for c in kinds.values()), "seconds": round(seconds, 3), "kinds": kinds, "failures": failures}
+    return {"trials": sum(sum(c.values()) for c in kinds.values()), "seconds": round(seconds, 3),
+            "kinds": kinds, "failures": failures}
 
 
 def main() -> int:

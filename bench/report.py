@@ -73,8 +73,9 @@ class Results:
                              f"{r:.2f}× (CPU/q {_x(self.ratio(best, base, 'miss', cpu))})",
                              _verdict(r >= goal, r)))
         r = self.ratio(NETTRUST, PLAIN, "hit", qps)
+        hit_cpu = _x(self.ratio(NETTRUST, PLAIN, "hit", cpu))
         rows.append(("cache-hit QPS, NetTrust default ≥ 0.95× plain Unbound",
-                     f"{r:.2f}× (CPU/q {_x(self.ratio(NETTRUST, PLAIN, 'hit', cpu))})", _verdict(r >= 0.95, r)))
+                     f"{r:.2f}× (CPU/q {hit_cpu})", _verdict(r >= 0.95, r)))
         rows.append(("cache-hit QPS with per-client callbacks ≥ 0.3× plain", "—",
                      "n/a (the product has no such mode)"))
         fw = next((m for m in self.micro if m.name == "fw_write"), None)
@@ -83,8 +84,9 @@ class Results:
             rows.append(("answer-path firewall write ≤ 10 µs per answer (1 address, empty set)",
                          f"{empty:.2f} µs", _verdict(empty <= 10, empty)))
             grow = filled / empty
-            rows.append((f"same with {fw.figures['fill']:,.0f} elements ≤ 1.2× empty", f"{grow:.2f}× ({filled:.2f} µs)",
-                         _verdict(grow <= 1.2, grow) + ("" if fw.figures["fill"] >= 1e6 else " (not at 1M: quick run)")))
+            small = "" if fw.figures["fill"] >= 1e6 else " (not at 1M: quick run)"
+            rows.append((f"same with {fw.figures['fill']:,.0f} elements ≤ 1.2× empty",
+                         f"{grow:.2f}× ({filled:.2f} µs)", _verdict(grow <= 1.2, grow) + small))
         else:
             rows.append(("answer-path firewall write ≤ 10 µs; 1M elements ≤ 1.2× empty", "—",
                          f"not measured ({fw.status if fw else 'not run'})"))
@@ -94,17 +96,19 @@ class Results:
         if self.races:
             failed = sum(r.failed for r in self.races)
             trials = sum(r.trials for r in self.races)
-            rows.append(("0 failed first connects in the race", f"{failed} of {trials}", _verdict(failed == 0, failed)))
+            rows.append(("0 failed first connects in the race", f"{failed} of {trials}",
+                         _verdict(failed == 0, failed)))
         else:
             rows.append(("0 failed first connects in the race", "—", "not run"))
         rs = next((m for m in self.micro if m.name == "restart"), None)
         if rs is not None and "seconds" in rs.figures:
             s = rs.figures["seconds"]
             grants = rs.figures.get("grants")
-            rows.append(("restart with 1M grants ≤ 10 s", f"{s:.1f} s" + (f" ({grants:,.0f} grants)" if grants else ""),
-                         _verdict(s <= 10, s)))
+            rows.append(("restart with 1M grants ≤ 10 s",
+                         f"{s:.1f} s" + (f" ({grants:,.0f} grants)" if grants else ""), _verdict(s <= 10, s)))
         else:
-            rows.append(("restart with 1M grants ≤ 10 s", "—", f"not measured ({rs.status if rs else 'not run'})"))
+            rows.append(("restart with 1M grants ≤ 10 s", "—",
+                         f"not measured ({rs.status if rs else 'not run'})"))
         return rows
 
     # ------------------------------------------------------------ rendering
@@ -112,18 +116,20 @@ class Results:
     def tables(self) -> str:
         """The throughput/latency table and the ratio table (markdown, also printed)."""
         keys = self.measured()
-        out = ["| configuration | hit QPS | hit CPU µs/q | miss QPS | miss CPU µs/q | miss latency p50 / p99 / p99.9 ms | hit latency p50 / p99 / p99.9 ms | lost / not NOERROR |",
+        out = ["| configuration | hit QPS | hit CPU µs/q | miss QPS | miss CPU µs/q "
+               "| miss latency p50 / p99 / p99.9 ms | hit latency p50 / p99 / p99.9 ms | lost / not NOERROR |",
                "|---|---:|---:|---:|---:|---:|---:|---:|"]
         for k in keys:
             phases = [p for r in self.rounds if k in r for p in r[k].values()]
             errors = f"{sum(p.lost for p in phases)} / {sum(p.failed for p in phases)}"
-            out.append(f"| {self.labels[k]} | {self.figure(k, 'hit', qps):,.0f} | {self.figure(k, 'hit', cpu):.1f} "
-                       f"| {self.figure(k, 'miss', qps):,.0f} | {self.figure(k, 'miss', cpu):.1f} "
+            out.append(f"| {self.labels[k]} | {self.figure(k, 'hit', qps):,.0f} "
+                       f"| {self.figure(k, 'hit', cpu):.1f} | {self.figure(k, 'miss', qps):,.0f} "
+                       f"| {self.figure(k, 'miss', cpu):.1f} "
                        f"| {_pcts(self, k, 'lat_miss')} | {_pcts(self, k, 'lat_hit')} | {errors} |")
         for k, why in self.unavailable.items():
             out.append(f"| {self.labels.get(k, k)} | {why} | | | | | | |")
-        out += ["", "| ratios (median of per-round ratios) | hit QPS ×plain | miss QPS ×plain | hit QPS ×dnsmasq "
-                "| miss QPS ×dnsmasq | hit CPU/q ×plain | miss CPU/q ×plain | p50 miss − plain |",
+        out += ["", "| ratios (median of per-round ratios) | hit QPS ×plain | miss QPS ×plain "
+                "| hit QPS ×dnsmasq | miss QPS ×dnsmasq | hit CPU/q ×plain | miss CPU/q ×plain | p50 miss − plain |",
                 "|---|---:|---:|---:|---:|---:|---:|---:|"]
         for k in keys:
             cells = [self.ratio(k, PLAIN, "hit", qps), self.ratio(k, PLAIN, "miss", qps),
@@ -153,7 +159,8 @@ class Results:
             if race.failures:
                 out.append("")
                 out.append("First failures: " + "; ".join(
-                    f"{f['kind']} {f['name']} → {f['address']}: {f['outcome']}" for f in race.failures[:10]))
+                    f"{f['kind']} {f['name']} → {f['address']}: {f['outcome']}"
+                    for f in race.failures[:10]))
             out.append("")
         return "\n".join(out)
 
@@ -180,7 +187,8 @@ class Results:
         return "\n".join(parts)
 
     def rounds_table(self) -> str:
-        out = ["| round | configuration | phase | QPS | CPU µs/q | completed | lost / not NOERROR | p50 / p99 ms |",
+        out = ["| round | configuration | phase | QPS | CPU µs/q | completed | lost / not NOERROR "
+               "| p50 / p99 ms |",
                "|---:|---|---|---:|---:|---:|---:|---:|"]
         for n, r in enumerate(self.rounds, 1):
             for k, phases in r.items():

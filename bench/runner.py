@@ -36,7 +36,7 @@ class Settings:
     hit_names: int = 1_999           # odd: successive passes reach every dnsperf client port
     warm_passes: int = 16
     race_trials: int = 10_000
-    fw_calls: int = 20_000
+    fw_calls: int = 10_000
     fw_fill: int = 1_000_000
     restart: bool = True
     restart_grants: int = 1_000_000
@@ -159,7 +159,8 @@ def run(s: Settings, output: Path) -> Results:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description="NetTrust against plain Unbound "
                                  "and dnsmasq --nftset: throughput, CPU, latency, race, micro-benchmarks.")
-    ap.add_argument("--quick", action="store_true", help="smoke run: 1 round, 1 s phases, small zone (~1 min)")
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke run: 1 round, 1 s phases, small zone (< 1 min)")
     ap.add_argument("--rounds", type=int, help="interleaved rounds (default 3; 1 with --quick)")
     ap.add_argument("--seconds", type=float, help="length of each throughput phase")
     ap.add_argument("--output", type=Path, help="markdown report (default bench/results/<UTC time>.md)")
@@ -177,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     print(results.tables())
     print()
     print(results.targets_table())
+    for mode, why in results.notes.items():
+        print(f"{mode}: {why}")
     print(f"\nreport: {output}  ({results.seconds:.0f} s)")
     return 0
 

@@ -23,7 +23,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_extra_zones_must_be_new_children_of_test():
-    assert normalise_extra_zones({"Bench.test.": ["n1 IN A 198.18.12.1"]}) == {"bench.test": ["n1 IN A 198.18.12.1"]}
+    records = ["n1 IN A 198.18.12.1"]
+    assert normalise_extra_zones({"Bench.test.": records}) == {"bench.test": records}
     for bad in ({"fw.test": []}, {"a.b.test": []}, {"bench.example": []}, {"bench.test": "n1 IN A 1.2.3.4"}):
         with pytest.raises(LabError):
             normalise_extra_zones(bad)
@@ -41,7 +42,8 @@ def test_quick_benchmark_writes_a_report_with_every_target(tmp_path):
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     text = report.read_text()
-    for label in ("Unbound plain (2 threads)", "NetTrust default", "NetTrust x2 processes", "dnsmasq --nftset"):
+    for label in ("Unbound plain (2 threads)", "NetTrust default", "NetTrust x2 processes",
+                  "dnsmasq --nftset"):
         assert f"| {label} |" in text
     targets = text.split("## Targets", 1)[1].split("##", 1)[0]
     rows = [ln for ln in targets.splitlines() if ln.startswith("| ") and "verdict" not in ln]
