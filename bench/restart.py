@@ -73,16 +73,6 @@ if baseline:
 print(json.dumps(out))
 """
 
-# Empty every instance's sets (`nettrust flush` first counts them: a full dump, ~30 s at 1M).
-FLUSH = r"""
-import json, sys
-from nettrust_core.config import load_config
-from nettrust_core.ruleset import make_backend
-b = make_backend(load_config(sys.argv[1]))
-b.flush_grants()
-print(json.dumps({}))
-"""
-
 # The seconds left on each probe address, in the set of the instance that owns it.
 LOOKUP = r"""
 import ipaddress, json, sys
@@ -143,7 +133,7 @@ def restart_once(lab: Lab, grants: int, n: int, baseline: bool) -> dict:
     adopted_wall = time.monotonic() - t0
     rss_mb = sum(_rss_mb(proc.pid) for proc in host.processes)
     host.stop()
-    _python(host, FLUSH, str(host.config_path))
+    host.nettrust("flush")
     return {"instances": n, "grants": grants, "fill_s": round(fill["fill_s"], 2),
             "ready_s": round(ready, 2), "answered_s": round(answered, 2),
             "exact": all(v is not None and v > 3000 for v in left.values()),
