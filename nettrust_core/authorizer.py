@@ -9,6 +9,7 @@ addresses are unreachable.
 
 from __future__ import annotations
 
+import errno
 import logging
 import time
 from collections import Counter
@@ -18,7 +19,9 @@ from typing import Callable
 from .answer import Answer, RCODE_NAMES, TYPE_NAMES
 from .errors import NetTrustError
 from .firewall.base import COMMENT_MAX, FirewallBackend, Grant
+from .adoption import GrantAdoption
 from .hosts import GrantTracker
+from .lifecycle.caps import NameCaps, SetCaps
 from .policy import NameCheck, Outcome, Policy, Verdict
 from .report import Reporter
 
@@ -48,27 +51,38 @@ class Authorizer:
         g = config.grants
         self.min_ttl, self.max_ttl, self.grace = g.min_ttl, g.max_ttl, g.grace
         self.tracker = GrantTracker(slack=min(1.0, self.grace / 2), clock=clock)
+        self.name_caps = NameCaps(g.max_per_name, g.max_per_set)
+        self.set_caps = SetCaps(g.max_per_set)
         self.clock = clock
         self.counters: Counter[str] = Counter()
+        #: The background read of the kernel's grants after start (None before start).
+        self.adoption: GrantAdoption | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
-    def start(self) -> int:
-        """Build or repair the ruleset and adopt the kernel's live grants; returns how many."""
+    def start(self) -> None:
+        """Build or repair the ruleset, then adopt the kernel's live grants in the background.
+
+        Answers are exact from the first one: until adoption completes, an address the tracker
+        does not know is looked up in the kernel before writing (see nettrust_core.adoption).
+        """
         self.backend.ensure()
-        restored = self.tracker.restore(self.backend.list_grants())
-        log.info("ruleset ready; %d live grants adopted from the kernel", restored)
-        return restored
+        self.adoption = GrantAdoption(self.backend, self.tracker)
+        self.adoption.start()
+        log.info("ruleset ready; adopting the live grants in the background")
 
     def stop(self) -> None:
         """Leave the firewall as configured: by default ruleset and grants stay (fail closed)."""
-        fw = self.config.firewall
+        mode = self.config.firewall.on_exit
         try:
-            if not fw.keep_ruleset_on_exit:
+            if self.adoption is not None:
+                self.adoption.stop()
+            if mode == "remove":
                 self.backend.remove()
-                log.info("ruleset removed on exit (keep_ruleset_on_exit = false)")
-            elif not fw.keep_grants_on_exit:
-                self.backend.flush_grants()
-                log.info("grants flushed on exit (keep_grants_on_exit = false)")
+                log.info('ruleset removed on exit (on_exit = "remove"): egress is open')
+            elif mode == "drop-grants":
+                self.backend.flush_grants(own_only=True)     # other instances keep theirs
+                self.tracker.clear()
+                log.info('grants revoked on exit (on_exit = "drop-grants")')
         finally:
             self.backend.close()
 
@@ -102,21 +116,28 @@ class Authorizer:
         tracker = self.tracker
         with tracker.lock:
             now = self.clock()
-            todo = [g for g in grants if tracker.needs_write(g.address, now + g.timeout)]
+            admitted, over = self.name_caps.admit(verdict.chain[-1], grants, now)
+            if over:
+                grants = tuple(admitted)
+                self.counters["refused_per_name_cap"] += len(over)
+                log.debug("%s holds %d addresses (grants.max_per_name): %s not granted",
+                         verdict.chain[-1], self.name_caps.per_name,
+                         ", ".join(str(g.address) for g in over))
             write_s = 0.0
-            if todo:
-                started = time.perf_counter()
-                try:
-                    self.backend.grant(todo)
-                except NetTrustError as exc:
-                    self.counters["backend_errors"] += 1
-                    log.error("firewall write failed, answer for %s fails closed: %s", answer.qname, exc)
-                    if self.reporter is not None:
-                        self._report(answer, verdict, grants, 0, 0.0, str(exc))
-                    return Decision(verdict, grants, 0, str(exc))
-                write_s = time.perf_counter() - started
-                for g in todo:
-                    tracker.record(g.address, now + g.timeout)
+            try:
+                todo = self._to_write(grants, now)
+                if todo:
+                    started = time.perf_counter()
+                    self._write(todo)
+                    write_s = time.perf_counter() - started
+            except NetTrustError as exc:
+                self.counters["backend_errors"] += 1
+                log.error("firewall write failed, answer for %s fails closed: %s", answer.qname, exc)
+                if self.reporter is not None:
+                    self._report(answer, verdict, grants, 0, 0.0, str(exc))
+                return Decision(verdict, grants, 0, str(exc))
+            for g in todo:
+                tracker.record(g.address, now + g.timeout)
         self.counters["elements_written"] += len(todo)
         self._debug(answer, verdict, grants)
         if self.reporter is not None:
@@ -133,6 +154,63 @@ class Authorizer:
             "security": answer.security.name.lower(), "source": answer.source.value,
             "chain": verdict.chain, "grants": [(str(g.address), g.timeout) for g in grants],
             "written": written, "write_s": write_s, "error": error})
+
+    def _to_write(self, grants, now: float) -> list[Grant]:
+        """The grants that extend what the kernel holds (caller holds the tracker's lock).
+
+        While a restart's adoption is still reading the kernel's sets, an address the tracker
+        does not know may still hold a longer grant there: ask the kernel for that element
+        first (microseconds), so nothing is shortened.
+        """
+        tracker = self.tracker
+        if not tracker.complete:
+            for g in grants:
+                if tracker.expires_in(g.address) is None:
+                    left = self.backend.lookup(g.address)
+                    self.counters["adoption_lookups"] += 1
+                    if left:
+                        tracker.record(g.address, now + left, answered=False)
+        return [g for g in grants if tracker.needs_write(g.address, now + g.timeout)]
+
+    def _write(self, todo: list[Grant]) -> None:
+        """Write under the set caps: make room first; a full set gets one forced eviction and retry."""
+        evict = self.set_caps.to_evict(self.tracker, todo)
+        if evict:
+            self._revoke(evict)
+        try:
+            self.backend.grant(todo)
+        except NetTrustError as exc:
+            if getattr(exc, "errno", None) != errno.ENFILE:
+                raise
+            self.counters["set_full"] += 1
+            self._revoke(self.set_caps.to_evict(self.tracker, todo, force=True))
+            self.backend.grant(todo)
+
+    def _revoke(self, addresses: list) -> None:
+        self.backend.revoke(addresses)
+        self.tracker.forget(addresses)
+        self.counters["evicted"] += len(addresses)
+        log.warning("grant set near its size (grants.max_per_set = %d): revoked the %d grants "
+                    "nearest to expiry", self.set_caps.size, len(addresses))
+
+    # -- renewals (lifecycle.liveness) -----------------------------------------------------
+    def renew(self, addresses, timeout: float) -> int:
+        """Extend live grants by ``timeout`` from now; how many needed a write.
+
+        Never shortens (the tracker decides, as for answers), sends no comment (the kernel keeps
+        the one the answer wrote) and does not count as an answer for ``max_lifetime``.
+        Raises NetTrustError when the kernel refuses.
+        """
+        tracker = self.tracker
+        with tracker.lock:
+            now = self.clock()
+            todo = self._to_write([Grant(a, timeout) for a in addresses], now)
+            if todo:
+                self.backend.grant(todo)
+                for g in todo:
+                    tracker.record(g.address, now + timeout, answered=False)
+        self.counters["renewals"] += len(todo)
+        return len(todo)
 
     def _debug(self, answer: Answer, verdict: Verdict, grants) -> None:
         if not log.isEnabledFor(logging.DEBUG):

@@ -96,8 +96,10 @@ def cmd_check(args) -> int:
 
 
 def cmd_status(args) -> int:
+    from .lifecycle.status import format_lifecycle, lifecycle_status
     with _backend(args) as backend:
         st = backend.status()
+        st["lifecycle"] = lifecycle_status(load_config(args.config), backend)
     if args.json:
         print(json.dumps(st, indent=2, default=str))
         return 0 if st.get("present") else 1
@@ -111,16 +113,18 @@ def cmd_status(args) -> int:
     print("sets: " + "  ".join(f"{k}={v}" for k, v in sets.items()))
     for name, c in st.get("counters", {}).items():
         print(f"counter {name}: {c.get('packets', 0)} packets, {c.get('bytes', 0)} bytes")
+    for line in format_lifecycle(st["lifecycle"], st.get("table")):
+        print(line)
     return 0
 
 
 def cmd_hosts(args) -> int:
     with _backend(args) as backend:
-        grants = backend.list_grants()
+        grants = _longest_per_address(backend.list_grants())
     grants.sort(key=lambda g: (g.address.version, g.address))
     if args.json:
         print(json.dumps([{"address": str(g.address), "name": g.comment, "expires_in": round(g.expires_in, 3),
-                           "timeout": g.timeout} for g in grants], indent=2))
+                           "timeout": g.timeout, "instance": g.instance} for g in grants], indent=2))
         return 0
     if not grants:
         print("no granted addresses")
@@ -133,11 +137,22 @@ def cmd_hosts(args) -> int:
     return 0
 
 
+def _longest_per_address(grants: list) -> list:
+    """One row per address: with firewall.instances > 1 several processes may have granted it,
+    each in its own set, and it stays open until the longest of those grants ends."""
+    best: dict = {}
+    for g in grants:
+        if g.address not in best or g.expires_in > best[g.address].expires_in:
+            best[g.address] = g
+    return list(best.values())
+
+
 def cmd_flush(args) -> int:
+    # No count first: counting is a full set dump, ~50 s with a million grants, and a flush is
+    # what an administrator wants at once.
     with _backend(args) as backend:
-        n = len(backend.list_grants())
         backend.flush_grants()
-    print(f"revoked {n} grants; names still in Unbound's cache stay unreachable until they expire "
+    print("revoked every grant; names still in Unbound's cache stay unreachable until they expire "
           "(unbound-control flush_zone . clears them)")
     return 0
 

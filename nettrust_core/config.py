@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterable, TypeVar
 from .config_locate import Path, SourceMap, format_path, parse_path
 from .durations import format_duration, parse_duration
 from .errors import ConfigError
-from .firewall.base import IPAddress, IPNetwork
+from .firewall.base import MAX_INSTANCES, IPAddress, IPNetwork
 from .networks import PRIVATE, SINKHOLES
 from .patterns import PatternSet, ZoneSet, normalize_name, normalize_pattern, normalize_zone
 
@@ -41,6 +41,15 @@ FIREWALL_BACKENDS = ("nftables",)
 ACTIONS = ("reject", "drop")
 HOOKS = ("output", "forward")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+#: firewall.on_exit: what stopping Unbound leaves in the kernel.
+EXIT_MODES = ("keep", "drop-grants", "remove")
+#: Keys that were replaced: reading one is an error that says what to write instead.
+REPLACED_KEYS = {
+    ("firewall", "keep_ruleset_on_exit"): 'on_exit = "remove" (was keep_ruleset_on_exit = false) '
+                                          'or on_exit = "keep" (the default)',
+    ("firewall", "keep_grants_on_exit"): 'on_exit = "drop-grants" (was keep_grants_on_exit = false) '
+                                         'or on_exit = "keep" (the default)',
+}
 
 #: nftables' standard priority names (inet family, filter-type chains).
 PRIORITY_NAMES = {"raw": -300, "mangle": -150, "filter": 0, "security": 50}
@@ -131,6 +140,12 @@ class GrantsConfig:
     min_ttl: float = 30.0
     max_ttl: float = 3600.0
     grace: float = 10.0
+    #: At most this many addresses granted for one name at once (CDNs rotating addresses);
+    #: further addresses of its answers are refused until some of its grants lapse.
+    max_per_name: int = 64
+    #: Elements per grant set (the kernel set's ``size``); when it fills, the grants nearest to
+    #: expiry are revoked to make room (see nettrust_core.lifecycle.caps).
+    max_per_set: int = 262144
 
 
 @dataclass(frozen=True)
@@ -143,8 +158,24 @@ class FirewallConfig:
     resolver_user: str | None = "unbound"   # None: no exemption for the resolver
     allow_dhcp: bool = True
     allow_icmpv6_nd: bool = True
-    keep_ruleset_on_exit: bool = True
-    keep_grants_on_exit: bool = True
+    on_exit: str = "keep"                   # one of EXIT_MODES
+    #: Unbound processes sharing the port (so-reuseport), each with its own grant sets; each
+    #: learns its index from $NETTRUST_INSTANCE (see nettrust_core.ruleset.instance_from_env).
+    instances: int = 1
+
+
+@dataclass(frozen=True)
+class LifecycleConfig:
+    """Grant liveness (conntrack), unauthorized-attempt detection and periodic counters."""
+
+    liveness: bool = True                   # renew grants while conntrack shows a connection
+    check_interval: float = 10.0            # how often conntrack is asked
+    max_lifetime: float = 86400.0           # renewals stop this long after the last answer
+    unauthorized: bool = True               # log refused attempts (NFLOG) and report them
+    log_group: int = 20052                  # the NFLOG group the refusing rule logs to
+    log_rate: int = 20                      # logged attempts per second, at most
+    strikes: int = 0                        # attempts per minute that make a "strike" event
+    report_interval: float = 10.0           # how often counters go to the agent
 
 
 @dataclass(frozen=True)
@@ -198,6 +229,7 @@ class Config:
     reachable: ReachableConfig = field(default_factory=ReachableConfig)
     grants: GrantsConfig = field(default_factory=GrantsConfig)
     firewall: FirewallConfig = field(default_factory=FirewallConfig)
+    lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
     log: LogConfig = field(default_factory=LogConfig)
     stats: StatsConfig = field(default_factory=StatsConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
@@ -216,6 +248,7 @@ class Config:
         Every key is present; written out as TOML it loads back to an equal Config.
         """
         up, pol, reach, fw = self.upstream, self.policy, self.reachable, self.firewall
+        lc = self.lifecycle
         return {
             "general": {"mode": self.mode},
             "upstream": {"mode": up.mode, "servers": [str(s) for s in up.servers],
@@ -233,13 +266,20 @@ class Config:
                           "private": reach.private},
             "grants": {"min_ttl": format_duration(self.grants.min_ttl),
                        "max_ttl": format_duration(self.grants.max_ttl),
-                       "grace": format_duration(self.grants.grace)},
+                       "grace": format_duration(self.grants.grace),
+                       "max_per_name": self.grants.max_per_name,
+                       "max_per_set": self.grants.max_per_set},
             "firewall": {"backend": fw.backend, "table": fw.table, "priority": fw.priority,
                          "action": fw.action, "hooks": list(fw.hooks),
                          "resolver_user": fw.resolver_user or "",
                          "allow_dhcp": fw.allow_dhcp, "allow_icmpv6_nd": fw.allow_icmpv6_nd,
-                         "keep_ruleset_on_exit": fw.keep_ruleset_on_exit,
-                         "keep_grants_on_exit": fw.keep_grants_on_exit},
+                         "on_exit": fw.on_exit, "instances": fw.instances},
+            "lifecycle": {"liveness": lc.liveness,
+                          "check_interval": format_duration(lc.check_interval),
+                          "max_lifetime": format_duration(lc.max_lifetime),
+                          "unauthorized": lc.unauthorized, "log_group": lc.log_group,
+                          "log_rate": lc.log_rate, "strikes": lc.strikes,
+                          "report_interval": format_duration(lc.report_interval)},
             "log": {"level": self.log.level, "file": self.log.file or ""},
             "stats": {"enabled": self.stats.enabled, "database": self.stats.database,
                       "report_socket": self.stats.report_socket,
@@ -270,10 +310,11 @@ SCHEMA: dict[str, tuple[str, ...]] = {
     "policy": ("allow", "deny", "deny_networks", "blocked_answer", "require_dnssec",
                "local_zones", "rebinding_guard", "rebinding_allow"),
     "reachable": ("hosts", "networks", "private"),
-    "grants": ("min_ttl", "max_ttl", "grace"),
+    "grants": ("min_ttl", "max_ttl", "grace", "max_per_name", "max_per_set"),
     "firewall": ("backend", "table", "priority", "action", "hooks", "resolver_user",
-                 "allow_dhcp", "allow_icmpv6_nd", "keep_ruleset_on_exit",
-                 "keep_grants_on_exit"),
+                 "allow_dhcp", "allow_icmpv6_nd", "on_exit", "instances"),
+    "lifecycle": ("liveness", "check_interval", "max_lifetime", "unauthorized", "log_group",
+                  "log_rate", "strikes", "report_interval"),
     "log": ("level", "file"),
     "stats": ("enabled", "database", "report_socket", "dnstap_socket", "retention",
               "retention_rows", "flush_interval", "queue_size", "cache_hits"),
@@ -319,6 +360,7 @@ def parse_config(text: str, path: str = "<string>") -> Config:
         reachable=_reachable(_Section(doc, "reachable")),
         grants=_grants(_Section(doc, "grants")),
         firewall=_firewall(_Section(doc, "firewall")),
+        lifecycle=_lifecycle(_Section(doc, "lifecycle")),
         log=_log(_Section(doc, "log")),
         stats=_stats(_Section(doc, "stats")),
         metrics=_metrics(_Section(doc, "metrics")),
@@ -399,7 +441,9 @@ def _grants(s: _Section) -> GrantsConfig:
     if min_ttl > max_ttl:
         raise s.error(f"min_ttl ({format_duration(min_ttl)}) is longer than max_ttl "
                       f"({format_duration(max_ttl)})", "min_ttl")
-    return GrantsConfig(min_ttl=min_ttl, max_ttl=max_ttl, grace=grace)
+    return GrantsConfig(min_ttl=min_ttl, max_ttl=max_ttl, grace=grace,
+                        max_per_name=s.integer("max_per_name", 64, 1, 65536),
+                        max_per_set=s.integer("max_per_set", 262144, 16, 1 << 26))
 
 
 def _firewall(s: _Section) -> FirewallConfig:
@@ -429,9 +473,28 @@ def _firewall(s: _Section) -> FirewallConfig:
         resolver_user=user or None,
         allow_dhcp=s.boolean("allow_dhcp", True),
         allow_icmpv6_nd=s.boolean("allow_icmpv6_nd", True),
-        keep_ruleset_on_exit=s.boolean("keep_ruleset_on_exit", True),
-        keep_grants_on_exit=s.boolean("keep_grants_on_exit", True),
+        on_exit=s.choice("on_exit", EXIT_MODES, "keep"),
+        instances=s.integer("instances", 1, 1, MAX_INSTANCES),
     )
+
+
+def _lifecycle(s: _Section) -> LifecycleConfig:
+    interval = s.duration("check_interval", "10s")
+    if interval < 1:
+        raise s.error("must be at least 1s (each check dumps NetTrust's conntrack entries)",
+                      "check_interval")
+    report = s.duration("report_interval", "10s")
+    if report < 1:
+        raise s.error("must be at least 1s", "report_interval")
+    lifetime = s.duration("max_lifetime", "24h")
+    if lifetime > 30 * 86400:
+        raise s.error(f"{format_duration(lifetime)} is too long; at most 30d", "max_lifetime")
+    return LifecycleConfig(
+        liveness=s.boolean("liveness", True), check_interval=interval, max_lifetime=lifetime,
+        unauthorized=s.boolean("unauthorized", True),
+        log_group=s.integer("log_group", 20052, 1, 65535),
+        log_rate=s.integer("log_rate", 20, 1, 100000),
+        strikes=s.integer("strikes", 0, 0, 1000000), report_interval=report)
 
 
 def _priority(s: _Section) -> int:
@@ -614,6 +677,12 @@ class _Section:
     def boolean(self, key: str, default: bool) -> bool:
         return self._typed(key, default, bool, "a boolean (true or false)")
 
+    def integer(self, key: str, default: int, low: int, high: int) -> int:
+        value = self._typed(key, default, int, f"an integer from {low} to {high}")
+        if not low <= value <= high:
+            raise self.error(f"{value} is outside {low}..{high}", key)
+        return value
+
     def choice(self, key: str, choices: Iterable[str], default: str) -> str:
         value = self.string(key, default)
         if value not in choices:
@@ -663,6 +732,8 @@ def _unknown_section(name: str, value: Any) -> str:
 
 
 def _unknown_key(section: str, key: str) -> str:
+    if (section, key) in REPLACED_KEYS:
+        return f"{key!r} was replaced: write {REPLACED_KEYS[section, key]}"
     known = SCHEMA[section]
     close = difflib.get_close_matches(key, known, n=1)
     if close:

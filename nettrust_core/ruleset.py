@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import pwd
 
 from .config import FIREWALL_BACKENDS
 from .errors import ConfigError
 from .firewall.base import RulesetSpec
 
+#: The conntrack mark bit set on connections that grants let through (see lifecycle.liveness).
+CT_MARK = 0x40000000
+#: Which of the firewall.instances resolver processes this one is (0, 1, …).
+INSTANCE_ENV = "NETTRUST_INSTANCE"
+
 
 def ruleset_spec(config) -> RulesetSpec:
-    fw = config.firewall
+    fw, lc = config.firewall, config.lifecycle
     hosts = list(config.reachable.hosts)
     if config.upstream.mode == "forward":
         # The resolver's own upstreams are always reachable (for everyone, like NetTrust).
@@ -26,15 +32,41 @@ def ruleset_spec(config) -> RulesetSpec:
                               line=config.line_of("firewall.resolver_user")) from None
     return RulesetSpec(table=fw.table, priority=fw.priority, action=fw.action, hooks=tuple(fw.hooks),
                        static_hosts=tuple(dict.fromkeys(hosts)), static_networks=tuple(dict.fromkeys(networks)),
-                       resolver_uid=uid, allow_icmpv6_nd=fw.allow_icmpv6_nd, allow_dhcp=fw.allow_dhcp)
+                       resolver_uid=uid, allow_icmpv6_nd=fw.allow_icmpv6_nd, allow_dhcp=fw.allow_dhcp,
+                       ct_mark=CT_MARK if lc.liveness else None,
+                       log_group=lc.log_group if lc.unauthorized else None, log_rate=lc.log_rate,
+                       set_size=config.grants.max_per_set, instances=config.firewall.instances)
 
 
-def make_backend(config):
-    """The configured backend, imported lazily; an unknown name fails loudly with the valid ones."""
+def instance_from_env(config, environ=os.environ) -> int:
+    """This resolver process's index among ``firewall.instances``, from $NETTRUST_INSTANCE.
+
+    With one instance the variable may be absent (0).  With several it is required: two
+    processes writing the same sets would shorten each other's grants.
+    """
+    count = config.firewall.instances
+    text = environ.get(INSTANCE_ENV, "").strip()
+    if not text and count == 1:
+        return 0
+    if text.isascii() and text.isdigit() and int(text) < count:
+        return int(text)
+    found = f"it is {text!r}" if text else "it is not set"
+    raise ConfigError(f"${INSTANCE_ENV} must be one of 0..{count - 1} for each of the "
+                      f"firewall.instances = {count} Unbound processes ({found}); the systemd "
+                      f"template unit unbound@.service sets it from its instance name",
+                      file=config.path, key="firewall.instances",
+                      line=config.line_of("firewall.instances"))
+
+
+def make_backend(config, instance: int = 0):
+    """The configured backend, imported lazily; an unknown name fails loudly with the valid ones.
+
+    ``instance``: which resolver process writes through it (see :func:`instance_from_env`).
+    """
     name = config.firewall.backend
     spec = ruleset_spec(config)
     if name == "nftables":
         from .firewall.nftables import NftablesBackend
-        return NftablesBackend(spec)
+        return NftablesBackend(spec, instance=instance)
     raise ConfigError(f"unknown firewall backend {name!r}; valid: {', '.join(FIREWALL_BACKENDS)}",
                       file=config.path, key="firewall.backend", line=config.line_of("firewall.backend"))

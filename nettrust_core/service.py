@@ -13,10 +13,11 @@ from .answer import Answer
 from .authorizer import Authorizer, Decision
 from .config import load_config
 from .errors import ConfigError
+from .lifecycle.supervisor import Lifecycle
 from .policy import NameCheck
 from .report import Reporter
 from .responses import BlockedResponse, blocked_response
-from .ruleset import make_backend
+from .ruleset import instance_from_env, make_backend
 from .unbound_conf import cache_max_ttl
 
 DEFAULT_CONFIG = "/etc/nettrust/nettrust.toml"
@@ -30,18 +31,23 @@ def config_path() -> str:
 class Service:
     def __init__(self, config, backend=None) -> None:
         self.config = config
-        self.backend = backend if backend is not None else make_backend(config)
+        #: Which of the firewall.instances resolver processes this is ($NETTRUST_INSTANCE).
+        self.instance = instance_from_env(config)
+        self.backend = backend if backend is not None else make_backend(config, self.instance)
         #: The one channel to the agent (decisions, events, counters); inert when stats are off.
         self.reporter = Reporter(config.stats.report_socket if config.stats.enabled else None)
         self.authorizer = Authorizer(config, self.backend, reporter=self.reporter)
+        #: Liveness renewals, refused-attempt events, counters: threads between start and stop.
+        self.lifecycle = Lifecycle(config, self.authorizer, self.reporter)
         self.blocked_kind = config.policy.blocked_answer
 
     @classmethod
     def from_file(cls, path: str | None = None) -> "Service":
         return cls(load_config(path or config_path()))
 
-    def start(self, *, unbound_cache_max_ttl: int | None = None) -> int:
-        """Check the cache-hit invariant, then build the ruleset and adopt live grants."""
+    def start(self, *, unbound_cache_max_ttl: int | None = None) -> None:
+        """Check the cache-hit invariant, then build the ruleset; live grants are adopted in
+        the background (answers are exact meanwhile: see nettrust_core.adoption)."""
         limit = cache_max_ttl(self.config)
         if unbound_cache_max_ttl is not None and unbound_cache_max_ttl > limit:
             raise ConfigError(
@@ -49,10 +55,12 @@ class Service:
                 f"{limit}s (+grace): cached answers would outlive their grants. Set cache-max-ttl: "
                 f"{limit} (the include from `nettrust unbound-conf` does).",
                 file=self.config.path, key="grants.max_ttl")
-        return self.authorizer.start()
+        self.authorizer.start()
+        self.lifecycle.start()
 
     def stop(self) -> None:
         try:
+            self.lifecycle.stop()
             self.authorizer.stop()
         finally:
             self.reporter.close()

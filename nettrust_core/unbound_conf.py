@@ -38,6 +38,7 @@ def render(config, *, script: str, server_extra: str = "") -> str:
         '    username: ""',
         '    chroot: ""',
     ]
+    lines += instance_lines(config)
     if up.mode == "forward" and up.tls:
         lines.append(f'    tls-cert-bundle: "{CA_BUNDLE}"')
     if server_extra:
@@ -54,6 +55,25 @@ def render(config, *, script: str, server_extra: str = "") -> str:
     lines += dnstap_lines(config)
     lines += ["python:", f'    python-script: "{script}"', ""]
     return "\n".join(lines)
+
+
+def instance_lines(config) -> list[str]:
+    """firewall.instances > 1: that many single-threaded processes share the port.
+
+    Unbound's worker threads share one Python interpreter and its lock, so a second thread
+    makes every answer slower; a second process (own interpreter, own cache, own grant sets)
+    uses the second core instead.  The kernel spreads queries over the processes' sockets.
+    """
+    n = config.firewall.instances
+    if n == 1:
+        return []
+    return [
+        f"    # firewall.instances = {n}: run {n} Unbound processes with this include, each with",
+        "    # NETTRUST_INSTANCE=0.." + str(n - 1) + ", its own pidfile and control socket",
+        "    # (conf/systemd/unbound@.service). One thread each: threads share one interpreter.",
+        "    num-threads: 1",
+        "    so-reuseport: yes",
+    ]
 
 
 def dnstap_lines(config) -> list[str]:

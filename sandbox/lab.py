@@ -119,7 +119,8 @@ class Lab:
         self.processes: list[LabProcess] = []
         self.nsd: LabProcess | None = None
         self.servers: LabProcess | None = None
-        self.unbound: LabProcess | None = None
+        self.unbound: LabProcess | None = None       # the one last started
+        self.unbounds: dict[str, LabProcess] = {}    # by name: several may share the port
         self.zone_files: dict[str, Path] = {}
         self.timings: dict[str, float] = {}
         self._state = "new"
@@ -238,8 +239,9 @@ class Lab:
             while proc.alive() and time.monotonic() < deadline:
                 time.sleep(0.01)
             proc.stop(timeout=0)            # SIGKILLs the group if still there; reaps it
-        if self.unbound is not None and self.unbound.alive():
-            errors.append(f"Unbound pid {self.unbound.pid} survived SIGKILL")
+        for proc in self.unbounds.values():
+            if proc.alive():
+                errors.append(f"Unbound pid {proc.pid} survived SIGKILL")
 
     def _destroy_ns(self, ns: str, errors: list[str]) -> None:
         fd = self._ns_fds.pop(ns, None)
@@ -518,24 +520,34 @@ class Lab:
     def start_unbound(self, conf_text: str, *, user: str | int | None = "unbound",
                       caps: tuple[str, ...] = ("net_admin", "net_bind_service"),
                       env: dict[str, str | None] | None = None,
-                      timeout: float = _READY_TIMEOUT) -> LabProcess:
+                      timeout: float = _READY_TIMEOUT, name: str = "unbound") -> LabProcess:
         """Run ``unbound -d`` in the host ns with ``conf_text`` (plus the settings it needs to run
-        in the foreground as ``user``); return once it answers on 127.0.0.1:53."""
+        in the foreground as ``user``); return once it answers on 127.0.0.1:53.
+
+        Several may run at once under different ``name`` s (conf ``unbound/<name>.conf``, log
+        ``<name>.log``), e.g. processes sharing the port with ``so-reuseport``; a later one is
+        ready when it logs "start of service", since another may answer the probe.
+        """
         self._require("running")
-        if self.unbound is not None and self.unbound.alive():
-            raise LabError(f"Unbound is already running (pid {self.unbound.pid}); call stop_unbound() first")
+        running = self.unbounds.get(name)
+        if running is not None and running.alive():
+            raise LabError(f"Unbound {name!r} is already running (pid {running.pid}); call stop_unbound() first")
+        others = any(p.alive() for p in self.unbounds.values())
         require_tool("unbound")
-        conf = self.work_dir / "unbound" / "unbound.conf"
+        conf = self.work_dir / "unbound" / f"{name}.conf"
         conf.write_text(conf_text.rstrip("\n") + "\n" + _UNBOUND_FORCED)
         os.chmod(conf, 0o644)
-        proc = self.spawn(self.host_ns, ["unbound", "-d", "-c", str(conf)], log_name="unbound",
+        proc = self.spawn(self.host_ns, ["unbound", "-d", "-c", str(conf)], log_name=name,
                           user=user, caps=caps, env=env)
-        self.unbound = proc
+        self.unbound = self.unbounds[name] = proc
         deadline = time.monotonic() + timeout
         while True:
             if not proc.alive():
                 raise LabError(f"Unbound exited with {proc.returncode} (conf {conf}); log:\n{proc.log_tail()}")
-            if netns.dns_probe(self.host_ns, "127.0.0.1", "localhost.", 1, rd=True, timeout=0.2) is not None:
+            if others:
+                if "start of service" in proc.log_text():
+                    return proc
+            elif netns.dns_probe(self.host_ns, "127.0.0.1", "localhost.", 1, rd=True, timeout=0.2) is not None:
                 return proc
             if time.monotonic() > deadline:
                 proc.stop()
@@ -544,16 +556,23 @@ class Lab:
             time.sleep(0.02)
 
     def stop_unbound(self, timeout: float = 5.0) -> int | None:
-        """SIGTERM (then SIGKILL) the running Unbound; its exit status, or None if none ran."""
+        """SIGTERM (then SIGKILL) every running Unbound; the exit status of the one last
+        started, or None if none ran."""
         if self.unbound is None:
             return None
+        for proc in self.unbounds.values():
+            proc.kill(signal.SIGTERM)       # all at once: they stop in parallel
+        for proc in self.unbounds.values():
+            if proc is not self.unbound:
+                proc.stop(timeout)
         return self.unbound.stop(timeout)
 
     def kill_unbound(self, sig: int = signal.SIGKILL) -> None:
-        """Send ``sig`` to Unbound (e.g. SIGKILL to test fail-closed behaviour, SIGHUP to reload)."""
+        """Send ``sig`` to every Unbound (e.g. SIGKILL to test fail-closed behaviour)."""
         if self.unbound is None:
             raise LabError("no Unbound was started in this lab")
-        self.unbound.kill(sig)
+        for proc in self.unbounds.values():
+            proc.kill(sig)
 
 
 def _new_token() -> str:

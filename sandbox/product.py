@@ -40,7 +40,9 @@ class NetTrustHost:
     """One configuration of NetTrust running (or ready to run) in ``lab``'s host namespace."""
 
     def __init__(self, lab, config_text: str, *, name: str = "nettrust", threads: int = 1,
-                 mode: str = "stub") -> None:
+                 mode: str = "stub", instances: int | None = None) -> None:
+        """``instances``: how many Unbound processes share port 53 (so-reuseport), each told its
+        index by NETTRUST_INSTANCE; the config must say the same (``firewall.instances``)."""
         self.lab = lab
         self.name = name
         self.threads = threads
@@ -51,7 +53,12 @@ class NetTrustHost:
         self.config_path.write_text(config_text)
         os.chmod(self.config_path, 0o644)
         self.config = load_config(self.config_path)
-        self.process = None
+        self.instances = self.config.firewall.instances if instances is None else instances
+        if self.instances != self.config.firewall.instances:
+            raise ValueError(f"instances={instances}: the config must set firewall.instances = "
+                             f"{instances} (it says {self.config.firewall.instances})")
+        self.process = None         # instance 0
+        self.processes: list = []   # one per instance
 
     @property
     def script(self) -> Path:
@@ -71,11 +78,20 @@ class NetTrustHost:
     def unbound_conf(self) -> str:
         return LISTEN.format(threads=self.threads) + self.zone_conf() + render(self.config, script=str(self.script))
 
-    def env(self) -> dict[str, str]:
-        return {"NETTRUST_CONFIG": str(self.config_path), "PYTHONPATH": DIST_PACKAGES}
+    def env(self, instance: int = 0) -> dict[str, str]:
+        env = {"NETTRUST_CONFIG": str(self.config_path), "PYTHONPATH": DIST_PACKAGES}
+        if self.instances > 1:
+            env["NETTRUST_INSTANCE"] = str(instance)
+        return env
 
     def start(self, *, user: str | None = "unbound"):
-        self.process = self.lab.start_unbound(self.unbound_conf(), user=user, env=self.env())
+        """Start every instance (one after the other, each ready before the next)."""
+        conf = self.unbound_conf()
+        self.processes = []
+        for k in range(self.instances):
+            name = "unbound" if self.instances == 1 else f"unbound{k}"
+            self.processes.append(self.lab.start_unbound(conf, user=user, env=self.env(k), name=name))
+        self.process = self.processes[0]
         return self.process
 
     def stop(self) -> int | None:
@@ -83,10 +99,13 @@ class NetTrustHost:
 
     def kill(self, sig) -> None:
         self.lab.kill_unbound(sig)
-        self.process.wait(10)
+        for proc in self.processes:
+            proc.wait(10)
 
-    def log(self) -> str:
-        return self.process.log_text() if self.process is not None else ""
+    def log(self, instance: int | None = None) -> str:
+        """One instance's Unbound log, or (None) every instance's one after the other."""
+        procs = self.processes if instance is None else [self.processes[instance]]
+        return "".join(p.log_text() for p in procs)
 
     def nettrust(self, *args: str, check: bool = True):
         """Run the real CLI in the host namespace (as root, like an administrator would)."""

@@ -53,13 +53,14 @@ def init_standard(id, env):
     try:
         service = Service.from_file()
         setup_logging(service.config, _unbound_log)
-        restored = service.start(unbound_cache_max_ttl=int(env.cfg.max_ttl))
+        service.start(unbound_cache_max_ttl=int(env.cfg.max_ttl))
     except Exception as exc:
         log_err("nettrust: cannot start: %s" % exc)
         raise
     _service = service
     register_inplace_cb_reply_local(_on_local_answer, env, id)
-    log_info("nettrust: ready, config %s, %d live grants adopted" % (service.config.path, restored))
+    log_info("nettrust: ready, config %s, instance %d of %d; adopting live grants in the background"
+             % (service.config.path, service.instance, service.config.firewall.instances))
     return True
 
 

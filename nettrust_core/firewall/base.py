@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 #: The kernel keeps at most this many bytes of comment per element (nft's own limit is 128).
 COMMENT_MAX = 127
+#: Most resolver processes one ruleset serves (firewall.instances): each instance's sets add two
+#: lookups to the first packet of every new connection.
+MAX_INSTANCES = 64
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,7 @@ class GrantedElement:
     timeout: float          # the timeout it was added with, seconds
     expires_in: float       # seconds left
     comment: str = ""
+    instance: int = 0       # whose grant set it is in (firewall.instances)
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,17 @@ class RulesetSpec:
     resolver_uid: int | None = None            # the resolver may reach port 53/853 anywhere
     allow_icmpv6_nd: bool = True
     allow_dhcp: bool = True
+    #: Bits OR-ed into the conntrack mark of every connection a grant lets through, so that
+    #: liveness checks dump only those (None: no marking).
+    ct_mark: int | None = None
+    #: NFLOG group the refusing rule logs to, at most ``log_rate`` packets per second (None: off).
+    log_group: int | None = None
+    log_rate: int = 20
+    #: The grant sets' ``size`` (elements each; None: the kernel's default, unbounded).
+    set_size: int | None = None
+    #: Resolver processes sharing the port (firewall.instances): each writes only its own pair
+    #: of grant sets and the chains accept an address found in any of them.
+    instances: int = 1
 
 
 class FirewallBackend(Protocol):
@@ -62,10 +77,20 @@ class FirewallBackend(Protocol):
         """Add or extend the given grants in one kernel transaction (the answer path)."""
 
     def list_grants(self) -> list[GrantedElement]:
-        """The live grants, from the kernel."""
+        """The live grants of every instance, from the kernel."""
 
-    def flush_grants(self) -> None:
-        """Drop every grant; the ruleset (and so the drop policy) stays."""
+    def scan_own_grants(self, on_batch: Callable[[list[GrantedElement]], None]) -> None:
+        """This process's live grants, handed over in batches (a restart adopts them)."""
+
+    def revoke(self, addresses: Sequence[IPAddress]) -> None:
+        """Remove these grants now (absent ones are ignored); one kernel transaction."""
+
+    def lookup(self, address: IPAddress) -> float | None:
+        """Seconds left on this process's grant of ``address`` (None: none), asked of the kernel
+        for this one element: how a restart stays exact before the full dump is read."""
+
+    def flush_grants(self, own_only: bool = False) -> None:
+        """Drop every grant (``own_only``: this instance's); the ruleset and drop policy stay."""
 
     def remove(self) -> None:
         """Delete the whole ruleset (a clean removal: egress is open again)."""
@@ -90,6 +115,7 @@ class RecordingBackend:
     present: bool = False
     fail_with: Exception | None = None
     ensure_calls: int = 0
+    revoked: list = field(default_factory=list)
 
     def ensure(self) -> None:
         self.ensure_calls += 1
@@ -107,7 +133,19 @@ class RecordingBackend:
                 latest[g.address] = g
         return [GrantedElement(g.address, g.timeout, g.timeout, g.comment) for g in latest.values()]
 
-    def flush_grants(self) -> None:
+    def scan_own_grants(self, on_batch: Callable[[list[GrantedElement]], None]) -> None:
+        on_batch(self.list_grants())
+
+    def lookup(self, address: IPAddress) -> float | None:
+        found = [g for g in self.list_grants() if g.address == address]
+        return found[0].expires_in if found else None
+
+    def revoke(self, addresses: Sequence[IPAddress]) -> None:
+        gone = set(addresses)
+        self.revoked.extend(addresses)
+        self.batches = [[g for g in batch if g.address not in gone] for batch in self.batches]
+
+    def flush_grants(self, own_only: bool = False) -> None:
         self.batches.clear()
 
     def remove(self) -> None:

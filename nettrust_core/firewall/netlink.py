@@ -78,6 +78,7 @@ NFT_MSG_NEWSETELEM = 12
 NFT_MSG_GETSETELEM = 13
 NFT_MSG_DELSETELEM = 14
 NFT_MSG_GETOBJ = 19
+NFT_MSG_DESTROYSETELEM = 30     # like DELSETELEM, but an absent element is not an error (6.3+)
 
 NFTA_TABLE_NAME = 1
 NFTA_TABLE_FLAGS = 2
@@ -600,15 +601,18 @@ class NetlinkSocket:
                             errno=fail.errno)
 
     # -- reads --------------------------------------------------------------------------------
-    def dump(self, msg: int, family: int, body: bytes, on_message: Callable[[Message], None]) -> bool:
+    def dump(self, msg: int, family: int, body: bytes, on_message: Callable[[Message], None],
+             subsystem: int = NFNL_SUBSYS_NFTABLES) -> bool:
         """Run a GET…/NLM_F_DUMP request, handing each reply message to ``on_message``.
+
+        ``subsystem`` is the nfnetlink subsystem (nf_tables by default; conntrack uses 1).
 
         Returns False when the kernel flagged the dump as interrupted (the object changed while it
         was read: each message is consistent, the whole may mix before and after).
         """
         with self._lock:
             seq = self._next_seq(1)
-            self._send(nlmsg(nft_type(msg), NLM_F_REQUEST | NLM_F_DUMP, seq, family, body))
+            self._send(nlmsg(subsystem << 8 | msg, NLM_F_REQUEST | NLM_F_DUMP, seq, family, body))
             consistent = True
             while True:
                 for m in self._recv("dump"):
@@ -645,10 +649,38 @@ class NetlinkSocket:
                       ) -> list[Element]:
         """Every element of one set (GETSETELEM dump)."""
         out: list[Element] = []
+        self.scan_elements(table, set_name, out.extend, family)
+        return out
+
+    def scan_elements(self, table: str, set_name: str, on_batch: Callable[[list[Element]], None],
+                      family: int = NFPROTO_INET) -> None:
+        """Hand the elements of one set to ``on_batch`` one dump part (≤ 32 KiB) at a time.
+
+        For big sets: nothing but the current part is held in memory, and ``on_batch`` may raise
+        to abandon the dump (the socket then holds the rest of it: close it).
+        """
         try:
             self.dump(NFT_MSG_GETSETELEM, family, setelem_head(table, set_name),
-                      lambda m: parse_elements(m, out))
+                      lambda m: on_batch(parse_elements(m)))
         except FirewallError as exc:
             raise FirewallError(f"cannot list set: {exc.message}", table=table, set=set_name,
                                 family=FAMILY_NAMES.get(family), errno=exc.errno) from None
-        return out
+
+    def get_element(self, table: str, set_name: str, key: bytes,
+                    family: int = NFPROTO_INET) -> Element | None:
+        """One element by its key (a GETSETELEM request, not a dump), or None when absent.
+
+        The kernel answers from its hash in microseconds whatever the set's size, where a dump
+        of a million elements takes tens of seconds.  A missing set also answers None.
+        """
+        body = setelem_head(table, set_name) + nested(NFTA_SET_ELEM_LIST_ELEMENTS, element(key))
+        try:
+            msg = self.request(NFT_MSG_GETSETELEM, family, body)
+        except FirewallError as exc:
+            if exc.errno == errno_mod.ENOENT:
+                return None
+            raise FirewallError(f"cannot look up a set element: {exc.message}", table=table,
+                                set=set_name, family=FAMILY_NAMES.get(family),
+                                errno=exc.errno) from None
+        found = parse_elements(msg)
+        return found[0] if found else None

@@ -19,6 +19,8 @@ What :meth:`NftablesBackend.ensure` programs (``T`` = ``spec.table``)::
             ip6 daddr @static6 accept
             ip daddr @allow4 accept
             ip6 daddr @allow6 accept
+            ip daddr @allow4_1 accept                           # firewall.instances = 2: the
+            ip6 daddr @allow6_1 accept                          # second process's own sets
             meta l4proto tcp counter name "rejected" reject with tcp reset    # action "reject"
             counter name "rejected" reject with icmpx admin-prohibited        # (or: … drop)
         }
@@ -56,7 +58,7 @@ from typing import NamedTuple, Sequence
 
 from ..errors import FirewallError
 from . import netlink as nl
-from .base import Grant, GrantedElement, RulesetSpec
+from .base import MAX_INSTANCES, Grant, GrantedElement, RulesetSpec
 
 log = logging.getLogger("nettrust.firewall")
 
@@ -64,11 +66,30 @@ FAMILY = "inet"
 GRANT_SETS = {4: "allow4", 6: "allow6"}
 STATIC_SETS = {4: "static4", 6: "static6"}
 COUNTER = "rejected"
+LOG_PREFIX = "nettrust"
 HOOKS = {"output": 3, "forward": 2}              # NF_INET_LOCAL_OUT, NF_INET_FORWARD
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 ND_TYPES = ("nd-router-solicit", "nd-router-advert", "nd-neighbor-solicit", "nd-neighbor-advert",
             "mld-listener-query", "mld-listener-report", "mld-listener-done", "mld2-listener-report")
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,62}\Z")
+
+
+def grant_sets(instance: int) -> dict[int, str]:
+    """The grant sets one resolver process writes, by IP version.
+
+    Instance 0 keeps the names a single process has always used (``allow4``/``allow6``), so
+    going from one process to several keeps its grants; instance k writes ``allow4_k``/``allow6_k``.
+    Separate sets are what let several processes grant the same address without one shortening
+    the other's grant: each process only ever rewrites its own element.
+    """
+    if instance == 0:
+        return dict(GRANT_SETS)
+    return {v: f"{name}_{instance}" for v, name in GRANT_SETS.items()}
+
+
+def all_grant_sets(spec: RulesetSpec) -> list[tuple[int, int, str]]:
+    """``(instance, version, set name)`` of every grant set the ruleset holds."""
+    return [(k, v, name) for k in range(spec.instances) for v, name in grant_sets(k).items()]
 
 
 
@@ -95,6 +116,8 @@ def validate_spec(spec: RulesetSpec) -> None:
         problems.append(f"priority {spec.priority!r} (a 32-bit integer)")
     if spec.resolver_uid is not None and (not isinstance(spec.resolver_uid, int) or spec.resolver_uid < 0):
         problems.append(f"resolver_uid {spec.resolver_uid!r}")
+    if not isinstance(spec.instances, int) or not 1 <= spec.instances <= MAX_INSTANCES:
+        problems.append(f"instances {spec.instances!r} (1 to {MAX_INSTANCES})")
     if problems:
         raise FirewallError("invalid ruleset: " + "; ".join(problems), table=spec.table, family=FAMILY)
 
@@ -138,9 +161,13 @@ def chain_rules(spec: RulesetSpec, hook: str) -> list[list[dict]]:
                              _match({"meta": {"key": "l4proto"}}, {"set": ["tcp", "udp"]}),
                              _match({"payload": {"protocol": "th", "field": "dport"}},
                                     {"set": [53, 853]})))
-    for sets in (STATIC_SETS, GRANT_SETS):
-        rules.append(_accept(_match(daddr("ip"), "@" + sets[4])))
-        rules.append(_accept(_match(daddr("ip6"), "@" + sets[6])))
+    for sets in (STATIC_SETS, *(grant_sets(k) for k in range(spec.instances))):
+        mark = [] if sets is STATIC_SETS or spec.ct_mark is None else [_mark_connection(spec.ct_mark)]
+        rules.append(_accept(_match(daddr("ip"), "@" + sets[4]), *mark))
+        rules.append(_accept(_match(daddr("ip6"), "@" + sets[6]), *mark))
+    if spec.log_group is not None:          # no verdict: the refusal below still applies
+        rules.append([{"limit": {"rate": spec.log_rate, "per": "second", "burst": spec.log_rate}},
+                      {"log": {"group": spec.log_group, "prefix": LOG_PREFIX}}])
     if spec.action == "reject":
         rules.append([_match({"meta": {"key": "l4proto"}}, "tcp"), {"counter": COUNTER},
                       {"reject": {"type": "tcp reset"}}])
@@ -148,6 +175,12 @@ def chain_rules(spec: RulesetSpec, hook: str) -> list[list[dict]]:
     else:
         rules.append([{"counter": COUNTER}, {"drop": None}])
     return rules
+
+
+def _mark_connection(bits: int) -> dict:
+    """``ct mark set ct mark | bits``: other users of the mark keep their bits."""
+    return {"mangle": {"key": {"ct": {"key": "mark"}},
+                       "value": {"|": [{"ct": {"key": "mark"}}, bits]}}}
 
 
 def static_set_declarations(spec: RulesetSpec) -> str:
@@ -173,8 +206,10 @@ def ruleset_commands(spec: RulesetSpec, chains: dict[str, ChainState]) -> list[d
     t = {"family": FAMILY, "table": spec.table}
     cmds: list[dict] = [{"add": {"table": {"family": FAMILY, "name": spec.table}}},
                         {"add": {"counter": {**t, "name": COUNTER}}}]
-    for v, name in GRANT_SETS.items():
-        cmds.append({"add": {"set": {**t, "name": name, "type": f"ipv{v}_addr", "flags": ["timeout"]}}})
+    for _instance, v, name in all_grant_sets(spec):
+        size = {} if spec.set_size is None else {"size": spec.set_size}   # updates a live set too
+        cmds.append({"add": {"set": {**t, "name": name, "type": f"ipv{v}_addr", "flags": ["timeout"],
+                                     **size}}})
     for v, name in STATIC_SETS.items():
         cmds.append({"add": {"set": {**t, "name": name, "type": f"ipv{v}_addr", "flags": ["interval"]}}})
         cmds.append({"flush": {"set": {**t, "name": name}}})
@@ -193,17 +228,33 @@ def ruleset_commands(spec: RulesetSpec, chains: dict[str, ChainState]) -> list[d
     return cmds
 
 
+def _granted(elements: list[nl.Element], version: int, instance: int) -> list[GrantedElement]:
+    """Dumped elements of a grant set as GrantedElements (times in seconds)."""
+    make = ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address
+    return [GrantedElement(make(e.key), (e.timeout_ms or 0) / 1000, (e.expiration_ms or 0) / 1000,
+                           e.comment, instance) for e in elements]
+
+
 # -- the backend ------------------------------------------------------------------------------------
 class NftablesBackend:
     """:class:`~nettrust_core.firewall.base.FirewallBackend` on nf_tables.
 
     ``repairs`` counts grants that found the ruleset missing and rebuilt it; ``errors`` counts
     grants that failed.  Thread-safe: Unbound's worker threads may call :meth:`grant` at once.
+    ``instance`` is this resolver process's index among ``spec.instances``: its grants,
+    lookups, adoption and revocations touch only its own sets (:func:`grant_sets`); reads for
+    people (``list_grants``, ``status``) and ``flush_grants`` cover every instance.
     """
 
-    def __init__(self, spec: RulesetSpec | None = None, *, timeout: float = 5.0) -> None:
+    def __init__(self, spec: RulesetSpec | None = None, *, instance: int = 0,
+                 timeout: float = 5.0) -> None:
         self.spec = spec if spec is not None else RulesetSpec()
         validate_spec(self.spec)
+        if not isinstance(instance, int) or not 0 <= instance < self.spec.instances:
+            raise self._error(f"instance {instance!r} is not one of 0..{self.spec.instances - 1} "
+                              f"(firewall.instances = {self.spec.instances})")
+        self.instance = instance
+        self.grant_sets = grant_sets(instance)
         self.repairs = 0
         self.errors = 0
         self._timeout = timeout
@@ -287,29 +338,50 @@ class NftablesBackend:
                 a6.append(addr)
         groups = []
         if v4:
-            groups.append((GRANT_SETS[4], v4, a4))
+            groups.append((self.grant_sets[4], v4, a4))
         if v6:
-            groups.append((GRANT_SETS[6], v6, a6))
+            groups.append((self.grant_sets[6], v6, a6))
         return groups
 
     # -- reads --------------------------------------------------------------------------------
     def list_grants(self) -> list[GrantedElement]:
-        """Every live grant, from a netlink dump of both grant sets.
+        """Every live grant of every instance, from a netlink dump of each grant set.
 
-        Raises FirewallError (errno ENOENT) when the ruleset is absent.  Cost grows with the
-        square of the set size, in the kernel: a set dump restarts its walk from the first
-        element for every 32 KiB part (about 1 s for 100k grants, 40 s for a million; ``nft
-        list set`` takes as long).  Grants are not held up meanwhile: they use another socket
-        and the kernel's dump takes no lock that writers need.
+        An address several instances granted appears once per instance.  Raises FirewallError
+        (errno ENOENT) when the ruleset is absent.  Cost grows with the square of a set's size,
+        in the kernel: a set dump restarts its walk from the first element for every 32 KiB
+        part (about 1 s for 100k grants, 30-40 s for a million in one set; ``nft list set``
+        takes as long).  Grants are not held up meanwhile: they use another socket and the
+        kernel's dump takes no lock that writers need.
         """
+        out: list[GrantedElement] = []
         sock = self._socket("_ctl")
-        out = []
-        for v, name in GRANT_SETS.items():
-            make = ipaddress.IPv4Address if v == 4 else ipaddress.IPv6Address
-            for e in sock.dump_elements(self.spec.table, name):
-                out.append(GrantedElement(make(e.key), (e.timeout_ms or 0) / 1000,
-                                          (e.expiration_ms or 0) / 1000, e.comment))
+        for instance, v, name in all_grant_sets(self.spec):
+            sock.scan_elements(self.spec.table, name,
+                               lambda batch: out.extend(_granted(batch, v, instance)))
         return out
+
+    def scan_own_grants(self, on_batch) -> None:
+        """This instance's live grants, handed to ``on_batch`` one dump part at a time.
+
+        On a socket of its own, closed afterwards, so ``on_batch`` may raise to abandon a long
+        dump (a stopping resolver) without leaving its remains on a shared socket.
+        """
+        sock = nl.NetlinkSocket(self._timeout)
+        try:
+            for v, name in self.grant_sets.items():
+                sock.scan_elements(self.spec.table, name,
+                                   lambda batch: on_batch(_granted(batch, v, self.instance)))
+        finally:
+            sock.close()
+
+    def lookup(self, address) -> float | None:
+        """Seconds left on this instance's grant of ``address``, or None: one GETSETELEM."""
+        sock = self._hot or self._socket("_hot")
+        e = sock.get_element(self.spec.table, self.grant_sets[address.version], address.packed)
+        if e is None or not e.expiration_ms:
+            return None
+        return e.expiration_ms / 1000
 
     def _table_flags(self) -> int | None:
         """The table's flags, or None when it does not exist."""
@@ -344,6 +416,30 @@ class NftablesBackend:
 
         self._socket("_ctl").dump(nl.NFT_MSG_GETCHAIN, nl.NFPROTO_INET, b"", on_chain)
         return chains
+
+    def base_chains(self) -> list:
+        """Every base chain of every table and family (ours and others'), for the priority report."""
+        from ..lifecycle.chains import HOOK_NAMES, BaseChain
+        out = []
+
+        def on_chain(m: nl.Message) -> None:
+            d = m.data
+            a = nl.attrs(d, m.start + 4, m.end)
+            if nl.NFTA_CHAIN_HOOK not in a:
+                return
+            h = nl.attrs(d, *a[nl.NFTA_CHAIN_HOOK])
+            hook = nl.attr_be32(d, h.get(nl.NFTA_HOOK_HOOKNUM))
+            policy = nl.attr_be32(d, a.get(nl.NFTA_CHAIN_POLICY))
+            out.append(BaseChain(
+                nl.FAMILY_NAMES.get(d[m.start], str(d[m.start])),
+                nl.attr_str(d, a.get(nl.NFTA_CHAIN_TABLE)) or "",
+                nl.attr_str(d, a.get(nl.NFTA_CHAIN_NAME)) or "",
+                HOOK_NAMES.get(hook, str(hook)), nl.attr_be32s(d, h.get(nl.NFTA_HOOK_PRIORITY)) or 0,
+                nl.attr_str(d, a.get(nl.NFTA_CHAIN_TYPE)) or "filter",
+                "accept" if policy in (None, 1) else "drop"))
+
+        self._socket("_ctl").dump(nl.NFT_MSG_GETCHAIN, nl.NFPROTO_UNSPEC, b"", on_chain)
+        return out
 
     def _expression_names(self, chain: str) -> set[str]:
         """Names of the expressions used by the rules of one chain (e.g. "reject")."""
@@ -412,7 +508,8 @@ class NftablesBackend:
             st["action"] = "reject" if "reject" in exprs else "drop"
         if count_elements:
             st["sets"] = {name: self._set_size(name)
-                          for name in (*GRANT_SETS.values(), *STATIC_SETS.values())}
+                          for name in (*(n for _k, _v, n in all_grant_sets(spec)),
+                                       *STATIC_SETS.values())}
         counter = self._counter(COUNTER)
         if counter is not None:
             st["counters"][COUNTER] = counter
@@ -472,13 +569,31 @@ class NftablesBackend:
         if rc != 0:
             raise self._error(f"nft refused the ruleset: {(err or '').strip() or f'exit {rc}'}")
 
-    def flush_grants(self) -> None:
-        """Empty both grant sets in one transaction; the chains (and drop policy) stay.
+    def revoke(self, addresses) -> None:
+        """Remove grants now, in one batch; elements already gone are ignored.
 
-        Nothing to do when the ruleset is absent.
+        Uses DESTROYSETELEM (kernel 6.3+), which unlike DELSETELEM does not fail the whole
+        batch over an element that expired meanwhile.
         """
+        groups = []
+        for v, name in self.grant_sets.items():
+            mine = [a for a in addresses if a.version == v]
+            if mine:
+                groups.append((name, [nl.element(a.packed) for a in mine], mine))
+        if groups:
+            self._socket("_ctl").write_elements(nl.NFT_MSG_DESTROYSETELEM, self.spec.table, groups)
+
+    def flush_grants(self, own_only: bool = False) -> None:
+        """Empty the grant sets in one transaction; the chains (and drop policy) stay.
+
+        Every instance's sets, or with ``own_only`` just this instance's (a resolver process
+        that stops must not revoke what the others granted).  Nothing to do when the ruleset
+        is absent.
+        """
+        names = (self.grant_sets.values() if own_only
+                 else [n for _k, _v, n in all_grant_sets(self.spec)])
         reqs = [(nl.nft_type(nl.NFT_MSG_DELSETELEM), 0, nl.NFPROTO_INET,
-                 nl.setelem_head(self.spec.table, name)) for name in GRANT_SETS.values()]
+                 nl.setelem_head(self.spec.table, name)) for name in names]
         fails = self._socket("_ctl").transact(reqs)
         if fails and not (fails[0].errno == errno_mod.ENOENT and self._table_flags() is None):
             f = fails[0]

@@ -43,8 +43,7 @@ def test_empty_file_is_a_default_denylist():
     assert config.grants == GrantsConfig(min_ttl=30.0, max_ttl=3600.0, grace=10.0)
     assert config.firewall == FirewallConfig(
         backend="nftables", table="nettrust", priority=0, action="reject", hooks=("output",),
-        resolver_user="unbound", allow_dhcp=True, allow_icmpv6_nd=True,
-        keep_ruleset_on_exit=True, keep_grants_on_exit=True)
+        resolver_user="unbound", allow_dhcp=True, allow_icmpv6_nd=True, on_exit="keep")
     assert config.log == LogConfig(level="info", file=None)
 
 
@@ -105,8 +104,7 @@ hooks = ["forward", "output"]
 resolver_user = ""
 allow_dhcp = false
 allow_icmpv6_nd = false
-keep_ruleset_on_exit = false
-keep_grants_on_exit = false
+on_exit = "remove"
 
 [log]
 level = "debug"
@@ -141,8 +139,8 @@ def test_every_value_is_converted():
     assert (f.table, f.priority, f.action, f.hooks) == ("egress_guard", -10, "drop",
                                                         ("forward", "output"))
     assert f.resolver_user is None
-    assert not (f.allow_dhcp or f.allow_icmpv6_nd or f.keep_ruleset_on_exit
-                or f.keep_grants_on_exit)
+    assert not (f.allow_dhcp or f.allow_icmpv6_nd)
+    assert f.on_exit == "remove"
     assert c.log == LogConfig(level="debug", file="/var/log/nettrust.log")
 
 
@@ -203,7 +201,8 @@ def test_to_dict_is_the_effective_config_and_loads_back():
         assert parse_config(_to_toml(data), path=config.path) == config
     data = parse(FULL).to_dict()
     assert data["general"]["mode"] == "allowlist"
-    assert data["grants"] == {"min_ttl": "5s", "max_ttl": "2h30m", "grace": "0s"}
+    assert data["grants"] == {"min_ttl": "5s", "max_ttl": "2h30m", "grace": "0s",
+                              "max_per_name": 64, "max_per_set": 262144}
     assert data["upstream"]["servers"] == ["9.9.9.9@853#dns.quad9.net",
                                            "2620:fe::fe@8853#dns.quad9.net"]
     assert data["firewall"]["priority"] == -10
@@ -552,3 +551,72 @@ def test_line_of_for_errors_found_after_loading():
     assert config.line_of("grants.max_ttl") is None          # neither written
     assert Config().line_of("firewall.table") is None        # not loaded from text
     assert config == dataclasses.replace(config, source=None)   # not part of the value
+
+
+# -- lifecycle, caps and exit modes (issue 4) ---------------------------------------------------
+
+def test_lifecycle_defaults_and_values():
+    from nettrust_core.config import LifecycleConfig
+    assert parse("").lifecycle == LifecycleConfig()
+    c = parse('[lifecycle]\nliveness = false\ncheck_interval = "30s"\nmax_lifetime = "2h"\n'
+              'log_group = 9\nstrikes = 5\n[grants]\nmax_per_name = 8\nmax_per_set = 1000\n')
+    assert (c.lifecycle.liveness, c.lifecycle.check_interval, c.lifecycle.max_lifetime) == (
+        False, 30.0, 7200.0)
+    assert (c.lifecycle.log_group, c.lifecycle.strikes) == (9, 5)
+    assert (c.grants.max_per_name, c.grants.max_per_set) == (8, 1000)
+
+
+@pytest.mark.parametrize("text,key,line", [
+    ('[lifecycle]\ncheck_interval = "0s"\n', "lifecycle.check_interval", 2),
+    ("[lifecycle]\n\nlog_group = 70000\n", "lifecycle.log_group", 3),
+    ("[grants]\nmax_per_set = 0\n", "grants.max_per_set", 2),
+    ('[grants]\nmax_per_name = "many"\n', "grants.max_per_name", 2),
+    ('[firewall]\non_exit = "flush"\n', "firewall.on_exit", 2),
+])
+def test_lifecycle_and_cap_errors_name_key_and_line(text, key, line):
+    with pytest.raises(ConfigError) as err:
+        parse(text)
+    assert (err.value.key, err.value.line) == (key, line)
+
+
+@pytest.mark.parametrize("old,new", [("keep_ruleset_on_exit", 'on_exit = "remove"'),
+                                     ("keep_grants_on_exit", 'on_exit = "drop-grants"')])
+def test_replaced_exit_keys_say_what_to_write_instead(old, new):
+    with pytest.raises(ConfigError) as err:
+        parse(f"[firewall]\n{old} = false\n")
+    assert err.value.key == f"firewall.{old}" and err.value.line == 2
+    assert new in err.value.message
+
+
+# -- firewall.instances: several Unbound processes, one index each ---------------------------------
+@pytest.mark.parametrize("text,line", [("[firewall]\ninstances = 0\n", 2),
+                                       ("[firewall]\n\ninstances = 65\n", 3),
+                                       ('[firewall]\ninstances = "2"\n', 2)])
+def test_instances_out_of_range_names_key_and_line(text, line):
+    with pytest.raises(ConfigError) as err:
+        parse(text)
+    assert (err.value.key, err.value.line) == ("firewall.instances", line)
+
+
+@pytest.mark.parametrize("instances,env,expected", [
+    (1, {}, 0), (1, {"NETTRUST_INSTANCE": "0"}, 0), (2, {"NETTRUST_INSTANCE": "1"}, 1),
+    (2, {}, "it is not set"), (2, {"NETTRUST_INSTANCE": "2"}, "it is '2'"),
+    (2, {"NETTRUST_INSTANCE": "-1"}, "it is '-1'"), (2, {"NETTRUST_INSTANCE": "x"}, "it is 'x'")])
+def test_instance_index_comes_from_the_environment_or_refuses(instances, env, expected):
+    from nettrust_core.ruleset import instance_from_env
+    config = parse(f"[firewall]\ninstances = {instances}\n")
+    if isinstance(expected, int):
+        assert instance_from_env(config, env) == expected
+        return
+    with pytest.raises(ConfigError) as err:
+        instance_from_env(config, env)
+    assert err.value.key == "firewall.instances" and err.value.line == 2
+    assert "NETTRUST_INSTANCE must be one of 0..1" in err.value.message and expected in err.value.message
+
+
+def test_unbound_include_for_several_instances_shares_the_port_single_threaded():
+    from nettrust_core.unbound_conf import render
+    one = render(parse(""), script="/m.py")
+    two = render(parse("[firewall]\ninstances = 2\n"), script="/m.py")
+    assert "so-reuseport" not in one and "num-threads" not in one
+    assert "    num-threads: 1\n" in two and "    so-reuseport: yes\n" in two

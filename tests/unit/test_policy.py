@@ -223,5 +223,15 @@ def test_denylist_allow_is_an_exception(auth):
 def test_restart_adopts_kernel_grants_and_does_not_shorten(auth):
     auth.authorize(answer(msg("a.fw.test.", "A", "a.fw.test. 3600 IN A 198.51.100.5")))
     fresh = Authorizer(auth.config, auth.backend, clock=Clock())
-    assert fresh.start() == 1
+    fresh.start()
+    assert fresh.adoption.wait(5) and fresh.adoption.adopted == 1 and fresh.tracker.complete
     assert fresh.authorize(answer(msg("a.fw.test.", "A", "a.fw.test. 30 IN A 198.51.100.5"))).written == 0
+
+
+def test_answer_before_adoption_completes_asks_the_kernel_and_does_not_shorten(auth):
+    auth.authorize(answer(msg("a.fw.test.", "A", "a.fw.test. 3600 IN A 198.51.100.5")))
+    fresh = Authorizer(auth.config, auth.backend, clock=Clock())
+    fresh.tracker.complete = False          # as while a restart's adoption still reads the sets
+    assert fresh.authorize(answer(msg("a.fw.test.", "A", "a.fw.test. 30 IN A 198.51.100.5"))).written == 0
+    assert fresh.authorize(answer(msg("b.fw.test.", "A", "b.fw.test. 30 IN A 198.51.100.6"))).written == 1
+    assert fresh.counters["adoption_lookups"] == 2
