@@ -8,8 +8,11 @@ cannot provide raises :class:`Unavailable` with the reason, and the report says 
 from __future__ import annotations
 
 import inspect
+import os
+import shutil
 import subprocess
 import time
+from pathlib import Path
 
 from sandbox import netns
 from sandbox.errors import LabError
@@ -22,14 +25,11 @@ class Unavailable(Exception):
     """This configuration cannot run here; the message says why."""
 
 
-PLAIN_UNBOUND = """server:
-    interface: 127.0.0.1
-    port: 53
-    num-threads: 2
-    so-reuseport: yes
-    verbosity: 1
-    module-config: "validator iterator"
-"""
+def unbound_server(threads: int, module_config: str) -> str:
+    """The server: clause of the Unbound configurations the benchmark writes itself."""
+    return (f"server:\n    interface: 127.0.0.1\n    port: 53\n    num-threads: {threads}\n"
+            f"    so-reuseport: yes\n    verbosity: 1\n    module-config: \"{module_config}\"\n")
+
 
 #: The configuration NetTrust runs with in the benchmark: the product's defaults.
 NETTRUST_DEFAULT = ""
@@ -65,7 +65,29 @@ class PlainUnbound(Server):
     label = "Unbound plain (2 threads)"
 
     def start(self) -> None:
-        self.lab.start_unbound(PLAIN_UNBOUND + self.lab.unbound_zone_conf(), caps=("net_bind_service",))
+        conf = unbound_server(2, "validator iterator") + self.lab.unbound_zone_conf()
+        self.lab.start_unbound(conf, caps=("net_bind_service",))
+
+    def stop(self) -> None:
+        self.lab.stop_unbound()
+
+
+class PassThroughModule(Server):
+    """Unbound with a Python module that does nothing (one thread, like NetTrust): the floor
+    any pythonmod pays, so the report can tell Unbound's Python cost from NetTrust's own."""
+
+    key = "passthrough"
+    label = "Unbound + no-op Python module"
+    script = Path(__file__).with_name("passthrough_module.py")
+
+    def start(self) -> None:
+        staged = Path(self.lab.work_dir) / "passthrough_module.py"   # readable by 'unbound'
+        shutil.copyfile(self.script, staged)
+        os.chmod(staged, 0o644)
+        conf = (unbound_server(1, "python validator iterator") + self.lab.unbound_zone_conf()
+                + f'python:\n    python-script: "{staged}"\n')
+        self.lab.start_unbound(conf, caps=("net_bind_service",),
+                               env={"PYTHONPATH": "/usr/lib/python3/dist-packages"})
 
     def stop(self) -> None:
         self.lab.stop_unbound()

@@ -211,6 +211,9 @@ METHOD = """\
   / cached names; percentiles by nearest rank.
 - **CPU µs/q**: utime+stime of every resolver process in the host namespace over the phase
   (`/proc/<pid>/stat`), divided by the completed queries.
+- "Unbound + no-op Python module" runs `python validator iterator` with one thread and a module
+  that only passes queries on (`bench/passthrough_module.py`): against plain Unbound it shows what
+  any Python module costs, against NetTrust what NetTrust's own answer path costs.
 - dnsmasq 2.90 forwards to the same NSD and adds every `bench.test` answer to nftables sets
   (`--nftset`, sets with a 1 h default timeout, matched by an accepting output chain).  NetTrust
   runs with its default configuration as `sandbox.product.NetTrustHost` renders it; its ruleset

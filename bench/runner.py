@@ -13,7 +13,7 @@ from pathlib import Path
 from sandbox.lab import Lab, missing_prerequisites
 
 from . import machine, micro, race
-from .configs import NOT_SUPPORTED, Dnsmasq, NetTrust, PlainUnbound, Unavailable
+from .configs import NOT_SUPPORTED, Dnsmasq, NetTrust, PassThroughModule, PlainUnbound, Unavailable
 from .measure import Phase, dnsperf
 from .report import Results
 from .zone import BenchZone, write_queries
@@ -93,7 +93,7 @@ def measure(lab, server, work: Workload, s: Settings) -> dict[str, Phase]:
 
 def progress(n: int, rounds: int, label: str, phases: dict[str, Phase]) -> None:
     h, m, lm = phases["hit"], phases["miss"], phases["lat_miss"]
-    print(f"round {n}/{rounds}  {label:<28} hit {h.qps:>8,.0f} q/s {h.cpu_us_per_query:5.1f} µs/q   "
+    print(f"round {n}/{rounds}  {label:<30} hit {h.qps:>8,.0f} q/s {h.cpu_us_per_query:5.1f} µs/q   "
           f"miss {m.qps:>7,.0f} q/s {m.cpu_us_per_query:5.1f} µs/q   miss p50 {lm.percentile_ms(50):.3f} ms",
           flush=True)
 
@@ -111,7 +111,8 @@ def run(s: Settings, output: Path) -> Results:
         print(f"lab {lab.token}: bench.test with {s.names:,} names ready in {lab.timings['total']:.1f} s",
               flush=True)
         work = Workload(lab.work_dir / "bench", s)
-        servers = [PlainUnbound(lab), NetTrust(lab), NetTrust(lab, instances=2), Dnsmasq(lab)]
+        servers = [PlainUnbound(lab), PassThroughModule(lab), NetTrust(lab), NetTrust(lab, instances=2),
+                   Dnsmasq(lab)]
         results.labels = {srv.key: srv.label for srv in servers}
         for n in range(s.rounds):
             this_round: dict[str, dict[str, Phase]] = {}
@@ -122,7 +123,7 @@ def run(s: Settings, output: Path) -> Results:
                     this_round[server.key] = measure(lab, server, work, s)
                 except Unavailable as why:
                     results.unavailable[server.key] = str(why)
-                    print(f"round {n + 1}/{s.rounds}  {server.label:<28} {why}", flush=True)
+                    print(f"round {n + 1}/{s.rounds}  {server.label:<30} {why}", flush=True)
                     continue
                 progress(n + 1, s.rounds, server.label, this_round[server.key])
             results.rounds.append({k: this_round[k] for k in results.labels if k in this_round})
