@@ -28,6 +28,7 @@ class Results:
     races: list = field(default_factory=list)    # bench.race.RaceResult
     micro: list = field(default_factory=list)    # bench.micro.MicroResult
     machine: dict[str, str] = field(default_factory=dict)
+    profile: str = ""                            # bench.profile summary (--profile)
     seconds: float = 0.0
 
     # ------------------------------------------------------------ figures
@@ -179,6 +180,8 @@ class Results:
             "## Race: resolve, then connect at once", "", self.race_table() or "not run", "",
             "## Micro-benchmarks", "",
         ]
+        if self.profile:
+            parts[-2:-2] = ["## Profile (py-spy)", "", self.profile, ""]
         for m in self.micro:
             parts += [f"### {m.name}: {m.status}", "", "```", m.output.strip() or "(no output)", "```", ""]
         parts += ["## Machine", "", "| | |", "|---|---|",

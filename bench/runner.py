@@ -12,9 +12,9 @@ from pathlib import Path
 
 from sandbox.lab import Lab, missing_prerequisites
 
-from . import machine, micro, race
+from . import machine, micro, profile, race
 from .configs import NOT_SUPPORTED, Dnsmasq, NetTrust, PassThroughModule, PlainUnbound, Unavailable
-from .measure import Phase, dnsperf
+from .measure import Phase, dnsperf, server_pids
 from .report import Results
 from .zone import BenchZone, write_queries
 
@@ -40,6 +40,7 @@ class Settings:
     fw_fill: int = 1_000_000
     restart: bool = True
     restart_grants: int = 1_000_000
+    profile: bool = False            # py-spy on NetTrust default during the last round's misses
     started: str = ""
 
     @classmethod
@@ -56,6 +57,7 @@ class Workload:
 
     def __init__(self, directory: Path, s: Settings) -> None:
         directory.mkdir(exist_ok=True)
+        self.directory = directory
         latency_names = int(s.rate * s.latency_seconds * 1.2) + 100
         race_names = s.race_trials * 7 // 10
         miss_end = s.names - latency_names - race_names
@@ -70,13 +72,18 @@ class Workload:
         self.race_first = miss_end + latency_names
 
 
-def measure(lab, server, work: Workload, s: Settings) -> dict[str, Phase]:
-    """Start ``server``, run every phase, stop it (also on failure)."""
+def measure(lab, server, work: Workload, s: Settings, sample: bool = False) -> dict[str, Phase]:
+    """Start ``server``, run every phase, stop it (also on failure).
+
+    ``sample``: py-spy the server during the miss phase (``server.profile`` gets the summary)."""
     server.start()
     try:
         dnsperf(lab, work.hit, seconds=120, runs=s.warm_passes, clients=s.clients)   # warm-up
+        hit = dnsperf(lab, work.hit, seconds=s.seconds, clients=s.clients, outstanding=s.outstanding)
+        sampler = (profile.Sampler(server_pids(lab.host_ns)[0], s.seconds, work.directory / "profile.raw")
+                   if sample else None)
         phases = {
-            "hit": dnsperf(lab, work.hit, seconds=s.seconds, clients=s.clients, outstanding=s.outstanding),
+            "hit": hit,
             "miss": dnsperf(lab, work.miss, seconds=s.seconds, runs=1, clients=s.clients,
                             outstanding=s.outstanding),
             "lat_miss": dnsperf(lab, work.lat_miss, seconds=s.latency_seconds, runs=1, max_qps=s.rate,
@@ -86,6 +93,8 @@ def measure(lab, server, work: Workload, s: Settings) -> dict[str, Phase]:
         }
         if isinstance(server, Dnsmasq):
             server.elements = server.set_size()
+        if sampler is not None:
+            server.profile = sampler.summary()
         return phases
     finally:
         server.stop()
@@ -120,7 +129,10 @@ def run(s: Settings, output: Path) -> Results:
                 if server.key in results.unavailable:
                     continue
                 try:
-                    this_round[server.key] = measure(lab, server, work, s)
+                    sample = s.profile and n == s.rounds - 1 and server.key == "nettrust"
+                    this_round[server.key] = measure(lab, server, work, s, sample)
+                    if sample:
+                        results.profile = f"{server.label}, cache-miss phase:\n\n{server.profile}"
                 except Unavailable as why:
                     results.unavailable[server.key] = str(why)
                     print(f"round {n + 1}/{s.rounds}  {server.label:<30} {why}", flush=True)
@@ -164,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="smoke run: 1 round, 1 s phases, small zone (< 1 min)")
     ap.add_argument("--rounds", type=int, help="interleaved rounds (default 3; 1 with --quick)")
     ap.add_argument("--seconds", type=float, help="length of each throughput phase")
+    ap.add_argument("--profile", action="store_true",
+                    help="sample NetTrust default with py-spy during the last round's cache misses")
     ap.add_argument("--output", type=Path, help="markdown report (default bench/results/<UTC time>.md)")
     args = ap.parse_args(argv)
     s = Settings.for_mode(args.quick)
@@ -171,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         s.rounds = max(1, args.rounds)
     if args.seconds is not None:
         s.seconds = args.seconds
+    s.profile = args.profile
     now = dt.datetime.now(dt.timezone.utc)
     s.started = now.strftime("%Y-%m-%d %H:%M UTC")
     output = args.output or REPO / "bench" / "results" / f"{now:%Y-%m-%d-%H%M}.md"
