@@ -273,6 +273,26 @@ def test_old_schema_database_is_migrated(nt, lab):
         old.stop_agent()
 
 
+def test_unauthorized_attempt_becomes_an_event_a_metric_and_an_alert(nt, lab, webhook):
+    """The resolver process reports a refused connection (NFLOG); the agent counts, stores and
+    notifies it."""
+    webhook.clear()
+    target = "198.51.100.250"                    # never answered: not granted
+    assert direct(lab, target) != True           # noqa: E712 - refused by the firewall
+    alert = wait_for(lambda: [a for a in webhook if a["rule"] == "unauthorized"], "the alert")
+    assert alert[0]["subject"] == target and "port 80" in alert[0]["message"]
+    assert scrape(lab).get('nettrust_events_total{kind="unauthorized"}', 0) >= 1
+    assert wait_for(lambda: stats(nt, "summary")["events"].get("unauthorized"), "stored event")
+
+
+def direct(lab, address, port=80, timeout=0.9):
+    try:
+        lab.connect("host", address, port, timeout=timeout).close()
+        return True
+    except OSError as exc:
+        return type(exc).__name__
+
+
 def test_without_cache_hits_only_judged_answers_are_recorded(nt, lab):
     """stats.cache_hits = false: no dnstap in Unbound; misses, local data and blocked names are
     still recorded from the module's decisions."""
