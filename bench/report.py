@@ -105,8 +105,10 @@ class Results:
         if rs is not None and "seconds" in rs.figures:
             s = rs.figures["seconds"]
             grants = rs.figures.get("grants")
-            rows.append(("restart with 1M grants ≤ 10 s",
-                         f"{s:.1f} s" + (f" ({grants:,.0f} grants)" if grants else ""), _verdict(s <= 10, s)))
+            measured = f"{s:.1f} s" + (f" ({grants:,.0f} grants)" if grants else "")
+            if "adopted_seconds" in rs.figures:   # restart.py: answering exactly vs reading all back
+                measured += f"; background adoption done after {rs.figures['adopted_seconds']:.0f} s"
+            rows.append(("restart with 1M grants ≤ 10 s", measured, _verdict(s <= 10, s)))
         else:
             rows.append(("restart with 1M grants ≤ 10 s", "—",
                          f"not measured ({rs.status if rs else 'not run'})"))
