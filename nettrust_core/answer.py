@@ -41,12 +41,13 @@ class Source(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Record:
-    """One answer-section record: ``data`` is an address for A/AAAA, a name for CNAME/DNAME/PTR."""
+    """One answer-section record: ``data`` is an address for A/AAAA (text, or already an
+    ``ipaddress`` object when the adapter decoded it from wire bytes), a name for CNAME/DNAME/PTR."""
 
     owner: str
     rtype: int
     ttl: int
-    data: str
+    data: str | ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,10 +91,12 @@ class Answer:
         for r in self.records:
             if r.owner != final_name or r.rtype not in (A, AAAA):
                 continue
-            try:
-                addr = ipaddress.ip_address(r.data)
-            except ValueError:
-                continue
+            addr = r.data
+            if isinstance(addr, str):
+                try:
+                    addr = ipaddress.ip_address(addr)
+                except ValueError:
+                    continue
             if (r.rtype == A) != (addr.version == 4):
                 continue
             found.append((addr, r.ttl))

@@ -27,17 +27,28 @@ REBINDING_TARGETS: tuple[IPNetwork, ...] = PRIVATE + LOOPBACK + (ipaddress.ip_ne
 
 
 class NetworkSet:
-    """Membership of an address in a list of networks; an IPv4-mapped IPv6 address counts as IPv4."""
+    """Membership of an address in a list of networks; an IPv4-mapped IPv6 address counts as IPv4.
+
+    On the answer path (three lookups per granted address), so networks are kept as
+    (prefix, mask, network) integer triples: one AND and compare each, no ``ipaddress`` calls.
+    """
 
     def __init__(self, networks: Iterable[IPNetwork]) -> None:
-        self._v4 = tuple(n for n in networks if n.version == 4)
-        self._v6 = tuple(n for n in networks if n.version == 6)
+        networks = tuple(networks)
+        self._v4 = tuple((int(n.network_address), int(n.netmask), n) for n in networks if n.version == 4)
+        self._v6 = tuple((int(n.network_address), int(n.netmask), n) for n in networks if n.version == 6)
 
     def match(self, address: IPAddress) -> IPNetwork | None:
-        if address.version == 6 and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        for net in (self._v4 if address.version == 4 else self._v6):
-            if address in net:
+        value = int(address)
+        if address.version == 4:
+            nets = self._v4
+        elif value >> 32 == 0xFFFF:             # ::ffff:a.b.c.d, IPv4-mapped
+            value &= 0xFFFFFFFF
+            nets = self._v4
+        else:
+            nets = self._v6
+        for prefix, mask, net in nets:
+            if value & mask == prefix:
                 return net
         return None
 

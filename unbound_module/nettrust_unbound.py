@@ -24,13 +24,14 @@ if "/usr/lib/python3/dist-packages" not in sys.path:
     sys.path.append("/usr/lib/python3/dist-packages")   # python3-nftables, for the control plane
 
 import logging  # noqa: E402
+from ipaddress import IPv4Address, IPv6Address  # noqa: E402
 
 from nettrust_core.answer import A, AAAA, CNAME, DNAME, Answer, Record, Security, Source, normalize  # noqa: E402
 from nettrust_core.service import Service, config_path, setup_logging  # noqa: E402
 from nettrust_core.config import load_config  # noqa: E402
 
 _service = None
-_ADDR_FAMILY = {A: socket.AF_INET, AAAA: socket.AF_INET6}
+_ADDR_TYPE = {A: IPv4Address, AAAA: IPv6Address}   # raise ValueError unless 4 / 16 bytes
 
 
 def _unbound_log(level, text):
@@ -165,7 +166,7 @@ def _records(rep, count):
             rd = data.rr_data[j]
             try:
                 if rtype == A or rtype == AAAA:
-                    value = socket.inet_ntop(_ADDR_FAMILY[rtype], rd[2:])
+                    value = _ADDR_TYPE[rtype](rd[2:])    # from wire bytes: no text round trip
                 else:
                     value = normalize(dnameAsStr(rd[2:]))
             except (ValueError, OSError, TypeError):
