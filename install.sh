@@ -63,8 +63,16 @@ NETTRUST_CONFIG=/etc/nettrust/nettrust.toml unbound-checkconf
 step "systemd drop-in"
 install -d /etc/systemd/system/unbound.service.d
 install -m 0644 "$SRC/conf/systemd/unbound.service.d-nettrust.conf" /etc/systemd/system/unbound.service.d/nettrust.conf
+# The statistics agent: installed always, enabled only while [stats] enabled = true.
+install -m 0644 "$SRC/conf/systemd/nettrust-agent.service" /etc/systemd/system/nettrust-agent.service
+STATS=$(nettrust -c /etc/nettrust/nettrust.toml check --effective \
+        | "$VENV/bin/python" -c 'import json, sys; print("yes" if json.load(sys.stdin)["stats"]["enabled"] else "no")')
 if [ -d /run/systemd/system ]; then
     systemctl daemon-reload
+    if [ "$STATS" = yes ]; then
+        systemctl enable -q nettrust-agent
+        [ "$START" = yes ] && systemctl restart nettrust-agent
+    fi
     if [ "$START" = yes ]; then
         systemctl restart unbound
         nettrust status
