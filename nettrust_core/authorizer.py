@@ -26,6 +26,7 @@ from .policy import NameCheck, Outcome, Policy, Verdict
 from .report import Reporter
 
 log = logging.getLogger("nettrust.authorizer")
+_ANSWER_COUNTER = {o: f"answers_{o.value}" for o in Outcome}
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +105,7 @@ class Authorizer:
 
     def authorize(self, answer: Answer) -> Decision:
         verdict = self.policy.judge(answer)
-        self.counters[f"answers_{verdict.outcome.value}"] += 1
+        self.counters[_ANSWER_COUNTER[verdict.outcome]] += 1
         if not verdict.grants:
             self._debug(answer, verdict, ())
             if self.reporter is not None:
