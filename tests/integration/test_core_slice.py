@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from lab_util import direct
+
 from sandbox.errors import LabError
 from sandbox.lab import Lab
 from sandbox.product import NetTrustHost
@@ -91,13 +93,6 @@ def connect(lab, family, *names):
     return json.loads(out)
 
 
-def direct(lab, address, port=80, timeout=0.9):
-    """Connect straight to an address from the host namespace: True, or the error's name."""
-    try:
-        lab.connect("host", address, port, timeout=timeout).close()
-        return True
-    except OSError as exc:
-        return type(exc).__name__
 
 
 # 1 ---------------------------------------------------------------------------------------------

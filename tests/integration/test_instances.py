@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from lab_util import direct
+
 from sandbox.errors import LabError
 from sandbox.lab import Lab
 from sandbox.product import NetTrustHost
@@ -88,12 +90,6 @@ def elements(lab, set_name):
             if isinstance(e, dict)}
 
 
-def direct(lab, address, port=80, timeout=0.9):
-    try:
-        lab.connect("host", address, port, timeout=timeout).close()
-        return True
-    except OSError as exc:
-        return type(exc).__name__
 
 
 def test_queries_spread_over_both_processes_and_every_answer_is_reachable(nt, lab):

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from lab_util import direct
+
 from nettrust_core.lifecycle.conntrack import FAKE_UNAVAILABLE_ENV
 from sandbox.lab import Lab
 from sandbox.product import DIST_PACKAGES, SYSTEM_PYTHON, NetTrustHost
@@ -137,12 +139,6 @@ def dig(lab, name, rtype="A"):
     return re.search(r"status: (\w+)", out).group(1), out
 
 
-def direct(lab, address, port=ECHO, timeout=0.9):
-    try:
-        lab.connect("host", address, port, timeout=timeout).close()
-        return True
-    except OSError as exc:
-        return type(exc).__name__
 
 
 def status(nt, *extra_env) -> str:
@@ -163,7 +159,7 @@ def test_live_connection_renews_grant_past_ttl_then_lapses_after_close(nt, lab, 
         grants = nt.grants()
         assert address in grants, "grant lapsed although a connection is alive"
         assert grants[address]["name"] == "live.fw.test"            # renewal kept the name
-        assert direct(lab, address) is True                        # a second connection
+        assert direct(lab, address, ECHO) is True                        # a second connection
         held.sendall(b"last\n")
         assert held.recv(100) == b"last\n"
     finally:
@@ -173,7 +169,7 @@ def test_live_connection_renews_grant_past_ttl_then_lapses_after_close(nt, lab, 
     while address in nt.grants() and time.monotonic() < deadline:
         time.sleep(0.5)
     assert address not in nt.grants()
-    assert direct(lab, address) == "ConnectionRefusedError"
+    assert direct(lab, address, ECHO) == "ConnectionRefusedError"
     counters = reports.wait_for(lambda r: r["t"] == "counters" and r["values"].get("renewals", 0) > 0
                                 and r["values"].get("expiries", 0) > 0)
     assert counters["values"]["conntrack_available"] == 1

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from lab_util import direct
+
 from nettrust_core.agent.schema import SCHEMA_V1
 from sandbox.lab import Lab
 from sandbox.product import NetTrustHost, stats_section
@@ -285,12 +287,6 @@ def test_unauthorized_attempt_becomes_an_event_a_metric_and_an_alert(nt, lab, we
     assert wait_for(lambda: stats(nt, "summary")["events"].get("unauthorized"), "stored event")
 
 
-def direct(lab, address, port=80, timeout=0.9):
-    try:
-        lab.connect("host", address, port, timeout=timeout).close()
-        return True
-    except OSError as exc:
-        return type(exc).__name__
 
 
 def test_without_cache_hits_only_judged_answers_are_recorded(nt, lab):
