@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+
+from sandbox.lab import Lab
+
 
 def direct(lab, address: str, port: int = 80, timeout: float = 0.9):
     """Connect straight to ``address`` from the lab's host namespace: True, or the error's name
@@ -11,3 +15,12 @@ def direct(lab, address: str, port: int = 80, timeout: float = 0.9):
         return True
     except OSError as exc:
         return type(exc).__name__
+
+
+@contextlib.contextmanager
+def resolving_lab(extra_records=None):
+    """A lab whose host namespace resolves through 127.0.0.1 and ::1, where the product under
+    test listens; removed afterwards, also on failure."""
+    with Lab(extra_records=extra_records) as lab:
+        lab.set_resolver(["127.0.0.1", "::1"])
+        yield lab

@@ -20,9 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from lab_util import resolving_lab
+
 from sandbox import netns
 from sandbox.containers import BASE_IMAGE, HostSnapshot, Podman, cleanup_stale
-from sandbox.lab import Lab
 from sandbox.product_container import NetTrustContainer
 
 pytestmark = pytest.mark.integration
@@ -77,8 +78,7 @@ def image(podman):
 
 @pytest.fixture(scope="module")
 def lab():
-    with Lab(extra_records=EXTRA) as lab:
-        lab.set_resolver(["127.0.0.1", "::1"])
+    with resolving_lab(EXTRA) as lab:
         yield lab
 
 

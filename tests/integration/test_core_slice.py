@@ -13,16 +13,14 @@ import pwd
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from lab_util import direct
+from lab_util import direct, resolving_lab
 
 from sandbox.errors import LabError
-from sandbox.lab import Lab
 from sandbox.product import NetTrustHost
 
 pytestmark = pytest.mark.integration
@@ -52,8 +50,7 @@ level = "debug"
 
 @pytest.fixture(scope="module")
 def lab():
-    with Lab(extra_records=EXTRA) as lab:
-        lab.set_resolver(["127.0.0.1", "::1"])
+    with resolving_lab(EXTRA) as lab:
         yield lab
 
 

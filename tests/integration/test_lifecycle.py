@@ -19,10 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from lab_util import direct
+from lab_util import direct, resolving_lab
 
 from nettrust_core.lifecycle.conntrack import FAKE_UNAVAILABLE_ENV
-from sandbox.lab import Lab
 from sandbox.product import DIST_PACKAGES, SYSTEM_PYTHON, NetTrustHost
 
 pytestmark = pytest.mark.integration
@@ -101,8 +100,7 @@ class ReportListener:
 
 @pytest.fixture(scope="module")
 def lab():
-    with Lab(extra_records=EXTRA) as lab:
-        lab.set_resolver(["127.0.0.1", "::1"])
+    with resolving_lab(EXTRA) as lab:
         yield lab
 
 
