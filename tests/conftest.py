@@ -10,6 +10,8 @@ import shutil
 
 import pytest
 
+import root_guard
+
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 TOOLS = {"ip": "iproute2", "nft": "nftables", "unbound": "unbound", "nsd": "nsd",
          "ldns-signzone": "ldnsutils", "dig": "bind9-dnsutils", "curl": "curl", "setpriv": "util-linux"}
@@ -49,3 +51,29 @@ def container_prerequisites() -> None:
 def _integration_prerequisites(request):
     if request.node.get_closest_marker("integration") is not None:
         require_integration()
+
+
+# -- the machine's safety, checked by the session itself -------------------------------------
+_ROOT_STATE = pytest.StashKey[root_guard.RootState]()
+
+
+def pytest_sessionstart(session):
+    if not hasattr(session.config, "workerinput"):        # xdist: the controller checks once
+        session.config.stash[_ROOT_STATE] = root_guard.snapshot()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    before = session.config.stash.get(_ROOT_STATE, None)
+    if before is None:
+        return
+    problems = root_guard.differences(before, root_guard.snapshot())
+    if problems:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        text = ("the root network namespace changed during the test run (tests must work only "
+                "inside namespaces they create):\n" + "\n".join(problems))
+        if reporter is not None:
+            reporter.write_sep("!", "ROOT NAMESPACE CHANGED", red=True)
+            reporter.write_line(text)
+        else:
+            print(text)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
