@@ -16,11 +16,12 @@ from .cache_invalidation import NoInvalidation, UnboundControlInvalidator
 from .config import load_config
 from .errors import ConfigError
 from .lifecycle.supervisor import Lifecycle
+from .local_names import LocalNames
 from .policy import NameCheck
 from .report import Reporter
 from .responses import BlockedResponse, blocked_response
 from .ruleset import instance_from_env, make_backend
-from .unbound_conf import MODULE_CONFIG, cache_max_ttl
+from .unbound_conf import cache_max_ttl
 from .unbound_settings import control_socket, privilege_problem, problems, read_settings
 
 DEFAULT_CONFIG = "/etc/nettrust/nettrust.toml"
@@ -49,6 +50,9 @@ class Service:
         #: Liveness renewals, refused-attempt events, counters: threads between start and stop.
         self.lifecycle = Lifecycle(config, self.authorizer, self.reporter)
         self.blocked_kind = config.policy.blocked_answer
+        #: Names the administrator declared in Unbound's local-data (read in start()): only
+        #: their local answers are Source.LOCAL; RPZ and auth-zone answers are judged in full.
+        self.local_names = LocalNames()
 
     @classmethod
     def from_file(cls, path: str | None = None) -> "Service":
@@ -70,13 +74,16 @@ class Service:
             why = privilege_problem(self.config, euid, cap_eff if cap_eff is not None else ~0)
             if why:
                 raise ConfigError(why, key="firewall.resolver_user", **where)
-        if module_config is not None and " ".join(module_config.split()) != MODULE_CONFIG:
-            raise ConfigError(problems({"module-config": [module_config]}, self.config)[0], **where)
+        if module_config is not None:
+            found = problems({"module-config": [module_config]}, self.config)
+            if found:
+                raise ConfigError(found[0], **where)
         if unbound_conf is not None:
             settings = read_settings(unbound_conf)
             found = problems(settings, self.config)
             if found:
                 raise ConfigError(f"{unbound_conf}: " + " ".join(found), **where)
+            self.local_names = LocalNames.from_conf_file(unbound_conf)
             path = control_socket(settings)
             if path:
                 self.invalidator.use(UnboundControlInvalidator(path))

@@ -26,6 +26,10 @@ DEFAULT_UNBOUND_CONF = "/etc/unbound/unbound.conf"
 OPTIONS = ("module-config", "serve-expired", "cache-min-ttl", "cache-max-ttl", "username",
            "control-enable", "control-interface")
 CAP_NET_ADMIN = 12
+#: Module orders that work: ours first (it sees the validated answer and nothing rewrites it
+#: after us), validator and iterator last.  ``respip`` may sit between: Unbound 1.17.1 refuses
+#: RPZ without it, and there it rewrites answers *before* the module judges them.
+ACCEPTED_MODULE_CONFIGS = (MODULE_CONFIG, "python respip validator iterator")
 
 
 class SettingsError(NetTrustError):
@@ -59,11 +63,12 @@ def problems(settings: dict[str, list[str]], config) -> list[str]:
     """What in Unbound's effective settings breaks NetTrust's guarantees, each with the fix."""
     found = []
     modules = " ".join(_one(settings, "module-config").split())
-    if "module-config" in settings and modules != MODULE_CONFIG:
+    if "module-config" in settings and modules not in ACCEPTED_MODULE_CONFIGS:
         found.append(
-            f'module-config is "{modules}": set module-config: "{MODULE_CONFIG}". The module must '
-            "come first to see validated answers and be the last to touch them: respip, dns64, "
-            "subnetcache, cachedb or ipsecmod would rewrite answers after NetTrust judged them.")
+            f'module-config is "{modules}": set module-config: "{MODULE_CONFIG}" (or "python '
+            'respip validator iterator" for RPZ). The module must come first to see validated '
+            "answers and be the last to touch them: respip, dns64, subnetcache, cachedb or "
+            "ipsecmod before it would rewrite answers after NetTrust judged them.")
     if "serve-expired" in settings and _one(settings, "serve-expired", "no") != "no":
         found.append("serve-expired is on: set serve-expired: no. Expired answers would be served "
                      "after their grants ended (the client gets an address it cannot reach), or "

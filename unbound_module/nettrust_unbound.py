@@ -29,13 +29,11 @@ from ipaddress import IPv4Address, IPv6Address  # noqa: E402
 from nettrust_core.answer import A, AAAA, CNAME, DNAME, Answer, Record, Security, Source  # noqa: E402
 from nettrust_core.service import Service, config_path, setup_logging  # noqa: E402
 from nettrust_core.config import load_config  # noqa: E402
-from nettrust_core.local_names import LocalNames  # noqa: E402
 from nettrust_core.ratelimit import RateLimiter  # noqa: E402
 from nettrust_core.unbound_settings import own_cap_eff, own_conf_path  # noqa: E402
 from nettrust_core.wire import WireNameError, decode_name, decode_rdata_name  # noqa: E402
 
 _service = None
-_local_names = LocalNames()
 #: Failures on the answer path are logged at most a few times per 10 s per kind (a hostile zone
 #: can make every query fail the same way; a traceback per query would flood the log).
 _errors = RateLimiter(interval=10.0, burst=3)
@@ -53,7 +51,7 @@ def _unbound_log(level, text):
 
 # -- lifecycle -------------------------------------------------------------------------------
 def init_standard(id, env):
-    global _service, _local_names
+    global _service
     checkconf = _under_checkconf(env)
     if checkconf:
         # unbound-checkconf runs init too: validate the config, touch nothing (no firewall).
@@ -70,8 +68,6 @@ def init_standard(id, env):
         log_err("nettrust: cannot start: %s" % exc)
         raise
     _service = service
-    _local_names = LocalNames.from_config(_strlist(env.cfg.local_data),
-                                          [(z.str, z.str2) for z in _chain(env.cfg.local_zones)])
     register_inplace_cb_reply_local(_on_local_answer, env, id)
     log_info("nettrust: ready, config %s, instance %d of %d; adopting live grants in the background"
              % (service.config.path, service.instance, service.config.firewall.instances))
@@ -95,16 +91,6 @@ def _under_checkconf(env):
     if env.msg_cache is None or env.alloc is None:
         return "module env without message cache"
     return ""
-
-
-def _chain(item):
-    while item is not None:
-        yield item
-        item = item.next
-
-
-def _strlist(item):
-    return [x.str for x in _chain(item)]
 
 
 def init(id, cfg):
@@ -227,7 +213,7 @@ def _on_local_answer(qinfo, qstate, rep, rcode, edns, opt_list_out, region, **kw
         # Only names the administrator declared (local-data) are LOCAL; RPZ and auth-zone
         # answers arrive here too and are judged like any resolved answer (rebinding guard,
         # require_dnssec): a feed or zone transfer is not the administrator.
-        source = Source.LOCAL if _local_names.declared(qname) else Source.RESOLVED
+        source = Source.LOCAL if _service.local_names.declared(qname) else Source.RESOLVED
         answer = Answer(qname, qinfo.qtype, rcode, Security.INSECURE,
                         _records(rep, rep.an_numrrsets), client, source)
         _service.authorize(answer)

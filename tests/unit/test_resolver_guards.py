@@ -63,6 +63,8 @@ def test_problems_name_each_setting_and_the_fix():
     assert "cache-max-ttl: 3600" in found[3]
     assert 'username: ""' in found[4]
     assert problems({"module-config": ["python  validator   iterator"]}, CONFIG) == []
+    assert problems({"module-config": ["python respip validator iterator"]}, CONFIG) == []
+    assert problems({"module-config": ["python validator iterator cachedb"]}, CONFIG)
 
 
 def test_control_socket_only_a_local_one():
@@ -134,3 +136,18 @@ def test_control_invalidator_speaks_unbounds_protocol_and_drops_when_full():
     full.invalidate([f"n{i}.example" for i in range(1000)])
     assert time.perf_counter() - t < 0.1
     assert full.counts == {"queued": 2, "flushed": 0, "dropped": 998, "failed": 0}
+
+
+def test_local_names_read_from_conf_and_includes(tmp_path):
+    inc = tmp_path / "conf.d"
+    inc.mkdir()
+    (inc / "a.conf").write_text('server:\n  local-data: "nas.home. IN A 10.0.0.9"  # my NAS\n'
+                                '  local-zone: "portal.corp." redirect\n'
+                                '  local-data: "portal.corp. A 10.1.1.1"\n')
+    main = tmp_path / "unbound.conf"
+    main.write_text(f'server:\n    include: "{inc}/*.conf"\n    # local-data: "commented.out A 10.0.0.1"\n'
+                    '    local-data: \'quoted.lan A 10.0.0.2\'\nrpz:\n    name: "rpz.local"\n')
+    ln = LocalNames.from_conf_file(str(main))
+    assert ln.declared("nas.home") and ln.declared("quoted.lan") and ln.declared("a.portal.corp")
+    assert not ln.declared("commented.out") and not ln.declared("rpz.local")
+    assert not LocalNames.from_conf_file(str(tmp_path / "missing.conf")).declared("nas.home")
