@@ -119,8 +119,10 @@ def operate(id, event, qstate, qdata):
             return _on_answer(id, qstate)
     except Exception as exc:
         _log_error("error, failing closed (SERVFAIL)", exc)
+        msg = qstate.return_msg
         _servfail(id, qstate)
-        _uncache(qstate)
+        if event == MODULE_EVENT_MODDONE:
+            _uncache(qstate, msg.rep if msg is not None else None)
         return True
     qstate.ext_state[id] = MODULE_ERROR
     return True
@@ -160,16 +162,16 @@ def _on_answer(id, qstate):
     except WireNameError as exc:
         _log_error("answer with a name that has no exact form refused, SERVFAIL", exc)
         _servfail(id, qstate)
-        _uncache(qstate)
+        _uncache(qstate, rep)
         return True
     decision = _service.authorize(answer)
     if decision.error is not None:
         _servfail(id, qstate)
-        _uncache(qstate)       # else the next client would get the ungranted answer from cache
+        _uncache(qstate, rep)  # else the next client would get the ungranted answer from cache
     elif decision.verdict.replace_answer:
         # The iterator and validator stored the real answer before we saw it: remove it, or
         # the next client gets it from cache (operate() never sees cache hits).
-        _uncache(qstate)
+        _uncache(qstate, rep)
         if client is not None:
             _reply_blocked(id, qstate, answer.qname, answer.qtype)
         else:
@@ -179,11 +181,16 @@ def _on_answer(id, qstate):
     return True
 
 
-def _uncache(qstate):
+def _uncache(qstate, rep):
     """Expire this query's cached message and its RRsets (TTL 0): the next client's query
-    misses the cache and reaches operate() again.  pythonmod_utils.c:invalidateQueryInCache."""
+    misses the cache and reaches operate() again.  pythonmod_utils.c:invalidateQueryInCache.
+
+    Skipped for a message with TTL 0, which Unbound does not store (the C function would log
+    "qinfo is not in cache" at every such query, beyond our rate limiter)."""
     try:
         qstate.no_cache_store = 1
+        if rep is None or int(rep.ttl) <= 0:
+            return
         invalidateQueryInCache(qstate, qstate.qinfo)
     except Exception as exc:
         _log_error("cannot invalidate the cached answer", exc)

@@ -135,7 +135,7 @@ def test_checkconf_in_a_fresh_namespace_installs_no_firewall(nt, lab):
         cli = ["env", f"PYTHONPATH={nt.code_dir}:{DIST_PACKAGES}", SYSTEM_PYTHON, "-m",
                "nettrust_core.cli", "-c", str(nt.config_path)]
         for verb in (["check"], ["check", "--effective"], ["check", "--unbound", str(conf)],
-                     ["unbound-conf"], ["explain", "www.fw.test"], ["status"], ["hosts"]):
+                     ["unbound-conf"], ["explain", "www.fw.test"], ["status"], ["hosts"], ["flush"]):
             ns.sh(*cli, *verb, check=False)
             assert ns.sh("nft", "list", "tables").stdout.strip() == "", verb
     # The control: the daemon with the same configuration did install it.
