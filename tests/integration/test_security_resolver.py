@@ -21,6 +21,7 @@ from netns_util import NetNS
 
 from sandbox.errors import LabError
 from sandbox.product import DIST_PACKAGES, SYSTEM_PYTHON, NetTrustHost
+from sandbox.zones import h_address
 from nettrust_core.cache_invalidation import UnboundControlInvalidator
 from nettrust_core.wire import encode_name
 
@@ -186,6 +187,36 @@ def test_blocked_cname_answer_is_not_served_later_from_cache(nt, lab, rtype, add
     n = len(answer_lines(nt, "c1.fw.test"))
     assert dig(lab, "c1.fw.test", rtype)[0] == "NOERROR"
     assert len(answer_lines(nt, "c1.fw.test")) == n
+
+
+@pytest.mark.parametrize("rtype,index", [("A", 0), ("AAAA", 1)])
+def test_failed_firewall_write_is_not_served_later_from_cache(nt, lab, rtype, index):
+    """The grant set is filled behind the module's back (16 elements, grants.max_per_set = 16,
+    so the kernel refuses the next write): the answer fails closed, and so does the next
+    query for it, instead of coming from cache with data nobody granted."""
+    config = CONFIG.replace('grace = "2s"\n', 'grace = "2s"\nmax_per_set = 16\n')
+    host = Host(lab, config, name="fullset")
+    name = f"h{2900 + index}.fw.test"
+    address = h_address(2900 + index)[index]
+    with instead_of(nt, lab, host):
+        table = lab.run("host", ["nft", "list", "table", "inet", "nettrust"]).stdout
+        family = "4" if rtype == "A" else "6"
+        sets = re.findall(rf"set (allow{family}\w*) {{", table)
+        assert sets, table
+        junk = ", ".join(f"198.18.250.{i}" if rtype == "A" else f"2001:db8:118::fa:{i:x}"
+                         for i in range(1, 17))
+        for s in sets:
+            lab.run("host", ["nft", f"add element inet nettrust {s} {{ {junk} }}"])
+        for _ in range(2):
+            status, answers = dig(lab, name, rtype)
+            assert status == "SERVFAIL" and answers == [], answers
+        assert direct(lab, address) == "ConnectionRefusedError"
+        assert "firewall write failed" in host.log()
+        for s in sets:                                   # control: room again, granted again
+            lab.run("host", ["nft", f"flush set inet nettrust {s}"])
+        status, answers = dig(lab, name, rtype)
+        assert status == "NOERROR" and answers[-1][-1] == address
+        assert direct(lab, address) is True
 
 
 # 10 --------------------------------------------------------------------------------------------
