@@ -87,6 +87,7 @@ class Service:
             path = control_socket(settings)
             if path:
                 self.invalidator.use(UnboundControlInvalidator(path))
+                log.info("cache invalidation via %s", path)
             else:
                 log.warning("%s has no local control socket (remote-control: control-enable: yes, "
                             "control-interface: /run/...): answers whose grants are revoked early "
