@@ -250,7 +250,10 @@ def test_root_key_sentinel_status_is_bogus_without_a_traceback_storm(nt, lab, rt
 
 # 13 --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("extra,says", [
-    ('server:\n    module-config: "respip python validator iterator"\n', "module-config"),
+    # dns64 before python would synthesize answers after the module judged them; checkconf
+    # itself accepts this order (it refuses "respip python validator iterator" on its own).
+    ('server:\n    module-config: "dns64 python validator iterator"\n', "module-config"),
+    ('server:\n    module-config: "validator python iterator"\n', "module-config"),
     ("server:\n    serve-expired: yes\n", "serve-expired: no"),
     ("server:\n    cache-min-ttl: 300\n", "cache-min-ttl: 0"),
 ])
@@ -261,6 +264,9 @@ def test_unbound_settings_that_undo_the_module_refuse_the_start(nt, lab, extra, 
     conf.chmod(0o644)
     res = nt.nettrust("check", "--unbound", str(conf), check=False)
     assert res.returncode == 1 and says in res.stderr
+    if says == "module-config":          # unbound-checkconf says so too (and touches nothing)
+        res = lab.run("host", ["unbound-checkconf", str(conf)], env=nt.env(), check=False)
+        assert res.returncode != 0 and 'set module-config: "python validator iterator"' in res.stderr
     nt.stop()
     try:
         with pytest.raises(LabError) as err:
