@@ -59,6 +59,8 @@ if [ -f "$RC" ] && grep -q 'control-interface: /run/unbound.ctl' "$RC"; then
     echo "control socket moved to /run/unbound/unbound.ctl (the unbound user owns /run/unbound)"
 fi
 NETTRUST_CONFIG=/etc/nettrust/nettrust.toml unbound-checkconf
+# Unbound's effective settings: what the module would refuse to start on, said now.
+nettrust -c /etc/nettrust/nettrust.toml check --unbound /etc/unbound/unbound.conf
 
 step "systemd drop-in"
 install -d /etc/systemd/system/unbound.service.d

@@ -30,13 +30,30 @@ class Security(enum.IntEnum):
     INSECURE = 3
     SECURE = 5
 
+    @classmethod
+    def from_unbound(cls, value: int) -> "Security":
+        """Unbound's status as a member; any value without one is BOGUS.
+
+        Unbound has more statuses than pythonmod exports: 4 is ``sec_status_secure_sentinel_fail``
+        (the root-key sentinel, RFC 8509), and a later release may add others.  Whatever this
+        module does not know is never trusted.
+        """
+        try:
+            return _SECURITY_BY_VALUE[value]
+        except (KeyError, TypeError):
+            return cls.BOGUS
+
+
+_SECURITY_BY_VALUE = {int(m): m for m in Security}
+
 
 class Source(enum.Enum):
     """Where Unbound got the answer from."""
 
     RESOLVED = "resolved"      # MODDONE of a mesh query (cache miss, prefetch)
     CACHE = "cache"            # message-cache hit
-    LOCAL = "local"            # local-data / local-zone configured by the administrator
+    LOCAL = "local"            # local-data the administrator declared (not RPZ, not auth-zone:
+                               # those are labelled RESOLVED by the adapter and judged in full)
 
 
 @dataclass(frozen=True, slots=True)

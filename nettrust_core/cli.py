@@ -43,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check", help="validate a configuration file without starting anything")
     c.add_argument("file", nargs="?", help="the file (default: --config)")
     c.add_argument("--effective", action="store_true", help="print the effective configuration as JSON")
+    c.add_argument("--unbound", metavar="CONF",
+                   help="also check Unbound's effective settings in CONF (read with "
+                        "`unbound-checkconf -o`; loads no module, touches no firewall)")
     c.set_defaults(func=cmd_check)
 
     c = sub.add_parser("status", help="ruleset present, priority, set sizes, counters")
@@ -92,6 +95,17 @@ def cmd_check(args) -> int:
     else:
         print(f"{path}: OK ({config.mode} mode, upstream {config.upstream.mode}, "
               f"{len(config.policy.allow)} allow / {len(config.policy.deny)} deny patterns)")
+    if args.unbound:
+        from .unbound_settings import control_socket, problems, read_settings
+        settings = read_settings(args.unbound)
+        found = problems(settings, config)
+        for problem in found:
+            print(f"nettrust: {args.unbound}: {problem}", file=sys.stderr)
+        if found:
+            return 1
+        sock = control_socket(settings)
+        print(f"{args.unbound}: OK for NetTrust (cache invalidation via "
+              f"{sock or 'nothing: no local control socket'})")
     return 0
 
 

@@ -6,19 +6,23 @@ The adapter calls :meth:`Service.start` from ``init_standard`` and :meth:`Servic
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 
 from .answer import Answer
 from .authorizer import Authorizer, Decision
+from .cache_invalidation import NoInvalidation, UnboundControlInvalidator
 from .config import load_config
 from .errors import ConfigError
 from .lifecycle.supervisor import Lifecycle
+from .local_names import LocalNames
 from .policy import NameCheck
 from .report import Reporter
 from .responses import BlockedResponse, blocked_response
 from .ruleset import instance_from_env, make_backend
 from .unbound_conf import cache_max_ttl
+from .unbound_settings import control_socket, privilege_problem, problems, read_settings
 
 DEFAULT_CONFIG = "/etc/nettrust/nettrust.toml"
 log = logging.getLogger("nettrust")
@@ -36,18 +40,58 @@ class Service:
         self.backend = backend if backend is not None else make_backend(config, self.instance)
         #: The one channel to the agent (decisions, events, counters); inert when stats are off.
         self.reporter = Reporter(config.stats.report_socket if config.stats.enabled else None)
-        self.authorizer = Authorizer(config, self.backend, reporter=self.reporter)
+        #: Removes names from Unbound's cache when grants are revoked early (eviction, caps,
+        #: flush); it learns Unbound's control socket in start(), does nothing until then.
+        self.invalidator = _Invalidator()
+        extra = {}
+        if "invalidator" in inspect.signature(Authorizer.__init__).parameters:
+            extra["invalidator"] = self.invalidator
+        self.authorizer = Authorizer(config, self.backend, reporter=self.reporter, **extra)
         #: Liveness renewals, refused-attempt events, counters: threads between start and stop.
         self.lifecycle = Lifecycle(config, self.authorizer, self.reporter)
         self.blocked_kind = config.policy.blocked_answer
+        #: Names the administrator declared in Unbound's local-data (read in start()): only
+        #: their local answers are Source.LOCAL; RPZ and auth-zone answers are judged in full.
+        self.local_names = LocalNames()
 
     @classmethod
     def from_file(cls, path: str | None = None) -> "Service":
         return cls(load_config(path or config_path()))
 
-    def start(self, *, unbound_cache_max_ttl: int | None = None) -> None:
-        """Check the cache-hit invariant, then build the ruleset; live grants are adopted in
-        the background (answers are exact meanwhile: see nettrust_core.adoption)."""
+    def start(self, *, unbound_cache_max_ttl: int | None = None, unbound_conf: str | None = None,
+              module_config: str | None = None, euid: int | None = None,
+              cap_eff: int | None = None) -> None:
+        """Check that this Unbound can do its job, then build the ruleset; live grants are
+        adopted in the background (answers are exact meanwhile: see nettrust_core.adoption).
+
+        The adapter passes what it knows of the running Unbound: its effective cache-max-ttl
+        and module-config, its configuration file (read again with ``unbound-checkconf -o``
+        for the settings pythonmod does not expose), its effective uid and capabilities.
+        Any problem refuses the start with a message that says what to change.
+        """
+        where = dict(file=self.config.path)
+        if euid is not None:
+            why = privilege_problem(self.config, euid, cap_eff if cap_eff is not None else ~0)
+            if why:
+                raise ConfigError(why, key="firewall.resolver_user", **where)
+        if module_config is not None:
+            found = problems({"module-config": [module_config]}, self.config)
+            if found:
+                raise ConfigError(found[0], **where)
+        if unbound_conf is not None:
+            settings = read_settings(unbound_conf)
+            found = problems(settings, self.config)
+            if found:
+                raise ConfigError(f"{unbound_conf}: " + " ".join(found), **where)
+            self.local_names = LocalNames.from_conf_file(unbound_conf)
+            path = control_socket(settings)
+            if path:
+                self.invalidator.use(UnboundControlInvalidator(path))
+                log.info("cache invalidation via %s", path)
+            else:
+                log.warning("%s has no local control socket (remote-control: control-enable: yes, "
+                            "control-interface: /run/...): answers whose grants are revoked early "
+                            "stay in Unbound's cache until their TTL ends", unbound_conf)
         limit = cache_max_ttl(self.config)
         if unbound_cache_max_ttl is not None and unbound_cache_max_ttl > limit:
             raise ConfigError(
@@ -55,6 +99,7 @@ class Service:
                 f"{limit}s (+grace): cached answers would outlive their grants. Set cache-max-ttl: "
                 f"{limit} (the include from `nettrust unbound-conf` does).",
                 file=self.config.path, key="grants.max_ttl")
+        self.invalidator.start()
         self.authorizer.start()
         self.lifecycle.start()
 
@@ -63,6 +108,7 @@ class Service:
             self.lifecycle.stop()
             self.authorizer.stop()
         finally:
+            self.invalidator.stop()
             self.reporter.close()
 
     def check_query(self, qname: str, client: str | None = None, qtype: int = 0) -> NameCheck:
@@ -73,6 +119,26 @@ class Service:
 
     def authorize(self, answer: Answer) -> Decision:
         return self.authorizer.authorize(answer)
+
+
+class _Invalidator:
+    """The Service's one invalidator: forwards to the real one once start() knows Unbound's
+    control socket (a :class:`NoInvalidation` until then, and for tools without a resolver)."""
+
+    def __init__(self) -> None:
+        self.target = NoInvalidation()
+
+    def use(self, target) -> None:
+        self.target = target
+
+    def invalidate(self, names) -> None:
+        self.target.invalidate(names)
+
+    def start(self) -> None:
+        self.target.start()
+
+    def stop(self) -> None:
+        self.target.stop()
 
 
 def setup_logging(config, emit=None) -> None:

@@ -26,11 +26,17 @@ if "/usr/lib/python3/dist-packages" not in sys.path:
 import logging  # noqa: E402
 from ipaddress import IPv4Address, IPv6Address  # noqa: E402
 
-from nettrust_core.answer import A, AAAA, CNAME, DNAME, Answer, Record, Security, Source, normalize  # noqa: E402
+from nettrust_core.answer import A, AAAA, CNAME, DNAME, Answer, Record, Security, Source  # noqa: E402
 from nettrust_core.service import Service, config_path, setup_logging  # noqa: E402
 from nettrust_core.config import load_config  # noqa: E402
+from nettrust_core.ratelimit import RateLimiter  # noqa: E402
+from nettrust_core.unbound_settings import own_cap_eff, own_conf_path, problems  # noqa: E402
+from nettrust_core.wire import WireNameError, decode_name, decode_rdata_name  # noqa: E402
 
 _service = None
+#: Failures on the answer path are logged at most a few times per 10 s per kind (a hostile zone
+#: can make every query fail the same way; a traceback per query would flood the log).
+_errors = RateLimiter(interval=10.0, burst=3)
 _ADDR_TYPE = {A: IPv4Address, AAAA: IPv6Address}   # raise ValueError unless 4 / 16 bytes
 
 
@@ -46,15 +52,22 @@ def _unbound_log(level, text):
 # -- lifecycle -------------------------------------------------------------------------------
 def init_standard(id, env):
     global _service
-    if _under_checkconf():
-        # unbound-checkconf runs init too: validate the config, touch nothing.
-        load_config(config_path())
-        log_info("nettrust: configuration %s is valid (checkconf)" % config_path())
+    checkconf = _under_checkconf(env)
+    if checkconf:
+        # unbound-checkconf runs init too: validate the config, touch nothing (no firewall).
+        service_config = load_config(config_path())
+        found = problems({"module-config": [env.cfg.module_conf]}, service_config)
+        if found:
+            log_err("nettrust: " + found[0])
+            raise RuntimeError(found[0])
+        log_info("nettrust: configuration %s is valid (checkconf: %s; firewall untouched)"
+                 % (config_path(), checkconf))
         return True
     try:
         service = Service.from_file()
         setup_logging(service.config, _unbound_log)
-        service.start(unbound_cache_max_ttl=int(env.cfg.max_ttl))
+        service.start(unbound_cache_max_ttl=int(env.cfg.max_ttl), unbound_conf=own_conf_path(),
+                      module_config=env.cfg.module_conf, euid=os.geteuid(), cap_eff=own_cap_eff())
     except Exception as exc:
         log_err("nettrust: cannot start: %s" % exc)
         raise
@@ -65,12 +78,27 @@ def init_standard(id, env):
     return True
 
 
-def _under_checkconf():
+def _under_checkconf(env):
+    """Why this is unbound-checkconf and not the daemon ("" when it is the daemon).
+
+    /proc/self/comm is cut to 15 characters ("unbound-checkco"), so it cannot tell.  Two signs
+    that can: the executable's name, and the env checkconf hands init_standard, which it zeroes
+    except cfg and scratch (smallapp/unbound-checkconf.c:check_mod); the daemon's already has its
+    message cache and allocator (daemon/daemon.c: daemon_apply_cfg, daemon_setup_modules).
+    Measured on 1.17.1: comm 'unbound-checkco', exe /usr/sbin/unbound-checkconf, msg_cache,
+    rrset_cache and alloc None under checkconf, all set in the daemon; worker and mesh are None
+    in both (no sign).  Never read env.now here: NULL under checkconf, and its getter
+    dereferences it (segfault, measured).
+    """
     try:
-        with open("/proc/self/comm") as f:
-            return f.read().strip() == "unbound-checkconf"
+        exe = os.path.basename(os.readlink("/proc/self/exe"))
     except OSError:
-        return False
+        exe = ""
+    if exe.startswith("unbound-checkconf"):
+        return "executable " + exe
+    if env.msg_cache is None or env.alloc is None:
+        return "module env without message cache"
+    return ""
 
 
 def init(id, cfg):
@@ -97,18 +125,29 @@ def operate(id, event, qstate, qdata):
             return _on_query(id, qstate)
         if event == MODULE_EVENT_MODDONE:
             return _on_answer(id, qstate)
-    except Exception:
-        log_err("nettrust: error, failing closed (SERVFAIL): " + traceback.format_exc().replace("\n", " | "))
+    except Exception as exc:
+        _log_error("error, failing closed (SERVFAIL)", exc)
+        msg = qstate.return_msg
         _servfail(id, qstate)
+        if event == MODULE_EVENT_MODDONE:
+            _uncache(qstate, msg.rep if msg is not None else None)
         return True
     qstate.ext_state[id] = MODULE_ERROR
     return True
 
 
 def _on_query(id, qstate):
+    if qstate.is_valrec:
+        qstate.ext_state[id] = MODULE_WAIT_MODULE
+        return True
+    try:
+        qname = decode_name(qstate.qinfo.qname)
+    except WireNameError as exc:
+        _log_error("query name refused, SERVFAIL", exc)
+        _servfail(id, qstate)
+        return True
     client = _client(qstate)
-    if client is not None and not qstate.is_valrec:
-        qname = normalize(qstate.qinfo.qname_str)
+    if client is not None:
         if not _service.check_query(qname, client, qstate.qinfo.qtype).allowed:
             _reply_blocked(id, qstate, qname, qstate.qinfo.qtype)
             return True
@@ -124,16 +163,58 @@ def _on_answer(id, qstate):
     rep = msg.rep
     client = _client(qstate)
     rcode = qstate.return_rcode or (rep.flags & 0xF)
-    answer = Answer(normalize(qstate.qinfo.qname_str), qstate.qinfo.qtype, rcode,
-                    Security(rep.security), _records(rep, rep.an_numrrsets), client, Source.RESOLVED)
+    try:
+        answer = Answer(decode_name(qstate.qinfo.qname), qstate.qinfo.qtype, rcode,
+                        Security.from_unbound(rep.security), _records(rep, rep.an_numrrsets),
+                        client, Source.RESOLVED)
+    except WireNameError as exc:
+        _log_error("answer with a name that has no exact form refused, SERVFAIL", exc)
+        _servfail(id, qstate)
+        _uncache(qstate, rep)
+        return True
     decision = _service.authorize(answer)
     if decision.error is not None:
         _servfail(id, qstate)
-    elif decision.verdict.replace_answer and client is not None:
-        _reply_blocked(id, qstate, answer.qname, answer.qtype)
+        _uncache(qstate, rep)  # else the next client would get the ungranted answer from cache
+    elif decision.verdict.replace_answer:
+        # The iterator and validator stored the real answer before we saw it: remove it, or
+        # the next client gets it from cache (operate() never sees cache hits).
+        _uncache(qstate, rep)
+        if client is not None:
+            _reply_blocked(id, qstate, answer.qname, answer.qtype)
+        else:
+            _servfail(id, qstate)   # prefetch: nobody waits; nothing may be stored
     else:
         qstate.ext_state[id] = MODULE_FINISHED
     return True
+
+
+def _uncache(qstate, rep):
+    """Expire this query's cached message and its RRsets (TTL 0): the next client's query
+    misses the cache and reaches operate() again.  pythonmod_utils.c:invalidateQueryInCache.
+
+    Skipped for a message with TTL 0, which Unbound does not store (the C function would log
+    "qinfo is not in cache" at every such query, beyond our rate limiter)."""
+    try:
+        qstate.no_cache_store = 1
+        if rep is None or int(rep.ttl) <= 0:
+            return
+        invalidateQueryInCache(qstate, qstate.qinfo)
+    except Exception as exc:
+        _log_error("cannot invalidate the cached answer", exc)
+
+
+def _log_error(what, exc):
+    """One line per failure kind, at most 3 per 10 s each; the traceback only on the first."""
+    key = (what, type(exc).__name__)
+    ok, suppressed = _errors.allow(key)
+    if not ok:
+        return
+    more = " (%d similar suppressed)" % suppressed if suppressed else ""
+    text = "nettrust: %s: %s: %s%s" % (what, type(exc).__name__, exc, more)
+    if not isinstance(exc, (WireNameError, ValueError)) and suppressed == 0:
+        text += " | " + traceback.format_exc().replace("\n", " | ")
+    log_err(text)
 
 
 def _on_local_answer(qinfo, qstate, rep, rcode, edns, opt_list_out, region, **kwargs):
@@ -143,24 +224,33 @@ def _on_local_answer(qinfo, qstate, rep, rcode, edns, opt_list_out, region, **kw
             return True
         repinfo = kwargs.get("repinfo")
         client = repinfo.addr if repinfo is not None else None
-        answer = Answer(normalize(qinfo.qname_str), qinfo.qtype, rcode, Security.INSECURE,
-                        _records(rep, rep.an_numrrsets), client, Source.LOCAL)
+        qname = decode_name(qinfo.qname)
+        # Only names the administrator declared (local-data) are LOCAL; RPZ and auth-zone
+        # answers arrive here too and are judged like any resolved answer (rebinding guard,
+        # require_dnssec): a feed or zone transfer is not the administrator.
+        source = Source.LOCAL if _service.local_names.declared(qname) else Source.RESOLVED
+        answer = Answer(qname, qinfo.qtype, rcode, Security.INSECURE,
+                        _records(rep, rep.an_numrrsets), client, source)
         _service.authorize(answer)
-    except Exception:
-        log_err("nettrust: local answer not granted: " + traceback.format_exc().replace("\n", " | "))
+    except Exception as exc:
+        _log_error("local answer not granted", exc)
     return True
 
 
 # -- translation -----------------------------------------------------------------------------
 def _records(rep, count):
-    """Answer-section records as core values; undecodable rdata is skipped, never raised."""
+    """Answer-section records as core values, every name decoded from wire bytes.
+
+    A malformed address is skipped (it can never be granted); a name without an exact text
+    form raises WireNameError: the whole answer is refused.
+    """
     records = []
     for i in range(min(count, rep.rrset_count)):
         rrset = rep.rrsets[i]
         rtype = socket.ntohs(rrset.rk.type)
         if rtype not in (A, AAAA, CNAME, DNAME):
             continue
-        owner = normalize(rrset.rk.dname_str)
+        owner = decode_name(rrset.rk.dname)
         data = rrset.entry.data
         for j in range(data.count):
             rd = data.rr_data[j]
@@ -168,7 +258,9 @@ def _records(rep, count):
                 if rtype == A or rtype == AAAA:
                     value = _ADDR_TYPE[rtype](rd[2:])    # from wire bytes: no text round trip
                 else:
-                    value = normalize(dnameAsStr(rd[2:]))
+                    value = decode_rdata_name(rd)
+            except WireNameError:
+                raise
             except (ValueError, OSError, TypeError):
                 continue
             records.append(Record(owner, rtype, int(data.rr_ttl[j]), value))
@@ -193,7 +285,7 @@ def _reply_blocked(id, qstate, qname, qtype):
         qstate.return_rcode = resp.rcode
         qstate.ext_state[id] = MODULE_FINISHED
         return
-    msg = DNSMessage(qstate.qinfo.qname_str, qtype, RR_CLASS_IN, PKT_QR | PKT_RA)
+    msg = DNSMessage(qname + ".", qtype, RR_CLASS_IN, PKT_QR | PKT_RA)
     msg.answer.extend(resp.answer)
     msg.authority.extend(resp.authority)
     if not msg.set_return_msg(qstate):
