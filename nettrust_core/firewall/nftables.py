@@ -58,7 +58,7 @@ import threading
 from typing import NamedTuple, Sequence
 
 from ..errors import FirewallError
-from ..netlink import nftables as nl, wire
+from ..netlink import nftables as nl, nftables_state as nft_state, wire
 from .base import MAX_INSTANCES, Grant, GrantedElement, RulesetSpec
 from .diagnostics import BaseChain
 
@@ -387,20 +387,21 @@ class NftablesBackend:
 
     def _table_flags(self) -> int | None:
         """The table's flags, or None when it does not exist."""
-        return self._socket("_ctl").table_flags(self.spec.table)
+        return nft_state.table_flags(self._socket("_ctl"), self.spec.table)
 
     def _chains(self) -> dict[str, ChainState]:
         """The chains of our table (a GETCHAIN dump covers every table of the family)."""
         return {c.name: ChainState(c.hook, c.priority, None if c.policy is None else
                                    ("accept" if c.policy == 1 else "drop"), c.type)
-                for c in self._socket("_ctl").chains(wire.NFPROTO_INET) if c.table == self.spec.table}
+                for c in nft_state.chains(self._socket("_ctl"), wire.NFPROTO_INET)
+                if c.table == self.spec.table}
 
     def base_chains(self) -> list[BaseChain]:
         """Every base chain of every table and family (ours and others'), for the priority report."""
         return [BaseChain(c.family, c.table, c.name, wire.HOOK_NAMES.get(c.hook, str(c.hook)),
                           c.priority or 0, c.type or "filter",
                           "accept" if c.policy in (None, 1) else "drop")
-                for c in self._socket("_ctl").chains() if c.hook is not None]
+                for c in nft_state.chains(self._socket("_ctl")) if c.hook is not None]
 
     def _set_size(self, name: str) -> int | None:
         """Elements in a set (interval ends not counted), None when the set is absent."""
@@ -432,13 +433,13 @@ class NftablesBackend:
         if chains:
             first = next(iter(chains.values()))
             st["priority"], st["policy"] = first.priority, first.policy
-            exprs = self._socket("_ctl").expression_names(spec.table, next(iter(chains)))
+            exprs = nft_state.expression_names(self._socket("_ctl"), spec.table, next(iter(chains)))
             st["action"] = "reject" if "reject" in exprs else "drop"
         if count_elements:
             st["sets"] = {name: self._set_size(name)
                           for name in (*(n for _k, _v, n in all_grant_sets(spec)),
                                        *STATIC_SETS.values())}
-        counter = self._socket("_ctl").counter(spec.table, COUNTER)
+        counter = nft_state.counter(self._socket("_ctl"), spec.table, COUNTER)
         if counter is not None:
             st["counters"][COUNTER] = counter
         return st

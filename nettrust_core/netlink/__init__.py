@@ -6,8 +6,9 @@ Layers, each importing only the ones above it in this list:
 - :mod:`.wire` — bytes on the wire: netlink and nfnetlink headers, attributes, errors.
 - :mod:`.core` — :class:`~.core.NetlinkSocket`: one persistent NETLINK_NETFILTER socket, batches
   with their acks, dumps, single requests.
-- :mod:`.nftables` — nf_tables messages: set elements in and out, chains, rules, tables,
-  counters; :class:`~.nftables.NftablesSocket` adds the set-element verbs to the socket.
+- :mod:`.nftables` — nf_tables set elements in and out (the answer path, and why it is
+  hand-written); :class:`~.nftables.NftablesSocket` adds the set-element verbs to the socket.
+- :mod:`.nftables_state` — tables, chains, rule expressions, counters: state read for people.
 - :mod:`.conntrack` — ctnetlink: the mark-filtered dump request and its entries.
 - :mod:`.nflog` — nfnetlink_log: the group bind messages and the logged packets.
 

@@ -1,4 +1,5 @@
-"""The hand-written nf_tables netlink client, byte for byte, without a kernel.
+"""The hand-written netlink package (wire, core socket, nf_tables codecs), byte for byte,
+without a kernel.
 
 Expected bytes are built here from the layout (netlink headers in host order, via ``h16``/``h32``;
 nf_tables values big-endian), so the tests hold on either endianness.  The "captured" replies were
@@ -15,7 +16,7 @@ import sys
 import pytest
 
 from nettrust_core.errors import FirewallError
-from nettrust_core.netlink import nftables as nft, wire
+from nettrust_core.netlink import nftables as nft, nftables_state as nft_state, wire
 from nettrust_core.firewall.base import COMMENT_MAX
 
 
@@ -357,6 +358,20 @@ def test_request_returns_the_reply_or_raises():
     with pytest.raises(FirewallError) as info:
         s.request(nft.NFT_MSG_GETTABLE, wire.NFPROTO_INET, wire.attr(1, b"t\0"))
     assert info.value.errno == errno.ENOENT
+
+
+def chain_reply(family: int, table: str, name: str, hook: bytes = b"", policy: bytes = b"") -> bytes:
+    body = (bytes((family, 0, 0, 0)) + wire.attr(1, wire.strz(table)) + wire.attr(3, wire.strz(name))
+            + hook + policy + wire.attr(7, wire.strz("nat" if hook else "filter")))
+    return hdr(16 + len(body), 0x0A03, wire.NLM_F_MULTI, 1) + body
+
+
+def test_parse_chain_base_and_regular():
+    hook = wire.nested(4, wire.attr(1, wire.be32(3)), wire.attr(2, (-100).to_bytes(4, "big", signed=True)))
+    [m] = wire.messages(chain_reply(2, "docker", "OUTPUT", hook, wire.attr(5, wire.be32(1))))
+    assert nft_state.parse_chain(m) == nft_state.Chain("ip", "docker", "OUTPUT", 3, -100, "nat", 1)
+    [m] = wire.messages(chain_reply(1, "t", "sub"))
+    assert nft_state.parse_chain(m) == nft_state.Chain("inet", "t", "sub", None, None, "filter", None)
 
 
 def test_header_structs_have_fixed_sizes():
