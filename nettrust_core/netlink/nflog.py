@@ -22,7 +22,8 @@ import socket
 import struct
 from typing import NamedTuple
 
-from .wire import HOOK_NAMES, NLM_F_ACK, NLM_F_REQUEST, Message, attr, attr_be32, attr_str, attrs, nlmsg
+from .wire import (HOOK_NAMES, NLM_F_ACK, NLM_F_REQUEST, Message, attr, attr_be32, attr_str, attrs,
+                   nlmsg)
 
 NFNL_SUBSYS_ULOG = 4
 NFULNL_MSG_PACKET = 0

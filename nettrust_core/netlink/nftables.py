@@ -1,17 +1,19 @@
-"""nf_tables messages: set elements in and out (the answer path), chains, rules, tables, counters.
+"""nf_tables set elements in and out: the answer path's write, the dumps and lookups of grants.
 
-Why the answer-path write is hand-written: it is 5 to 48 times cheaper than the alternatives.
+Why the answer-path write is hand-written: it is 4 to 39 times cheaper than the alternatives.
 Measured in one run (``bench/fw_write.py --compare --calls 3000``: kernel 6.18, Debian 12's
-python3 3.11.2, nftables 1.0.6, pyroute2 0.7.2, 2 shared cores at load 2.4), µs per call adding
-n IPv4 elements with timeout, expiration and comment to one set, median of 3 rounds::
+python3 3.11.2, nftables 1.0.6, pyroute2 0.7.2; 2 cores shared with other work, load 2.7), µs per
+call adding n IPv4 elements with timeout, expiration and comment to one set, best of 5 rounds
+(ways interleaved) and its ratio to ours::
 
-    n                                          1        4       16
-    hand-written batch (NftablesBackend.grant) 10.5     16.6     45.2
-    libnftables cmd("add element …")           77.6     114.0    247.6    7.4x  6.9x  5.5x
-    libnftables json_cmd(add element)          101.8    128.7    278.1    9.7x  7.8x  6.2x
-    pyroute2 NFTSocket NEWSETELEM              338.3    547.9    2151.7   32x   33x   48x
+    n                                             1              4              16
+    hand-written batch (NftablesBackend.grant)    9.6            15.7           41.6
+    libnftables cmd("add element …")              100.6  10.5x   107.0   6.8x   184.6   4.4x
+    libnftables json_cmd(add element)             115.6  12.0x   126.3   8.0x   296.1   7.1x
+    pyroute2 NFTSocket NEWSETELEM                 355.7  37.1x   504.5  32.1x   1622.6 39.0x
 
-libnftables parses text or JSON and fetches the set's definition before each write.  pyroute2's
+libnftables parses text or JSON and reads the table's and set's definitions from the kernel
+(its cache) before each command.  pyroute2's
 ``NFTables`` has no set-element verb (``set_elem`` raises ``AttributeError: set_elem``); the
 figure is its own NEWSETELEM message class sent through ``NFTSocket._command``.  (Tables,
 chains, rules and counters, read for people off the answer path: :mod:`.nftables_state`.)
