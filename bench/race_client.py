@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""Resolve-then-connect trials, run inside the lab's host namespace (standard library only).
+"""Resolve-then-connect trials, run inside the lab's host namespace (standard library and
+dnspython, Debian's python3-dnspython).
 
     race_client.py [--server 127.0.0.1] [--port 9] [--window 64] [--timeout 0.8] < trials
 
@@ -25,17 +26,26 @@ import struct
 import sys
 import time
 
+import dns.message
+
 _TCP_INFO_RETRANS = struct.Struct("=BBBBBBBB")   # tcpi_state .. tcpi_options; [2] = tcpi_retransmits
 _TOTAL_RETRANS_OFFSET = 100                     # struct tcp_info: tcpi_total_retrans (u32)
 
 
 def query(name: str, qid: int) -> bytes:
-    labels = b"".join(bytes([len(p)]) + p.encode() for p in name.rstrip(".").split("."))
-    return struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0) + labels + b"\0" + struct.pack("!HH", 1, 1)
+    """An A query with RD; built before the send, outside the timed race."""
+    msg = dns.message.make_query(name, "A")
+    msg.id = qid
+    return msg.to_wire()
 
 
 def first_a(data: bytes) -> tuple[int, str | None]:
-    """(rcode, first IPv4 address in the answer section or None)."""
+    """(rcode, first IPv4 address in the answer section or None).
+
+    Hand-written on purpose: it runs between the answer's arrival and the connect, the window
+    the race measures, and ``dns.message.from_wire`` would add ~100 µs there (2 µs for this walk,
+    measured on the bench machine), a head start for the grant that the trial would not see.
+    """
     rcode = data[3] & 0x0F
     qd, an = struct.unpack("!HH", data[4:8])
     pos = 12

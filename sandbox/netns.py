@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import os
-import secrets
 import socket
-import struct
 import threading
 from pathlib import Path
 
@@ -77,29 +75,29 @@ def pids_in_netns(inode: int) -> list[int]:
     return pids
 
 
-def _encode_name(name: str) -> bytes:
-    out = b""
-    for label in name.rstrip(".").split("."):
-        if label:
-            out += bytes([len(label)]) + label.encode("ascii")
-    return out + b"\0"
-
-
 def dns_probe(ns: str, server: str, qname: str, qtype: int = 1, *, port: int = 53,
               rd: bool = False, timeout: float = 0.3) -> int | None:
     """Send one UDP query from inside ``ns``; the response's rcode, or None without a response."""
+    # Imported here: the namespace helpers above also serve benchmarks (bench/fw_write.py) that
+    # send no DNS.  dnspython is Debian's python3-dnspython under /usr/bin/python3.
+    import dns.exception
+    import dns.flags
+    import dns.message
+
     family = socket.AF_INET6 if ":" in server else socket.AF_INET
-    qid = secrets.randbelow(65536)
-    flags = 0x0100 if rd else 0
-    query = struct.pack("!HHHHHH", qid, flags, 1, 0, 0, 0) + _encode_name(qname) + struct.pack("!HH", qtype, 1)
+    query = dns.message.make_query(qname, qtype, flags=dns.flags.RD if rd else 0)
     with socket_in_netns(ns, family, socket.SOCK_DGRAM) as sock:
         sock.settimeout(timeout)
         try:
             sock.connect((server, port))
-            sock.send(query)
+            sock.send(query.to_wire())
             while True:
                 data = sock.recv(4096)
-                if len(data) >= 12 and struct.unpack("!H", data[:2])[0] == qid and data[2] & 0x80:
-                    return data[3] & 0x0F
+                try:
+                    response = dns.message.from_wire(data)
+                except dns.exception.DNSException:
+                    continue                        # not a DNS message: wait for the real one
+                if query.is_response(response):
+                    return response.rcode()
         except (TimeoutError, ConnectionRefusedError, OSError):
             return None

@@ -38,9 +38,10 @@ Two planes:
   and a packet must pass every base chain on its hook, so the worst case is an instant of drop,
   never an open moment.  (The static sets are declared just before, see
   :func:`static_set_declarations`.)
-* The answer path (``grant``) is a raw netlink batch on a persistent socket (:mod:`.netlink`):
-  IPv4 and IPv6 elements to their sets in one batch, acked.  The state reads (``list_grants``,
-  ``status``) use a second socket, so a long dump never holds up an answer.
+* The answer path (``grant``) is a raw netlink batch on a persistent socket
+  (:mod:`nettrust_core.netlink.nftables`, which says why it is hand-written): IPv4 and IPv6
+  elements to their sets in one batch, acked.  The state reads (``list_grants``, ``status``)
+  use a second socket, so a long dump never holds up an answer.
 """
 
 from __future__ import annotations
@@ -57,8 +58,9 @@ import threading
 from typing import NamedTuple, Sequence
 
 from ..errors import FirewallError
-from . import netlink as nl
+from ..netlink import nftables as nl, nftables_state as nft_state, wire
 from .base import MAX_INSTANCES, Grant, GrantedElement, RulesetSpec
+from .diagnostics import BaseChain
 
 log = logging.getLogger("nettrust.firewall")
 
@@ -258,18 +260,18 @@ class NftablesBackend:
         self.repairs = 0
         self.errors = 0
         self._timeout = timeout
-        self._hot: nl.NetlinkSocket | None = None      # the answer path's socket
-        self._ctl: nl.NetlinkSocket | None = None      # dumps and control messages
+        self._hot: nl.NftablesSocket | None = None      # the answer path's socket
+        self._ctl: nl.NftablesSocket | None = None      # dumps and control messages
         self._nft = None                               # libnftables context, made on first ensure
         self._open_lock = threading.Lock()
         self._ctl_lock = threading.Lock()
 
     # -- sockets ------------------------------------------------------------------------------
-    def _socket(self, which: str) -> nl.NetlinkSocket:
+    def _socket(self, which: str) -> nl.NftablesSocket:
         with self._open_lock:
             sock = getattr(self, which)
             if sock is None:
-                sock = nl.NetlinkSocket(self._timeout)
+                sock = nl.NftablesSocket(self._timeout)
                 setattr(self, which, sock)
             return sock
 
@@ -367,7 +369,7 @@ class NftablesBackend:
         On a socket of its own, closed afterwards, so ``on_batch`` may raise to abandon a long
         dump (a stopping resolver) without leaving its remains on a shared socket.
         """
-        sock = nl.NetlinkSocket(self._timeout)
+        sock = nl.NftablesSocket(self._timeout)
         try:
             for v, name in self.grant_sets.items():
                 sock.scan_elements(self.spec.table, name,
@@ -385,94 +387,21 @@ class NftablesBackend:
 
     def _table_flags(self) -> int | None:
         """The table's flags, or None when it does not exist."""
-        try:
-            msg = self._socket("_ctl").request(nl.NFT_MSG_GETTABLE, nl.NFPROTO_INET,
-                                               nl.attr(nl.NFTA_TABLE_NAME, nl.strz(self.spec.table)))
-        except FirewallError as exc:
-            if exc.errno == errno_mod.ENOENT:
-                return None
-            raise
-        a = nl.attrs(msg.data, msg.start + 4, msg.end)
-        return nl.attr_be32(msg.data, a.get(nl.NFTA_TABLE_FLAGS)) or 0
+        return nft_state.table_flags(self._socket("_ctl"), self.spec.table)
 
     def _chains(self) -> dict[str, ChainState]:
         """The chains of our table (a GETCHAIN dump covers every table of the family)."""
-        chains: dict[str, ChainState] = {}
+        return {c.name: ChainState(c.hook, c.priority, None if c.policy is None else
+                                   ("accept" if c.policy == 1 else "drop"), c.type)
+                for c in nft_state.chains(self._socket("_ctl"), wire.NFPROTO_INET)
+                if c.table == self.spec.table}
 
-        def on_chain(m: nl.Message) -> None:
-            d = m.data
-            a = nl.attrs(d, m.start + 4, m.end)
-            if nl.attr_str(d, a.get(nl.NFTA_CHAIN_TABLE)) != self.spec.table:
-                return
-            hook = prio = None
-            if nl.NFTA_CHAIN_HOOK in a:
-                h = nl.attrs(d, *a[nl.NFTA_CHAIN_HOOK])
-                hook = nl.attr_be32(d, h.get(nl.NFTA_HOOK_HOOKNUM))
-                prio = nl.attr_be32s(d, h.get(nl.NFTA_HOOK_PRIORITY))
-            policy = nl.attr_be32(d, a.get(nl.NFTA_CHAIN_POLICY))
-            chains[nl.attr_str(d, a.get(nl.NFTA_CHAIN_NAME)) or ""] = ChainState(
-                hook, prio, None if policy is None else ("accept" if policy == 1 else "drop"),
-                nl.attr_str(d, a.get(nl.NFTA_CHAIN_TYPE)))
-
-        self._socket("_ctl").dump(nl.NFT_MSG_GETCHAIN, nl.NFPROTO_INET, b"", on_chain)
-        return chains
-
-    def base_chains(self) -> list:
+    def base_chains(self) -> list[BaseChain]:
         """Every base chain of every table and family (ours and others'), for the priority report."""
-        from ..lifecycle.chains import HOOK_NAMES, BaseChain
-        out = []
-
-        def on_chain(m: nl.Message) -> None:
-            d = m.data
-            a = nl.attrs(d, m.start + 4, m.end)
-            if nl.NFTA_CHAIN_HOOK not in a:
-                return
-            h = nl.attrs(d, *a[nl.NFTA_CHAIN_HOOK])
-            hook = nl.attr_be32(d, h.get(nl.NFTA_HOOK_HOOKNUM))
-            policy = nl.attr_be32(d, a.get(nl.NFTA_CHAIN_POLICY))
-            out.append(BaseChain(
-                nl.FAMILY_NAMES.get(d[m.start], str(d[m.start])),
-                nl.attr_str(d, a.get(nl.NFTA_CHAIN_TABLE)) or "",
-                nl.attr_str(d, a.get(nl.NFTA_CHAIN_NAME)) or "",
-                HOOK_NAMES.get(hook, str(hook)), nl.attr_be32s(d, h.get(nl.NFTA_HOOK_PRIORITY)) or 0,
-                nl.attr_str(d, a.get(nl.NFTA_CHAIN_TYPE)) or "filter",
-                "accept" if policy in (None, 1) else "drop"))
-
-        self._socket("_ctl").dump(nl.NFT_MSG_GETCHAIN, nl.NFPROTO_UNSPEC, b"", on_chain)
-        return out
-
-    def _expression_names(self, chain: str) -> set[str]:
-        """Names of the expressions used by the rules of one chain (e.g. "reject")."""
-        names: set[str] = set()
-
-        def on_rule(m: nl.Message) -> None:
-            d = m.data
-            a = nl.attrs(d, m.start + 4, m.end)
-            if nl.NFTA_RULE_EXPRESSIONS in a:
-                for s, e in nl.list_items(d, *a[nl.NFTA_RULE_EXPRESSIONS]):
-                    names.add(nl.attr_str(d, nl.attrs(d, s, e).get(nl.NFTA_EXPR_NAME)) or "")
-
-        body = (nl.attr(nl.NFTA_RULE_TABLE, nl.strz(self.spec.table))
-                + nl.attr(nl.NFTA_RULE_CHAIN, nl.strz(chain)))
-        self._socket("_ctl").dump(nl.NFT_MSG_GETRULE, nl.NFPROTO_INET, body, on_rule)
-        return names
-
-    def _counter(self, name: str) -> dict | None:
-        body = (nl.attr(nl.NFTA_OBJ_TABLE, nl.strz(self.spec.table))
-                + nl.attr(nl.NFTA_OBJ_NAME, nl.strz(name))
-                + nl.attr(nl.NFTA_OBJ_TYPE, nl.be32(nl.NFT_OBJECT_COUNTER)))
-        try:
-            m = self._socket("_ctl").request(nl.NFT_MSG_GETOBJ, nl.NFPROTO_INET, body)
-        except FirewallError as exc:
-            if exc.errno == errno_mod.ENOENT:
-                return None
-            raise
-        a = nl.attrs(m.data, m.start + 4, m.end)
-        if nl.NFTA_OBJ_DATA not in a:
-            return None
-        c = nl.attrs(m.data, *a[nl.NFTA_OBJ_DATA])
-        return {"packets": nl.attr_be64(m.data, c.get(nl.NFTA_COUNTER_PACKETS)) or 0,
-                "bytes": nl.attr_be64(m.data, c.get(nl.NFTA_COUNTER_BYTES)) or 0}
+        return [BaseChain(c.family, c.table, c.name, wire.HOOK_NAMES.get(c.hook, str(c.hook)),
+                          c.priority or 0, c.type or "filter",
+                          "accept" if c.policy in (None, 1) else "drop")
+                for c in nft_state.chains(self._socket("_ctl")) if c.hook is not None]
 
     def _set_size(self, name: str) -> int | None:
         """Elements in a set (interval ends not counted), None when the set is absent."""
@@ -504,13 +433,13 @@ class NftablesBackend:
         if chains:
             first = next(iter(chains.values()))
             st["priority"], st["policy"] = first.priority, first.policy
-            exprs = self._expression_names(next(iter(chains)))
+            exprs = nft_state.expression_names(self._socket("_ctl"), spec.table, next(iter(chains)))
             st["action"] = "reject" if "reject" in exprs else "drop"
         if count_elements:
             st["sets"] = {name: self._set_size(name)
                           for name in (*(n for _k, _v, n in all_grant_sets(spec)),
                                        *STATIC_SETS.values())}
-        counter = self._counter(COUNTER)
+        counter = nft_state.counter(self._socket("_ctl"), spec.table, COUNTER)
         if counter is not None:
             st["counters"][COUNTER] = counter
         return st
@@ -539,9 +468,9 @@ class NftablesBackend:
 
     def _wake_table(self, flags: int) -> None:
         """A dormant table filters nothing: clear the flag (nft's JSON cannot say this)."""
-        body = (nl.attr(nl.NFTA_TABLE_NAME, nl.strz(self.spec.table))
-                + nl.attr(nl.NFTA_TABLE_FLAGS, nl.be32(flags & ~nl.NFT_TABLE_F_DORMANT)))
-        fails = self._socket("_ctl").transact([(nl.nft_type(nl.NFT_MSG_NEWTABLE), 0, nl.NFPROTO_INET, body)])
+        body = (wire.attr(nl.NFTA_TABLE_NAME, wire.strz(self.spec.table))
+                + wire.attr(nl.NFTA_TABLE_FLAGS, wire.be32(flags & ~nl.NFT_TABLE_F_DORMANT)))
+        fails = self._socket("_ctl").transact([(nl.nft_type(nl.NFT_MSG_NEWTABLE), 0, wire.NFPROTO_INET, body)])
         if fails:
             raise self._error(f"cannot wake the dormant table: {fails[0]}",
                               errno=fails[0].errno)
@@ -592,7 +521,7 @@ class NftablesBackend:
         """
         names = (self.grant_sets.values() if own_only
                  else [n for _k, _v, n in all_grant_sets(self.spec)])
-        reqs = [(nl.nft_type(nl.NFT_MSG_DELSETELEM), 0, nl.NFPROTO_INET,
+        reqs = [(nl.nft_type(nl.NFT_MSG_DELSETELEM), 0, wire.NFPROTO_INET,
                  nl.setelem_head(self.spec.table, name)) for name in names]
         fails = self._socket("_ctl").transact(reqs)
         if fails and not (fails[0].errno == errno_mod.ENOENT and self._table_flags() is None):
@@ -602,8 +531,8 @@ class NftablesBackend:
 
     def remove(self) -> None:
         """Delete the table (egress is open again); an absent table is not an error."""
-        body = nl.attr(nl.NFTA_TABLE_NAME, nl.strz(self.spec.table))
-        fails = self._socket("_ctl").transact([(nl.nft_type(nl.NFT_MSG_DELTABLE), 0, nl.NFPROTO_INET, body)])
+        body = wire.attr(nl.NFTA_TABLE_NAME, wire.strz(self.spec.table))
+        fails = self._socket("_ctl").transact([(nl.nft_type(nl.NFT_MSG_DELTABLE), 0, wire.NFPROTO_INET, body)])
         if fails and fails[0].errno != errno_mod.ENOENT:
             f = fails[0]
             raise self._error(f"cannot delete the table: {f}",

@@ -14,25 +14,10 @@ What can matter:
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from ..firewall.diagnostics import BaseChain
 
-HOOK_NAMES = {0: "prerouting", 1: "input", 2: "forward", 3: "output", 4: "postrouting"}
 IP_FAMILIES = ("inet", "ip", "ip6")
 LEGACY_FILES = ("/proc/net/ip_tables_names", "/proc/net/ip6_tables_names")
-
-
-class BaseChain(NamedTuple):
-    family: str
-    table: str
-    name: str
-    hook: str
-    priority: int
-    type: str
-    policy: str
-
-    def __str__(self) -> str:
-        return (f"{self.family} {self.table} {self.name}: {self.type} hook {self.hook} "
-                f"priority {self.priority} policy {self.policy}")
 
 
 def relevant(chains: list[BaseChain], hooks: tuple[str, ...]) -> list[BaseChain]:

@@ -1,20 +1,8 @@
 """Which granted addresses still carry a live connection: one kernel-filtered conntrack dump.
 
-The ruleset ORs a mark bit into every connection a grant lets through (``ct mark set ct mark |
-BIT``).  A ctnetlink dump request carrying ``CTA_MARK``/``CTA_MARK_MASK`` makes the kernel skip
-every other entry while walking its table, so the reply holds only NetTrust's connections, never
-the whole table.  All address families come in one dump (nfgenmsg family AF_UNSPEC).
-
-Wire layout (a reply message, after the nfgenmsg)::
-
-    CTA_TUPLE_ORIG (nest)  CTA_TUPLE_IP (nest)    CTA_IP_V4_DST 4 bytes | CTA_IP_V6_DST 16 bytes
-                           CTA_TUPLE_PROTO (nest) CTA_PROTO_NUM u8
-    CTA_PROTOINFO (nest)   CTA_PROTOINFO_TCP (nest) CTA_PROTOINFO_TCP_STATE u8
-
-Parsing uses :mod:`..firewall.netlink`'s helpers: netlink headers in host order as netlink
-defines them, every value as bytes or explicit big-endian, nothing sized by the machine's word
-(the seed's MIPS64 failure).  Any failure raises :class:`ConntrackError`, which callers treat as
-"liveness unknown".
+The request and the entries are :mod:`nettrust_core.netlink.conntrack`'s (the kernel returns only
+connections carrying NetTrust's mark); this module owns the socket and counts what is live.  Any
+failure raises :class:`ConntrackError`, which callers treat as "liveness unknown".
 """
 
 from __future__ import annotations
@@ -24,83 +12,15 @@ import os
 import struct
 
 from ..errors import NetTrustError
-from ..firewall import netlink as nl
 from ..firewall.base import IPAddress
-
-NFNL_SUBSYS_CTNETLINK = 1
-IPCTNL_MSG_CT_GET = 1
-CTA_TUPLE_ORIG = 1
-CTA_PROTOINFO = 4
-CTA_MARK = 8
-CTA_MARK_MASK = 21
-CTA_TUPLE_IP = 1
-CTA_TUPLE_PROTO = 2
-CTA_IP_V4_DST = 2
-CTA_IP_V6_DST = 4
-CTA_PROTO_NUM = 1
-CTA_PROTOINFO_TCP = 1
-CTA_PROTOINFO_TCP_STATE = 1
-IPPROTO_TCP = 6
-#: TCP conntrack states that count as a live connection (SYN_SENT, SYN_RECV, ESTABLISHED,
-#: FIN_WAIT, CLOSE_WAIT, SYN_SENT2); LAST_ACK, TIME_WAIT and CLOSE are endings.
-TCP_LIVE_STATES = frozenset((1, 2, 3, 4, 5, 9))
+from ..netlink import conntrack as ctnl
+from ..netlink.conntrack import ConntrackError
+from ..netlink.core import NetlinkSocket
+from ..netlink.wire import Message
 
 #: Set by tests to stand in for a kernel without nf_conntrack (it is built in here): a fake,
 #: named as such, that makes every query fail the way a missing ctnetlink does.
 FAKE_UNAVAILABLE_ENV = "NETTRUST_FAKE_CONNTRACK_UNAVAILABLE"
-
-
-class ConntrackError(NetTrustError):
-    """Conntrack could not be asked (module missing, no permission, malformed reply)."""
-
-
-def dump_request_body(mark: int, mask: int) -> bytes:
-    """The attributes that make the kernel return only entries with ``mark & mask == mark``."""
-    return nl.attr(CTA_MARK, nl.be32(mark)) + nl.attr(CTA_MARK_MASK, nl.be32(mask))
-
-
-_NLATTR = struct.Struct("=HH")          # netlink attribute header: host order by definition
-
-
-def _find(d: bytes, p: int, end: int, wanted: int) -> tuple[int, int] | None:
-    """The payload span of the first attribute of type ``wanted`` in ``d[p:end]``.
-
-    A plain walk instead of :func:`nl.attrs`'s dict: a dump may hold 100k entries and this runs
-    a few times per entry.  Malformed lengths raise ConntrackError.
-    """
-    unpack = _NLATTR.unpack_from
-    while end - p >= 4:
-        alen, atype = unpack(d, p)
-        if alen < 4 or p + alen > end:
-            raise ConntrackError(f"malformed conntrack attribute (length {alen} at offset {p})")
-        if atype & nl.NLA_TYPE_MASK == wanted:
-            return p + 4, p + alen
-        p += (alen + 3) & ~3
-    return None
-
-
-def parse_entry(msg: nl.Message) -> tuple[bytes, bool] | None:
-    """One ctnetlink entry: (original destination's 4 or 16 address bytes, live?), or None."""
-    d, top, end = msg.data, msg.start + 4, msg.end        # skip the nfgenmsg
-    orig = _find(d, top, end, CTA_TUPLE_ORIG)
-    if orig is None:
-        return None
-    ip_span = _find(d, orig[0], orig[1], CTA_TUPLE_IP)
-    if ip_span is None:
-        return None
-    span = _find(d, ip_span[0], ip_span[1], CTA_IP_V4_DST) or _find(d, ip_span[0], ip_span[1],
-                                                                    CTA_IP_V6_DST)
-    if span is None or span[1] - span[0] not in (4, 16):
-        return None
-    address = d[span[0]:span[1]]
-    proto = _find(d, orig[0], orig[1], CTA_TUPLE_PROTO)
-    num = _find(d, proto[0], proto[1], CTA_PROTO_NUM) if proto else None
-    if num is None or d[num[0]] != IPPROTO_TCP:
-        return address, True                              # UDP and others: alive while tracked
-    info = _find(d, top, end, CTA_PROTOINFO)
-    tcp = _find(d, info[0], info[1], CTA_PROTOINFO_TCP) if info else None
-    state = _find(d, tcp[0], tcp[1], CTA_PROTOINFO_TCP_STATE) if tcp else None
-    return address, state is None or d[state[0]] in TCP_LIVE_STATES
 
 
 def to_address(raw: bytes) -> IPAddress:
@@ -112,8 +32,8 @@ class Conntrack:
 
     def __init__(self, mark: int, mask: int | None = None) -> None:
         self.mark = mark
-        self._body = dump_request_body(mark, mark if mask is None else mask)
-        self._sock: nl.NetlinkSocket | None = None
+        self._body = ctnl.dump_request_body(mark, mark if mask is None else mask)
+        self._sock: NetlinkSocket | None = None
 
     def live_destinations(self) -> dict[IPAddress, int]:
         """Original destination → number of live marked connections.  Raises ConntrackError."""
@@ -122,16 +42,16 @@ class Conntrack:
                                  f"{FAKE_UNAVAILABLE_ENV} is set)")
         raw: dict[bytes, int] = {}
 
-        def on_entry(msg: nl.Message) -> None:
-            entry = parse_entry(msg)
+        def on_entry(msg: Message) -> None:
+            entry = ctnl.parse_entry(msg)
             if entry is not None and entry[1]:
                 raw[entry[0]] = raw.get(entry[0], 0) + 1
 
         try:
             if self._sock is None:
-                self._sock = nl.NetlinkSocket(timeout=5.0)
-            self._sock.dump(IPCTNL_MSG_CT_GET, 0, self._body, on_entry,
-                            subsystem=NFNL_SUBSYS_CTNETLINK)
+                self._sock = NetlinkSocket(timeout=5.0)
+            self._sock.dump(ctnl.IPCTNL_MSG_CT_GET, 0, self._body, on_entry,
+                            subsystem=ctnl.NFNL_SUBSYS_CTNETLINK)
         except ConntrackError:
             self.close()
             raise

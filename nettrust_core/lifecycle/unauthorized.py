@@ -16,7 +16,8 @@ import time
 from collections import Counter, deque
 
 from ..errors import NetTrustError
-from .nflog import Attempt, NflogReader
+from ..netlink.nflog import Attempt
+from .nflog import NflogReader
 
 log = logging.getLogger("nettrust.unauthorized")
 STRIKE_WINDOW = 60.0

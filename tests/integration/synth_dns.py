@@ -4,7 +4,9 @@
 
 NSD cannot synthesize an address per name, so this answers any A query under ZONE with an
 address in 198.18.0.0/15 derived from the name (TTL 30); other types get an empty NOERROR.
-Hand-written wire format so one process keeps up with Unbound's misses.  Test-only.
+Hand-written wire format, not dnspython, so one process keeps up with Unbound's misses: this
+answer takes about 3 µs, parsing the query and building the reply with dnspython about 190 µs
+(measured side by side), which would make this server the flood test's bottleneck.  Test-only.
 """
 
 import socket
