@@ -62,12 +62,13 @@ def key(kind: Kind[T], default: Any, doc: str, *,
     declared = Key(kind, default, doc, checks, unit, cast(T, None))
     value = declared.read(default, _no_sibling)
     declared = dataclasses.replace(declared, value=value)
-    return cast(T, dataclasses.field(default=value, metadata={_KEY: declared}))
+    # dataclasses.field() is typed as the value it defaults to: the annotation checks it.
+    return dataclasses.field(default=value, metadata={_KEY: declared})
 
 
 def section(cls: Callable[[], T]) -> T:
     """Declare a section of the file as a field of the root configuration (named as the field)."""
-    return cast(T, dataclasses.field(default_factory=cls, metadata={_SECTION: cls}))
+    return dataclasses.field(default_factory=cls, metadata={_SECTION: cls})
 
 
 def _no_sibling(name: str) -> Any:

@@ -3,8 +3,29 @@
 Each key is declared exactly once, as a field written with :func:`~.declare.key` (kind, default
 as written in the file, one-line doc, checks; see :mod:`.declare`).  Loading, the schema,
 ``to_dict``/``nettrust check --effective`` and the README reference are all derived from these
-fields.  To add a key, add one field here (then regenerate the README reference and describe it
-in ``conf/nettrust.toml``; ``tests/unit/test_config.py`` says what is missing).
+fields.
+
+Adding a key:
+
+1. One field in its section below, where it should appear in the reference::
+
+       name: type = key(Kind(...), default_as_written_in_toml, "one-line doc",
+                        check=<Check or tuple of them>, unit="per second")
+
+   Kinds (:mod:`.kinds`): ``Boolean()``, ``Integer(low, high)`` (``high`` None: no ceiling),
+   ``Text(empty_is_none=...)``, ``Choice(values)``, ``Duration()``, ``Each(convert, "what the
+   elements are")`` for arrays (``convert`` from :mod:`.values` or :mod:`..patterns`, raising
+   ``ValueError``), ``Priority()``, ``Listen()``.  Key checks (:mod:`.checks`): ``at_least``,
+   ``at_most``, ``between``, ``absolute_path``, ``matches``, ``http_url``, ``not_empty``,
+   ``no_repeats``, or ``Check(rule, test)``.  A check that needs several keys is a function of
+   the section in :mod:`.checks`, raising ``Invalid(message, key=...)``, listed in ``CHECKS``.
+2. ``python -m nettrust_core.config.reference --write README.md`` (the reference table).
+3. The key at its default, with prose, in its section of ``conf/nettrust.toml``;
+   ``python -m nettrust_core.config.reference --check README.md conf/nettrust.toml`` (and
+   ``tests/unit/test_config.py``) list whatever still disagrees.
+
+A new section: a dataclass of such fields, and ``name: XConfig = section(XConfig)`` on
+:class:`Config` (the field's name is the section's).
 """
 
 from __future__ import annotations
@@ -34,8 +55,8 @@ EXIT_MODES = ("keep", "drop-grants", "remove")
 REPLACED_KEYS = {
     ("firewall", "keep_ruleset_on_exit"): 'on_exit = "remove" (was keep_ruleset_on_exit = false) '
                                           'or on_exit = "keep" (the default)',
-    ("firewall", "keep_grants_on_exit"): 'on_exit = "drop-grants" (was keep_grants_on_exit = false) '
-                                         'or on_exit = "keep" (the default)',
+    ("firewall", "keep_grants_on_exit"): 'on_exit = "drop-grants" (was keep_grants_on_exit = '
+                                         'false) or on_exit = "keep" (the default)',
 }
 #: Longest grant a configuration may ask for (grants.max_ttl).
 MAX_TTL_LIMIT = 7 * 86400.0
@@ -205,7 +226,8 @@ class LogConfig:
 
 @dataclass(frozen=True)
 class StatsConfig:
-    """Statistics: Unbound streams answers (dnstap) and decisions to the agent, which stores them."""
+    """Statistics: Unbound streams answers (dnstap) and decisions to the agent, which stores
+    them."""
 
     enabled: bool = key(Boolean(), False, "stream statistics to `nettrust agent` (adds the "
                         "dnstap lines to the Unbound include)")
