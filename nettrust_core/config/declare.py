@@ -17,6 +17,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, TypeVar, cast
 
+from ..errors import ConfigError
 from .checks import Check
 from .kinds import Kind, Sibling
 
@@ -72,7 +73,7 @@ def section(cls: Callable[[], T]) -> T:
 
 
 def _no_sibling(name: str) -> Any:
-    raise LookupError(f"a declared default cannot depend on another key ({name})")
+    raise ConfigError(f"a declared default cannot depend on another key ({name})")
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ import sys
 import tomllib
 from typing import Any, NamedTuple
 
+from ..errors import ConfigError
 from .declare import Key
 from .messages import show
 from .model import SECTIONS
@@ -49,7 +50,7 @@ def with_region(text: str) -> str:
     """``text`` (the README) with its reference region replaced by :func:`region`."""
     start, end = text.find(START), text.find(END)
     if start < 0 or end < start:
-        raise ValueError(f"no {START} ... {END} region to write the reference into")
+        raise ConfigError(f"no {START} ... {END} region to write the reference into")
     return text[:start] + region() + text[end + len(END):]
 
 
@@ -130,8 +131,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.write:
         with open(args.write, encoding="utf-8") as f:
             text = f.read()
+        try:
+            text = with_region(text)
+        except ConfigError as exc:
+            print(f"{args.write}: {exc.message}", file=sys.stderr)
+            return 2
         with open(args.write, "w", encoding="utf-8") as f:
-            f.write(with_region(text))
+            f.write(text)
     problems = []
     for path in args.check:
         with open(path, encoding="utf-8") as f:
