@@ -85,14 +85,21 @@ class Integer(Kind[int]):
 
 
 class Text(Kind[Any]):
-    """A string; with ``empty_is_none``, "" is read as None (and None written back as "")."""
+    """A string, passed through ``convert`` (which may normalise it, or refuse it with a
+    ``ValueError``); with ``empty_is_none``, "" is then read as None (written back as "")."""
 
-    def __init__(self, *, empty_is_none: bool = False) -> None:
-        self.empty_is_none = empty_is_none
+    def __init__(self, *, empty_is_none: bool = False,
+                 convert: Callable[[str], str] | None = None) -> None:
+        self.empty_is_none, self.convert = empty_is_none, convert
 
     def read(self, value: Any, sibling: Sibling) -> Any:
         if not isinstance(value, str):
             raise Invalid(wrong_type("a string", value))
+        if self.convert is not None:
+            try:
+                value = self.convert(value)
+            except ValueError as exc:
+                raise Invalid(str(exc)) from None
         return None if self.empty_is_none and not value else value
 
     def dump(self, value: Any) -> Any:
