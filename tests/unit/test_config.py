@@ -644,7 +644,7 @@ def test_annotated_file_states_every_declared_key_with_its_default():
     text = EXAMPLE.read_text(encoding="utf-8")
     assert reference.annotated_differences(text) == []
     commented = [w for w in reference.written_keys(text) if w.commented]
-    assert {w.key for w in commented} >= {"servers", "tls", "allow", "hooks", "on_exit"}
+    assert len(commented) >= 10 and all(w.value is not None for w in commented)
 
 
 @pytest.mark.parametrize("change, complaint", [
