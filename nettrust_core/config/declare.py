@@ -28,7 +28,7 @@ _KEY, _SECTION = "nettrust.config.key", "nettrust.config.section"
 
 @dataclass(frozen=True)
 class Key(Generic[T]):
-    """One declared key.  ``default`` is in file form ("30s"); ``value`` is it read ("30.0")."""
+    """One declared key.  ``default`` is in file form ("30s"); ``value`` is it read (30.0)."""
 
     kind: Kind[T]
     default: Any
@@ -47,7 +47,7 @@ class Key(Generic[T]):
         return value
 
     def describe(self) -> str:
-        """Type, checks and unit, for the reference: "duration ≥ 1s"."""
+        """Type, checks and unit, for the reference: "duration, ≥ 1s"."""
         return ", ".join([self.kind.describe(), *(c.rule for c in self.checks),
                           *([self.unit] if self.unit else [])])
 
