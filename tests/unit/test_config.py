@@ -512,7 +512,7 @@ def test_error_in_a_quoted_key():
 
 
 def test_locator_follows_every_toml_layout():
-    from nettrust_core.config_locate import locate
+    from nettrust_core.config.locate import locate
     text = textwrap.dedent('''\
         a = [
           { x = [1,
@@ -620,3 +620,95 @@ def test_unbound_include_for_several_instances_shares_the_port_single_threaded()
     two = render(parse("[firewall]\ninstances = 2\n"), script="/m.py")
     assert "so-reuseport" not in one and "num-threads" not in one
     assert "    num-threads: 1\n" in two and "    so-reuseport: yes\n" in two
+
+
+# -- each key declared once (issue 11): the views below derive from nettrust_core.config.model --
+
+README = EXAMPLE.parents[1] / "README.md"
+
+
+def test_readme_reference_is_the_declaration():
+    from nettrust_core.config import SECTIONS, reference
+    text = README.read_text(encoding="utf-8")
+    assert reference.readme_differences(text) == []
+    rows = [line for line in text.splitlines() if line.startswith("| `")
+            and text.index(reference.START) < text.index(line) < text.index(reference.END)]
+    declared = [f"{s.name}.{k.name}" for s in SECTIONS for k in s.keys]
+    assert [row.split("`")[1] for row in rows] == declared
+    row = next(r for r in rows if r.startswith("| `grants.max_ttl`"))
+    assert '`"1h"`' in row and "≤ 7d" in row and "duration" in row
+
+
+def test_annotated_file_states_every_declared_key_with_its_default():
+    from nettrust_core.config import reference
+    text = EXAMPLE.read_text(encoding="utf-8")
+    assert reference.annotated_differences(text) == []
+    commented = [w for w in reference.written_keys(text) if w.commented]
+    assert len(commented) >= 10 and all(w.value is not None for w in commented)
+
+
+@pytest.mark.parametrize("change, complaint", [
+    (lambda t: t.replace('max_ttl = "1h"\n', ""), 'grants.max_ttl: missing; write it in [grants] '
+                                                  'with its default: max_ttl = "1h"'),
+    (lambda t: t.replace('max_ttl = "1h"\n', '#   max_ttl = "1h"\n'), None),   # commented: fine
+    (lambda t: t.replace('max_ttl = "1h"\n', '#   max_ttl = "2h"\n'), "grants.max_ttl: missing"),
+    (lambda t: t.replace('max_ttl = "1h"\n', 'max_ttl = "2h"\n'),
+     'grants.max_ttl: written as "2h", but the default is "1h"'),
+    (lambda t: t.replace('grace = "10s"\n', 'grace = "10s"\n#   gracefull = 1\n'),
+     "grants.gracefull: not a declared key (in a commented example)"),
+    (lambda t: t.replace("[log]\n", '[log]\nformat = "json"\n'), "log.format: not a declared key"),
+    (lambda t: t.replace("allow_dhcp = true\n", "")
+     .replace("[log]\n", "[log]\nallow_dhcp = true\n"), "log.allow_dhcp: not a declared key"),
+])
+def test_annotated_file_check_sees_every_difference(change, complaint):
+    """Controls for the test above: each kind of disagreement is reported."""
+    from nettrust_core.config import reference
+    problems = reference.annotated_differences(change(EXAMPLE.read_text(encoding="utf-8")))
+    if complaint is None:
+        assert problems == []
+    else:
+        assert any(complaint in p for p in problems), problems
+
+
+def test_readme_check_sees_a_hand_edit_and_write_repairs_it(tmp_path):
+    from nettrust_core.config import reference
+    text = README.read_text(encoding="utf-8")
+    edited = text.replace('| `"1h"` |', '| `"2h"` |', 1)
+    assert edited != text and reference.readme_differences(edited) != []
+    assert reference.readme_differences(text.replace(reference.START, "")) != []
+    path = tmp_path / "README.md"
+    path.write_text(edited, encoding="utf-8")
+    assert reference.main(["--check", str(path)]) == 1
+    assert reference.main(["--write", str(path)]) == 0
+    assert path.read_text(encoding="utf-8") == text
+    assert reference.main(["--check", str(path), str(EXAMPLE)]) == 0
+
+
+def test_each_key_is_one_declaration_that_every_view_agrees_with():
+    from nettrust_core.config import SECTIONS
+    defaults, empty = Config(), parse("")
+    effective = empty.to_dict()
+    assert SCHEMA == {s.name: tuple(k.name for k in s.keys) for s in SECTIONS}
+    assert list(effective) == list(SCHEMA)
+    for spec in SECTIONS:
+        holder = defaults if spec.attr is None else getattr(defaults, spec.attr)
+        assert list(effective[spec.name]) == list(SCHEMA[spec.name])
+        for k in spec.keys:
+            assert k.doc and "\n" not in k.doc, k.name
+            assert getattr(holder, k.name) == k.value              # the dataclass default
+            assert k.read(k.default, lambda name: None) == k.value  # the default as written
+            written = effective[spec.name][k.name]                  # --effective reads back
+            assert k.read(written, lambda name: None) == k.value
+
+
+def test_a_value_refused_by_a_key_check_is_a_config_error_for_that_key():
+    from nettrust_core.config.kinds import Invalid
+    assert issubclass(Invalid, NetTrustError)
+    err = refused('[stats]\nflush_interval = "2m"\n')
+    assert where(err) == ("stats.flush_interval", 2) and "10ms and 1m" in err.message
+    err = refused('[alerts]\nwebhook = "ftp://x"\n')
+    assert where(err) == ("alerts.webhook", 2) and "URL" in err.message
+    err = refused('[metrics]\nlisten = "localhost:9531"\n')
+    assert where(err) == ("metrics.listen", 2) and "ADDRESS:PORT" in err.message
+    assert parse('[metrics]\nlisten = "[::1]:9000"\n').metrics.address == "::1"
+    assert parse('[metrics]\nlisten = "[::1]:9000"\n').metrics.port == 9000

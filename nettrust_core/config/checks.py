@@ -1,0 +1,132 @@
+"""Checks on configuration values, beyond their kind.
+
+Key checks (:class:`Check`) look at one key's converted value and carry a short ``rule`` for the
+reference ("≥ 1s").  Cross-key checks are plain functions of a whole section, listed in the
+section's ``CHECKS``; they run after every key of it is read.  Both raise
+:class:`~.kinds.Invalid`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Generic, TypeVar
+
+from ..durations import format_duration
+from .kinds import Invalid
+from .messages import choices, show
+from .values import DNS_OVER_TLS_PORT
+
+if TYPE_CHECKING:
+    from .model import GrantsConfig, UpstreamConfig
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Check(Generic[T]):
+    """``test`` raises :class:`Invalid` for a bad value; ``rule`` says what is accepted."""
+
+    rule: str
+    test: Callable[[T], None]
+
+    def __call__(self, value: T) -> None:
+        self.test(value)
+
+
+# -- key checks -------------------------------------------------------------------------------
+
+def at_least(seconds: float, message: str) -> Check[float]:
+    def test(value: float) -> None:
+        if value < seconds:
+            raise Invalid(message)
+    return Check(f"≥ {format_duration(seconds)}", test)
+
+
+def at_most(seconds: float) -> Check[float]:
+    def test(value: float) -> None:
+        if value > seconds:
+            raise Invalid(f"{format_duration(value)} is too long; "
+                          f"at most {format_duration(seconds)}")
+    return Check(f"≤ {format_duration(seconds)}", test)
+
+
+def between(low: float, high: float, message: str) -> Check[float]:
+    def test(value: float) -> None:
+        if not low <= value <= high:
+            raise Invalid(message)
+    return Check(f"{format_duration(low)}..{format_duration(high)}", test)
+
+
+def absolute_path(hint: str = "") -> Check[str]:
+    def test(value: str) -> None:
+        if not os.path.isabs(value):
+            raise Invalid(f"{value!r} is not an absolute path{hint}")
+    return Check("absolute path", test)
+
+
+def matches(pattern: str, rule: str, problem: str) -> Check[str]:
+    """The whole value matches ``pattern``; else ``problem`` (``{value!r}`` is filled in)."""
+    compiled = re.compile(pattern)
+
+    def test(value: str) -> None:
+        if not compiled.fullmatch(value):
+            raise Invalid(problem.format(value=value))
+    return Check(rule, test)
+
+
+def http_url() -> Check[str]:
+    def test(value: str) -> None:
+        if not re.match(r"https?://[^/\s]+", value):
+            raise Invalid(f"{value!r} is not an http:// or https:// URL")
+    return Check("http:// or https:// URL", test)
+
+
+def not_empty(choices_: tuple[str, ...]) -> Check[tuple[Any, ...]]:
+    def test(value: tuple[Any, ...]) -> None:
+        if not value:
+            raise Invalid(f"needs at least one of {choices(choices_)}")
+    return Check("at least one", test)
+
+
+def no_repeats() -> Check[tuple[Any, ...]]:
+    def test(value: tuple[Any, ...]) -> None:
+        for index, item in enumerate(value):
+            if item in value[:index]:
+                raise Invalid(f"{show(item)} is listed twice", index=index)
+    return Check("each at most once", test)
+
+
+# -- cross-key checks, by section -------------------------------------------------------------
+
+def forward_needs_servers(up: UpstreamConfig) -> None:
+    if up.mode == "forward" and not up.servers:
+        raise Invalid('mode = "forward" needs at least one server in upstream.servers',
+                      key="servers", fallback="mode")
+
+
+def servers_only_when_forwarding(up: UpstreamConfig) -> None:
+    if up.mode == "recurse" and up.servers:
+        raise Invalid('servers are only used with mode = "forward"; set it, or remove the '
+                      "servers to resolve from the root", key="servers")
+
+
+def tls_only_when_forwarding(up: UpstreamConfig) -> None:
+    if up.mode == "recurse" and up.tls:
+        raise Invalid('tls = true needs mode = "forward": a recursive resolver cannot use TLS '
+                      "towards authoritative servers", key="tls")
+
+
+def tls_servers_are_named(up: UpstreamConfig) -> None:
+    for index, server in enumerate(up.servers if up.tls else ()):
+        if server.tls_name is None:
+            raise Invalid(f"tls = true needs the server's TLS name to authenticate it, like "
+                          f'"{server.address}@{DNS_OVER_TLS_PORT}#dns.example.net"',
+                          key="servers", index=index)
+
+
+def min_ttl_within_max_ttl(grants: GrantsConfig) -> None:
+    if grants.min_ttl > grants.max_ttl:
+        raise Invalid(f"min_ttl ({format_duration(grants.min_ttl)}) is longer than max_ttl "
+                      f"({format_duration(grants.max_ttl)})", key="min_ttl")

@@ -1,0 +1,85 @@
+"""Converters for the elements of array keys: text in, the value the code uses out.
+
+Each raises :class:`ValueError` with a message for the user; :class:`~.kinds.Each` blames it on
+the element's own line.  (Names and patterns are converted by :mod:`nettrust_core.patterns`.)
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+from ..firewall.base import IPAddress, IPNetwork
+from ..patterns import normalize_name
+from .messages import choices, show
+
+DNS_PORT, DNS_OVER_TLS_PORT = 53, 853
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """One forwarding server."""
+
+    address: IPAddress
+    port: int = DNS_PORT
+    tls_name: str | None = None
+
+    def __str__(self) -> str:
+        """Unbound's ``forward-addr`` syntax, which is also ours: ``addr@port#tls-name``."""
+        return f"{self.address}@{self.port}" + (f"#{self.tls_name}" if self.tls_name else "")
+
+
+def address(text: str) -> IPAddress:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an IPv4 or IPv6 address") from None
+
+
+def network(text: str) -> IPNetwork:
+    """A CIDR network, or a single address as a /32 or /128."""
+    try:
+        return ipaddress.ip_network(text, strict=True)
+    except ValueError:
+        pass
+    try:
+        parsed = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an address or a network (CIDR like 192.0.2.0/24 or "
+                         "2001:db8::/32)") from None
+    raise ValueError(f"{text!r} has host bits set; did you mean {str(parsed)!r}?")
+
+
+def server(text: str, *, tls: bool) -> Upstream:
+    """``addr[@port][#tls-name]``, as Unbound's forward-addr; the port defaults by ``tls``."""
+    shape = 'expected ADDRESS[@PORT][#TLS-NAME], like "9.9.9.9" or "2620:fe::fe@853#dns.quad9.net"'
+    rest, hash_sign, tls_name = text.partition("#")
+    written, at_sign, port_text = rest.partition("@")
+    try:
+        parsed = address(written)
+    except ValueError as exc:
+        raise ValueError(f"invalid server {text!r}: {exc}; {shape}") from None
+    port = DNS_OVER_TLS_PORT if tls else DNS_PORT
+    if at_sign:
+        if not (port_text.isascii() and port_text.isdigit() and 1 <= int(port_text) <= 65535):
+            raise ValueError(f"invalid server {text!r}: port {port_text!r} is not a number from "
+                             f"1 to 65535; {shape}")
+        port = int(port_text)
+    if hash_sign:
+        try:
+            tls_name = normalize_name(tls_name)
+        except ValueError as exc:
+            raise ValueError(f"invalid server {text!r}: TLS name: {exc}") from None
+    return Upstream(address=parsed, port=port, tls_name=tls_name or None)
+
+
+def one_of(values: Iterable[str]) -> Callable[[str], str]:
+    """An element that must be one of ``values``."""
+    allowed = tuple(values)
+
+    def convert(text: str) -> str:
+        if text not in allowed:
+            raise ValueError(f"expected one of {choices(allowed)}, found {show(text)}")
+        return text
+    return convert
