@@ -65,6 +65,10 @@ PRIVATE_NETWORKS: tuple[IPNetwork, ...] = PRIVATE
 
 _TABLE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,62}")
 _USER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?")
+#: A network interface name as the kernel allows it (IFNAMSIZ - 1 bytes, no '/', no blanks).
+_IFNAME = re.compile(r"[A-Za-z0-9_.:@-]{1,15}")
+#: A cgroup v2 path below the hierarchy's root, like "system.slice/unbound.service".
+_CGROUP = re.compile(r"[A-Za-z0-9_.@:-]+(?:/[A-Za-z0-9_.@:-]+)*")
 _PRIORITY = re.compile(r"(raw|mangle|filter|security)\s*(?:([+-])\s*([0-9]+))?")
 
 
@@ -162,6 +166,16 @@ class FirewallConfig:
     #: Unbound processes sharing the port (so-reuseport), each with its own grant sets; each
     #: learns its index from $NETTRUST_INSTANCE (see nettrust_core.ruleset.instance_from_env).
     instances: int = 1
+    #: The resolver's cgroup v2 (systemd: its unit's), below the hierarchy's root; with it, the
+    #: resolver exemption needs the uid *and* a socket made inside this cgroup.  None: uid only.
+    resolver_cgroup: str | None = None
+    #: The forward hook's client-facing side: packets entering on these interfaces and/or from
+    #: these networks may use grants; everything else forwarded is dropped.
+    lan_interfaces: tuple[str, ...] = ()
+    lan_networks: tuple[IPNetwork, ...] = ()
+    #: Unicast DHCP/DHCPv6 servers the host's DHCP client may renew with (besides broadcast,
+    #: ff02::1:2 and link-local).
+    dhcp_servers: tuple[IPAddress, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -273,7 +287,11 @@ class Config:
                          "action": fw.action, "hooks": list(fw.hooks),
                          "resolver_user": fw.resolver_user or "",
                          "allow_dhcp": fw.allow_dhcp, "allow_icmpv6_nd": fw.allow_icmpv6_nd,
-                         "on_exit": fw.on_exit, "instances": fw.instances},
+                         "on_exit": fw.on_exit, "instances": fw.instances,
+                         "resolver_cgroup": fw.resolver_cgroup or "",
+                         "lan_interfaces": list(fw.lan_interfaces),
+                         "lan_networks": [str(n) for n in fw.lan_networks],
+                         "dhcp_servers": [str(a) for a in fw.dhcp_servers]},
             "lifecycle": {"liveness": lc.liveness,
                           "check_interval": format_duration(lc.check_interval),
                           "max_lifetime": format_duration(lc.max_lifetime),
@@ -312,7 +330,8 @@ SCHEMA: dict[str, tuple[str, ...]] = {
     "reachable": ("hosts", "networks", "private"),
     "grants": ("min_ttl", "max_ttl", "grace", "max_per_name", "max_per_set"),
     "firewall": ("backend", "table", "priority", "action", "hooks", "resolver_user",
-                 "allow_dhcp", "allow_icmpv6_nd", "on_exit", "instances"),
+                 "allow_dhcp", "allow_icmpv6_nd", "on_exit", "instances", "resolver_cgroup",
+                 "lan_interfaces", "lan_networks", "dhcp_servers"),
     "lifecycle": ("liveness", "check_interval", "max_lifetime", "unauthorized", "log_group",
                   "log_rate", "strikes", "report_interval"),
     "log": ("level", "file"),
@@ -464,6 +483,14 @@ def _firewall(s: _Section) -> FirewallConfig:
     if user and not _USER_NAME.fullmatch(user):
         raise s.error(f"{user!r} is not a user name (\"\" for no resolver exemption)",
                       "resolver_user")
+    lan_interfaces = _unique(s.each("lan_interfaces", _interface))
+    lan_networks = _unique(s.each("lan_networks", _network))
+    if "forward" in hooks and not (lan_interfaces or lan_networks):
+        raise s.error('the "forward" hook needs the client-facing side: list its interfaces in '
+                      "firewall.lan_interfaces and/or its networks in firewall.lan_networks "
+                      "(grants then apply only to connections coming from there; everything "
+                      "else forwarded, the internet connecting in included, is dropped)",
+                      "hooks", hooks.index("forward"))
     return FirewallConfig(
         backend=s.choice("backend", FIREWALL_BACKENDS, "nftables"),
         table=table,
@@ -475,7 +502,32 @@ def _firewall(s: _Section) -> FirewallConfig:
         allow_icmpv6_nd=s.boolean("allow_icmpv6_nd", True),
         on_exit=s.choice("on_exit", EXIT_MODES, "keep"),
         instances=s.integer("instances", 1, 1, MAX_INSTANCES),
+        resolver_cgroup=_resolver_cgroup(s, user),
+        lan_interfaces=lan_interfaces,
+        lan_networks=lan_networks,
+        dhcp_servers=_unique(s.each("dhcp_servers", _address)),
     )
+
+
+def _interface(text: str) -> str:
+    if not _IFNAME.fullmatch(text):
+        raise ValueError(f"{_show(text)} is not an interface name (1 to 15 letters, digits and "
+                         "_ . : @ -; no wildcards)")
+    return text
+
+
+def _resolver_cgroup(s: _Section, user: str) -> str | None:
+    text = s.string("resolver_cgroup", "").strip("/")
+    if not text:
+        return None
+    if not _CGROUP.fullmatch(text) or any(part in (".", "..") for part in text.split("/")):
+        raise s.error(f"{_show(text)} is not a cgroup path below the cgroup v2 root, like "
+                      '"system.slice/unbound.service" (letters, digits, _ . @ : -, separated '
+                      "by /)", "resolver_cgroup")
+    if not user:
+        raise s.error('needs resolver_user: the cgroup narrows the resolver exemption, and '
+                      'resolver_user = "" exempts nobody', "resolver_cgroup")
+    return text
 
 
 def _lifecycle(s: _Section) -> LifecycleConfig:
