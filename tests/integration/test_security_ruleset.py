@@ -1,0 +1,196 @@
+"""What the ruleset lets through, seen from an attacker's side (issue 10, items 1, 2, 6, 7, 11, 12).
+
+Every test builds its own namespaces (see :mod:`secnet`): the ruleset runs in the host's (or the
+gateway's) namespace, servers listen in an "internet" namespace whose AnyIP prefixes answer on
+any address, and what an attacker would notice is asserted on both ends: no reply comes back, a
+connection is refused or times out, and the internet side never saw the packet.  Each test has a
+control that works through the same ruleset.  The root namespace is never touched; the cgroup
+tests create one unique cgroup v2 directory each and remove it afterwards.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import pwd
+import secrets
+import time
+
+import pytest
+
+import secnet
+from netns_util import ChildError
+from secnet import MARK, Servers, icmpv6_send, tcp_probe, udp_probe
+from nettrust_core.config import load_config
+from nettrust_core.errors import FirewallError
+from nettrust_core.firewall.base import Grant, RulesetSpec
+from nettrust_core.firewall.nftables import NftablesBackend, cgroup2_mount
+from nettrust_core.ruleset import ruleset_spec
+
+pytestmark = pytest.mark.integration
+
+T = "ntsec"
+ip = ipaddress.ip_address
+net = ipaddress.ip_network
+RESOLVER_UID = pwd.getpwnam("unbound").pw_uid
+OTHER_UID = pwd.getpwnam("nobody").pw_uid
+
+
+def load(spec: RulesetSpec, grants=()) -> None:
+    """Program ``spec`` (and ``grants``, an hour each) in the current namespace."""
+    b = NftablesBackend(spec)
+    try:
+        b.ensure()
+        if grants:
+            b.grant([Grant(ip(a), 3600, "granted.example") for a in grants])
+    finally:
+        b.close()
+
+
+def spec(**kw) -> RulesetSpec:
+    return RulesetSpec(table=T, resolver_uid=RESOLVER_UID, **kw)
+
+
+@pytest.fixture
+def hi():
+    with secnet.host_and_internet() as (h, i):
+        servers = Servers(i)
+        try:
+            yield h, i, servers
+        finally:
+            servers.close()
+
+
+# -- item 1: DHCP only as DHCP ---------------------------------------------------------------
+def test_dhcp_ports_carry_nothing_but_a_dhcp_clients_requests(hi):
+    h, i, srv = hi
+    srv.udp(67).udp(547).udp(68).start()
+    srv.join_udp6(547, "ff02::1:2", "v1")
+    server_ll = secnet.address_of(i, "v1")
+    h.run(load, spec(dhcp_servers=(ip("198.51.100.67"),)))
+    # the attacker: any process tunnelling out over UDP 67/547 to an internet address
+    for addr in ("198.51.100.7", "2001:db8:ff::7"):
+        port = 67 if ":" not in addr else 547
+        assert h.run(udp_probe, addr, port, sport=40000) != "reply"
+        assert h.run(udp_probe, addr, port, sport=40000, uid=OTHER_UID) != "reply"
+        # DHCP-shaped (client source port) but to an arbitrary unicast address: still nothing
+        assert h.run(udp_probe, addr, port, sport=68 if port == 67 else 546) != "reply"
+        assert not srv.received("udp", port, MARK)
+    # ... nor to the servers' ports the other way round (67 -> 68)
+    assert h.run(udp_probe, "198.51.100.7", 68, sport=67) != "reply"
+    assert not srv.received("udp", 68, MARK)
+    # the control: a DHCP client's requests reach broadcast, the configured server, ff02::1:2
+    # and a link-local server, and their answers come back
+    assert h.run(udp_probe, "255.255.255.255", 67, sport=68) == "reply"
+    assert h.run(udp_probe, "198.51.100.67", 67, sport=68) == "reply"
+    assert h.run(udp_probe, "ff02::1:2", 547, sport=546, ifname="v0") == "reply"
+    assert h.run(udp_probe, server_ll, 547, sport=546, ifname="v0") == "reply"
+    sources = {e[2] for e in srv.received("udp", 67, MARK)} | {e[2].split("%")[0] for e in
+                                                              srv.received("udp", 547, MARK)}
+    assert {"10.99.0.1"} <= sources and any(s.startswith("fe80:") for s in sources)
+
+
+# -- item 7: DNS and DoT only for the resolver -------------------------------------------------
+def test_dns_and_dot_to_a_granted_address_only_for_the_resolver(hi):
+    h, _i, srv = hi
+    srv.udp(53).udp(853).tcp(53).tcp(853).tcp(8080).start()
+    public_resolvers = ("198.51.100.53", "2001:db8:ff::53")       # granted: "reached by name"
+    lo = Servers(h).udp(53).start()                               # a local resolver on loopback
+    try:
+        h.run(load, spec(), public_resolvers)
+        for addr in public_resolvers:
+            for uid in (None, OTHER_UID):                         # root, and an ordinary user
+                assert h.run(udp_probe, addr, 53, uid=uid) != "reply"
+                assert h.run(udp_probe, addr, 853, uid=uid) != "reply"
+                assert h.run(tcp_probe, addr, 53, uid=uid) != "connected"
+                assert h.run(tcp_probe, addr, 853, uid=uid) != "connected"
+            # the control: the same process reaches the granted address on another port
+            assert h.run(tcp_probe, addr, 8080, uid=OTHER_UID) == "connected"
+            # and the resolver (its uid) still reaches port 53 and 853 there
+            assert h.run(udp_probe, addr, 53, uid=RESOLVER_UID) == "reply"
+            assert h.run(tcp_probe, addr, 853, uid=RESOLVER_UID) == "connected"
+        assert {e[2] for e in srv.seen if e[1] in (53, 853)} == {"10.99.0.1", "fd99::1"}
+        assert all(len(srv.received("udp", p, MARK)) == 2 for p in (53,))     # the resolver's
+        # loopback stays as it was: anyone reaches a local resolver on 127.0.0.1 / ::1
+        assert h.run(udp_probe, "127.0.0.1", 53, uid=OTHER_UID) == "reply"
+        assert h.run(udp_probe, "::1", 53, uid=OTHER_UID) == "reply"
+    finally:
+        lo.close()
+
+
+# -- item 6: forward mode opens the upstreams to the resolver only, on their port only -------
+FORWARD_CONFIG = """
+[upstream]
+mode = "forward"
+servers = ["198.51.100.53", "2001:db8:ff::53", "198.51.100.54@5353"]
+[firewall]
+table = "ntsec"
+"""
+
+
+def test_forward_mode_upstreams_are_reachable_by_the_resolver_on_their_port_only(hi, tmp_path):
+    h, _i, srv = hi
+    srv.udp(53).udp(5353).tcp(53).tcp(443).start()
+    path = tmp_path / "nettrust.toml"
+    path.write_text(FORWARD_CONFIG)
+    rs = ruleset_spec(load_config(path))
+    assert rs.static_hosts == ()                      # no longer open to everyone
+    h.run(load, rs)
+    for upstream in ("198.51.100.53", "2001:db8:ff::53"):
+        # the control: the resolver reaches its upstream over UDP and TCP 53
+        assert h.run(udp_probe, upstream, 53, uid=RESOLVER_UID) == "reply"
+        assert h.run(tcp_probe, upstream, 53, uid=RESOLVER_UID) == "connected"
+        # nobody else does, on any port; the resolver itself on no other port
+        for uid in (None, OTHER_UID):
+            assert h.run(udp_probe, upstream, 53, uid=uid) != "reply"
+            assert h.run(tcp_probe, upstream, 443, uid=uid) != "connected"
+        assert h.run(tcp_probe, upstream, 443, uid=RESOLVER_UID) != "connected"
+    # a server on another port: that port only; and no other address on 53 for the resolver
+    assert h.run(udp_probe, "198.51.100.54", 5353, uid=RESOLVER_UID) == "reply"
+    assert h.run(udp_probe, "198.51.100.54", 53, uid=RESOLVER_UID) != "reply"
+    assert h.run(udp_probe, "198.51.100.54", 5353, uid=OTHER_UID) != "reply"
+    assert h.run(udp_probe, "198.51.100.99", 53, uid=RESOLVER_UID) != "reply"
+    assert h.run(udp_probe, "2001:db8:ff::99", 53, uid=RESOLVER_UID) != "reply"
+    assert {e[2] for e in srv.seen if e[0] == "udp"} == {"10.99.0.1", "fd99::1"}
+    assert len(srv.received("udp", 53, MARK)) == 2 and len(srv.received("udp", 5353, MARK)) == 1
+
+
+# -- item 11: ICMPv6 neighbour discovery stays on the link ------------------------------------
+NS_, NA_, RS_ = 135, 136, 133
+MLD_REPORT = 131
+
+
+def test_nd_works_from_the_host_but_cannot_carry_a_tunnel(hi):
+    h, i, srv = hi
+    srv.icmpv6().start()
+    peer_ll = secnet.address_of(i, "v1")
+    h.run(load, spec())
+    # the control: with empty neighbour caches on both sides, the neighbour's solicitation from
+    # its global (ULA) address is answered by the host's kernel with a unicast NA to that
+    # address (hop limit 255, no process owns it: nd_kernel), so its ping is answered ...
+    h.sh("ip", "-6", "neigh", "flush", "dev", "v0")
+    i.sh("ip", "-6", "neigh", "flush", "dev", "v1")
+    assert i.run(secnet.ping6, "fd99::1")
+    # ... and the host resolves its neighbour itself (multicast NS, hop limit 255) to ping it
+    h.run(load, spec(), ["fd99::2"])                       # the echo request needs a grant
+    h.sh("ip", "-6", "neigh", "flush", "dev", "v0")
+    i.sh("ip", "-6", "neigh", "flush", "dev", "v1")
+    assert h.run(secnet.ping6, "fd99::2")
+    # a process's ND to link-local / link-scope multicast at hop limit 255 passes (rdisc6 & co)
+    assert h.run(icmpv6_send, peer_ll, NS_, 255, ifname="v0") == "sent"
+    assert h.run(icmpv6_send, "ff02::1", NA_, 255, ifname="v0") == "sent"
+    assert secnet.wait_for(lambda: srv.received("icmpv6", NS_, MARK) and srv.received("icmpv6", NA_, MARK))
+    before = len(srv.seen)
+    # the attacker: ND- and MLD-typed messages (echo-shaped: payload of its choice) to a global
+    # address on the internet, at a lower hop limit, at 255, and from an ordinary user
+    attempts = [("2001:db8:ff::7", NS_, 64), ("2001:db8:ff::7", NA_, 64), ("2001:db8:ff::7", RS_, 64),
+                ("2001:db8:ff::7", NS_, 255), ("2001:db8:ff::7", NA_, 255),
+                ("2001:db8:ff::7", MLD_REPORT, 1), ("2001:db8:ff::7", MLD_REPORT, 64)]
+    # (to a granted address, any ICMPv6 passes like any other protocol: the grant decides)
+    results = [h.run(icmpv6_send, addr, kind, hops) for addr, kind, hops in attempts]
+    time.sleep(0.5)
+    leaked = [e for e in srv.seen[before:] if MARK in e[3]]
+    assert leaked == [], f"ND-typed messages left the host: {leaked} (sender saw {results})"
+    # ND from a process at hop limit 255 to link-local still works after all that
+    assert h.run(icmpv6_send, peer_ll, RS_, 255, ifname="v0") == "sent"
+    assert secnet.wait_for(lambda: srv.received("icmpv6", RS_, MARK))
