@@ -194,3 +194,71 @@ def test_nd_works_from_the_host_but_cannot_carry_a_tunnel(hi):
     # ND from a process at hop limit 255 to link-local still works after all that
     assert h.run(icmpv6_send, peer_ll, RS_, 255, ifname="v0") == "sent"
     assert secnet.wait_for(lambda: srv.received("icmpv6", RS_, MARK))
+
+
+# -- item 2: the forward chain never lets the internet connect in -----------------------------
+LAN_HOST6 = "2001:db8:1::2"          # a LAN host's public IPv6 address
+LAN_HOST4 = "10.98.0.2"
+
+
+@pytest.fixture
+def cgi():
+    with secnet.gateway() as (c, g, i):
+        lan, internet = Servers(c), Servers(i)
+        try:
+            yield c, g, i, lan, internet
+        finally:
+            lan.close()
+            internet.close()
+
+
+@pytest.mark.parametrize("side", ["interfaces", "networks", "both"])
+def test_forward_grants_serve_the_lan_and_never_let_the_internet_connect_in(cgi, side):
+    c, g, i, lan, internet = cgi
+    lan.tcp(22).udp(5353).start()
+    internet.tcp(8080).tcp(22).udp(53).udp(67).start()
+    lan_side = {"interfaces": {"lan_interfaces": ("v1",)},
+                "networks": {"lan_networks": (net("10.98.0.0/24"), net("fd98::/64"),
+                                              net("2001:db8:1::/64"))},
+                "both": {"lan_interfaces": ("v1",),
+                         "lan_networks": (net("10.98.0.0/24"), net("2001:db8:1::/64"))}}[side]
+    # an attacker's AAAA equal to the LAN host's public address, resolved by any LAN client,
+    # granted it -- and an A record the LAN's own address
+    granted = ["198.51.100.80", "2001:db8:ff::80", LAN_HOST6, LAN_HOST4]
+    g.run(load, spec(hooks=("output", "forward"), **lan_side), granted)
+    # the control: the LAN client reaches granted addresses through the gateway, not others
+    assert c.run(tcp_probe, "198.51.100.80", 8080) == "connected"
+    assert c.run(tcp_probe, "2001:db8:ff::80", 8080) == "connected"
+    assert c.run(tcp_probe, "198.51.100.81", 8080) != "connected"
+    assert c.run(tcp_probe, "2001:db8:ff::81", 8080) != "connected"
+    # the attacker on the internet: new connections to the granted LAN host are dropped, over
+    # TCP and UDP, IPv6 and IPv4; nothing reached the LAN host
+    assert i.run(tcp_probe, LAN_HOST6, 22) == "timeout"
+    assert i.run(tcp_probe, LAN_HOST4, 22) == "timeout"
+    assert i.run(udp_probe, LAN_HOST6, 5353) == "no reply"
+    assert i.run(udp_probe, LAN_HOST4, 5353) == "no reply"
+    assert not lan.received("udp", 5353, MARK)
+    # ... also from a granted internet address (a grant is not a way in)
+    i.sh("ip", "addr", "add", "198.51.100.80/32", "dev", "lo")
+    assert i.run(tcp_probe, LAN_HOST4, 22) == "timeout"
+    # in forward, no DNS but this gateway's (item 7) and no DHCP/ND free pass (items 1, 11),
+    # even to a granted address: nothing reaches the internet
+    assert c.run(udp_probe, "198.51.100.80", 53) != "reply"
+    assert c.run(tcp_probe, "198.51.100.80", 853) != "connected"
+    assert c.run(udp_probe, "198.51.100.81", 67, sport=68) != "reply"
+    assert not internet.received("udp", 53, MARK) and not internet.received("udp", 67, MARK)
+    # the LAN host itself (granted, inside) still talks out and gets its replies
+    assert c.run(tcp_probe, "2001:db8:ff::80", 8080) == "connected"
+
+
+def test_forward_nd_typed_messages_from_the_lan_do_not_leave(cgi):
+    c, g, i, _lan, internet = cgi
+    internet.icmpv6().start()
+    g.run(load, spec(hooks=("output", "forward"), lan_interfaces=("v1",)))
+    for kind, hops in ((135, 64), (136, 255), (133, 255), (131, 1)):
+        c.run(icmpv6_send, "2001:db8:ff::7", kind, hops)
+    time.sleep(0.5)
+    assert not [e for e in internet.seen if MARK in e[3]]
+    # the control: an echo to a granted address is forwarded and answered
+    g.run(load, spec(hooks=("output", "forward"), lan_interfaces=("v1",)), ["2001:db8:ff::7"])
+    assert c.run(secnet.ping6, "2001:db8:ff::7")
