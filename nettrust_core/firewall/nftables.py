@@ -375,7 +375,7 @@ def resolver_cgroup_match(spec: RulesetSpec, mount: str | None = None) -> str:
     return f'socket cgroupv2 level {len(path.split("/"))} "{rel}"'
 
 
-def static_set_declarations(spec: RulesetSpec) -> str:
+def static_set_declarations(spec: RulesetSpec, cgroup_match: str | None = None) -> str:
     """The table, the static sets (with ``auto-merge``) and the resolver's cgroup chain, in nft
     syntax: one transaction run just before the JSON one.
 
@@ -392,8 +392,9 @@ def static_set_declarations(spec: RulesetSpec) -> str:
                      f"{{ type ipv{v}_addr; flags interval; auto-merge; }}")
     if spec.resolver_cgroup and spec.resolver_uid is not None:
         lines += [f"add chain {FAMILY} {spec.table} {RESOLVER_CHAIN}",
-                  f"flush chain {FAMILY} {spec.table} {RESOLVER_CHAIN}",
-                  f"add rule {FAMILY} {spec.table} {RESOLVER_CHAIN} {resolver_cgroup_match(spec)} accept"]
+                  f"flush chain {FAMILY} {spec.table} {RESOLVER_CHAIN}"]
+        if cgroup_match is not None:            # None: the cgroup is missing, exempt nobody
+            lines.append(f"add rule {FAMILY} {spec.table} {RESOLVER_CHAIN} {cgroup_match} accept")
     return "\n".join(lines) + "\n"
 
 
@@ -731,9 +732,17 @@ class NftablesBackend:
 
         Reads the table's chains first (to decide which base chains must be recreated); if the
         transaction fails because the table changed meanwhile, reads and tries once more.
+        A missing ``resolver_cgroup`` still loads the whole ruleset, with nobody exempt (the
+        resolver's DNS is dropped), then raises FirewallError saying so: fail closed, loudly.
         """
         with self._ctl_lock:
-            self._nft_run(static_set_declarations(self.spec))
+            cgroup_match = cgroup_error = None
+            if self.spec.resolver_cgroup and self.spec.resolver_uid is not None:
+                try:
+                    cgroup_match = resolver_cgroup_match(self.spec)
+                except FirewallError as exc:    # fail closed: the ruleset, nobody exempt
+                    cgroup_error = exc
+            self._nft_run(static_set_declarations(self.spec, cgroup_match))
             for attempt in (1, 2):
                 cmds = ruleset_commands(self.spec, self._chains())
                 try:
@@ -746,6 +755,8 @@ class NftablesBackend:
             flags = self._table_flags()
             if flags and flags & nl.NFT_TABLE_F_DORMANT:
                 self._wake_table(flags)
+            if cgroup_error is not None:
+                raise cgroup_error
 
     def _wake_table(self, flags: int) -> None:
         """A dormant table filters nothing: clear the flag (nft's JSON cannot say this)."""

@@ -309,3 +309,37 @@ def ping6(addr: str, timeout: float = 2.0) -> bool:
         return False
     finally:
         s.close()
+
+
+class Existing(NetNS):
+    """A namespace someone else made (a lab's), for ``run``; never deleted from here."""
+
+    def __init__(self, name: str) -> None:            # noqa: D107 - no namespace is created
+        self.name = name
+        self.path = f"/run/netns/{name}"
+
+    def delete(self) -> None:
+        pass
+
+
+def dns_query(server: str, qname: str, *, uid: int | None = None, cgroup: str | None = None,
+              timeout: float = 1.5) -> str:
+    """One real DNS query over UDP (recursion not desired), as ``uid`` inside ``cgroup``:
+    the rcode's name, "no reply", or the errno's text."""
+    import dns.message
+    import dns.rcode
+    become(uid, cgroup)
+    s = socket.socket(_family(server), socket.SOCK_DGRAM)
+    s.settimeout(timeout)
+    query = dns.message.make_query(qname, "A")
+    query.flags = 0
+    try:
+        s.sendto(query.to_wire(), (server, 53))
+        data, _src = s.recvfrom(65535)
+        return dns.rcode.to_text(dns.message.from_wire(data).rcode())
+    except TimeoutError:
+        return "no reply"
+    except OSError as exc:
+        return os.strerror(exc.errno) if exc.errno else type(exc).__name__
+    finally:
+        s.close()

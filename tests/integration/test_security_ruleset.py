@@ -14,11 +14,13 @@ import ipaddress
 import os
 import pwd
 import secrets
+import subprocess
 import time
 
 import pytest
 
 import secnet
+from conftest import require
 from netns_util import ChildError
 from secnet import MARK, Servers, icmpv6_send, tcp_probe, udp_probe
 from nettrust_core.config import load_config
@@ -262,3 +264,137 @@ def test_forward_nd_typed_messages_from_the_lan_do_not_leave(cgi):
     # the control: an echo to a granted address is forwarded and answered
     g.run(load, spec(hooks=("output", "forward"), lan_interfaces=("v1",)), ["2001:db8:ff::7"])
     assert c.run(secnet.ping6, "2001:db8:ff::7")
+
+
+# -- item 12: the resolver exemption by uid *and* cgroup ---------------------------------------
+@pytest.fixture
+def cgroup():
+    """A unique, empty cgroup v2 directory: (its path below the root, its directory)."""
+    mount = cgroup2_mount()
+    require([] if mount is not None else ["no cgroup v2 hierarchy is mounted"], "cgroup v2")
+    name = f"nettrust-test-{secrets.token_hex(4)}"
+    path = os.path.join(mount, name)
+    os.mkdir(path)
+    try:
+        yield name, path
+    finally:
+        remove_cgroup(path)
+
+
+def remove_cgroup(path: str) -> None:
+    """rmdir, retried while the kernel still counts exited members (a moment after wait)."""
+    for _ in range(100):
+        try:
+            os.rmdir(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            time.sleep(0.05)
+    os.rmdir(path)
+
+
+def test_resolver_exemption_needs_the_uid_and_the_cgroup(hi, cgroup):
+    h, _i, srv = hi
+    name, path = cgroup
+    srv.udp(53).tcp(853).start()
+    h.run(load, spec(resolver_cgroup=name))
+    upstream = ("198.51.100.53", "2001:db8:ff::53")
+    for addr in upstream:
+        # the control: a process with the resolver's uid inside its cgroup resolves
+        assert h.run(udp_probe, addr, 53, uid=RESOLVER_UID, cgroup=path) == "reply"
+        assert h.run(tcp_probe, addr, 853, uid=RESOLVER_UID, cgroup=path) == "connected"
+        # the same uid outside the cgroup (an alert command, the agent...) is not exempt
+        assert h.run(udp_probe, addr, 53, uid=RESOLVER_UID) != "reply"
+        assert h.run(tcp_probe, addr, 853, uid=RESOLVER_UID) != "connected"
+        # nor is another uid inside the cgroup
+        assert h.run(udp_probe, addr, 53, uid=OTHER_UID, cgroup=path) != "reply"
+        assert h.run(udp_probe, addr, 53, cgroup=path) != "reply"
+    assert len(srv.received("udp", 53, MARK)) == 2
+
+
+def test_a_missing_or_replaced_cgroup_fails_closed(hi, cgroup):
+    h, _i, srv = hi
+    name, path = cgroup
+    srv.udp(53).start()
+    remove_cgroup(path)
+    # the cgroup must exist when the ruleset is loaded: a clear error, and the ruleset is in
+    # place with nobody exempt
+    with pytest.raises(ChildError, match=r"resolver_cgroup: the cgroup '[^']+' does not exist"):
+        h.run(load, spec(resolver_cgroup=name))
+    assert "policy drop" in h.sh("nft", "list", "chain", "inet", T, "output").stdout
+    assert h.run(udp_probe, "198.51.100.53", 53, uid=RESOLVER_UID) != "reply"
+    assert h.run(tcp_probe, "198.51.100.80", 8080) != "connected"
+    # created (the resolver's unit started) and loaded again: the resolver resolves
+    os.mkdir(path)
+    h.run(load, spec(resolver_cgroup=name))
+    assert h.run(udp_probe, "198.51.100.53", 53, uid=RESOLVER_UID, cgroup=path) == "reply"
+    # removed and made again under the same path (a restarted unit): the kernel holds the old
+    # cgroup's id, so nothing matches until the ruleset is loaded again -- closed, not open
+    remove_cgroup(path)
+    os.mkdir(path)
+    assert h.run(udp_probe, "198.51.100.53", 53, uid=RESOLVER_UID, cgroup=path) != "reply"
+    h.run(load, spec(resolver_cgroup=name))
+    assert h.run(udp_probe, "198.51.100.53", 53, uid=RESOLVER_UID, cgroup=path) == "reply"
+    assert len(srv.received("udp", 53, MARK)) == 2
+
+
+# -- items 7 and 12 with the real resolver: Unbound + the module, inside its cgroup -----------
+def test_real_unbound_in_its_cgroup_resolves_and_nothing_else_reaches_dns(cgroup):
+    """Unbound runs as ``unbound`` in the lab's host namespace, started inside the test's
+    cgroup (as systemd starts it inside its unit's), with resolver_cgroup naming it."""
+    from sandbox.lab import _UNBOUND_FORCED, Lab
+    from sandbox.process import command_env, privilege_argv
+    from sandbox.product import NetTrustHost
+    from sandbox.zones import NSD_V4, NSD_V6
+
+    name, path = cgroup
+    config = f'[firewall]\nresolver_cgroup = "{name}"\n[lifecycle]\nliveness = false\n'
+    with Lab() as lab:
+        host = NetTrustHost(lab, config)
+        conf = lab.work_dir / "unbound" / "cgroup.conf"
+        conf.write_text(host.unbound_conf() + _UNBOUND_FORCED)
+        os.chmod(conf, 0o644)
+        # nsenter, not `ip netns exec`: the latter remounts /sys, hiding /sys/fs/cgroup from nft
+        argv = ["nsenter", f"--net=/run/netns/{lab.host_ns}",
+                *privilege_argv("unbound", ("net_admin", "net_bind_service")),
+                "unbound", "-d", "-c", str(conf)]
+        log = open(lab.work_dir / "logs" / "unbound-cgroup.log", "wb")
+
+        def join_cgroup() -> None:                       # in the child, before exec
+            with open(os.path.join(path, "cgroup.procs"), "w") as f:
+                f.write(str(os.getpid()))
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, preexec_fn=join_cgroup,
+                                env=command_env("unbound", host.env()), start_new_session=True)
+        hostns = secnet.Existing(lab.host_ns)
+        try:
+            assert secnet.wait_for(lambda: hostns.run(secnet.dns_query, "127.0.0.1", "localhost.")
+                                   == "NOERROR", timeout=15), _log(lab)
+            # the control: the resolver resolves (IPv4 and IPv6 upstream: NSD on both)
+            dig = lab.run("host", ["dig", "@127.0.0.1", "+tries=1", "+time=5", "+short",
+                                   "www.fw.test", "A"]).stdout.split()
+            assert dig == ["198.51.100.10"], _log(lab)
+            assert hostns.run(secnet.dns_query, NSD_V4, "ns.test.", uid=RESOLVER_UID,
+                              cgroup=path) == "NOERROR"
+            # nobody else reaches NSD's port 53, not even with the resolver's uid outside its
+            # cgroup, not even now that ns.test's address is granted (resolved through us)
+            lab.run("host", ["dig", "@127.0.0.1", "+short", "ns.test", "A"])
+            lab.run("host", ["dig", "@127.0.0.1", "+short", "ns.test", "AAAA"])
+            for server in (NSD_V4, NSD_V6):
+                assert hostns.run(secnet.dns_query, server, "ns.test.", uid=RESOLVER_UID) != "NOERROR"
+                assert hostns.run(secnet.dns_query, server, "ns.test.") != "NOERROR"
+                assert hostns.run(secnet.dns_query, server, "ns.test.", uid=OTHER_UID) != "NOERROR"
+                # ... while its other ports are open to them through the grant
+                assert hostns.run(tcp_probe, server, 80, uid=OTHER_UID) == "connected"
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            log.close()
+
+
+def _log(lab) -> str:
+    return (lab.work_dir / "logs" / "unbound-cgroup.log").read_text(errors="replace")[-3000:]
