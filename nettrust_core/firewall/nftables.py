@@ -46,7 +46,9 @@ What :meth:`NftablesBackend.ensure` programs (``T`` = ``spec.table``)::
             meta nfproto ipv6 ip6 saddr != { … } drop           # internet never connects in)
             meta l4proto { tcp, udp } th dport { 53, 853 } counter … reject …   # no DNS but ours
             ip daddr @static4 accept … ip6 daddr @allow6 accept # as in output
-            limit … log …; refusal                              # as in output
+            limit rate R/second log group G prefix "nettrust"   # as in output
+            meta l4proto tcp counter name "rejected" reject with tcp reset    # as in output
+            counter name "rejected" reject with icmpx admin-prohibited
         }
     }
 
