@@ -195,8 +195,9 @@ def gateway():
 
 
 # -- probes, run inside a namespace by NetNS.run ------------------------------------------------
-def become(uid: int | None = None, cgroup: str | None = None) -> None:
-    """Join ``cgroup`` (a directory of the cgroup v2 hierarchy), then drop to ``uid``."""
+def become(uid: int | None = None, cgroup: str | None = None, groups: tuple[int, ...] = ()) -> None:
+    """Join ``cgroup`` (a directory of the cgroup v2 hierarchy), then drop to ``uid`` with its
+    primary group and ``groups`` as supplementary groups."""
     if cgroup is not None:
         with open(os.path.join(cgroup, "cgroup.procs"), "w") as f:
             f.write(str(os.getpid()))
@@ -205,7 +206,7 @@ def become(uid: int | None = None, cgroup: str | None = None) -> None:
             gid = pwd.getpwuid(uid).pw_gid
         except KeyError:
             gid = uid
-        os.setgroups([])
+        os.setgroups(list(groups))
         os.setgid(gid)
         os.setuid(uid)
 
@@ -339,6 +340,19 @@ def dns_query(server: str, qname: str, *, uid: int | None = None, cgroup: str | 
         return dns.rcode.to_text(dns.message.from_wire(data).rcode())
     except TimeoutError:
         return "no reply"
+    except OSError as exc:
+        return os.strerror(exc.errno) if exc.errno else type(exc).__name__
+    finally:
+        s.close()
+
+
+def unix_connect(path: str, kind: int, *, uid: int, groups: tuple[int, ...] = ()) -> str:
+    """Connect to a Unix socket as ``uid`` (with ``groups``): "connected" or the errno's text."""
+    become(uid, None, groups)
+    s = socket.socket(socket.AF_UNIX, kind)
+    try:
+        s.connect(path)
+        return "connected"
     except OSError as exc:
         return os.strerror(exc.errno) if exc.errno else type(exc).__name__
     finally:

@@ -14,6 +14,7 @@ import ipaddress
 import os
 import pwd
 import secrets
+import socket
 import subprocess
 import time
 
@@ -21,10 +22,9 @@ import pytest
 
 import secnet
 from conftest import require
-from netns_util import ChildError
+from netns_util import REPO, ChildError, NetNS
 from secnet import MARK, Servers, icmpv6_send, tcp_probe, udp_probe
 from nettrust_core.config import load_config
-from nettrust_core.errors import FirewallError
 from nettrust_core.firewall.base import Grant, RulesetSpec
 from nettrust_core.firewall.nftables import NftablesBackend, cgroup2_mount
 from nettrust_core.ruleset import ruleset_spec
@@ -398,3 +398,56 @@ def test_real_unbound_in_its_cgroup_resolves_and_nothing_else_reaches_dns(cgroup
 
 def _log(lab) -> str:
     return (lab.work_dir / "logs" / "unbound-cgroup.log").read_text(errors="replace")[-3000:]
+
+
+# -- item 12: the agent as its own user, its sockets reachable by Unbound through the group ---
+def test_agent_as_its_own_user_is_reachable_by_the_resolver_through_its_group():
+    """The agent runs as an unprivileged user other than the resolver's (``nobody:nogroup``
+    stands in for ``nettrust:nettrust``, with the unit's UMask=0007); Unbound's uid reaches its
+    sockets only as a member of the agent's group (SupplementaryGroups=nettrust)."""
+    import grp
+    import shutil
+    import sys
+    import tempfile
+    agent_uid = pwd.getpwnam("nobody").pw_uid
+    agent_gid = grp.getgrnam("nogroup").gr_gid
+    top = tempfile.mkdtemp(prefix="nettrust-agent-", dir="/run")
+    os.chmod(top, 0o755)
+    for sub in ("state", "sock"):                       # StateDirectory=, RuntimeDirectory=
+        os.mkdir(os.path.join(top, sub), 0o755)
+        os.chown(os.path.join(top, sub), agent_uid, agent_gid)
+    cfg = os.path.join(top, "nettrust.toml")
+    report, tap = os.path.join(top, "sock", "agent.sock"), os.path.join(top, "sock", "dnstap.sock")
+    with open(cfg, "w") as f:
+        f.write(f'[stats]\nenabled = true\ndatabase = "{top}/state/stats.db"\n'
+                f'report_socket = "{report}"\ndnstap_socket = "{tap}"\n[metrics]\nenabled = false\n')
+    os.chmod(cfg, 0o644)
+    with NetNS("ntsec-agent") as ns:
+        agent = subprocess.Popen(
+            ["ip", "netns", "exec", ns.name, "setpriv", f"--reuid={agent_uid}", f"--regid={agent_gid}",
+             "--clear-groups", "--", "sh", "-c",
+             f"umask 007; exec {sys.executable} -m nettrust_core.cli -c {cfg} agent"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONPATH": REPO})
+        try:
+            ready = secnet.wait_for(lambda: os.path.exists(report) and os.path.exists(tap), 15)
+            assert ready, agent.stdout.read().decode() if agent.poll() is not None else "not ready"
+            for path in (report, tap):
+                st = os.stat(path)
+                assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (agent_uid, agent_gid, 0o660)
+            for path, kind in ((report, socket.SOCK_SEQPACKET), (tap, socket.SOCK_STREAM)):
+                # the resolver's uid as a member of the agent's group: reaches it
+                assert ns.run(secnet.unix_connect, path, kind, uid=RESOLVER_UID,
+                              groups=(agent_gid,)) == "connected"
+                # without the group (or any other user): refused by the file's permissions
+                assert ns.run(secnet.unix_connect, path, kind, uid=RESOLVER_UID) == "Permission denied"
+                assert ns.run(secnet.unix_connect, path, kind,
+                              uid=pwd.getpwnam("daemon").pw_uid) == "Permission denied"
+        finally:
+            os.killpg(agent.pid, 15)
+            try:
+                agent.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(agent.pid, 9)
+                agent.wait()
+            shutil.rmtree(top, ignore_errors=True)
