@@ -23,6 +23,13 @@ def ruleset_spec(config) -> RulesetSpec:
     upstreams = (tuple(dict.fromkeys((u.address, u.port) for u in config.upstream.servers))
                  if config.upstream.mode == "forward" else ())
     networks = list(config.reachable.effective_networks)
+    off_host = [u for u in upstreams if not u[0].is_loopback]
+    if off_host and not fw.resolver_user:
+        raise ConfigError(f'resolver_user = "" exempts nobody, so Unbound could not reach its '
+                          f"upstream {off_host[0][0]} (only the resolver's user may reach DNS "
+                          "servers); name the user Unbound runs as",
+                          file=config.path, key="firewall.resolver_user",
+                          line=config.line_of("firewall.resolver_user"))
     uid = None
     if fw.resolver_user:
         try:

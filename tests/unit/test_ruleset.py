@@ -84,6 +84,17 @@ def test_forward_mode_upstreams_are_the_resolvers_not_static_hosts():
     assert ruleset_spec(parse('[firewall]\nresolver_user = "root"\n')).upstreams == ()
 
 
+def test_forward_mode_without_a_resolver_user_is_refused_unless_the_upstream_is_local():
+    c = parse('[upstream]\nmode = "forward"\nservers = ["9.9.9.9"]\n[firewall]\nresolver_user = ""\n')
+    with pytest.raises(ConfigError) as info:
+        ruleset_spec(c)
+    assert (info.value.key, info.value.line) == ("firewall.resolver_user", 5)
+    assert "could not reach its upstream 9.9.9.9" in info.value.message
+    local = parse('[upstream]\nmode = "forward"\nservers = ["127.0.0.1@5353"]\n[firewall]\n'
+                  'resolver_user = ""\n')
+    assert ruleset_spec(local).resolver_uid is None          # loopback stays open to all
+
+
 def test_spec_carries_the_lan_side_dhcp_servers_and_cgroup():
     c = parse('[firewall]\nresolver_user = "root"\nhooks = ["output", "forward"]\n'
               'lan_interfaces = ["lan0"]\nlan_networks = ["10.0.0.0/24"]\n'
