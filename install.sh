@@ -62,6 +62,18 @@ NETTRUST_CONFIG=/etc/nettrust/nettrust.toml unbound-checkconf
 # Unbound's effective settings: what the module would refuse to start on, said now.
 nettrust -c /etc/nettrust/nettrust.toml check --unbound /etc/unbound/unbound.conf
 
+step "system user nettrust (the statistics agent; not the resolver's uid)"
+# The firewall exempts the resolver's uid for DNS: the agent and its alert commands run as
+# their own user.  Unbound joins the nettrust group to reach the agent's sockets (0660).
+if ! getent group nettrust >/dev/null; then
+    addgroup --system nettrust >/dev/null
+fi
+if ! getent passwd nettrust >/dev/null; then
+    adduser --system --ingroup nettrust --home /var/lib/nettrust --no-create-home \
+        --shell /usr/sbin/nologin --gecos "NetTrust agent" nettrust >/dev/null
+fi
+adduser unbound nettrust >/dev/null        # without systemd too; the units also say it
+
 step "systemd drop-in"
 install -d /etc/systemd/system/unbound.service.d
 install -m 0644 "$SRC/conf/systemd/unbound.service.d-nettrust.conf" /etc/systemd/system/unbound.service.d/nettrust.conf

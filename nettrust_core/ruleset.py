@@ -18,10 +18,18 @@ INSTANCE_ENV = "NETTRUST_INSTANCE"
 def ruleset_spec(config) -> RulesetSpec:
     fw, lc = config.firewall, config.lifecycle
     hosts = list(config.reachable.hosts)
-    if config.upstream.mode == "forward":
-        # The resolver's own upstreams are always reachable (for everyone, like NetTrust).
-        hosts += [u.address for u in config.upstream.servers]
+    # Forward mode: the upstreams are reachable for the resolver only, on their DNS port only
+    # (not static hosts: those are open to every process and port).
+    upstreams = (tuple(dict.fromkeys((u.address, u.port) for u in config.upstream.servers))
+                 if config.upstream.mode == "forward" else ())
     networks = list(config.reachable.effective_networks)
+    off_host = [u for u in upstreams if not u[0].is_loopback]
+    if off_host and not fw.resolver_user:
+        raise ConfigError(f'resolver_user = "" exempts nobody, so Unbound could not reach its '
+                          f"upstream {off_host[0][0]} (only the resolver's user may reach DNS "
+                          "servers); name the user Unbound runs as",
+                          file=config.path, key="firewall.resolver_user",
+                          line=config.line_of("firewall.resolver_user"))
     uid = None
     if fw.resolver_user:
         try:
@@ -32,7 +40,10 @@ def ruleset_spec(config) -> RulesetSpec:
                               line=config.line_of("firewall.resolver_user")) from None
     return RulesetSpec(table=fw.table, priority=fw.priority, action=fw.action, hooks=tuple(fw.hooks),
                        static_hosts=tuple(dict.fromkeys(hosts)), static_networks=tuple(dict.fromkeys(networks)),
-                       resolver_uid=uid, allow_icmpv6_nd=fw.allow_icmpv6_nd, allow_dhcp=fw.allow_dhcp,
+                       resolver_uid=uid, resolver_cgroup=fw.resolver_cgroup, upstreams=upstreams,
+                       allow_icmpv6_nd=fw.allow_icmpv6_nd, allow_dhcp=fw.allow_dhcp,
+                       dhcp_servers=fw.dhcp_servers, lan_interfaces=fw.lan_interfaces,
+                       lan_networks=fw.lan_networks,
                        ct_mark=CT_MARK if lc.liveness else None,
                        log_group=lc.log_group if lc.unauthorized else None, log_rate=lc.log_rate,
                        set_size=config.grants.max_per_set, instances=config.firewall.instances)

@@ -52,8 +52,21 @@ class RulesetSpec:
     static_hosts: tuple[IPAddress, ...] = ()
     static_networks: tuple[IPNetwork, ...] = ()
     resolver_uid: int | None = None            # the resolver may reach port 53/853 anywhere
-    allow_icmpv6_nd: bool = True
-    allow_dhcp: bool = True
+    #: With it, the resolver exemption also needs a socket made inside this cgroup v2 (a path
+    #: below the hierarchy's root, e.g. "system.slice/unbound.service"): another process with
+    #: the resolver's uid is not exempt.  The cgroup must exist when the ruleset is loaded.
+    resolver_cgroup: str | None = None
+    #: Forward mode: the only (address, port) pairs the resolver may reach for DNS; empty:
+    #: port 53/853 anywhere (recursion).  Nobody else reaches them through this exemption.
+    upstreams: tuple[tuple[IPAddress, int], ...] = ()
+    allow_icmpv6_nd: bool = True               # output only: ND at hop limit 255, MLD at 1
+    allow_dhcp: bool = True                    # output only: a DHCP/DHCPv6 client's requests
+    #: Unicast DHCP servers the client may renew with (besides broadcast, ff02::1:2, fe80::/10).
+    dhcp_servers: tuple[IPAddress, ...] = ()
+    #: The forward hook's client-facing side: only packets entering on these interfaces and
+    #: from these networks (each test applied when non-empty) may use static sets and grants.
+    lan_interfaces: tuple[str, ...] = ()
+    lan_networks: tuple[IPNetwork, ...] = ()
     #: Bits OR-ed into the conntrack mark of every connection a grant lets through, so that
     #: liveness checks dump only those (None: no marking).
     ct_mark: int | None = None

@@ -8,23 +8,51 @@ What :meth:`NftablesBackend.ensure` programs (``T`` = ``spec.table``)::
         set allow6  { type ipv6_addr; flags timeout; }
         set static4 { type ipv4_addr; flags interval; auto-merge; elements = { 127.0.0.0/8, … } }
         set static6 { type ipv6_addr; flags interval; auto-merge; elements = { ::1, … } }
-        chain output {                                          # and "forward" if configured
+        chain nd_kernel {                                       # allow_icmpv6_nd
+            meta skuid 0-4294967295 return                      # a process's packet: back
+            accept                                              # the kernel's own ND
+        }
+        chain resolver_cgroup {                                 # resolver_cgroup (nft syntax)
+            socket cgroupv2 level N "system.slice/unbound.service" accept
+        }
+        chain output {
             type filter hook output priority P; policy drop;
             ct state established,related accept
-            oif "lo" accept                                     # output only
-            icmpv6 type { nd-…, mld-… } accept                  # allow_icmpv6_nd
-            udp dport { 67, 547 } accept                        # allow_dhcp (DHCP client)
-            meta skuid U meta l4proto { tcp, udp } th dport { 53, 853 } accept   # resolver_uid, output only
-            ip daddr @static4 accept
+            oif "lo" accept                                     # loopback: as it always was
+            icmpv6 type { nd-… } ip6 hoplimit 255 ip6 daddr { fe80::/10, ff02::/16 } accept
+            icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } ip6 hoplimit 255 jump nd_kernel
+            icmpv6 type { mld-… } ip6 hoplimit 1 ip6 daddr ff00::/8 accept   # (allow_icmpv6_nd)
+            udp sport 68 udp dport 67 ip daddr { 255.255.255.255, <dhcp_servers> } accept
+            udp sport 546 udp dport 547 ip6 daddr { fe80::/10, ff02::1:2, … } accept  # allow_dhcp
+            meta skuid U meta l4proto { tcp, udp } th dport { 53, 853 } accept   # resolver_uid
+              # forward mode instead: … ip daddr . th dport { 9.9.9.9 . 53 } (and ip6), per upstream
+              # with resolver_cgroup: "jump resolver_cgroup" instead of "accept"
+            meta l4proto { tcp, udp } th dport { 53, 853 } counter name "rejected" reject with icmpx admin-prohibited
+            ip daddr @static4 accept                            # (or: … drop, action "drop")
             ip6 daddr @static6 accept
             ip daddr @allow4 accept
             ip6 daddr @allow6 accept
             ip daddr @allow4_1 accept                           # firewall.instances = 2: the
             ip6 daddr @allow6_1 accept                          # second process's own sets
+            limit rate R/second log group G prefix "nettrust"   # lifecycle.unauthorized
             meta l4proto tcp counter name "rejected" reject with tcp reset    # action "reject"
             counter name "rejected" reject with icmpx admin-prohibited        # (or: … drop)
         }
+        chain forward {                                         # hooks = ["output", "forward"]
+            type filter hook forward priority P; policy drop;
+            ct state established,related accept
+            iifname != { <lan_interfaces> } drop                # not from the client-facing side:
+            meta nfproto ipv4 ip saddr != { <lan_networks> } drop    # no grant applies (the
+            meta nfproto ipv6 ip6 saddr != { … } drop           # internet never connects in)
+            meta l4proto { tcp, udp } th dport { 53, 853 } counter … reject …   # no DNS but ours
+            ip daddr @static4 accept … ip6 daddr @allow6 accept # as in output
+            limit rate R/second log group G prefix "nettrust"   # as in output
+            meta l4proto tcp counter name "rejected" reject with tcp reset    # as in output
+            counter name "rejected" reject with icmpx admin-prohibited
+        }
     }
+
+Nothing ICMPv6 and nothing DHCP in forward.
 
 Two planes:
 
@@ -51,6 +79,7 @@ import ipaddress
 import json
 import logging
 import math
+import os
 import re
 import shutil
 import subprocess
@@ -72,8 +101,14 @@ LOG_PREFIX = "nettrust"
 HOOKS = {"output": 3, "forward": 2}              # NF_INET_LOCAL_OUT, NF_INET_FORWARD
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 ND_TYPES = ("nd-router-solicit", "nd-router-advert", "nd-neighbor-solicit", "nd-neighbor-advert",
-            "mld-listener-query", "mld-listener-report", "mld-listener-done", "mld2-listener-report")
+            "nd-redirect")
+MLD_TYPES = ("mld-listener-query", "mld-listener-report", "mld-listener-done", "mld2-listener-report")
+ND_CHAIN = "nd_kernel"                           # regular chains the output chain jumps to
+RESOLVER_CHAIN = "resolver_cgroup"
+CGROUP_ROOT = "/sys/fs/cgroup"                   # where nft (1.0.6) resolves cgroupv2 paths
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,62}\Z")
+_IFNAME = re.compile(r"[A-Za-z0-9_.:@-]{1,15}\Z")
+_CGROUP = re.compile(r"[A-Za-z0-9_.@:-]+(?:/[A-Za-z0-9_.@:-]+)*\Z")
 
 
 def grant_sets(instance: int) -> dict[int, str]:
@@ -120,6 +155,14 @@ def validate_spec(spec: RulesetSpec) -> None:
         problems.append(f"resolver_uid {spec.resolver_uid!r}")
     if not isinstance(spec.instances, int) or not 1 <= spec.instances <= MAX_INSTANCES:
         problems.append(f"instances {spec.instances!r} (1 to {MAX_INSTANCES})")
+    if "forward" in spec.hooks and not (spec.lan_interfaces or spec.lan_networks):
+        problems.append("the forward hook without lan_interfaces or lan_networks (grants would "
+                        "let the internet connect in)")
+    if any(not _IFNAME.match(i) for i in spec.lan_interfaces):
+        problems.append(f"lan_interfaces {spec.lan_interfaces!r}")
+    if spec.resolver_cgroup is not None and (spec.resolver_uid is None
+                                             or not _CGROUP.match(spec.resolver_cgroup)):
+        problems.append(f"resolver_cgroup {spec.resolver_cgroup!r} (a cgroup path, with a resolver_uid)")
     if problems:
         raise FirewallError("invalid ruleset: " + "; ".join(problems), table=spec.table, family=FAMILY)
 
@@ -146,37 +189,144 @@ def _match(left: dict, right, op: str = "==") -> dict:
     return {"match": {"op": op, "left": left, "right": right}}
 
 
+def _field(proto: str, name: str) -> dict:
+    return {"payload": {"protocol": proto, "field": name}}
+
+
+def _meta(key: str) -> dict:
+    return {"meta": {"key": key}}
+
+
+def _nets(nets) -> list:
+    """Addresses and networks as nft JSON set elements (a host is written bare)."""
+    out: list = []
+    for n in ipaddress.collapse_addresses(ipaddress.ip_network(x) for x in nets):
+        out.append(str(n.network_address) if n.prefixlen == n.max_prefixlen
+                   else {"prefix": {"addr": str(n.network_address), "len": n.prefixlen}})
+    return out
+
+
+def _refuse(spec: RulesetSpec, *matches: dict) -> list[dict]:
+    """``matches`` then the chain's refusal, counted (one rule: ICMP for TCP too)."""
+    if spec.action == "reject":
+        return [*matches, {"counter": COUNTER}, {"reject": {"type": "icmpx", "expr": "admin-prohibited"}}]
+    return [*matches, {"counter": COUNTER}, {"drop": None}]
+
+
+DNS_PORTS = (53, 853)
+_TCP_UDP = _match(_meta("l4proto"), {"set": ["tcp", "udp"]})
+_DNS = _match(_field("th", "dport"), {"set": list(DNS_PORTS)})
+
+
+def _resolver_rules(spec: RulesetSpec) -> list[list[dict]]:
+    """The resolver's exemption (output only: forwarded packets have no local socket).
+
+    Its uid, TCP or UDP, to port 53/853 anywhere, or in forward mode to the upstreams' exact
+    address and port only.  With a cgroup the rule jumps to :data:`RESOLVER_CHAIN`, which
+    accepts only sockets made inside that cgroup; anything else returns and meets the DNS block.
+    """
+    if spec.resolver_uid is None:
+        return []
+    verdict = ({"jump": {"target": RESOLVER_CHAIN}} if spec.resolver_cgroup else {"accept": None})
+    uid = _match(_meta("skuid"), spec.resolver_uid)
+    if not spec.upstreams:
+        return [[uid, _TCP_UDP, _DNS, verdict]]
+    rules = []
+    for proto, version in (("ip", 4), ("ip6", 6)):
+        pairs = [{"concat": [str(a), port]} for a, port in spec.upstreams if a.version == version]
+        if pairs:
+            rules.append([uid, _TCP_UDP,
+                          _match({"concat": [_field(proto, "daddr"), _field("th", "dport")]},
+                                 {"set": pairs}), verdict])
+    return rules
+
+
+def _lan_side_rules(spec: RulesetSpec) -> list[list[dict]]:
+    """Forward only: drop what did not enter from the client-facing side (LAN interfaces and/or
+    networks), before anything can accept it: grants never let the internet connect in."""
+    rules = []
+    if spec.lan_interfaces:
+        rules.append([_match(_meta("iifname"), {"set": list(spec.lan_interfaces)}, "!="),
+                      {"drop": None}])
+    if spec.lan_networks:
+        for proto, version in (("ip", 4), ("ip6", 6)):
+            family = _match(_meta("nfproto"), f"ipv{version}")
+            nets = _nets(n for n in spec.lan_networks if n.version == version)
+            if nets:
+                rules.append([family, _match(_field(proto, "saddr"), {"set": nets}, "!="),
+                              {"drop": None}])
+            else:                               # no LAN network of this family: none of it
+                rules.append([family, {"drop": None}])
+    return rules
+
+
+def _dhcp_rules(spec: RulesetSpec) -> list[list[dict]]:
+    """A DHCP client's requests only: 68->67 to broadcast or a configured server, 546->547 to
+    ff02::1:2, link-local or a configured server (output only; replies are established)."""
+    rules = []
+    for proto, version, sport, dport, dests in (
+            ("ip", 4, 68, 67, ["255.255.255.255"]),
+            ("ip6", 6, 546, 547, ["ff02::1:2", "fe80::/10"])):
+        dests = dests + [str(a) for a in spec.dhcp_servers if a.version == version]
+        rules.append(_accept(_match(_field("udp", "sport"), sport), _match(_field("udp", "dport"), dport),
+                             _match(_field(proto, "daddr"), {"set": _nets(dests)})))
+    return rules
+
+
+def _icmpv6_rules() -> list[list[dict]]:
+    """Neighbour discovery and MLD, output only, in shapes that cannot leave the link."""
+    hoplimit = lambda n: _match(_field("ip6", "hoplimit"), n)     # noqa: E731
+    return [
+        _accept(_match(_field("icmpv6", "type"), {"set": list(ND_TYPES)}), hoplimit(255),
+                _match(_field("ip6", "daddr"), {"set": _nets(["fe80::/10", "ff02::/16"])})),
+        [_match(_field("icmpv6", "type"), {"set": ["nd-neighbor-solicit", "nd-neighbor-advert"]}),
+         hoplimit(255), {"jump": {"target": ND_CHAIN}}],
+        _accept(_match(_field("icmpv6", "type"), {"set": list(MLD_TYPES)}), hoplimit(1),
+                _match(_field("ip6", "daddr"), {"set": _nets(["ff00::/8"])})),
+    ]
+
+
+def nd_chain_rules() -> list[list[dict]]:
+    """:data:`ND_CHAIN`: a solicitation or advertisement to a unicast (global) address passes
+    only when the kernel itself sent it (its neighbour cache, always to an on-link neighbour);
+    a process's socket has an owner, so ``meta skuid`` matches and the packet returns."""
+    return [[_match(_meta("skuid"), {"range": [0, 0xFFFFFFFF]}), {"return": None}],
+            [{"accept": None}]]
+
+
 def chain_rules(spec: RulesetSpec, hook: str) -> list[list[dict]]:
     """The expressions of each rule of one base chain, in order (see the module docstring)."""
-    daddr = lambda proto: {"payload": {"protocol": proto, "field": "daddr"}}  # noqa: E731
+    out = hook == "output"
     rules = [_accept(_match({"ct": {"key": "state"}}, ["established", "related"], "in"))]
-    if hook == "output":
-        rules.append(_accept(_match({"meta": {"key": "oif"}}, "lo")))
-    if spec.allow_icmpv6_nd:
-        rules.append(_accept(_match({"payload": {"protocol": "icmpv6", "field": "type"}},
-                                    {"set": list(ND_TYPES)})))
-    if spec.allow_dhcp:
-        rules.append(_accept(_match({"payload": {"protocol": "udp", "field": "dport"}},
-                                    {"set": [67, 547]})))
-    if spec.resolver_uid is not None and hook == "output":   # forwarded packets have no socket
-        rules.append(_accept(_match({"meta": {"key": "skuid"}}, spec.resolver_uid),
-                             _match({"meta": {"key": "l4proto"}}, {"set": ["tcp", "udp"]}),
-                             _match({"payload": {"protocol": "th", "field": "dport"}},
-                                    {"set": [53, 853]})))
+    if out:
+        rules.append(_accept(_match(_meta("oif"), "lo")))
+    else:
+        rules += _lan_side_rules(spec)
+    if out and spec.allow_icmpv6_nd:
+        rules += _icmpv6_rules()
+    if out and spec.allow_dhcp:
+        rules += _dhcp_rules(spec)
+    if out:
+        rules += _resolver_rules(spec)
+    rules.append(_refuse(spec, _TCP_UDP, _DNS))        # DNS and DoT: the resolver's, nobody else's
     for sets in (STATIC_SETS, *(grant_sets(k) for k in range(spec.instances))):
         mark = [] if sets is STATIC_SETS or spec.ct_mark is None else [_mark_connection(spec.ct_mark)]
-        rules.append(_accept(_match(daddr("ip"), "@" + sets[4]), *mark))
-        rules.append(_accept(_match(daddr("ip6"), "@" + sets[6]), *mark))
+        rules.append(_accept(_match(_field("ip", "daddr"), "@" + sets[4]), *mark))
+        rules.append(_accept(_match(_field("ip6", "daddr"), "@" + sets[6]), *mark))
     if spec.log_group is not None:          # no verdict: the refusal below still applies
         rules.append([{"limit": {"rate": spec.log_rate, "per": "second", "burst": spec.log_rate}},
                       {"log": {"group": spec.log_group, "prefix": LOG_PREFIX}}])
     if spec.action == "reject":
-        rules.append([_match({"meta": {"key": "l4proto"}}, "tcp"), {"counter": COUNTER},
+        rules.append([_match(_meta("l4proto"), "tcp"), {"counter": COUNTER},
                       {"reject": {"type": "tcp reset"}}])
         rules.append([{"counter": COUNTER}, {"reject": {"type": "icmpx", "expr": "admin-prohibited"}}])
     else:
         rules.append([{"counter": COUNTER}, {"drop": None}])
     return rules
+
+
+def wants_nd_chain(spec: RulesetSpec) -> bool:
+    return spec.allow_icmpv6_nd and "output" in spec.hooks
 
 
 def _mark_connection(bits: int) -> dict:
@@ -185,18 +335,70 @@ def _mark_connection(bits: int) -> dict:
                        "value": {"|": [{"ct": {"key": "mark"}}, bits]}}}
 
 
-def static_set_declarations(spec: RulesetSpec) -> str:
-    """The table and the static sets, declared with ``auto-merge``, in nft syntax.
+def cgroup2_mount(mountinfo: str = "/proc/self/mountinfo") -> str | None:
+    """Where the cgroup v2 hierarchy is mounted (``/sys/fs/cgroup``, or ``…/unified`` on a
+    hybrid host), preferring a mount under :data:`CGROUP_ROOT`; None when there is none."""
+    found = []
+    try:
+        with open(mountinfo, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                left, _, right = line.partition(" - ")
+                if right.split(" ", 1)[0] == "cgroup2":
+                    found.append(left.split(" ")[4].replace("\\040", " "))
+    except OSError:
+        return None
+    found.sort(key=lambda m: (not (m + "/").startswith(CGROUP_ROOT + "/"), len(m)))
+    return found[0] if found else None
+
+
+def resolver_cgroup_match(spec: RulesetSpec, mount: str | None = None) -> str:
+    """``socket cgroupv2 level N "path"`` for the resolver's cgroup, in nft syntax.
+
+    nft (1.0.6) turns the path into the cgroup's id when the rule is loaded, so the cgroup must
+    exist then: a missing one is refused here with what to do.  The kernel keeps the id; if the
+    cgroup is removed later (its unit stopped) the rule matches nothing -- the resolver loses
+    its exemption, fail closed -- until the next load (Unbound's start) reads the new id.
+    The level is the path's depth below the root of the hierarchy.
+    """
+    path = spec.resolver_cgroup or ""
+    mount = mount if mount is not None else cgroup2_mount()
+    if mount is None:
+        raise FirewallError("firewall.resolver_cgroup is set but no cgroup v2 hierarchy is "
+                            "mounted", table=spec.table, family=FAMILY)
+    where = f"{mount}/{path}"
+    if not os.path.isdir(where):
+        raise FirewallError(f"firewall.resolver_cgroup: the cgroup {path!r} does not exist "
+                            f"({where}); it must exist when the ruleset is loaded -- start the "
+                            "resolver's unit first, or fix the path (systemd-cgls shows it)",
+                            table=spec.table, family=FAMILY)
+    rel = os.path.relpath(where, CGROUP_ROOT)
+    if rel.startswith(".."):
+        raise FirewallError(f"firewall.resolver_cgroup: the cgroup v2 hierarchy is mounted at "
+                            f"{mount}, outside {CGROUP_ROOT}, where nft looks for it",
+                            table=spec.table, family=FAMILY)
+    return f'socket cgroupv2 level {len(path.split("/"))} "{rel}"'
+
+
+def static_set_declarations(spec: RulesetSpec, cgroup_match: str | None = None) -> str:
+    """The table, the static sets (with ``auto-merge``) and the resolver's cgroup chain, in nft
+    syntax: one transaction run just before the JSON one.
 
     nft 1.0.6's JSON cannot say ``auto-merge`` (it keeps it in the set's userdata, which only a
-    set's creation can write), so these idempotent declarations run just before the JSON
-    transaction.  They change no filtering: an empty set referenced by no rule matches nothing.
-    Built only from the validated table name and constants.
+    set's creation can write), nor ``socket cgroupv2``.  They change no filtering by
+    themselves: an empty set referenced by no rule matches nothing, and the cgroup chain is
+    only reached through the output chain's resolver rule, which already demands the resolver's
+    uid and port 53/853 (the chain is flushed and refilled at once, so it never stands empty).
+    Built only from the validated table name, the validated cgroup path and constants.
     """
     lines = [f"add table {FAMILY} {spec.table}"]
     for v, name in STATIC_SETS.items():
         lines.append(f"add set {FAMILY} {spec.table} {name} "
                      f"{{ type ipv{v}_addr; flags interval; auto-merge; }}")
+    if spec.resolver_cgroup and spec.resolver_uid is not None:
+        lines += [f"add chain {FAMILY} {spec.table} {RESOLVER_CHAIN}",
+                  f"flush chain {FAMILY} {spec.table} {RESOLVER_CHAIN}"]
+        if cgroup_match is not None:            # None: the cgroup is missing, exempt nobody
+            lines.append(f"add rule {FAMILY} {spec.table} {RESOLVER_CHAIN} {cgroup_match} accept")
     return "\n".join(lines) + "\n"
 
 
@@ -221,12 +423,23 @@ def ruleset_commands(spec: RulesetSpec, chains: dict[str, ChainState]) -> list[d
                 name not in spec.hooks or state.hook != HOOKS[name]
                 or state.priority != spec.priority or state.type != "filter"):
             cmds.append({"delete": {"chain": {**t, "name": name}}})   # recreated below if wanted
+    if wants_nd_chain(spec):                 # regular chains before the rules that jump to them
+        cmds.append({"add": {"chain": {**t, "name": ND_CHAIN}}})
+        cmds.append({"flush": {"chain": {**t, "name": ND_CHAIN}}})
+        for expr in nd_chain_rules():
+            cmds.append({"add": {"rule": {**t, "chain": ND_CHAIN, "expr": expr}}})
     for hook in spec.hooks:
         cmds.append({"add": {"chain": {**t, "name": hook, "type": "filter", "hook": hook,
                                        "prio": spec.priority, "policy": "drop"}}})
         cmds.append({"flush": {"chain": {**t, "name": hook}}})
         for expr in chain_rules(spec, hook):
             cmds.append({"add": {"rule": {**t, "chain": hook, "expr": expr}}})
+    unwanted = {ND_CHAIN: not wants_nd_chain(spec),
+                RESOLVER_CHAIN: not (spec.resolver_cgroup and spec.resolver_uid is not None)}
+    for name, gone in unwanted.items():     # after the flushes above dropped every jump to them
+        if gone and name in chains:
+            cmds.append({"flush": {"chain": {**t, "name": name}}})
+            cmds.append({"delete": {"chain": {**t, "name": name}}})
     return cmds
 
 
@@ -450,9 +663,17 @@ class NftablesBackend:
 
         Reads the table's chains first (to decide which base chains must be recreated); if the
         transaction fails because the table changed meanwhile, reads and tries once more.
+        A missing ``resolver_cgroup`` still loads the whole ruleset, with nobody exempt (the
+        resolver's DNS is dropped), then raises FirewallError saying so: fail closed, loudly.
         """
         with self._ctl_lock:
-            self._nft_run(static_set_declarations(self.spec))
+            cgroup_match = cgroup_error = None
+            if self.spec.resolver_cgroup and self.spec.resolver_uid is not None:
+                try:
+                    cgroup_match = resolver_cgroup_match(self.spec)
+                except FirewallError as exc:    # fail closed: the ruleset, nobody exempt
+                    cgroup_error = exc
+            self._nft_run(static_set_declarations(self.spec, cgroup_match))
             for attempt in (1, 2):
                 cmds = ruleset_commands(self.spec, self._chains())
                 try:
@@ -465,6 +686,8 @@ class NftablesBackend:
             flags = self._table_flags()
             if flags and flags & nl.NFT_TABLE_F_DORMANT:
                 self._wake_table(flags)
+            if cgroup_error is not None:
+                raise cgroup_error
 
     def _wake_table(self, flags: int) -> None:
         """A dormant table filters nothing: clear the flag (nft's JSON cannot say this)."""

@@ -111,17 +111,19 @@ def test_curl_through_the_resolver(nt, lab):
         assert out.startswith("hello from")
 
 
-def test_forward_mode_upstreams_are_reachable_without_resolver_exemption(nt, lab):
-    """Forwarding to the lab's NSD: the upstreams are in the static set, so Unbound reaches them
-    even with no resolver_user exemption, and answers still grant."""
+def test_forward_mode_upstreams_are_the_resolvers_alone(nt, lab):
+    """Forwarding to the lab's NSD: Unbound (the resolver's uid) reaches the upstreams on port
+    53 and answers still grant; nobody else reaches them (issue 10, item 6: this test used to
+    assert the upstream open to every process, as a static host)."""
     config = ('[upstream]\nmode = "forward"\nservers = ["203.0.113.53", "2001:db8:100::53"]\n'
-              '[firewall]\nresolver_user = ""\n[grants]\nmin_ttl = "1s"\n')
+              '[grants]\nmin_ttl = "1s"\n')
     with instead_of(nt, lab, config, "forward"):
         status, flags, _ = dig(lab, "www.sec.test")
         assert status == "NOERROR" and "ad" in flags
         assert direct(lab, "198.51.100.20") is True
         assert dig(lab, "www.bad.test")[0] == "SERVFAIL"
-        assert direct(lab, "203.0.113.53", 53) is True          # the upstream, static
+        assert direct(lab, "203.0.113.53", 53) is not True      # the upstream: the resolver's
+        assert direct(lab, "203.0.113.53", 80) is not True      # on no port for anyone else
         assert direct(lab, "198.18.30.30") == "ConnectionRefusedError"
 
 

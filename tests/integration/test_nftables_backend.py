@@ -87,12 +87,41 @@ def daddr(proto, set_name):
     return accept(match({"payload": {"protocol": proto, "field": "daddr"}}, "@" + set_name))
 
 
-ND = ["mld-listener-query", "mld-listener-report", "mld-listener-done", "nd-router-solicit",
-      "nd-router-advert", "nd-neighbor-solicit", "nd-neighbor-advert", "mld2-listener-report"]
+ND = ["nd-router-solicit", "nd-router-advert", "nd-neighbor-solicit", "nd-neighbor-advert",
+      "nd-redirect"]
+MLD = ["mld-listener-query", "mld-listener-report", "mld-listener-done", "mld2-listener-report"]
 COMMON_HEAD = [accept(match({"ct": {"key": "state"}}, ["established", "related"], "in"))]
 LO = accept(match({"meta": {"key": "oif"}}, "lo"))
-ND_RULE = accept(match({"payload": {"protocol": "icmpv6", "field": "type"}}, {"set": ND}))
-DHCP = accept(match({"payload": {"protocol": "udp", "field": "dport"}}, {"set": [67, 547]}))
+
+
+def payload(proto, field):
+    return {"payload": {"protocol": proto, "field": field}}
+
+
+def prefix(addr, length):
+    return {"prefix": {"addr": addr, "len": length}}
+
+
+# ICMPv6, output only: ND at hop limit 255 to link-local/link-scope multicast, or (solicitations
+# and advertisements) sent by the kernel itself; MLD at hop limit 1 to multicast.
+ICMPV6 = [accept(match(payload("icmpv6", "type"), {"set": ND}), match(payload("ip6", "hoplimit"), 255),
+                 match(payload("ip6", "daddr"), {"set": [prefix("fe80::", 10), prefix("ff02::", 16)]})),
+          [match(payload("icmpv6", "type"), {"set": ["nd-neighbor-solicit", "nd-neighbor-advert"]}),
+           match(payload("ip6", "hoplimit"), 255), {"jump": {"target": "nd_kernel"}}],
+          accept(match(payload("icmpv6", "type"), {"set": MLD}), match(payload("ip6", "hoplimit"), 1),
+                 match(payload("ip6", "daddr"), prefix("ff00::", 8)))]
+ND_CHAIN = [[match({"meta": {"key": "skuid"}}, {"range": [0, 4294967295]}), {"return": None}],
+            [{"accept": None}]]
+# DHCP, output only: a client's requests to broadcast / ff02::1:2 / link-local
+DHCP = [accept(match(payload("udp", "sport"), 68), match(payload("udp", "dport"), 67),
+               match(payload("ip", "daddr"), "255.255.255.255")),
+        accept(match(payload("udp", "sport"), 546), match(payload("udp", "dport"), 547),
+               match(payload("ip6", "daddr"), {"set": [prefix("fe80::", 10), "ff02::1:2"]}))]
+TCP_UDP = match({"meta": {"key": "l4proto"}}, {"set": ["tcp", "udp"]})
+DNS_PORTS = match(payload("th", "dport"), {"set": [53, 853]})
+DNS_BLOCK = [TCP_UDP, DNS_PORTS, {"counter": "rejected"},
+             {"reject": {"type": "icmpx", "expr": "admin-prohibited"}}]
+DNS_BLOCK_DROP = [TCP_UDP, DNS_PORTS, {"counter": "rejected"}, {"drop": None}]
 SETS_RULES = [daddr("ip", "static4"), daddr("ip6", "static6"), daddr("ip", "allow4"),
               daddr("ip6", "allow6")]
 REJECT = [[match({"meta": {"key": "l4proto"}}, "tcp"), {"counter": "rejected"},
@@ -102,9 +131,7 @@ DROP = [[{"counter": "rejected"}, {"drop": None}]]
 
 
 def resolver(uid):
-    return accept(match({"meta": {"key": "skuid"}}, uid),
-                  match({"meta": {"key": "l4proto"}}, {"set": ["tcp", "udp"]}),
-                  match({"payload": {"protocol": "th", "field": "dport"}}, {"set": [53, 853]}))
+    return accept(match({"meta": {"key": "skuid"}}, uid), TCP_UDP, DNS_PORTS)
 
 
 # -- golden ----------------------------------------------------------------------------------------
@@ -120,9 +147,13 @@ def test_golden_default_ruleset_ipv4_and_ipv6(ns):
         "static6": {"type": "ipv6_addr", "flags": ["interval"],
                     "elem": ["::1", "2001:db8::1", {"prefix": {"addr": "fd00::", "len": 8}}]},
     }
-    assert got["chains"] == {"output": {"type": "filter", "hook": "output", "prio": 0, "policy": "drop"}}
-    assert got["rules"] == {"output": [*COMMON_HEAD, LO, ND_RULE, DHCP, resolver(103), *SETS_RULES,
-                                       *REJECT]}
+    assert got["chains"] == {"output": {"type": "filter", "hook": "output", "prio": 0, "policy": "drop"},
+                             "nd_kernel": {"type": None, "hook": None, "prio": None, "policy": None}}
+    # issue 10: DHCP and ND only in their own shapes, DNS/DoT blocked for all but the resolver
+    # before the static and grant sets (this golden encoded the old open shapes before)
+    assert got["rules"] == {"output": [*COMMON_HEAD, LO, *ICMPV6, *DHCP, resolver(103), DNS_BLOCK,
+                                       *SETS_RULES, *REJECT],
+                            "nd_kernel": ND_CHAIN}
     assert got["counters"] == {"rejected": 0}
     # nft's JSON (1.0.6) does not show auto-merge; its own syntax does
     for name in ("static4", "static6"):
@@ -131,15 +162,54 @@ def test_golden_default_ruleset_ipv4_and_ipv6(ns):
 
 def test_golden_drop_forward_without_extras(ns):
     spec = RulesetSpec(table=T, priority=-10, action="drop", hooks=("output", "forward"),
-                       allow_icmpv6_nd=False, allow_dhcp=False)
+                       allow_icmpv6_nd=False, allow_dhcp=False, lan_interfaces=("lan0", "lan1"),
+                       lan_networks=(net("192.168.7.0/24"), net("10.1.0.0/16")))
     ns.run(ensure, spec)
     got = ruleset(ns)
     assert got["chains"] == {h: {"type": "filter", "hook": h, "prio": -10, "policy": "drop"}
                              for h in ("output", "forward")}
-    assert got["rules"] == {"output": [*COMMON_HEAD, LO, *SETS_RULES, *DROP],
-                            "forward": [*COMMON_HEAD, *SETS_RULES, *DROP]}
+    # forward: what did not enter from the LAN side is dropped before any set can accept it
+    # (no IPv6 LAN network listed: no forwarded IPv6 at all); nothing ICMPv6 or DHCP there
+    lan_side = [[match({"meta": {"key": "iifname"}}, {"set": ["lan0", "lan1"]}, "!="), {"drop": None}],
+                [match(payload("ip", "saddr"), {"set": [prefix("10.1.0.0", 16), prefix("192.168.7.0", 24)]},
+                       "!="), {"drop": None}],
+                [match({"meta": {"key": "nfproto"}}, "ipv6"), {"drop": None}]]
+    assert got["rules"] == {"output": [*COMMON_HEAD, LO, DNS_BLOCK_DROP, *SETS_RULES, *DROP],
+                            "forward": [*COMMON_HEAD, *lan_side, DNS_BLOCK_DROP, *SETS_RULES, *DROP]}
     assert got["sets"]["static4"]["elem"] == [{"prefix": {"addr": "127.0.0.0", "len": 8}}]
     assert got["sets"]["static6"]["elem"] == ["::1"]
+
+
+def test_golden_forward_mode_upstreams_are_the_resolvers_only(ns):
+    """Forward mode: the upstreams are no static hosts; the resolver reaches exactly their
+    address and port (IPv4 and IPv6)."""
+    spec = RulesetSpec(table=T, resolver_uid=103, allow_icmpv6_nd=False,
+                       upstreams=((ip("192.0.2.53"), 53), (ip("192.0.2.54"), 853),
+                                  (ip("2001:db8::53"), 53)),
+                       dhcp_servers=(ip("192.0.2.67"), ip("2001:db8::547")))
+    ns.run(ensure, spec)
+    got = ruleset(ns)
+    assert got["sets"]["static4"]["elem"] == [prefix("127.0.0.0", 8)]
+    assert got["sets"]["static6"]["elem"] == ["::1"]
+
+    def pairs(proto, *items):
+        return accept(match({"meta": {"key": "skuid"}}, 103), TCP_UDP,
+                      match({"concat": [payload(proto, "daddr"), payload("th", "dport")]},
+                            {"set": [{"concat": list(i)} for i in items]}))
+    dhcp = [accept(match(payload("udp", "sport"), 68), match(payload("udp", "dport"), 67),
+                   match(payload("ip", "daddr"), {"set": ["192.0.2.67", "255.255.255.255"]})),
+            accept(match(payload("udp", "sport"), 546), match(payload("udp", "dport"), 547),
+                   match(payload("ip6", "daddr"), {"set": ["2001:db8::547", prefix("fe80::", 10),
+                                                           "ff02::1:2"]}))]
+    assert got["rules"]["output"] == [*COMMON_HEAD, LO, *dhcp,
+                                      pairs("ip", ("192.0.2.53", 53), ("192.0.2.54", 853)),
+                                      pairs("ip6", ("2001:db8::53", 53)),
+                                      DNS_BLOCK, *SETS_RULES, *REJECT]
+
+
+def test_forward_hook_without_a_lan_side_is_refused():
+    with pytest.raises(FirewallError, match="forward hook without lan_interfaces"):
+        NftablesBackend(RulesetSpec(table=T, hooks=("output", "forward")))
 
 
 # -- grants ----------------------------------------------------------------------------------------
@@ -207,22 +277,29 @@ def test_ensure_is_idempotent_keeps_grants_and_applies_changes(ns):
     assert set(elements(ns, "allow4")) == {"198.51.100.1"}
     assert set(elements(ns, "allow6")) == {"2001:db8:1::1"}
     got = ruleset(ns)
-    assert got["rules"]["output"] == [*COMMON_HEAD, LO, ND_RULE, *SETS_RULES, *DROP]
+    assert got["rules"]["output"] == [*COMMON_HEAD, LO, *ICMPV6, DNS_BLOCK_DROP, *SETS_RULES, *DROP]
     assert got["sets"]["static4"]["elem"] == [{"prefix": {"addr": "127.0.0.0", "len": 8}},
                                               "203.0.113.9"]
-    assert len(got["chains"]) == 1
+    assert set(got["chains"]) == {"output", "nd_kernel"}
+    no_nd = RulesetSpec(table=T, allow_icmpv6_nd=False)
+    ns.run(ensure, no_nd)                # the unwanted regular chain goes
+    assert set(ruleset(ns)["chains"]) == {"output"}
 
 
 def test_priority_change_recreates_the_chain_and_keeps_grants(ns):
     ns.run(ensure, SPEC, [Grant(ip("198.51.100.1"), 600, "keep")])
-    ns.run(ensure, RulesetSpec(table=T, priority=10, hooks=("output", "forward")))
+    ns.run(ensure, RulesetSpec(table=T, priority=10, hooks=("output", "forward"),
+                               lan_interfaces=("lan0",)))
     got = ruleset(ns)
-    assert {n: c["prio"] for n, c in got["chains"].items()} == {"output": 10, "forward": 10}
+    assert {n: c["prio"] for n, c in got["chains"].items()} == {"output": 10, "forward": 10,
+                                                                "nd_kernel": None}
     assert set(elements(ns, "allow4")) == {"198.51.100.1"}
     ns.run(ensure, RulesetSpec(table=T, priority=-5))     # forward no longer wanted
     got = ruleset(ns)
-    assert got["chains"] == {"output": {"type": "filter", "hook": "output", "prio": -5, "policy": "drop"}}
-    assert len(got["rules"]["output"]) == len(COMMON_HEAD) + 1 + 2 + len(SETS_RULES) + 2
+    assert got["chains"]["output"] == {"type": "filter", "hook": "output", "prio": -5, "policy": "drop"}
+    assert set(got["chains"]) == {"output", "nd_kernel"}
+    # head, lo, ICMPv6 (3), DHCP (2), the DNS block, the sets, the refusal (2)
+    assert len(got["rules"]["output"]) == len(COMMON_HEAD) + 1 + 3 + 2 + 1 + len(SETS_RULES) + 2
     assert set(elements(ns, "allow4")) == {"198.51.100.1"}
 
 
@@ -453,7 +530,7 @@ def test_no_open_moment_while_the_ruleset_is_rebuilt(pair):
         try:
             for i in range(40):
                 ensure(RulesetSpec(table=T, priority=5 * (i % 3), action=("reject", "drop")[i % 5 == 4],
-                                   hooks=("output", "forward")[:1 + i % 2],
+                                   hooks=("output", "forward")[:1 + i % 2], lan_interfaces=("v0",),
                                    static_hosts=(ipaddress.IPv4Address(0xC0000200 + i),)))
         finally:
             stop.set()

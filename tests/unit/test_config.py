@@ -101,6 +101,7 @@ table = "egress_guard"
 priority = "filter-10"
 action = "drop"
 hooks = ["forward", "output"]
+lan_interfaces = ["lan0"]
 resolver_user = ""
 allow_dhcp = false
 allow_icmpv6_nd = false
