@@ -105,6 +105,9 @@ class PolicyConfig:
     local_zones: tuple[str, ...] = ()
     rebinding_guard: bool = True
     rebinding_allow: tuple[str, ...] = ()
+    #: Local NAT64 prefixes (RFC 6052 lengths): an address under one is judged as the IPv4
+    #: address it embeds, like the well-known 64:ff9b::/96 (see nettrust_core.networks).
+    nat64_prefixes: tuple[IPNetwork, ...] = ()
     allow_set: PatternSet = field(init=False, repr=False, compare=False)
     deny_set: PatternSet = field(init=False, repr=False, compare=False)
     rebinding_allow_set: PatternSet = field(init=False, repr=False, compare=False)
@@ -146,6 +149,13 @@ class GrantsConfig:
     #: Elements per grant set (the kernel set's ``size``); when it fills, the grants nearest to
     #: expiry are revoked to make room (see nettrust_core.lifecycle.caps).
     max_per_set: int = 262144
+    #: At most this many addresses granted at once for the names of one registrable domain
+    #: (public-suffix list), and for one client: a flooding zone or client cannot fill the set.
+    max_per_domain: int = 4096
+    max_per_client: int = 131072
+    #: How often the resolver checks that its table, chains and grant sets are still in the
+    #: kernel (rebuilt and re-granted within this time after a flush or a deletion); 0: never.
+    verify_interval: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -260,7 +270,8 @@ class Config:
                        "require_dnssec": list(pol.require_dnssec),
                        "local_zones": list(pol.local_zones),
                        "rebinding_guard": pol.rebinding_guard,
-                       "rebinding_allow": list(pol.rebinding_allow)},
+                       "rebinding_allow": list(pol.rebinding_allow),
+                       "nat64_prefixes": [str(n) for n in pol.nat64_prefixes]},
             "reachable": {"hosts": [str(h) for h in reach.hosts],
                           "networks": [str(n) for n in reach.networks],
                           "private": reach.private},
@@ -268,7 +279,10 @@ class Config:
                        "max_ttl": format_duration(self.grants.max_ttl),
                        "grace": format_duration(self.grants.grace),
                        "max_per_name": self.grants.max_per_name,
-                       "max_per_set": self.grants.max_per_set},
+                       "max_per_set": self.grants.max_per_set,
+                       "max_per_domain": self.grants.max_per_domain,
+                       "max_per_client": self.grants.max_per_client,
+                       "verify_interval": format_duration(self.grants.verify_interval)},
             "firewall": {"backend": fw.backend, "table": fw.table, "priority": fw.priority,
                          "action": fw.action, "hooks": list(fw.hooks),
                          "resolver_user": fw.resolver_user or "",
@@ -308,9 +322,10 @@ SCHEMA: dict[str, tuple[str, ...]] = {
     "general": ("mode",),
     "upstream": ("mode", "servers", "tls", "sinkhole_addresses"),
     "policy": ("allow", "deny", "deny_networks", "blocked_answer", "require_dnssec",
-               "local_zones", "rebinding_guard", "rebinding_allow"),
+               "local_zones", "rebinding_guard", "rebinding_allow", "nat64_prefixes"),
     "reachable": ("hosts", "networks", "private"),
-    "grants": ("min_ttl", "max_ttl", "grace", "max_per_name", "max_per_set"),
+    "grants": ("min_ttl", "max_ttl", "grace", "max_per_name", "max_per_set", "max_per_domain",
+               "max_per_client", "verify_interval"),
     "firewall": ("backend", "table", "priority", "action", "hooks", "resolver_user",
                  "allow_dhcp", "allow_icmpv6_nd", "on_exit", "instances"),
     "lifecycle": ("liveness", "check_interval", "max_lifetime", "unauthorized", "log_group",
@@ -417,7 +432,15 @@ def _policy(s: _Section) -> PolicyConfig:
         local_zones=_unique(s.each("local_zones", normalize_zone)),
         rebinding_guard=s.boolean("rebinding_guard", True),
         rebinding_allow=_unique(s.each("rebinding_allow", normalize_pattern)),
+        nat64_prefixes=_unique(s.each("nat64_prefixes", _nat64_prefix)),
     )
+
+
+def _nat64_prefix(text: str) -> IPNetwork:
+    from .networks import parse_nat64_prefix
+    network = _network(text)
+    parse_nat64_prefix(network)         # ValueError: blamed on this element
+    return network
 
 
 def _reachable(s: _Section) -> ReachableConfig:
@@ -443,7 +466,17 @@ def _grants(s: _Section) -> GrantsConfig:
                       f"({format_duration(max_ttl)})", "min_ttl")
     return GrantsConfig(min_ttl=min_ttl, max_ttl=max_ttl, grace=grace,
                         max_per_name=s.integer("max_per_name", 64, 1, 65536),
-                        max_per_set=s.integer("max_per_set", 262144, 16, 1 << 26))
+                        max_per_set=s.integer("max_per_set", 262144, 16, 1 << 26),
+                        max_per_domain=s.integer("max_per_domain", 4096, 1, 1 << 26),
+                        max_per_client=s.integer("max_per_client", 131072, 1, 1 << 26),
+                        verify_interval=_verify_interval(s))
+
+
+def _verify_interval(s: _Section) -> float:
+    value = s.duration("verify_interval", "2s")
+    if value and not 0.1 <= value <= 3600:
+        raise s.error("must be 0 (off) or between 100ms and 1h", "verify_interval")
+    return value
 
 
 def _firewall(s: _Section) -> FirewallConfig:
