@@ -161,8 +161,12 @@ class Authorizer:
                 # The kernel had lost the ruleset (rebuilt on this write): what we believe is
                 # granted is gone, start afresh and read back what the kernel holds.
                 reset = self._reset_begin()
+            expiry: dict[float, float] = {}     # one float per timeout, not per address
             for g in todo:
-                tracker.record(g.address, now + g.timeout, owner=owner)
+                at = expiry.get(g.timeout)
+                if at is None:
+                    at = expiry[g.timeout] = now + g.timeout
+                tracker.record(g.address, at, owner=owner)
         if revoked:
             self._invalidate(revoked)
         if reset is not None:

@@ -152,7 +152,7 @@ class GrantsConfig:
     #: At most this many addresses granted at once for the names of one registrable domain
     #: (public-suffix list), and for one client: a flooding zone or client cannot fill the set.
     max_per_domain: int = 4096
-    max_per_client: int = 131072
+    max_per_client: int = 0                 # 0: no cap per client (eviction is still fair)
     #: How often the resolver checks that its table, chains and grant sets are still in the
     #: kernel (rebuilt and re-granted within this time after a flush or a deletion); 0: never.
     verify_interval: float = 2.0
@@ -468,7 +468,7 @@ def _grants(s: _Section) -> GrantsConfig:
                         max_per_name=s.integer("max_per_name", 64, 1, 65536),
                         max_per_set=s.integer("max_per_set", 262144, 16, 1 << 26),
                         max_per_domain=s.integer("max_per_domain", 4096, 1, 1 << 26),
-                        max_per_client=s.integer("max_per_client", 131072, 1, 1 << 26),
+                        max_per_client=s.integer("max_per_client", 0, 0, 1 << 26),
                         verify_interval=_verify_interval(s))
 
 

@@ -33,28 +33,74 @@ NAMES_PER_ADDRESS = 4
 
 
 class Owner:
-    """Whom a grant is charged to: shared by every address one answer granted."""
+    """Whom a grant is charged to, and the answer that granted it: one object shared by every
+    address of one answer, which is all the tracker keeps per address in the usual case (an
+    :class:`_Entry` only when an address was answered by several names)."""
 
-    __slots__ = ("name", "domain", "client", "names")
+    __slots__ = ("name", "domain", "client", "names", "answered")
 
     def __init__(self, name: str, domain: str, client: str = "", qname: str | None = None) -> None:
         self.name = name            # the end of the CNAME chain (per-name cap)
         self.domain = domain        # the question's registrable domain (per-domain cap)
         self.client = client        # the client's address ("" unknown: adoption, renewals)
-        self.names = (qname if qname is not None else name,)
+        #: The question name (a str; an entry holds a tuple once several names answered it).
+        self.names = qname if qname is not None else name
+        #: When the answer was recorded (set by the tracker's first record of it).
+        self.answered: float | None = None
+
+    @property
+    def owner(self) -> "Owner":
+        return self
+
+    def same_budget(self, other: "Owner") -> bool:
+        return (self.name == other.name and self.domain == other.domain
+                and self.client == other.client)
 
 
 #: Grants read back from the kernel without a usable comment.
 UNKNOWN = Owner("", "", "")
+UNKNOWN.answered = 0.0
+
+
+def _water_fill(counts: dict[str, int], n: int) -> dict[str, int]:
+    """How many to take from each key so that ``n`` are taken and the largest give first:
+    every key above a common level gives down to it (ties at the level: largest first)."""
+    if n <= 0 or not counts:
+        return {}
+    if n >= sum(counts.values()):
+        return dict(counts)
+    values = list(counts.values())
+    low, high = 0, max(values)              # the highest level whose excess still covers n
+    while low < high:
+        mid = (low + high + 1) // 2
+        if sum(c - mid for c in values if c > mid) >= n:
+            low = mid
+        else:
+            high = mid - 1
+    quotas = {k: c - low - 1 for k, c in counts.items() if c > low + 1}
+    rest = n - sum(quotas.values())
+    for k, _c in sorted(((k, c) for k, c in counts.items() if c > low), key=lambda kc: -kc[1]):
+        if rest <= 0:
+            break
+        quotas[k] = quotas.get(k, 0) + 1
+        rest -= 1
+    return quotas
+
+
+def _add_names(out: list[str], names: str | tuple[str, ...]) -> None:
+    if isinstance(names, str):
+        out.append(names)
+    else:
+        out.extend(names)
 
 
 class _Entry:
     __slots__ = ("answered", "owner", "names")
 
-    def __init__(self, answered: float, owner: Owner) -> None:
+    def __init__(self, answered: float, owner: Owner, names: str | tuple[str, ...]) -> None:
         self.answered = answered
         self.owner = owner
-        self.names = owner.names    # shared with the owner until a second name answers it
+        self.names = names
 
 
 class GrantTracker:
@@ -71,7 +117,7 @@ class GrantTracker:
         self.slack = slack
         self.clock = clock
         self._expiry: dict[IPAddress, float] = {}
-        self._meta: dict[IPAddress, _Entry] = {}
+        self._meta: dict[IPAddress, Owner | _Entry] = {}
         self._count = {4: 0, 6: 0}
         #: Live (tracked) addresses charged to each name, registrable domain and client.
         self.per_name: dict[str, int] = {}
@@ -117,18 +163,35 @@ class GrantTracker:
         entry = self._meta.get(address)
         if old is None:
             self._count[address.version] += 1
-        if entry is None or (owner is not None and old is not None and old <= now
-                             and entry.owner is not owner):
-            if entry is not None:
-                self._charge(entry.owner, -1)
-            entry = _Entry(now, owner if owner is not None else UNKNOWN)
-            self._meta[address] = entry
-            self._charge(entry.owner, 1)
-        else:
+        if owner is not None and owner.answered is None:
+            owner.answered = now
+        if entry is None:
+            if owner is None:
+                owner = Owner("", "", "")
+                owner.answered = now
+            self._meta[address] = owner
+            self._charge(owner, 1)
+        elif owner is not None:
+            current = entry.owner
+            # A live grant stays charged to its budget; an expired one goes to the new answer.
+            keep = (old is not None and old > now and current is not owner
+                    and not current.same_budget(owner))
+            charged = current if keep else owner
+            if charged is not current:
+                self._charge(current, -1)
+                self._charge(charged, 1)
+            names = entry.names
             if answered:
-                entry.answered = now
-            if owner is not None and owner.names[0] not in entry.names:
-                entry.names = (owner.names[0], *entry.names[:NAMES_PER_ADDRESS - 1])
+                qname = owner.names
+                if isinstance(names, str):
+                    names = qname if names == qname else (qname, names)
+                elif qname not in names:
+                    names = (qname, *names[:NAMES_PER_ADDRESS - 1])
+            stamp = now if answered else entry.answered
+            if charged is owner and names is owner.names and (answered or stamp == owner.answered):
+                self._meta[address] = owner                 # the usual case: no object per address
+            else:
+                self._meta[address] = _Entry(stamp, charged, names)
         self._expiry[address] = expires_at
         if answered:
             self.last_written = (address, expires_at)
@@ -144,7 +207,7 @@ class GrantTracker:
             entry = self._meta.pop(a, None)
             if entry is not None:
                 self._charge(entry.owner, -1)
-                names.extend(entry.names)
+                _add_names(names, entry.names)
         if self.last_written is not None and self.last_written[0] not in self._expiry:
             self.last_written = None
         return names
@@ -154,11 +217,14 @@ class GrantTracker:
         for a in addresses:
             entry = self._meta.get(a)
             if entry is not None:
-                out.extend(entry.names)
+                _add_names(out, entry.names)
         return out
 
     def all_names(self) -> set[str]:
-        return {n for e in self._meta.values() for n in e.names if n}
+        out: list[str] = []
+        for e in self._meta.values():
+            _add_names(out, e.names)
+        return {n for n in out if n}
 
     def prune(self) -> int:
         """Forget expired entries; how many."""
@@ -174,7 +240,7 @@ class GrantTracker:
         if owner is None:
             qname = comment.split(">", 1)[0]
             owner = (self._owner_of(qname) if (qname and self._owner_of is not None)
-                     else UNKNOWN)
+                     else Owner("", "", "", qname))
             cache[comment] = owner
         return owner
 
@@ -233,40 +299,31 @@ class GrantTracker:
         return [a for _t, a in heapq.nsmallest(n, items, key=lambda item: item[0])]
 
     def eviction_candidates(self, version: int, n: int) -> list[IPAddress]:
-        """``n`` addresses of one family to revoke, taken from the largest registrable domains
-        first (water-filling: every domain above a level gives back down to it) and, inside a
-        domain, nearest expiry first.  A domain flooding the set pays for its own flood; a
-        domain holding a few grants keeps them while any larger one remains."""
-        by_domain: dict[str, list[tuple[float, IPAddress]]] = {}
+        """``n`` addresses of one family to revoke: shared out fairly (water-filling: whoever
+        holds the most gives back first, down to a common level) between clients, then inside
+        each client between registrable domains, then nearest expiry first.  A client or a zone
+        flooding the set pays for its own flood; one holding a few grants keeps them while a
+        larger holder remains.  One pass over the tracker (evictions come in batches)."""
+        groups: dict[str, dict[str, list[tuple[float, IPAddress]]]] = {}
         meta = self._meta
         for a, t in self._expiry.items():
             if a.version == version:
                 entry = meta.get(a)
-                key = entry.owner.domain if entry is not None else ""
-                lst = by_domain.get(key)
+                owner = entry.owner if entry is not None else UNKNOWN
+                domains = groups.get(owner.client)
+                if domains is None:
+                    groups[owner.client] = domains = {}
+                lst = domains.get(owner.domain)
                 if lst is None:
-                    by_domain[key] = lst = []
+                    domains[owner.domain] = lst = []
                 lst.append((t, a))
-        if n <= 0 or not by_domain:
-            return []
-        counts = sorted((len(v) for v in by_domain.values()), reverse=True)
-        if n >= sum(counts):
-            return [a for lst in by_domain.values() for _t, a in lst]
-        low, high = 0, counts[0]                  # the highest level whose excess covers n
-        while low < high:
-            mid = (low + high + 1) // 2
-            if sum(c - mid for c in counts if c > mid) >= n:
-                low = mid
-            else:
-                high = mid - 1
-        level = low
-        picked: list[tuple[int, float, IPAddress]] = []
-        for lst in by_domain.values():
-            if len(lst) > level:
-                for t, a in heapq.nsmallest(len(lst) - level, lst, key=lambda item: item[0]):
-                    picked.append((-len(lst), t, a))
-        picked.sort(key=lambda p: (p[0], p[1]))   # largest domains, then nearest expiry
-        return [a for _c, _t, a in picked[:n]]
+        out: list[IPAddress] = []
+        per_client = _water_fill({c: sum(map(len, d.values())) for c, d in groups.items()}, n)
+        for client, quota in per_client.items():
+            domains = groups[client]
+            for domain, k in _water_fill({d: len(v) for d, v in domains.items()}, quota).items():
+                out += [a for _t, a in heapq.nsmallest(k, domains[domain], key=lambda i: i[0])]
+        return out
 
     def count(self, version: int) -> int:
         return self._count[version]

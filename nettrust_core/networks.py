@@ -12,8 +12,9 @@ Three verdicts for an answered address (:meth:`AddressClasses.classify`):
 * **public** — anything else.
 
 An IPv6 address in a translation format is judged as the IPv4 address it reaches: NAT64
-(``64:ff9b::/96``, the local-use ``64:ff9b:1::/48`` and the configured ``policy.nat64_prefixes``,
-RFC 6052 layouts), 6to4 (``2002::/16``), IPv4-compatible ``::a.b.c.d``, SIIT
+(``64:ff9b::/96``, the configured ``policy.nat64_prefixes`` with their RFC 6052 layouts, and
+the local-use ``64:ff9b:1::/48``: unconfigured, its layout is unknown, so every RFC 6052 reading
+must pass — in practice it is refused until its prefix is configured), 6to4 (``2002::/16``), IPv4-compatible ``::a.b.c.d``, SIIT
 ``::ffff:0:a.b.c.d``, IPv4-mapped ``::ffff:a.b.c.d`` and Teredo (``2001::/32``: the server and the
 XOR-ed client address, both must pass).
 

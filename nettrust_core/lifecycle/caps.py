@@ -6,16 +6,17 @@ Applied under the tracker's lock before the kernel write:
 * **Budgets** (:class:`Budgets`): live granted addresses are counted per name (the end of its
   CNAME chain, where CDNs rotate: ``grants.max_per_name``), per registrable domain of the
   question (``grants.max_per_domain``: a wildcard zone inventing names shares one budget) and
-  per client (``grants.max_per_client``).  Addresses already granted are always refreshed; new
+  per client (``grants.max_per_client``, off by default: on a host every answer goes to
+  127.0.0.1).  Addresses already granted are always refreshed; new
   ones beyond a budget are refused (not written, counted).  The counts live in the tracker
   (one entry per granted address, see nettrust_core.hosts), so they cost no memory per name and
   are bounded by the set size; expired entries still counted are pruned when a budget refuses
   (at most once a second).
 * **Per set** (``grants.max_per_set``, the kernel set's ``size``): when a family's set would pass
-  95 % of its size, 5 % of its grants are revoked in one batch, taken from the registrable
-  domains holding the most (nearest expiry first inside each: see
-  :meth:`GrantTracker.eviction_candidates`), so a flooding zone loses its own grants before a
-  small domain loses any.  Open connections are unaffected (established traffic is accepted
+  95 % of its size, 5 % of its grants are revoked in one batch, taken from the clients holding
+  the most, inside each from the registrable domains holding the most, nearest expiry first
+  (:meth:`GrantTracker.eviction_candidates`), so a flooding client or zone loses its own grants
+  before a small one loses any.  Open connections are unaffected (established traffic is accepted
   before the set lookup); the revoked names are removed from the resolver's cache, so the next
   lookup is answered afresh and granted again.  If the kernel still refuses (its expired
   elements are collected about once a second), the answer fails closed.
@@ -52,7 +53,8 @@ class Budgets:
         t = self.tracker
         return min((self.per_name - t.per_name.get(owner.name, 0), "name"),
                    (self.per_domain - t.per_domain.get(owner.domain, 0), "domain"),
-                   (self.per_client - t.per_client.get(owner.client, 0), "client"))
+                   (self.per_client - t.per_client.get(owner.client, 0) if self.per_client
+                    else 1 << 62, "client"))
 
     def admit(self, owner: Owner, grants: Sequence[Grant], now: float
               ) -> tuple[Sequence[Grant], list[Grant], str | None]:
