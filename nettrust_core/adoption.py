@@ -63,7 +63,8 @@ class GrantAdoption:
                       exc_info=not isinstance(exc, (NetTrustError, OSError)))
         else:
             with self.tracker.lock:
-                self.tracker.complete = True
+                if not self._stop.is_set():  # else a reset replaced us: the new one completes
+                    self.tracker.complete = True
             self.seconds = time.monotonic() - started
             log.info("%d live grants adopted from the kernel in %.1f s", self.adopted, self.seconds)
         finally:
@@ -73,6 +74,8 @@ class GrantAdoption:
         if self._stop.is_set():
             raise _Stopped
         with self.tracker.lock:
+            if self._stop.is_set():          # abandoned while we waited (a tracker reset)
+                raise _Stopped
             self.adopted += self.tracker.adopt(batch)
 
     @property
@@ -82,6 +85,10 @@ class GrantAdoption:
     def wait(self, timeout: float | None = None) -> bool:
         """True once adoption has finished (completed, failed or abandoned)."""
         return self._done.wait(timeout)
+
+    def abandon(self) -> None:
+        """Stop merging at once (callable under the tracker's lock); :meth:`stop` joins."""
+        self._stop.set()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Abandon a running adoption (between two dump parts) and join the thread."""

@@ -5,6 +5,12 @@ the policy, computes timeouts, skips writes that would not extend a live grant, 
 rest in one backend call before returning.  A backend failure is logged, counted and reported
 in the decision so the adapter can fail closed (SERVFAIL) instead of releasing an answer whose
 addresses are unreachable.
+
+When grants go away behind the answers' backs (evicted by the set cap, ``nettrust flush`` from
+another process, a deleted table), the answers Unbound still caches would lead to refused
+connects: the revoked question names go to the cache invalidator, and the periodic
+:meth:`Authorizer.verify` notices a flushed set or a missing ruleset within
+``grants.verify_interval``, rebuilds the ruleset and starts the tracker afresh.
 """
 
 from __future__ import annotations
@@ -14,19 +20,24 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable
 
 from .answer import Answer, RCODE_NAMES, TYPE_NAMES
 from .errors import NetTrustError
 from .firewall.base import COMMENT_MAX, FirewallBackend, Grant
 from .adoption import GrantAdoption
-from .hosts import GrantTracker
-from .lifecycle.caps import NameCaps, SetCaps
+from .cache_invalidation import CacheInvalidator
+from .hosts import GrantTracker, Owner
+from .lifecycle.caps import Budgets, SetCaps
 from .policy import NameCheck, Outcome, Policy, Verdict
+from .registrable import registrable_domain
 from .report import Reporter
 
 log = logging.getLogger("nettrust.authorizer")
 _ANSWER_COUNTER = {o: f"answers_{o.value}" for o in Outcome}
+_REFUSED_COUNTER = {w: f"refused_per_{w}_cap" for w in ("name", "domain", "client")}
+#: A sampled grant must have this many seconds left to tell a flush from a normal expiry.
+_VERIFY_MARGIN = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +54,8 @@ class Decision:
 class Authorizer:
     def __init__(self, config, backend: FirewallBackend, *,
                  clock: Callable[[], float] = time.monotonic,
-                 reporter: Reporter | None = None) -> None:
+                 reporter: Reporter | None = None,
+                 invalidator: CacheInvalidator | None = None) -> None:
         self.config = config
         #: Decision records go to the agent (statistics); None or disabled: nothing is sent.
         self.reporter = reporter if reporter is not None and reporter.enabled else None
@@ -51,8 +63,11 @@ class Authorizer:
         self.backend = backend
         g = config.grants
         self.min_ttl, self.max_ttl, self.grace = g.min_ttl, g.max_ttl, g.grace
-        self.tracker = GrantTracker(slack=min(1.0, self.grace / 2), clock=clock)
-        self.name_caps = NameCaps(g.max_per_name, g.max_per_set)
+        #: Told the question names whose grants were revoked early (None: nobody to tell).
+        self.invalidator = invalidator
+        self.tracker = GrantTracker(slack=min(1.0, self.grace / 2), clock=clock,
+                                    owner_of=lambda qname: Owner(qname, registrable_domain(qname)))
+        self.budgets = Budgets(self.tracker, g.max_per_name, g.max_per_domain, g.max_per_client)
         self.set_caps = SetCaps(g.max_per_set)
         self.clock = clock
         self.counters: Counter[str] = Counter()
@@ -82,7 +97,8 @@ class Authorizer:
                 log.info('ruleset removed on exit (on_exit = "remove"): egress is open')
             elif mode == "drop-grants":
                 self.backend.flush_grants(own_only=True)     # other instances keep theirs
-                self.tracker.clear()
+                with self.tracker.lock:
+                    self.tracker.clear()
                 log.info('grants revoked on exit (on_exit = "drop-grants")')
         finally:
             self.backend.close()
@@ -112,24 +128,28 @@ class Authorizer:
                 self._report(answer, verdict, (), 0, 0.0, None)
             return Decision(verdict)
 
-        comment = _comment(verdict.chain)
+        chain = verdict.chain
+        comment = _comment(chain)
         grants = tuple(Grant(addr, self.timeout_for(ttl), comment) for addr, ttl in verdict.grants)
+        owner = Owner(chain[-1], registrable_domain(chain[0]), answer.client or "", chain[0])
         tracker = self.tracker
+        revoked: list[str] = []
+        reset = None
         with tracker.lock:
             now = self.clock()
-            admitted, over = self.name_caps.admit(verdict.chain[-1], grants, now)
+            admitted, over, which = self.budgets.admit(owner, grants, now)
             if over:
                 grants = tuple(admitted)
-                self.counters["refused_per_name_cap"] += len(over)
-                log.debug("%s holds %d addresses (grants.max_per_name): %s not granted",
-                         verdict.chain[-1], self.name_caps.per_name,
-                         ", ".join(str(g.address) for g in over))
+                self.counters[_REFUSED_COUNTER[which]] += len(over)
+                log.debug("%s: budget per %s full (grants.max_per_%s): %s not granted",
+                          chain[0], which, which, ", ".join(str(g.address) for g in over))
             write_s = 0.0
+            repairs = getattr(self.backend, "repairs", 0)
             try:
                 todo = self._to_write(grants, now)
                 if todo:
                     started = time.perf_counter()
-                    self._write(todo)
+                    revoked = self._write(todo)
                     write_s = time.perf_counter() - started
             except NetTrustError as exc:
                 self.counters["backend_errors"] += 1
@@ -137,8 +157,20 @@ class Authorizer:
                 if self.reporter is not None:
                     self._report(answer, verdict, grants, 0, 0.0, str(exc))
                 return Decision(verdict, grants, 0, str(exc))
+            if getattr(self.backend, "repairs", 0) != repairs:
+                # The kernel had lost the ruleset (rebuilt on this write): what we believe is
+                # granted is gone, start afresh and read back what the kernel holds.
+                reset = self._reset_begin()
+            expiry: dict[float, float] = {}     # one float per timeout, not per address
             for g in todo:
-                tracker.record(g.address, now + g.timeout)
+                at = expiry.get(g.timeout)
+                if at is None:
+                    at = expiry[g.timeout] = now + g.timeout
+                tracker.record(g.address, at, owner=owner)
+        if revoked:
+            self._invalidate(revoked)
+        if reset is not None:
+            self._reset_finish(*reset, why="ruleset rebuilt on a grant")
         self.counters["elements_written"] += len(todo)
         self._debug(answer, verdict, grants)
         if self.reporter is not None:
@@ -173,26 +205,125 @@ class Authorizer:
                         tracker.record(g.address, now + left, answered=False)
         return [g for g in grants if tracker.needs_write(g.address, now + g.timeout)]
 
-    def _write(self, todo: list[Grant]) -> None:
-        """Write under the set caps: make room first; a full set gets one forced eviction and retry."""
+    def _write(self, todo: list[Grant]) -> list[str]:
+        """Write under the set caps: make room first; a full set gets one forced eviction and
+        retry.  The question names whose grants were evicted (for cache invalidation)."""
+        names: list[str] = []
         evict = self.set_caps.to_evict(self.tracker, todo)
         if evict:
-            self._revoke(evict)
+            names += self._revoke(evict)
         try:
             self.backend.grant(todo)
         except NetTrustError as exc:
             if getattr(exc, "errno", None) != errno.ENFILE:
                 raise
             self.counters["set_full"] += 1
-            self._revoke(self.set_caps.to_evict(self.tracker, todo, force=True))
+            names += self._revoke(self.set_caps.to_evict(self.tracker, todo, force=True))
             self.backend.grant(todo)
+        return names
 
-    def _revoke(self, addresses: list) -> None:
+    def _revoke(self, addresses: list) -> list[str]:
         self.backend.revoke(addresses)
-        self.tracker.forget(addresses)
+        names = self.tracker.forget(addresses)
         self.counters["evicted"] += len(addresses)
-        log.warning("grant set near its size (grants.max_per_set = %d): revoked the %d grants "
-                    "nearest to expiry", self.set_caps.size, len(addresses))
+        log.warning("grant set near its size (grants.max_per_set = %d): revoked %d grants of the "
+                    "largest domains", self.set_caps.size, len(addresses))
+        return names
+
+    def _invalidate(self, names: Iterable[str]) -> None:
+        """Tell the resolver's cache (never blocks) which answers lost their grants."""
+        if self.invalidator is None:
+            return
+        unique = list(dict.fromkeys(n for n in names if n))
+        if not unique:
+            return
+        try:
+            self.invalidator.invalidate(unique)
+            self.counters["names_invalidated"] += len(unique)
+        except Exception:                              # never let the cache break the answer
+            self.counters["invalidation_errors"] += 1
+            log.exception("cache invalidation failed")
+
+    # -- the ruleset behind our back (lifecycle ticker) -------------------------------------
+    def verify(self) -> str | None:
+        """Is the kernel still holding what we believe?  Called every ``grants.verify_interval``.
+
+        Cheap: the table's chains (present, hooked, drop policy) and one GETSETELEM for the
+        grant written last.  A missing table or chain, an accept policy, a missing grant set or
+        a flushed grant (``nettrust flush`` from another process, ``nft flush set``) rebuilds the
+        ruleset (fail closed), forgets every grant we believed in, invalidates their cached
+        answers and re-adopts what the kernel still holds.  What was wrong, or None.
+        """
+        why = self._ruleset_problem() or self._grants_problem()
+        if why is None:
+            return None
+        self.counters["verify_repairs"] += 1
+        log.error("%s: rebuilding the ruleset; answers will be granted afresh", why)
+        self.backend.ensure()
+        self._reset_finish(*self._reset_locked(), why=why)
+        return why
+
+    def _ruleset_problem(self) -> str | None:
+        try:
+            st = self.backend.status(count_elements=False)
+        except TypeError:                               # a backend without that switch
+            st = self.backend.status()
+        if not st.get("present"):
+            return f"table {st.get('table', self.config.firewall.table)} is missing"
+        if st.get("dormant"):
+            return "the table is dormant"
+        if "hooks" in st:
+            missing = [h for h in self.config.firewall.hooks if h not in st["hooks"]]
+            if missing:
+                return f"base chain(s) {', '.join(missing)} missing"
+            if st.get("policy") not in (None, "drop"):
+                return f"chain policy is {st.get('policy')}, not drop"
+        return None
+
+    def _grants_problem(self) -> str | None:
+        tracker = self.tracker
+        with tracker.lock:
+            sample = tracker.last_written
+            now = tracker.clock()
+        if sample is None or sample[1] - now < _VERIFY_MARGIN:
+            return None
+        try:
+            left = self.backend.lookup(sample[0])
+        except NetTrustError as exc:
+            if getattr(exc, "errno", None) == errno.ENOENT:
+                return f"grant set missing ({exc})"
+            raise
+        with tracker.lock:
+            still = tracker.last_written is sample and tracker.expires_in(sample[0]) is not None
+        if left is None and still:
+            return f"the grant of {sample[0]} is gone from the kernel (grants flushed)"
+        return None
+
+    def reset(self, why: str) -> None:
+        """Forget every grant we believed in and re-read the kernel's (after a flush or repair)."""
+        self._reset_finish(*self._reset_locked(), why=why)
+
+    def _reset_locked(self):
+        with self.tracker.lock:
+            return self._reset_begin()
+
+    def _reset_begin(self):
+        """Under the tracker's lock: forget, mark incomplete, stop the running adoption."""
+        old = self.adoption
+        if old is not None:
+            old.abandon()
+        names = self.tracker.clear()
+        self.tracker.complete = False
+        return names, old
+
+    def _reset_finish(self, names, old, *, why: str) -> None:
+        if old is not None:
+            old.stop()
+        self.counters["tracker_resets"] += 1
+        self.adoption = GrantAdoption(self.backend, self.tracker)
+        self.adoption.start()
+        log.warning("grant tracker reset (%s): %d cached names invalidated", why, len(names))
+        self._invalidate(sorted(names))
 
     # -- renewals (lifecycle.liveness) -----------------------------------------------------
     def renew(self, addresses, timeout: float) -> int:

@@ -6,8 +6,15 @@ path writes an address only when the new expiry is later than the one already gr
 start the tracker is filled from the kernel's sets, so a restart never shortens grants either.
 
 It also remembers when a DNS answer last named each address, so liveness renewals (which extend
-the expiry without an answer) stop at ``lifecycle.max_lifetime``, and it counts entries per
-address family, so the set caps can act before the kernel refuses an element.
+the expiry without an answer) stop at ``lifecycle.max_lifetime``; who the address is charged to
+(an :class:`Owner`: the name, its registrable domain and the client of the answer that first
+granted it), so the budgets of nettrust_core.lifecycle.caps are counted without a second table;
+and the few question names whose answers hold it (:data:`NAMES_PER_ADDRESS`), so a revoked
+grant can take the cached answers with it.
+
+Memory, measured with tracemalloc (tests/unit/test_caps.py prints it): about 260 bytes per
+granted address, all bookkeeping included; the per-name dictionaries this replaced cost ~150
+bytes more per address (~10 KB per name of 64 addresses).
 """
 
 from __future__ import annotations
@@ -20,6 +27,82 @@ from typing import Callable, Iterable
 from .firewall.base import GrantedElement, IPAddress
 
 
+#: Question names remembered per address (the most recent ones): the cached answers that a
+#: revocation removes from the resolver's cache.  Names beyond these stay cached until their TTL.
+NAMES_PER_ADDRESS = 4
+
+
+class Owner:
+    """Whom a grant is charged to, and the answer that granted it: one object shared by every
+    address of one answer, which is all the tracker keeps per address in the usual case (an
+    :class:`_Entry` only when an address was answered by several names)."""
+
+    __slots__ = ("name", "domain", "client", "names", "answered")
+
+    def __init__(self, name: str, domain: str, client: str = "", qname: str | None = None) -> None:
+        self.name = name            # the end of the CNAME chain (per-name cap)
+        self.domain = domain        # the question's registrable domain (per-domain cap)
+        self.client = client        # the client's address ("" unknown: adoption, renewals)
+        #: The question name (a str; an entry holds a tuple once several names answered it).
+        self.names = qname if qname is not None else name
+        #: When the answer was recorded (set by the tracker's first record of it).
+        self.answered: float | None = None
+
+    @property
+    def owner(self) -> "Owner":
+        return self
+
+    def same_budget(self, other: "Owner") -> bool:
+        return (self.name == other.name and self.domain == other.domain
+                and self.client == other.client)
+
+
+#: Grants read back from the kernel without a usable comment.
+UNKNOWN = Owner("", "", "")
+UNKNOWN.answered = 0.0
+
+
+def _water_fill(counts: dict[str, int], n: int) -> dict[str, int]:
+    """How many to take from each key so that ``n`` are taken and the largest give first:
+    every key above a common level gives down to it (ties at the level: largest first)."""
+    if n <= 0 or not counts:
+        return {}
+    if n >= sum(counts.values()):
+        return dict(counts)
+    values = list(counts.values())
+    low, high = 0, max(values)              # the highest level whose excess still covers n
+    while low < high:
+        mid = (low + high + 1) // 2
+        if sum(c - mid for c in values if c > mid) >= n:
+            low = mid
+        else:
+            high = mid - 1
+    quotas = {k: c - low - 1 for k, c in counts.items() if c > low + 1}
+    rest = n - sum(quotas.values())
+    for k, _c in sorted(((k, c) for k, c in counts.items() if c > low), key=lambda kc: -kc[1]):
+        if rest <= 0:
+            break
+        quotas[k] = quotas.get(k, 0) + 1
+        rest -= 1
+    return quotas
+
+
+def _add_names(out: list[str], names: str | tuple[str, ...]) -> None:
+    if isinstance(names, str):
+        out.append(names)
+    else:
+        out.extend(names)
+
+
+class _Entry:
+    __slots__ = ("answered", "owner", "names")
+
+    def __init__(self, answered: float, owner: Owner, names: str | tuple[str, ...]) -> None:
+        self.answered = answered
+        self.owner = owner
+        self.names = names
+
+
 class GrantTracker:
     """Expiry per granted address, on the tracker's monotonic clock.
 
@@ -30,37 +113,118 @@ class GrantTracker:
     """
 
     def __init__(self, *, slack: float = 1.0, clock: Callable[[], float] = time.monotonic,
-                 prune_at: int = 65536) -> None:
+                 prune_at: int = 65536, owner_of: Callable[[str], Owner] | None = None) -> None:
         self.slack = slack
         self.clock = clock
         self._expiry: dict[IPAddress, float] = {}
-        self._answered: dict[IPAddress, float] = {}
+        self._meta: dict[IPAddress, Owner | _Entry] = {}
         self._count = {4: 0, 6: 0}
+        #: Live (tracked) addresses charged to each name, registrable domain and client.
+        self.per_name: dict[str, int] = {}
+        self.per_domain: dict[str, int] = {}
+        self.per_client: dict[str, int] = {}
         self._prune_at = prune_at
+        self._owner_of = owner_of
         self.lock = threading.Lock()
         #: False while a restart's adoption of the kernel's grants is still running: an address
         #: missing here may then still be granted in the kernel (see nettrust_core.adoption).
         self.complete = True
+        #: The address written last and its expiry: what the periodic check asks the kernel
+        #: about to notice a flush made by another process (see Authorizer.verify).
+        self.last_written: tuple[IPAddress, float] | None = None
 
     def needs_write(self, address: IPAddress, expires_at: float) -> bool:
         known = self._expiry.get(address)
         return known is None or expires_at > known + self.slack or known <= self.clock()
 
-    def record(self, address: IPAddress, expires_at: float, *, answered: bool = True) -> None:
-        """A write to the kernel: by a DNS answer, or (``answered=False``) by a renewal."""
-        if address not in self._expiry:
+    def is_live(self, address: IPAddress, now: float) -> bool:
+        known = self._expiry.get(address)
+        return known is not None and known > now
+
+    # -- accounting --------------------------------------------------------------------------
+    def _charge(self, owner: Owner, delta: int) -> None:
+        for table, key in ((self.per_name, owner.name), (self.per_domain, owner.domain),
+                           (self.per_client, owner.client)):
+            n = table.get(key, 0) + delta
+            if n > 0:
+                table[key] = n
+            else:
+                table.pop(key, None)
+
+    def record(self, address: IPAddress, expires_at: float, *, answered: bool = True,
+               owner: Owner | None = None) -> None:
+        """A write to the kernel: by a DNS answer, or (``answered=False``) by a renewal.
+
+        A new (or expired) address is charged to ``owner``; a live one keeps its owner and
+        remembers the answer's question name among its last :data:`NAMES_PER_ADDRESS`.
+        """
+        now = self.clock()
+        old = self._expiry.get(address)
+        entry = self._meta.get(address)
+        if old is None:
             self._count[address.version] += 1
+        if owner is not None and owner.answered is None:
+            owner.answered = now
+        if entry is None:
+            if owner is None:
+                owner = Owner("", "", "")
+                owner.answered = now
+            self._meta[address] = owner
+            self._charge(owner, 1)
+        elif owner is not None:
+            current = entry.owner
+            # A live grant stays charged to its budget; an expired one goes to the new answer.
+            keep = (old is not None and old > now and current is not owner
+                    and not current.same_budget(owner))
+            charged = current if keep else owner
+            if charged is not current:
+                self._charge(current, -1)
+                self._charge(charged, 1)
+            names = entry.names
+            if answered:
+                qname = owner.names
+                if isinstance(names, str):
+                    names = qname if names == qname else (qname, names)
+                elif qname not in names:
+                    names = (qname, *names[:NAMES_PER_ADDRESS - 1])
+            stamp = now if answered else entry.answered
+            if charged is owner and names is owner.names and (answered or stamp == owner.answered):
+                self._meta[address] = owner                 # the usual case: no object per address
+            else:
+                self._meta[address] = _Entry(stamp, charged, names)
         self._expiry[address] = expires_at
-        if answered or address not in self._answered:
-            self._answered[address] = self.clock()
+        if answered:
+            self.last_written = (address, expires_at)
         if len(self._expiry) > self._prune_at:
             self.prune()
 
-    def forget(self, addresses: Iterable[IPAddress]) -> None:
+    def forget(self, addresses: Iterable[IPAddress]) -> list[str]:
+        """Forget these grants; the question names whose answers held them."""
+        names: list[str] = []
         for a in addresses:
             if self._expiry.pop(a, None) is not None:
                 self._count[a.version] -= 1
-            self._answered.pop(a, None)
+            entry = self._meta.pop(a, None)
+            if entry is not None:
+                self._charge(entry.owner, -1)
+                _add_names(names, entry.names)
+        if self.last_written is not None and self.last_written[0] not in self._expiry:
+            self.last_written = None
+        return names
+
+    def names_of(self, addresses: Iterable[IPAddress]) -> list[str]:
+        out = []
+        for a in addresses:
+            entry = self._meta.get(a)
+            if entry is not None:
+                _add_names(out, entry.names)
+        return out
+
+    def all_names(self) -> set[str]:
+        out: list[str] = []
+        for e in self._meta.values():
+            _add_names(out, e.names)
+        return {n for n in out if n}
 
     def prune(self) -> int:
         """Forget expired entries; how many."""
@@ -71,16 +235,27 @@ class GrantTracker:
             self._prune_at = len(self._expiry) * 2
         return len(dead)
 
+    def _owner_from_comment(self, comment: str, cache: dict) -> Owner:
+        owner = cache.get(comment)
+        if owner is None:
+            qname = comment.split(">", 1)[0]
+            owner = (self._owner_of(qname) if (qname and self._owner_of is not None)
+                     else Owner("", "", "", qname))
+            cache[comment] = owner
+        return owner
+
     def adopt(self, elements: Iterable[GrantedElement]) -> int:
         """Merge grants read back from the kernel; the later expiry wins, so an answer
         recorded while the (slow) read ran is never undone.  How many were merged."""
         now = self.clock()
         n = 0
+        owners: dict[str, Owner] = {}
         for e in elements:
             expires_at = now + e.expires_in
             known = self._expiry.get(e.address)
             if known is None or known < expires_at:
-                self.record(e.address, expires_at, answered=False)
+                self.record(e.address, expires_at, answered=False,
+                            owner=self._owner_from_comment(e.comment, owners))
             n += 1
         return n
 
@@ -88,8 +263,10 @@ class GrantTracker:
         """Adopt the kernel's live grants; their last answer is taken to be now."""
         now = self.clock()
         n = 0
+        owners: dict[str, Owner] = {}
         for e in elements:
-            self.record(e.address, now + e.expires_in)
+            self.record(e.address, now + e.expires_in,
+                        owner=self._owner_from_comment(e.comment, owners))
             n += 1
         return n
 
@@ -101,7 +278,8 @@ class GrantTracker:
         return left if left > 0 else None
 
     def answered_at(self, address: IPAddress) -> float | None:
-        return self._answered.get(address)
+        entry = self._meta.get(address)
+        return entry.answered if entry is not None else None
 
     def items(self) -> list[tuple[IPAddress, float]]:
         """A copy of the (address, expiry) pairs.  The copy is one C-level pass, so the lock is
@@ -116,17 +294,51 @@ class GrantTracker:
         return len(gone)
 
     def nearest_expiry(self, version: int, n: int) -> list[IPAddress]:
-        """The ``n`` addresses of one family that expire first (the set caps' eviction)."""
+        """The ``n`` addresses of one family that expire first."""
         items = ((t, a) for a, t in self._expiry.items() if a.version == version)
         return [a for _t, a in heapq.nsmallest(n, items, key=lambda item: item[0])]
+
+    def eviction_candidates(self, version: int, n: int) -> list[IPAddress]:
+        """``n`` addresses of one family to revoke: shared out fairly (water-filling: whoever
+        holds the most gives back first, down to a common level) between clients, then inside
+        each client between registrable domains, then nearest expiry first.  A client or a zone
+        flooding the set pays for its own flood; one holding a few grants keeps them while a
+        larger holder remains.  One pass over the tracker (evictions come in batches)."""
+        groups: dict[str, dict[str, list[tuple[float, IPAddress]]]] = {}
+        meta = self._meta
+        for a, t in self._expiry.items():
+            if a.version == version:
+                entry = meta.get(a)
+                owner = entry.owner if entry is not None else UNKNOWN
+                domains = groups.get(owner.client)
+                if domains is None:
+                    groups[owner.client] = domains = {}
+                lst = domains.get(owner.domain)
+                if lst is None:
+                    domains[owner.domain] = lst = []
+                lst.append((t, a))
+        out: list[IPAddress] = []
+        per_client = _water_fill({c: sum(map(len, d.values())) for c, d in groups.items()}, n)
+        for client, quota in per_client.items():
+            domains = groups[client]
+            for domain, k in _water_fill({d: len(v) for d, v in domains.items()}, quota).items():
+                out += [a for _t, a in heapq.nsmallest(k, domains[domain], key=lambda i: i[0])]
+        return out
 
     def count(self, version: int) -> int:
         return self._count[version]
 
-    def clear(self) -> None:
+    def clear(self) -> set[str]:
+        """Forget everything; the question names that held grants (for cache invalidation)."""
+        names = self.all_names()
         self._expiry.clear()
-        self._answered.clear()
+        self._meta.clear()
         self._count = {4: 0, 6: 0}
+        self.per_name.clear()
+        self.per_domain.clear()
+        self.per_client.clear()
+        self.last_written = None
+        return names
 
     def __len__(self) -> int:
         return len(self._expiry)

@@ -1,4 +1,27 @@
-"""Address classes the policy needs: sinkholes, rebinding targets, always-reachable ranges."""
+"""Address classes the policy needs: sinkholes, rebinding targets, never-grantable ranges, and
+the IPv4 address hidden inside IPv6 translation formats.
+
+Three verdicts for an answered address (:meth:`AddressClasses.classify`):
+
+* **never** — not a unicast destination of the internet: multicast, broadcast and 240/4,
+  "this network" 0/8, site-local ``fec0::/10``, the discard prefix, ORCHID identifiers, SRv6
+  SIDs, the rest of the reserved ``::/8``.  No configuration grants these.
+* **local** — reaches this host or its networks (RFC 1918, CGN, link-local, loopback, ULA,
+  IETF protocol assignments 192.0.0.0/24): refused by the rebinding guard unless the name is in
+  a local zone or ``rebinding_allow``.
+* **public** — anything else.
+
+An IPv6 address in a translation format is judged as the IPv4 address it reaches: NAT64
+(``64:ff9b::/96``, the configured ``policy.nat64_prefixes`` with their RFC 6052 layouts, and
+the local-use ``64:ff9b:1::/48``: unconfigured, its layout is unknown, so every RFC 6052 reading
+must pass — in practice it is refused until its prefix is configured), 6to4 (``2002::/16``), IPv4-compatible ``::a.b.c.d``, SIIT
+``::ffff:0:a.b.c.d``, IPv4-mapped ``::ffff:a.b.c.d`` and Teredo (``2001::/32``: the server and the
+XOR-ed client address, both must pass).
+
+Documentation (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24, 2001:db8::/32, 3fff::/20) and
+benchmarking (198.18.0.0/15, 2001:2::/48) ranges stay grantable: nothing on the internet routes
+them, so a grant opens nothing, and test networks (ours too) use them as their "internet".
+"""
 
 from __future__ import annotations
 
@@ -8,22 +31,51 @@ from typing import Iterable
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
+
+def _nets(*texts: str) -> tuple[IPNetwork, ...]:
+    return tuple(ipaddress.ip_network(t) for t in texts)
+
+
 #: Answers made of these mean "blocked upstream" (Pi-hole, AdGuard, NextDNS… answer this way).
 SINKHOLES: frozenset[IPAddress] = frozenset({ipaddress.ip_address("0.0.0.0"), ipaddress.ip_address("::")})
 
-LOOPBACK: tuple[IPNetwork, ...] = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+LOOPBACK: tuple[IPNetwork, ...] = _nets("127.0.0.0/8", "::1/128")
 
 #: ``reachable.private = true`` opens these (NetTrust's whitelistPrivate).
-PRIVATE: tuple[IPNetwork, ...] = tuple(ipaddress.ip_network(n) for n in (
+PRIVATE: tuple[IPNetwork, ...] = _nets(
     "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",   # RFC 1918
     "100.64.0.0/10",                                    # carrier-grade NAT
     "169.254.0.0/16",                                   # IPv4 link-local
     "fc00::/7",                                         # unique local
     "fe80::/10",                                        # IPv6 link-local
-))
+)
 
 #: A public name answering inside these is a DNS-rebinding attempt unless configured.
-REBINDING_TARGETS: tuple[IPNetwork, ...] = PRIVATE + LOOPBACK + (ipaddress.ip_network("0.0.0.0/8"),)
+REBINDING_TARGETS: tuple[IPNetwork, ...] = PRIVATE + LOOPBACK + _nets(
+    "192.0.0.0/24",                                     # IETF protocol assignments (RFC 6890)
+)
+
+#: Never granted, whatever the name: not a unicast destination on the internet.
+NEVER_GRANTED: tuple[IPNetwork, ...] = _nets(
+    "0.0.0.0/8",                                        # "this network": 0.x reaches the host itself
+    "224.0.0.0/4",                                      # multicast
+    "240.0.0.0/4",                                      # reserved, and 255.255.255.255 broadcast
+    "192.88.99.0/24",                                   # deprecated 6to4 relay anycast (RFC 7526)
+    "ff00::/8",                                         # multicast
+    "fec0::/10",                                        # site-local (deprecated, RFC 3879)
+    "100::/64",                                         # discard-only (RFC 6666)
+    "2001:10::/28", "2001:20::/28",                     # ORCHID v1/v2 identifiers, not routable
+    "5f00::/16",                                        # SRv6 SIDs (RFC 9602)
+)
+
+#: What is left of the reserved ``::/8`` once its IPv4 formats are taken out.
+_RESERVED_V6 = ipaddress.ip_network("::/8")
+
+#: NAT64 well-known prefix and the local-use block (RFC 6052, RFC 8215).
+NAT64_WELL_KNOWN = ipaddress.ip_network("64:ff9b::/96")
+NAT64_LOCAL_USE = ipaddress.ip_network("64:ff9b:1::/48")
+
+NEVER, LOCAL, PUBLIC = "never", "local", "public"
 
 
 class NetworkSet:
@@ -52,5 +104,131 @@ class NetworkSet:
                 return net
         return None
 
+    def match_v4(self, value: int) -> IPNetwork | None:
+        for prefix, mask, net in self._v4:
+            if value & mask == prefix:
+                return net
+        return None
+
+    def match_v6(self, value: int) -> IPNetwork | None:
+        for prefix, mask, net in self._v6:
+            if value & mask == prefix:
+                return net
+        return None
+
     def __bool__(self) -> bool:
         return bool(self._v4 or self._v6)
+
+
+# -- IPv4 embedded in IPv6 ----------------------------------------------------------------------
+#: RFC 6052 §2.2: where the 32 IPv4 bits sit for each NAT64 prefix length, as (shift, bits)
+#: pieces counted from the address's low end; bits 64..71 (the "u" octet) are skipped.
+_RFC6052: dict[int, tuple[tuple[int, int], ...]] = {
+    32: ((64, 32),),
+    40: ((64, 24), (48, 8)),
+    48: ((64, 16), (40, 16)),
+    56: ((64, 8), (32, 24)),
+    64: ((24, 32),),
+    96: ((0, 32),),
+}
+NAT64_LENGTHS = tuple(_RFC6052)
+
+
+def nat64_ipv4(value: int, length: int) -> int:
+    """The IPv4 address (as int) embedded in ``value`` under a NAT64 prefix of ``length``."""
+    out = 0
+    for shift, bits in _RFC6052[length]:
+        out = (out << bits) | ((value >> shift) & ((1 << bits) - 1))
+    return out
+
+
+def embedded_ipv4(value: int, nat64: tuple[tuple[int, int, int], ...] = ()) -> tuple[str, list[int]] | None:
+    """(format, IPv4 addresses as ints) hidden in the IPv6 address ``value``, or None.
+
+    ``nat64`` holds the configured local prefixes as (prefix, mask, length).  Teredo yields two
+    addresses (server, client); the local-use NAT64 block yields one per RFC 6052 layout that
+    fits inside it (its operator may use any of them), so every reading must pass.
+    """
+    high96 = value >> 32
+    low32 = value & 0xFFFFFFFF
+    if high96 == 0xFFFF:
+        return "IPv4-mapped", [low32]
+    if high96 == 0xFFFF0000:
+        return "SIIT", [low32]
+    if high96 == 0:
+        return "IPv4-compatible", [low32]
+    for prefix, mask, length in nat64:
+        if value & mask == prefix:
+            return "NAT64", [nat64_ipv4(value, length)]
+    if high96 == 0x0064FF9B0000000000000000:
+        return "NAT64", [low32]
+    if value >> 80 == 0x0064FF9B0001:
+        return "NAT64 local-use", [nat64_ipv4(value, n) for n in (48, 56, 64, 96)]
+    if value >> 112 == 0x2002:
+        return "6to4", [(value >> 80) & 0xFFFFFFFF]
+    if value >> 96 == 0x20010000:
+        return "Teredo", [(value >> 64) & 0xFFFFFFFF, low32 ^ 0xFFFFFFFF]
+    return None
+
+
+def parse_nat64_prefix(network: IPNetwork) -> tuple[int, int, int]:
+    """A configured NAT64 prefix as (prefix, mask, length); ValueError if not an RFC 6052 one."""
+    if network.version != 6 or network.prefixlen not in _RFC6052:
+        raise ValueError(f"{network} is not an IPv6 prefix of length "
+                         f"{', '.join(f'/{n}' for n in NAT64_LENGTHS)} (RFC 6052)")
+    return int(network.network_address), int(network.netmask), network.prefixlen
+
+
+class AddressClasses:
+    """Classifies answered addresses: ``(NEVER | LOCAL | PUBLIC, the matching range or format)``.
+
+    Pure integer work: for a plain public IPv4 address, two short loops of AND-and-compare.
+    """
+
+    def __init__(self, nat64_prefixes: Iterable[IPNetwork] = ()) -> None:
+        self.never = NetworkSet(NEVER_GRANTED)
+        self.local = NetworkSet(REBINDING_TARGETS)
+        self.nat64 = tuple(parse_nat64_prefix(n) for n in nat64_prefixes)
+
+    def _v4(self, value: int) -> tuple[str, IPNetwork | None]:
+        net = self.never.match_v4(value)
+        if net is not None:
+            return NEVER, net
+        net = self.local.match_v4(value)
+        if net is not None:
+            return LOCAL, net
+        return PUBLIC, None
+
+    def classify(self, address: IPAddress) -> tuple[str, str | None]:
+        value = int(address)
+        if address.version == 4:
+            kind, net = self._v4(value)
+            return kind, (str(net) if net is not None else None)
+        net = self.never.match_v6(value)
+        if net is not None:
+            return NEVER, str(net)
+        net = self.local.match_v6(value)
+        if net is not None:
+            return LOCAL, str(net)
+        inner = embedded_ipv4(value, self.nat64)
+        if inner is None:
+            if value >> 120 == 0:
+                return NEVER, str(_RESERVED_V6)
+            return PUBLIC, None
+        fmt, v4s = inner
+        worst, why = PUBLIC, None
+        for v4 in v4s:
+            kind, net = self._v4(v4)
+            if kind is NEVER or (kind is LOCAL and worst is PUBLIC):
+                worst = kind
+                why = f"{fmt} {ipaddress.IPv4Address(v4)} in {net}"
+            if kind is NEVER:
+                break
+        return worst, why
+
+    def embedded(self, address: IPAddress) -> list[ipaddress.IPv4Address]:
+        """The IPv4 addresses ``address`` reaches through a translation format (may be empty)."""
+        if address.version == 4:
+            return []
+        inner = embedded_ipv4(int(address), self.nat64)
+        return [] if inner is None else [ipaddress.IPv4Address(v) for v in inner[1]]

@@ -8,7 +8,9 @@ Two questions, both pure functions of the config:
 * :meth:`Policy.judge` — when the answer is back: may its addresses be granted?  Every name of the
   CNAME chain must pass the name check; bogus DNSSEC never grants; ``require_dnssec`` zones grant
   only when secure; an upstream sinkhole (0.0.0.0, ::, configured) means "blocked"; denied
-  networks and rebinding targets are refused address by address.
+  networks, never-grantable ranges (multicast, broadcast, reserved…) and rebinding targets are
+  refused address by address; an IPv6 address embedding an IPv4 one (NAT64, 6to4, Teredo…) is
+  judged as the IPv4 address it reaches (see nettrust_core.networks).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dataclasses import dataclass, field
 from .answer import ChainTooLong, Answer, Security, Source
 import ipaddress
 
-from .networks import LOOPBACK, REBINDING_TARGETS, SINKHOLES, IPAddress, NetworkSet
+from .networks import LOCAL, LOOPBACK, NEVER, SINKHOLES, AddressClasses, IPAddress, NetworkSet
 
 
 class Outcome(str, enum.Enum):
@@ -63,7 +65,7 @@ class Policy:
         self.rebinding_allow = p.rebinding_allow_set
         self.deny_networks = NetworkSet(p.deny_networks)
         self.sinkholes = frozenset(SINKHOLES | set(config.upstream.sinkhole_addresses))
-        self.rebinding_targets = NetworkSet(REBINDING_TARGETS)
+        self.classes = AddressClasses(getattr(p, "nat64_prefixes", ()))
         r = config.reachable
         #: Already open through the static sets: granting them would only add churn.
         self.always = NetworkSet(LOOPBACK + tuple(r.effective_networks)
@@ -140,10 +142,17 @@ class Policy:
         net = self.deny_networks.match(addr)
         if net is not None:
             return f"denied network {net}"
-        if self.rebinding_guard and source is not Source.LOCAL:
-            target = self.rebinding_targets.match(addr)
-            if target is not None and not self._may_rebind(chain):
-                return f"rebinding guard: public name answered {target}"
+        kind, why = self.classes.classify(addr)
+        if kind is NEVER:
+            return f"never granted: {why}"
+        if self.deny_networks:
+            for inner in self.classes.embedded(addr):
+                net = self.deny_networks.match(inner)
+                if net is not None:
+                    return f"denied network {net} (reached through {addr})"
+        if kind is LOCAL and self.rebinding_guard and source is not Source.LOCAL \
+                and not self._may_rebind(chain):
+            return f"rebinding guard: public name answered {why}"
         return None
 
     def _may_rebind(self, chain: tuple[str, ...]) -> bool:

@@ -1,78 +1,90 @@
-"""Caps on what the answer path may grant, so that no name and no flood can fill the firewall.
+"""Caps on what the answer path may grant, so that no name, zone, client or flood can fill the
+firewall or push out the grants of others.
 
-Two rules, both applied under the tracker's lock before the kernel write:
+Applied under the tracker's lock before the kernel write:
 
-* **Per name** (``grants.max_per_name``): a name (the end of its CNAME chain, where CDNs rotate)
-  holds at most N granted addresses at once.  Addresses it already holds are always refreshed;
-  new ones beyond N are refused (not written, counted) until some of its grants lapse.  The
-  bookkeeping itself is bounded: at most :data:`MAX_NAMES` names (~300 bytes each) are
-  remembered, the least recently answered forgotten first (forgetting only resets that name's
-  count; a name answered often stays).
+* **Budgets** (:class:`Budgets`): live granted addresses are counted per name (the end of its
+  CNAME chain, where CDNs rotate: ``grants.max_per_name``), per registrable domain of the
+  question (``grants.max_per_domain``: a wildcard zone inventing names shares one budget) and
+  per client (``grants.max_per_client``, off by default: on a host every answer goes to
+  127.0.0.1).  Addresses already granted are always refreshed; new
+  ones beyond a budget are refused (not written, counted).  The counts live in the tracker
+  (one entry per granted address, see nettrust_core.hosts), so they cost no memory per name and
+  are bounded by the set size; expired entries still counted are pruned when a budget refuses
+  (at most once a second).
 * **Per set** (``grants.max_per_set``, the kernel set's ``size``): when a family's set would pass
-  95 % of its size, the 5 % of its grants nearest to expiry are revoked in one batch.  Open
-  connections are unaffected (established traffic is accepted before the set lookup); new
-  connections to a revoked address need a fresh answer.  If the kernel still refuses (its
-  expired elements are collected about once a second), the answer fails closed.
+  95 % of its size, 5 % of its grants are revoked in one batch, taken from the clients holding
+  the most, inside each from the registrable domains holding the most, nearest expiry first
+  (:meth:`GrantTracker.eviction_candidates`), so a flooding client or zone loses its own grants
+  before a small one loses any.  Open connections are unaffected (established traffic is accepted
+  before the set lookup); the revoked names are removed from the resolver's cache, so the next
+  lookup is answered afresh and granted again.  If the kernel still refuses (its expired
+  elements are collected about once a second), the answer fails closed.
 """
 
 from __future__ import annotations
 
 import logging
-from itertools import islice
 from typing import Sequence
 
 from ..firewall.base import Grant
-from ..hosts import GrantTracker
+from ..hosts import GrantTracker, Owner
 
 log = logging.getLogger("nettrust.caps")
 
-MAX_NAMES = 65536       # names whose grants are counted at once (~20 MB at most)
 HIGH_WATER = 0.95       # of the set size: eviction starts above this
 EVICT_SHARE = 0.05      # of the set size: evicted at once
+PRUNE_EVERY = 1.0       # seconds between prunes forced by a refusing budget
 
 
-class NameCaps:
-    """Live granted addresses per name, capped at ``per_name``; remembers ``max_names`` names."""
+class Budgets:
+    """Live granted addresses per name, per registrable domain and per client."""
 
-    def __init__(self, per_name: int, max_names: int) -> None:
+    def __init__(self, tracker: GrantTracker, per_name: int, per_domain: int,
+                 per_client: int) -> None:
+        self.tracker = tracker
         self.per_name = per_name
-        self.max_names = min(max_names, MAX_NAMES)
-        self._held: dict[str, dict] = {}
+        self.per_domain = per_domain
+        self.per_client = per_client
+        self._pruned_at = float("-inf")
 
-    def admit(self, name: str, grants: Sequence[Grant], now: float
-              ) -> tuple[Sequence[Grant], list[Grant]]:
-        """Split ``grants`` into (admitted, refused) and remember the admitted ones' expiry."""
-        held = self._held.pop(name, None)
-        if held is None:
-            held = {}
-            if len(self._held) >= self.max_names:        # forget the least recent 1 %
-                for old in list(islice(self._held, max(1, self.max_names // 100))):
-                    del self._held[old]
-        elif len(held) >= self.per_name:
-            for a in [a for a, t in held.items() if t <= now]:
-                del held[a]
-        self._held[name] = held                          # (re)inserted last: most recent
-        if len(held) + len(grants) <= self.per_name:    # the usual case: room for all
-            for g in grants:
-                expires = now + g.timeout
-                if held.get(g.address, 0.0) < expires:
-                    held[g.address] = expires
-            return grants, []
+    def room(self, owner: Owner) -> tuple[int, str]:
+        """New addresses ``owner`` may still be granted, and the budget that limits it."""
+        t = self.tracker
+        return min((self.per_name - t.per_name.get(owner.name, 0), "name"),
+                   (self.per_domain - t.per_domain.get(owner.domain, 0), "domain"),
+                   (self.per_client - t.per_client.get(owner.client, 0) if self.per_client
+                    else 1 << 62, "client"))
+
+    def admit(self, owner: Owner, grants: Sequence[Grant], now: float
+              ) -> tuple[Sequence[Grant], list[Grant], str | None]:
+        """Split ``grants`` into (admitted, refused, the budget that refused)."""
+        tracker = self.tracker
+        new = sum(1 for g in grants if not tracker.is_live(g.address, now))
+        if not new:
+            return grants, [], None
+        room, which = self.room(owner)
+        if room < new and now - self._pruned_at >= PRUNE_EVERY:
+            self._pruned_at = now
+            tracker.prune()
+            room, which = self.room(owner)
+        if room >= new:
+            return grants, [], None
         admitted, refused = [], []
         for g in grants:
-            if g.address in held or len(held) < self.per_name:
-                held[g.address] = max(held.get(g.address, 0.0), now + g.timeout)
+            if tracker.is_live(g.address, now):
                 admitted.append(g)
+            elif room > 0:
+                admitted.append(g)
+                room -= 1
             else:
                 refused.append(g)
-        return admitted, refused
-
-    def __len__(self) -> int:
-        return len(self._held)
+        return admitted, refused, which
 
 
 class SetCaps:
-    """Keeps each family's grant set under its kernel ``size`` by evicting the nearest expiries."""
+    """Keeps each family's grant set under its kernel ``size`` by evicting from the largest
+    registrable domains first."""
 
     def __init__(self, size: int) -> None:
         self.size = size
@@ -93,5 +105,6 @@ class SetCaps:
                     tracker.prune()
                 if force or tracker.count(v) + new > self.high:
                     keep = {g.address for g in todo}
-                    out += [a for a in tracker.nearest_expiry(v, self.batch + new) if a not in keep]
+                    out += [a for a in tracker.eviction_candidates(v, self.batch + new + len(keep))
+                            if a not in keep][:self.batch + new]
         return out

@@ -1,7 +1,8 @@
 """The lifecycle's background work inside Unbound, started by Service.start, joined by Service.stop.
 
-Two threads at most: a ticker (liveness checks every ``check_interval``, counters to the agent
-every ``report_interval``) and the unauthorized-attempt reader.  Neither ever holds up an answer
+Two threads at most: a ticker (the ruleset check every ``grants.verify_interval``, liveness
+checks every ``check_interval``, counters to the agent every ``report_interval``) and the
+unauthorized-attempt reader.  Neither ever holds up an answer
 for longer than a tracker update; both survive any error (logged, counted).  At start the chain
 priority report is logged, and whether conntrack and the NFLOG group are usable.
 """
@@ -90,13 +91,19 @@ class Lifecycle:
     # -- the ticker ------------------------------------------------------------------------
     def _run(self) -> None:
         lc = self.config.lifecycle
+        verify_every = self.config.grants.verify_interval
         now = time.monotonic()
         next_check, next_report = now + lc.check_interval, now + lc.report_interval
+        next_verify = now + verify_every if verify_every else float("inf")
         while True:
-            wait = min(next_check if self.liveness else next_report, next_report) - time.monotonic()
+            wait = min(next_check if self.liveness else next_report, next_report,
+                       next_verify) - time.monotonic()
             if self._stop.wait(max(0.0, wait)):
                 return
             now = time.monotonic()
+            if now >= next_verify:
+                next_verify = now + verify_every
+                self._guarded(self.authorizer.verify)
             if self.liveness is not None and now >= next_check:
                 next_check = now + lc.check_interval
                 self._guarded(self.liveness.check)
@@ -125,7 +132,8 @@ class Lifecycle:
         values["grants"] = len(remaining)
         for bound in REMAINING_BUCKETS:
             values[f"grants_remaining_le_{bound}s"] = sum(1 for r in remaining if r <= bound)
-        values["names_capped"] = len(self.authorizer.name_caps)
+        values["names_capped"] = len(tracker.per_name)
+        values["domains_granted"] = len(tracker.per_domain)
         if self.liveness is not None:
             values["hosts_live"] = self.liveness.live_hosts
             values["conntrack_available"] = 0 if self.liveness.available is False else 1

@@ -203,7 +203,9 @@ def test_to_dict_is_the_effective_config_and_loads_back():
     data = parse(FULL).to_dict()
     assert data["general"]["mode"] == "allowlist"
     assert data["grants"] == {"min_ttl": "5s", "max_ttl": "2h30m", "grace": "0s",
-                              "max_per_name": 64, "max_per_set": 262144}
+                              "max_per_name": 64, "max_per_set": 262144,
+                              "max_per_domain": 4096, "max_per_client": 0,
+                              "verify_interval": "2s"}
     assert data["upstream"]["servers"] == ["9.9.9.9@853#dns.quad9.net",
                                            "2620:fe::fe@8853#dns.quad9.net"]
     assert data["firewall"]["priority"] == -10

@@ -17,7 +17,6 @@ from nettrust_core.config import parse_config
 from nettrust_core.errors import FirewallError, NetTrustError
 from nettrust_core.firewall.base import Grant, RecordingBackend
 from nettrust_core.lifecycle import chains, conntrack as lifecycle_ct
-from nettrust_core.lifecycle.caps import NameCaps
 from nettrust_core.netlink.conntrack import ConntrackError
 from nettrust_core.netlink import conntrack as ct, nflog, wire as nl
 from nettrust_core.lifecycle.liveness import Liveness
@@ -124,23 +123,29 @@ def test_nflog_bind_messages_name_the_group_big_endian():
 
 # -- caps --------------------------------------------------------------------------------------
 def test_per_name_cap_refuses_new_addresses_until_old_ones_lapse():
-    caps = NameCaps(per_name=2, max_names=100)
-    g = [Grant(ip(f"198.51.100.{i}"), 30.0) for i in range(1, 4)]
-    assert caps.admit("cdn.example", g, 0.0) == (g[:2], g[2:])
-    assert caps.admit("cdn.example", g[:1], 10.0) == (g[:1], [])        # held: refreshed
-    assert caps.admit("cdn.example", g[2:], 20.0) == ([], g[2:])        # both still live
-    assert caps.admit("cdn.example", g[2:], 31.0) == (g[2:], [])        # g[1] lapsed at 30
+    clock = Clock()
+    auth = authorizer("max_per_name = 2\n", clock)                  # grants last 30 s + 10 s
+    granted = lambda *addrs: [str(g.address) for g in auth.authorize(
+        a_answer("cdn.example", *addrs, ttl=30)).grants]
+    assert granted("198.51.100.1", "198.51.100.2", "198.51.100.3") == ["198.51.100.1", "198.51.100.2"]
+    clock.now += 10
+    assert granted("198.51.100.1") == ["198.51.100.1"]                # held: refreshed
+    clock.now += 10
+    assert granted("198.51.100.3") == []                              # both still live
+    clock.now += 21                                                   # .2 lapsed at 40 s
+    assert granted("198.51.100.3") == ["198.51.100.3"]
+    assert auth.counters["refused_per_name_cap"] == 2
 
 
-def test_name_bookkeeping_is_bounded_and_forgets_the_least_recent_first():
-    caps = NameCaps(per_name=1, max_names=100)
-    a, b = Grant(ip("198.51.100.1"), 30.0), Grant(ip("198.51.100.2"), 30.0)
-    caps.admit("busy.example", [a], 0.0)
+def test_name_bookkeeping_is_bounded_by_the_granted_addresses():
+    clock = Clock()
+    auth = authorizer("max_per_name = 1\nmax_per_set = 100\n", clock)
     for i in range(1000):
-        caps.admit(f"n{i}.example", [a], 0.0)
-        caps.admit("busy.example", [a], 0.0)              # answered often: remembered
-    assert len(caps) <= 100
-    assert caps.admit("busy.example", [b], 1.0) == ([], [b])
+        clock.now += 0.1
+        auth.authorize(a_answer(f"n{i}.example", str(ipaddress.IPv4Address(0xC6120000 + i))))
+    assert len(auth.tracker.per_name) <= 100
+    assert len(auth.tracker.per_domain) <= 100
+    assert len(auth.tracker._meta) == len(auth.tracker) <= 100
 
 
 def authorizer(text: str = "", clock=None):
