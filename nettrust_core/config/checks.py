@@ -19,7 +19,7 @@ from .messages import choices, show
 from .values import DNS_OVER_TLS_PORT
 
 if TYPE_CHECKING:
-    from .model import GrantsConfig, UpstreamConfig
+    from .model import FirewallConfig, GrantsConfig, UpstreamConfig
 
 T = TypeVar("T")
 
@@ -57,6 +57,13 @@ def between(low: float, high: float, message: str) -> Check[float]:
         if not low <= value <= high:
             raise Invalid(message)
     return Check(f"{format_duration(low)}..{format_duration(high)}", test)
+
+
+def zero_or_between(low: float, high: float, message: str) -> Check[float]:
+    def test(value: float) -> None:
+        if value and not low <= value <= high:
+            raise Invalid(message)
+    return Check(f"0 or {format_duration(low)}..{format_duration(high)}", test)
 
 
 def absolute_path(hint: str = "") -> Check[str]:
@@ -130,3 +137,18 @@ def min_ttl_within_max_ttl(grants: GrantsConfig) -> None:
     if grants.min_ttl > grants.max_ttl:
         raise Invalid(f"min_ttl ({format_duration(grants.min_ttl)}) is longer than max_ttl "
                       f"({format_duration(grants.max_ttl)})", key="min_ttl")
+
+
+def forward_needs_lan_side(fw: FirewallConfig) -> None:
+    if "forward" in fw.hooks and not (fw.lan_interfaces or fw.lan_networks):
+        raise Invalid('the "forward" hook needs the client-facing side: list its interfaces in '
+                      "firewall.lan_interfaces and/or its networks in firewall.lan_networks "
+                      "(grants then apply only to connections coming from there; everything "
+                      "else forwarded, the internet connecting in included, is dropped)",
+                      key="hooks", index=fw.hooks.index("forward"))
+
+
+def resolver_cgroup_needs_user(fw: FirewallConfig) -> None:
+    if fw.resolver_cgroup and not fw.resolver_user:
+        raise Invalid('needs resolver_user: the cgroup narrows the resolver exemption, and '
+                      'resolver_user = "" exempts nobody', key="resolver_cgroup")

@@ -40,7 +40,8 @@ from . import checks as c
 from .declare import effective, key, section, sections_of
 from .kinds import Boolean, Choice, Duration, Each, HostPort, Integer, Listen, Priority, Text
 from .locate import SourceMap, parse_path
-from .values import Upstream, address, network, one_of, server
+from .values import (Upstream, address, cgroup_path, interface, nat64_prefix, network, one_of,
+                     server)
 
 MODES = ("denylist", "allowlist")
 UPSTREAM_MODES = ("recurse", "forward")
@@ -112,6 +113,9 @@ class PolicyConfig:
                                 "refuse private/loopback/link-local answers for other names")
     rebinding_allow: tuple[str, ...] = key(
         Each(normalize_pattern, "patterns"), [], "patterns exempt from the rebinding guard")
+    nat64_prefixes: tuple[IPNetwork, ...] = key(
+        Each(nat64_prefix, "IPv6 prefixes /32, /40, /48, /56, /64 or /96"), [],
+        "local NAT64 prefixes: an address under one is judged as the IPv4 address it embeds")
     allow_set: PatternSet = field(init=False, repr=False, compare=False)
     deny_set: PatternSet = field(init=False, repr=False, compare=False)
     rebinding_allow_set: PatternSet = field(init=False, repr=False, compare=False)
@@ -162,6 +166,13 @@ class GrantsConfig:
     max_per_set: int = key(Integer(16, 1 << 26), 262144,
                            "kernel `size` of each grant set; above 95 % the nearest expiries "
                            "are revoked", unit="elements")
+    max_per_domain: int = key(Integer(1, 1 << 26), 4096,
+                              "addresses granted at once for the names of one registrable domain")
+    max_per_client: int = key(Integer(0, 1 << 26), 0,
+                              "addresses granted at once for one client (0: no cap)")
+    verify_interval: float = key(
+        Duration(), "2s", "how often the resolver checks its ruleset is still in the kernel",
+        check=c.zero_or_between(0.1, 3600, "must be 0 (off) or between 100ms and 1h"))
 
     CHECKS: ClassVar[Checks] = (c.min_ttl_within_max_ttl,)
 
@@ -194,6 +205,17 @@ class FirewallConfig:
     instances: int = key(Integer(1, MAX_INSTANCES), 1,
                          "Unbound processes sharing port 53, each with `NETTRUST_INSTANCE` and "
                          "its own grant sets (see *Using every core*)")
+    resolver_cgroup: str | None = key(
+        Text(empty_is_none=True, convert=cgroup_path), "",
+        "the resolver's cgroup v2: its exemption then also needs a socket made inside it")
+    lan_interfaces: tuple[str, ...] = key(Each(interface, "interface names"), [],
+                                          "forward hook: grants apply to packets entering here")
+    lan_networks: tuple[IPNetwork, ...] = key(Each(network, "networks (CIDR or address)"), [],
+                                              "forward hook: grants apply to packets from here")
+    dhcp_servers: tuple[IPAddress, ...] = key(Each(address, "addresses"), [],
+                                              "DHCP servers the client may renew with by unicast")
+
+    CHECKS: ClassVar[Checks] = (c.forward_needs_lan_side, c.resolver_cgroup_needs_user)
 
 
 @dataclass(frozen=True)

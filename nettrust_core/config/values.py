@@ -7,6 +7,7 @@ the element's own line.  (Names and patterns are converted by :mod:`nettrust_cor
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
@@ -83,3 +84,33 @@ def one_of(values: Iterable[str]) -> Callable[[str], str]:
             raise ValueError(f"expected one of {choices(allowed)}, found {show(text)}")
         return text
     return convert
+
+
+_IFNAME = re.compile(r"[A-Za-z0-9_.:@-]{1,15}")
+_CGROUP = re.compile(r"[A-Za-z0-9_.@:-]+(?:/[A-Za-z0-9_.@:-]+)*")
+
+
+def interface(text: str) -> str:
+    """A network interface name as the kernel allows it (IFNAMSIZ - 1 bytes, no '/', no blanks)."""
+    if not _IFNAME.fullmatch(text):
+        raise ValueError(f"{show(text)} is not an interface name (1 to 15 letters, digits and "
+                         "_ . : @ -; no wildcards)")
+    return text
+
+
+def cgroup_path(text: str) -> str:
+    """A cgroup v2 path below the hierarchy's root, like "system.slice/unbound.service"."""
+    text = text.strip("/")
+    if text and (not _CGROUP.fullmatch(text)
+                 or any(part in (".", "..") for part in text.split("/"))):
+        raise ValueError(f"{show(text)} is not a cgroup path below the cgroup v2 root, like "
+                         '"system.slice/unbound.service" (letters, digits, _ . @ : -, separated '
+                         "by /)")
+    return text
+
+
+def nat64_prefix(text: str) -> IPNetwork:
+    from ..networks import parse_nat64_prefix
+    parsed = network(text)
+    parse_nat64_prefix(parsed)          # ValueError: blamed on this element
+    return parsed
