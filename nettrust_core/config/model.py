@@ -115,7 +115,7 @@ class PolicyConfig:
         Each(normalize_pattern, "patterns"), [], "patterns exempt from the rebinding guard")
     nat64_prefixes: tuple[IPNetwork, ...] = key(
         Each(nat64_prefix, "IPv6 prefixes /32, /40, /48, /56, /64 or /96"), [],
-        "local NAT64 prefixes: an address under one is judged as the IPv4 address it embeds")
+        "local NAT64 prefixes: their addresses are judged as the IPv4 they embed")
     allow_set: PatternSet = field(init=False, repr=False, compare=False)
     deny_set: PatternSet = field(init=False, repr=False, compare=False)
     rebinding_allow_set: PatternSet = field(init=False, repr=False, compare=False)
@@ -164,14 +164,15 @@ class GrantsConfig:
                             "addresses one name may hold granted at once (CDN rotation)")
     #: When the set fills, the grants nearest to expiry are revoked (nettrust_core.lifecycle.caps).
     max_per_set: int = key(Integer(16, 1 << 26), 262144,
-                           "kernel `size` of each grant set; above 95 % the nearest expiries "
-                           "are revoked", unit="elements")
+                           "kernel `size` of each grant set; above 95 % the largest domains' "
+                           "nearest expiries are revoked", unit="elements")
     max_per_domain: int = key(Integer(1, 1 << 26), 4096,
-                              "addresses granted at once for the names of one registrable domain")
+                              "addresses the names of one registrable domain may hold granted at once")
     max_per_client: int = key(Integer(0, 1 << 26), 0,
-                              "addresses granted at once for one client (0: no cap)")
+                              "addresses one client's answers may hold granted at once (0: no cap)")
     verify_interval: float = key(
-        Duration(), "2s", "how often the resolver checks its ruleset is still in the kernel",
+        Duration(), "2s", "ruleset and grant check: a flushed or deleted ruleset is rebuilt and "
+        "re-granted within this",
         check=c.zero_or_between(0.1, 3600, "must be 0 (off) or between 100ms and 1h"))
 
     CHECKS: ClassVar[Checks] = (c.min_ttl_within_max_ttl,)
