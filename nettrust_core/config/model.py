@@ -166,8 +166,9 @@ class GrantsConfig:
     max_per_set: int = key(Integer(16, 1 << 26), 262144,
                            "kernel `size` of each grant set; above 95 % the largest domains' "
                            "nearest expiries are revoked", unit="elements")
-    max_per_domain: int = key(Integer(1, 1 << 26), 4096,
-                              "addresses the names of one registrable domain may hold granted at once")
+    max_per_domain: int = key(
+        Integer(1, 1 << 26), 4096,
+        "addresses the names of one registrable domain may hold granted at once")
     max_per_client: int = key(Integer(0, 1 << 26), 0,
                               "addresses one client's answers may hold granted at once (0: no cap)")
     verify_interval: float = key(
