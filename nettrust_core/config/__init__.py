@@ -22,6 +22,7 @@ Each key is declared once, as a field of its section's dataclass in :mod:`.model
 - :mod:`.reference` the README reference and the annotated file's keys, from the declaration
 """
 
+from ..errors import ConfigError
 from .kinds import PRIORITY_MAX, PRIORITY_MIN, PRIORITY_NAMES, HostPort
 from .load import load_config, parse_config
 from .model import (ACTIONS, ALWAYS_SINKHOLE, BLOCKED_ANSWERS, EXIT_MODES, FIREWALL_BACKENDS,
@@ -32,7 +33,7 @@ from .model import (ACTIONS, ALWAYS_SINKHOLE, BLOCKED_ANSWERS, EXIT_MODES, FIREW
 from .values import DNS_OVER_TLS_PORT, DNS_PORT, Upstream
 
 __all__ = [
-    "load_config", "parse_config", "Config", "UpstreamConfig", "Upstream", "PolicyConfig",
+    "load_config", "parse_config", "ConfigError", "Config", "UpstreamConfig", "Upstream", "PolicyConfig",
     "ReachableConfig", "GrantsConfig", "FirewallConfig", "LifecycleConfig", "LogConfig",
     "StatsConfig", "MetricsConfig", "AlertsConfig", "HostPort", "SCHEMA", "SECTIONS",
     "REPLACED_KEYS", "MODES", "UPSTREAM_MODES", "BLOCKED_ANSWERS", "FIREWALL_BACKENDS", "ACTIONS",
