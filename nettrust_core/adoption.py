@@ -53,7 +53,7 @@ class GrantAdoption:
     def _run(self) -> None:
         started = time.monotonic()
         try:
-            self.backend.scan_own_grants(self._merge)
+            self.backend.list_grants(self._merge, own_only=True)
         except _Stopped:
             log.info("adoption of live grants abandoned after %d (stopping)", self.adopted)
         except Exception as exc:        # a thread has no caller to raise to: log, stay exact

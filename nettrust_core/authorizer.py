@@ -25,6 +25,7 @@ from typing import Callable, Iterable
 from .answer import Answer, RCODE_NAMES, TYPE_NAMES
 from .errors import NetTrustError
 from .firewall.base import COMMENT_MAX, FirewallBackend, Grant
+from .firewall.fanout import GrantRefused
 from .adoption import GrantAdoption
 from .cache_invalidation import CacheInvalidator
 from .hosts import GrantTracker, Owner
@@ -144,7 +145,7 @@ class Authorizer:
                 log.debug("%s: budget per %s full (grants.max_per_%s): %s not granted",
                           chain[0], which, which, ", ".join(str(g.address) for g in over))
             write_s = 0.0
-            repairs = getattr(self.backend, "repairs", 0)
+            repairs = self.backend.repairs
             try:
                 todo = self._to_write(grants, now)
                 if todo:
@@ -153,11 +154,14 @@ class Authorizer:
                     write_s = time.perf_counter() - started
             except NetTrustError as exc:
                 self.counters["backend_errors"] += 1
+                if isinstance(exc, GrantRefused):   # one of several backends: rolled back
+                    self.counters[f"backend_errors_{exc.backend}"] += 1
+                    self._invalidate(tracker.forget(list(exc.revoked)))
                 log.error("firewall write failed, answer for %s fails closed: %s", answer.qname, exc)
                 if self.reporter is not None:
                     self._report(answer, verdict, grants, 0, 0.0, str(exc))
                 return Decision(verdict, grants, 0, str(exc))
-            if getattr(self.backend, "repairs", 0) != repairs:
+            if self.backend.repairs != repairs:
                 # The kernel had lost the ruleset (rebuilt on this write): what we believe is
                 # granted is gone, start afresh and read back what the kernel holds.
                 reset = self._reset_begin()
@@ -264,20 +268,16 @@ class Authorizer:
         return why
 
     def _ruleset_problem(self) -> str | None:
-        try:
-            st = self.backend.status(count_elements=False)
-        except TypeError:                               # a backend without that switch
-            st = self.backend.status()
-        if not st.get("present"):
-            return f"table {st.get('table', self.config.firewall.table)} is missing"
-        if st.get("dormant"):
+        st = self.backend.status(count_elements=False)
+        if not st.present:
+            return f"table {st.table or self.config.firewall.table} is missing ({st.backend})"
+        if st.dormant:
             return "the table is dormant"
-        if "hooks" in st:
-            missing = [h for h in self.config.firewall.hooks if h not in st["hooks"]]
-            if missing:
-                return f"base chain(s) {', '.join(missing)} missing"
-            if st.get("policy") not in (None, "drop"):
-                return f"chain policy is {st.get('policy')}, not drop"
+        missing = [h for h in self.config.firewall.hooks if h not in st.hooks]
+        if missing:
+            return f"base chain(s) {', '.join(missing)} missing"
+        if st.policy not in (None, "drop"):
+            return f"chain policy is {st.policy}, not drop"
         return None
 
     def _grants_problem(self) -> str | None:

@@ -113,21 +113,26 @@ def cmd_status(args) -> int:
     from .lifecycle.status import format_lifecycle, lifecycle_status
     with _backend(args) as backend:
         st = backend.status()
-        st["lifecycle"] = lifecycle_status(load_config(args.config), backend)
+        lifecycle = lifecycle_status(load_config(args.config), backend)
     if args.json:
-        print(json.dumps(st, indent=2, default=str))
-        return 0 if st.get("present") else 1
-    if not st.get("present"):
-        print(f"ruleset: ABSENT (table inet {st.get('table')}) — egress is not filtered by NetTrust")
+        print(json.dumps({**st.to_dict(), "lifecycle": lifecycle}, indent=2, default=str))
+        return 0 if st.present else 1
+    for member in st.members or (st,):
+        if len(st.members) > 1:
+            print(f"backend {member.backend}:")
+        if not member.present:
+            print(f"ruleset: ABSENT (table {member.family} {member.table}) — egress is not "
+                  "filtered by NetTrust")
+            continue
+        print(f"ruleset: present (table {member.family} {member.table})")
+        print(f"hooks: {', '.join(member.hooks)}  priority: {member.priority}  "
+              f"policy: {member.policy}  action: {member.action}")
+        print("sets: " + "  ".join(f"{k}={v}" for k, v in member.sets.items()))
+        for name, c in member.counters.items():
+            print(f"counter {name}: {c.get('packets', 0)} packets, {c.get('bytes', 0)} bytes")
+    if not st.present:
         return 1
-    print(f"ruleset: present (table inet {st.get('table')})")
-    print(f"hooks: {', '.join(st.get('hooks', []))}  priority: {st.get('priority')}  "
-          f"policy: {st.get('policy')}  action: {st.get('action')}")
-    sets = st.get("sets", {})
-    print("sets: " + "  ".join(f"{k}={v}" for k, v in sets.items()))
-    for name, c in st.get("counters", {}).items():
-        print(f"counter {name}: {c.get('packets', 0)} packets, {c.get('bytes', 0)} bytes")
-    for line in format_lifecycle(st["lifecycle"], st.get("table")):
+    for line in format_lifecycle(lifecycle, st.table):
         print(line)
     return 0
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import pwd
 
-from .config import FIREWALL_BACKENDS
 from .errors import ConfigError
 from .firewall.base import RulesetSpec
+from .firewall.fanout import FanOut
+from .firewall.registry import UnknownBackend, backend_class
 
 #: The conntrack mark bit set on connections that grants let through (see lifecycle.liveness).
 CT_MARK = 0x40000000
@@ -69,15 +70,22 @@ def instance_from_env(config, environ=os.environ) -> int:
                       line=config.line_of("firewall.instances"))
 
 
-def make_backend(config, instance: int = 0):
-    """The configured backend, imported lazily; an unknown name fails loudly with the valid ones.
+def make_backend(config, instance: int = 0) -> FanOut:
+    """The configured backends (``firewall.backends``), driven as one through a
+    :class:`~nettrust_core.firewall.fanout.FanOut`; each imported only now, by name.
 
-    ``instance``: which resolver process writes through it (see :func:`instance_from_env`).
+    An unknown name, or one that cannot be loaded on this host, fails loudly with the valid
+    names (a requested backend never silently becomes another).  ``instance``: which resolver
+    process writes through them (see :func:`instance_from_env`).
     """
-    name = config.firewall.backend
     spec = ruleset_spec(config)
-    if name == "nftables":
-        from .firewall.nftables import NftablesBackend
-        return NftablesBackend(spec, instance=instance)
-    raise ConfigError(f"unknown firewall backend {name!r}; valid: {', '.join(FIREWALL_BACKENDS)}",
-                      file=config.path, key="firewall.backend", line=config.line_of("firewall.backend"))
+    backends = []
+    for index, name in enumerate(config.firewall.backends):
+        where = f"firewall.backends[{index}]"
+        try:
+            cls = backend_class(name)
+        except UnknownBackend as exc:
+            raise ConfigError(exc.message, file=config.path, key=where,
+                              line=config.line_of(where)) from None
+        backends.append((name, cls.from_config(spec, config, instance)))
+    return FanOut(backends)

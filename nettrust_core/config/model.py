@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
 from ..firewall.base import MAX_INSTANCES, IPAddress, IPNetwork
+from ..firewall.registry import names as backend_names
 from ..networks import PRIVATE, SINKHOLES
 from ..patterns import PatternSet, ZoneSet, normalize_pattern, normalize_zone
 from . import checks as c
@@ -46,7 +47,7 @@ from .values import (Upstream, address, cgroup_path, interface, nat64_prefix, ne
 MODES = ("denylist", "allowlist")
 UPSTREAM_MODES = ("recurse", "forward")
 BLOCKED_ANSWERS = ("nxdomain", "sinkhole", "refused")
-FIREWALL_BACKENDS = ("nftables",)
+FIREWALL_BACKENDS = backend_names()
 ACTIONS = ("reject", "drop")
 HOOKS = ("output", "forward")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -58,6 +59,8 @@ REPLACED_KEYS = {
                                           'or on_exit = "keep" (the default)',
     ("firewall", "keep_grants_on_exit"): 'on_exit = "drop-grants" (was keep_grants_on_exit = '
                                          'false) or on_exit = "keep" (the default)',
+    ("firewall", "backend"): 'backends = ["nftables"] (a list: every backend named gets every '
+                             'grant)',
 }
 #: Longest grant a configuration may ask for (grants.max_ttl).
 MAX_TTL_LIMIT = 7 * 86400.0
@@ -181,8 +184,12 @@ class GrantsConfig:
 
 @dataclass(frozen=True)
 class FirewallConfig:
-    backend: str = key(Choice(FIREWALL_BACKENDS), "nftables",
-                       "the firewall backend programming the kernel")
+    backends: tuple[str, ...] = key(
+        Each(one_of(FIREWALL_BACKENDS),
+             "backend names (" + ", ".join(f'"{n}"' for n in FIREWALL_BACKENDS) + ")",
+             unique=False), ["nftables"],
+        "the firewall backends; each gets every grant, and one failing fails the answer closed",
+        check=(c.not_empty(FIREWALL_BACKENDS), c.no_repeats()))
     table: str = key(Text(), "nettrust", "the `inet` table NetTrust owns and rebuilds",
                      check=c.matches(r"[A-Za-z][A-Za-z0-9_]{0,62}", "nftables table name",
                                      "{value!r} is not a usable nftables table name: 1 to 64 "
@@ -310,6 +317,16 @@ class AlertsConfig:
 
 
 @dataclass(frozen=True)
+class RecordingConfig:
+    """The `recording` firewall backend: a fake for tests, it programs nothing."""
+
+    journal: str | None = key(Text(empty_is_none=True), "",
+                              "file the fake appends each call to, as JSON lines",
+                              check=c.absolute_path())
+    fail_grants: bool = key(Boolean(), False, "the fake refuses every grant (a fake failure)")
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration.  Its own keys are the file's [general] section."""
 
@@ -327,6 +344,7 @@ class Config:
     stats: StatsConfig = section(StatsConfig)
     metrics: MetricsConfig = section(MetricsConfig)
     alerts: AlertsConfig = section(AlertsConfig)
+    recording: RecordingConfig = section(RecordingConfig)
     #: The text it was parsed from, for :meth:`line_of`; not part of the value.
     source: SourceMap | None = field(default=None, repr=False, compare=False)
 

@@ -1,15 +1,21 @@
-"""The firewall backend contract, and a recording fake that ships beside it.
+"""The firewall backend contract: the verbs every backend has, and what they return.
 
 A backend owns one ruleset: a default-drop egress chain plus the sets that let answered
 addresses through.  The authorizer only ever calls these verbs; everything kernel-specific
-stays behind them.
+stays behind them.  What a backend may report besides (the base chains on netfilter's hooks,
+for the priority report) is a separate, optional protocol: :mod:`.diagnostics`.  The recording
+fake ships beside the contract (:mod:`.recording`), the configured list of backends is driven
+through one :class:`~.fanout.FanOut`, and backends are found by name in :mod:`.registry`.
+
+Errors: every verb raises :class:`~nettrust_core.errors.FirewallError` (never OSError or a
+netlink error) when the kernel refuses.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Callable, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -80,8 +86,58 @@ class RulesetSpec:
     instances: int = 1
 
 
+#: Hands over one part of a listing as the kernel delivers it (may raise to abandon the listing).
+OnBatch = Callable[[list[GrantedElement]], None]
+
+
+@dataclass(frozen=True)
+class Status:
+    """What a backend holds, for ``nettrust status`` and the periodic ruleset check.
+
+    ``present``: the ruleset exists (False: egress is not filtered by this backend).
+    ``hooks``: the base chains hooked as configured; ``policy`` their policy (``"drop"``);
+    ``sets``: elements per set (empty when not counted); ``counters``: the ruleset's named
+    counters (``{"rejected": {"packets": n, "bytes": n}}``).  ``repairs`` and ``errors``: this
+    process's grants that found the ruleset missing and rebuilt it, and that failed.
+    ``members``: with several backends (:class:`~.fanout.FanOut`), each one's own status; the
+    fields above are then what holds for every one of them.
+    """
+
+    backend: str
+    present: bool
+    table: str = ""
+    family: str = ""
+    dormant: bool = False
+    hooks: tuple[str, ...] = ()
+    chains: dict[str, dict[str, Any]] = field(default_factory=dict)
+    priority: int | None = None
+    policy: str | None = None
+    action: str | None = None
+    sets: dict[str, int | None] = field(default_factory=dict)
+    counters: dict[str, dict[str, int]] = field(default_factory=dict)
+    repairs: int = 0
+    errors: int = 0
+    members: tuple["Status", ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (``nettrust status --json``)."""
+        out = {k: v for k, v in self.__dict__.items() if k != "members"}
+        out["hooks"] = list(self.hooks)
+        if self.members:
+            out["members"] = [m.to_dict() for m in self.members]
+        return out
+
+
 class FirewallBackend(Protocol):
-    """The verbs every backend provides."""
+    """The verbs every backend provides.
+
+    ``instance`` is this resolver process's index among ``firewall.instances``: ``grant``,
+    ``revoke``, ``lookup`` and ``list_grants(own_only=True)`` touch only its own grants.
+    """
+
+    #: Grants that found the ruleset missing and rebuilt it (the answer path then starts its
+    #: tracker afresh: what it believed granted is gone).
+    repairs: int
 
     def ensure(self) -> None:
         """Create or repair the ruleset atomically; live grants survive."""
@@ -89,18 +145,21 @@ class FirewallBackend(Protocol):
     def grant(self, grants: Sequence[Grant]) -> None:
         """Add or extend the given grants in one kernel transaction (the answer path)."""
 
-    def list_grants(self) -> list[GrantedElement]:
-        """The live grants of every instance, from the kernel."""
-
-    def scan_own_grants(self, on_batch: Callable[[list[GrantedElement]], None]) -> None:
-        """This process's live grants, handed over in batches (a restart adopts them)."""
-
     def revoke(self, addresses: Sequence[IPAddress]) -> None:
         """Remove these grants now (absent ones are ignored); one kernel transaction."""
 
     def lookup(self, address: IPAddress) -> float | None:
         """Seconds left on this process's grant of ``address`` (None: none), asked of the kernel
-        for this one element: how a restart stays exact before the full dump is read."""
+        for this one element: how a restart stays exact before the full listing is read."""
+
+    def list_grants(self, on_batch: OnBatch | None = None, *,
+                    own_only: bool = False) -> list[GrantedElement]:
+        """The live grants, from the kernel: every instance's, or with ``own_only`` this one's.
+
+        With ``on_batch`` each part is handed over as the kernel delivers it and nothing is
+        kept (returns ``[]``): how a restart adopts a million grants without holding them all
+        (``on_batch`` may raise to abandon the listing).
+        """
 
     def flush_grants(self, own_only: bool = False) -> None:
         """Drop every grant (``own_only``: this instance's); the ruleset and drop policy stay."""
@@ -108,66 +167,9 @@ class FirewallBackend(Protocol):
     def remove(self) -> None:
         """Delete the whole ruleset (a clean removal: egress is open again)."""
 
-    def status(self) -> dict:
-        """Ruleset present, priority, set sizes, counters."""
+    def status(self, *, count_elements: bool = True) -> Status:
+        """What the kernel holds (``count_elements=False``: no set sizes, for frequent checks:
+        counting may dump a million elements)."""
 
     def close(self) -> None:
         """Release sockets; the kernel state stays."""
-
-
-@dataclass
-class RecordingBackend:
-    """An in-memory backend for tests of policy and authorizer (no kernel involved).
-
-    It records each ``grant`` batch so a test can assert exactly what the answer path wrote.
-    Set ``fail_with`` to make ``grant`` raise, to exercise fail-closed paths.
-    """
-
-    spec: RulesetSpec = field(default_factory=RulesetSpec)
-    batches: list[list[Grant]] = field(default_factory=list)
-    present: bool = False
-    fail_with: Exception | None = None
-    ensure_calls: int = 0
-    revoked: list = field(default_factory=list)
-
-    def ensure(self) -> None:
-        self.ensure_calls += 1
-        self.present = True
-
-    def grant(self, grants: Sequence[Grant]) -> None:
-        if self.fail_with is not None:
-            raise self.fail_with
-        self.batches.append(list(grants))
-
-    def list_grants(self) -> list[GrantedElement]:
-        latest: dict[IPAddress, Grant] = {}
-        for batch in self.batches:
-            for g in batch:
-                latest[g.address] = g
-        return [GrantedElement(g.address, g.timeout, g.timeout, g.comment) for g in latest.values()]
-
-    def scan_own_grants(self, on_batch: Callable[[list[GrantedElement]], None]) -> None:
-        on_batch(self.list_grants())
-
-    def lookup(self, address: IPAddress) -> float | None:
-        found = [g for g in self.list_grants() if g.address == address]
-        return found[0].expires_in if found else None
-
-    def revoke(self, addresses: Sequence[IPAddress]) -> None:
-        gone = set(addresses)
-        self.revoked.extend(addresses)
-        self.batches = [[g for g in batch if g.address not in gone] for batch in self.batches]
-
-    def flush_grants(self, own_only: bool = False) -> None:
-        self.batches.clear()
-
-    def remove(self) -> None:
-        self.present = False
-        self.batches.clear()
-
-    def status(self) -> dict:
-        return {"present": self.present, "priority": self.spec.priority,
-                "sets": {"grants": len(self.list_grants())}, "counters": {}}
-
-    def close(self) -> None:
-        pass

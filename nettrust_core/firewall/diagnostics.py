@@ -1,12 +1,13 @@
-"""What a backend reports for people, beside its verbs: the base chains on netfilter's hooks.
+"""What a backend may report for people, beside its verbs: the base chains on netfilter's hooks.
 
-A backend that can list them offers ``base_chains() -> list[BaseChain]``; the priority report
-(:mod:`nettrust_core.lifecycle.chains`) reads that list, whichever backend produced it.
+Optional: a backend that can list them declares :class:`Diagnostics` (it has ``base_chains``);
+the priority report (:mod:`nettrust_core.lifecycle.chains`) and ``nettrust status`` ask
+``isinstance(backend, Diagnostics)`` and say plainly when the backend offers none.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Protocol, runtime_checkable
 
 
 class BaseChain(NamedTuple):
@@ -21,3 +22,11 @@ class BaseChain(NamedTuple):
     def __str__(self) -> str:
         return (f"{self.family} {self.table} {self.name}: {self.type} hook {self.hook} "
                 f"priority {self.priority} policy {self.policy}")
+
+
+@runtime_checkable
+class Diagnostics(Protocol):
+    """A backend that can list every base chain of the kernel (ours and other tables')."""
+
+    def base_chains(self) -> list[BaseChain]:
+        """Every base chain of every table and family; raises FirewallError when it cannot."""

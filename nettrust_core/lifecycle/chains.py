@@ -14,7 +14,7 @@ What can matter:
 
 from __future__ import annotations
 
-from ..firewall.diagnostics import BaseChain
+from ..firewall.diagnostics import BaseChain, Diagnostics
 
 IP_FAMILIES = ("inet", "ip", "ip6")
 LEGACY_FILES = ("/proc/net/ip_tables_names", "/proc/net/ip6_tables_names")
@@ -61,7 +61,7 @@ def legacy_tables() -> list[str]:
     return names
 
 
-def report(backend, table: str, hooks: tuple[str, ...], priority: int) -> dict:
+def report(backend: Diagnostics, table: str, hooks: tuple[str, ...], priority: int) -> dict:
     """``{"chains": [...], "warnings": [...]}`` for status output and the start-up log."""
     chains = backend.base_chains()
     return {"chains": [c._asdict() for c in relevant(chains, hooks)],

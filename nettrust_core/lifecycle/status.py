@@ -6,6 +6,7 @@ Runs in the CLI's process (root), asking the kernel the same questions the resol
 from __future__ import annotations
 
 from ..errors import NetTrustError
+from ..firewall.diagnostics import Diagnostics
 from ..ruleset import CT_MARK
 from . import chains
 from .conntrack import Conntrack, ConntrackError
@@ -26,6 +27,9 @@ def lifecycle_status(config, backend) -> dict:
     else:
         out["conntrack"] = {"available": None, "error": "not used (lifecycle.liveness = false)"}
     fw = config.firewall
+    if not isinstance(backend, Diagnostics):
+        out["chains_error"] = "the firewall backend lists no base chains"
+        return out
     try:
         out.update(chains.report(backend, fw.table, tuple(fw.hooks), fw.priority))
     except NetTrustError as exc:

@@ -16,6 +16,7 @@ import time
 from collections import Counter
 
 from ..errors import NetTrustError
+from ..firewall.diagnostics import Diagnostics
 from ..ruleset import CT_MARK
 from . import chains
 from .conntrack import Conntrack
@@ -77,10 +78,13 @@ class Lifecycle:
         self.report()
 
     def _log_chains(self) -> None:
-        fw = self.config.firewall
+        fw, backend = self.config.firewall, self.authorizer.backend
+        if not isinstance(backend, Diagnostics):
+            log.info("the firewall backend lists no base chains: no chain priority report")
+            return
         try:
-            rep = chains.report(self.authorizer.backend, fw.table, tuple(fw.hooks), fw.priority)
-        except (NetTrustError, AttributeError) as exc:
+            rep = chains.report(backend, fw.table, tuple(fw.hooks), fw.priority)
+        except NetTrustError as exc:
             log.warning("cannot list the base chains: %s", exc)
             return
         for c in rep["chains"]:

@@ -323,9 +323,9 @@ def test_dormant_table_is_woken_by_ensure(ns):
 
     def scenario():
         b = NftablesBackend(SPEC)
-        before = b.status(count_elements=False)["dormant"]
+        before = b.status(count_elements=False).dormant
         b.ensure()
-        return before, b.status(count_elements=False)["dormant"]
+        return before, b.status(count_elements=False).dormant
     assert ns.run(scenario) == (True, False)
 
 
@@ -335,7 +335,7 @@ def test_flush_and_remove(ns):
         b.ensure()
         b.grant([Grant(ip("198.51.100.1"), 60, "x"), Grant(ip("2001:db8:1::1"), 60, "y")])
         b.flush_grants()
-        after_flush = (len(b.list_grants()), b.status()["policy"])
+        after_flush = (len(b.list_grants()), b.status().policy)
         b.remove()
         b.remove()                                  # absent: not an error
         b.flush_grants()                            # absent: nothing to flush
@@ -347,7 +347,7 @@ def test_flush_and_remove(ns):
         return after_flush, b.status(), listed
     after_flush, status, listed = ns.run(scenario)
     assert after_flush == (0, "drop")
-    assert status["present"] is False and listed == errno.ENOENT
+    assert status.present is False and listed == errno.ENOENT
     assert ns.sh("nft", "list", "tables").stdout == ""
 
 
@@ -359,11 +359,11 @@ def test_status_reports_the_kernel_state(ns):
                  Grant(ip("2001:db8:1::1"), 60, "y")])
         return b.status()
     st = ns.run(scenario)
-    assert {k: st[k] for k in ("present", "table", "hooks", "priority", "policy", "action")} == {
-        "present": True, "table": T, "hooks": ["output"], "priority": 0, "policy": "drop",
+    assert {k: getattr(st, k) for k in ("present", "table", "hooks", "priority", "policy", "action")} == {
+        "present": True, "table": T, "hooks": ("output",), "priority": 0, "policy": "drop",
         "action": "reject"}
-    assert st["sets"] == {"allow4": 2, "allow6": 1, "static4": 3, "static6": 3}
-    assert st["counters"] == {"rejected": {"packets": 0, "bytes": 0}}
+    assert st.sets == {"allow4": 2, "allow6": 1, "static4": 3, "static6": 3}
+    assert st.counters == {"rejected": {"packets": 0, "bytes": 0}}
 
 
 def test_refusals_surface_as_firewall_errors(ns):
@@ -553,7 +553,7 @@ steps = [("ensure", b.ensure),
          ("grant", lambda: b.grant([Grant(ipaddress.ip_address("198.51.100.1"), 60, "unpriv.example"),
                                     Grant(ipaddress.ip_address("2001:db8::9"), 60, "unpriv6.example")])),
          ("grants", lambda: sorted(str(g.address) for g in b.list_grants())),
-         ("status", lambda: {k: b.status()[k] for k in ("present", "policy", "sets")})]
+         ("status", lambda: {k: getattr(b.status(), k) for k in ("present", "policy", "sets")})]
 for name, step in steps:
     try:
         out[name] = step()

@@ -10,7 +10,7 @@ import tracemalloc
 from nettrust_core.answer import A, AAAA, Answer, Record, Security
 from nettrust_core.authorizer import Authorizer
 from nettrust_core.config import parse_config
-from nettrust_core.firewall.base import RecordingBackend
+from nettrust_core.firewall.recording import RecordingBackend
 from nettrust_core.registrable import registrable_domain
 
 

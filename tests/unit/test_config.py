@@ -42,7 +42,7 @@ def test_empty_file_is_a_default_denylist():
     assert config.reachable == ReachableConfig(hosts=(), networks=(), private=False)
     assert config.grants == GrantsConfig(min_ttl=30.0, max_ttl=3600.0, grace=10.0)
     assert config.firewall == FirewallConfig(
-        backend="nftables", table="nettrust", priority=0, action="reject", hooks=("output",),
+        backends=("nftables",), table="nettrust", priority=0, action="reject", hooks=("output",),
         resolver_user="unbound", allow_dhcp=True, allow_icmpv6_nd=True, on_exit="keep")
     assert config.log == LogConfig(level="info", file=None)
 
@@ -465,7 +465,10 @@ def test_wrong_type_says_expected_and_found():
     ('[grants]\nmax_ttl = "8d"\n', "grants.max_ttl", 2, ["7d"]),
     ('[grants]\ngrace = "-1"\n', "grants.grace", 2, ["invalid duration"]),
     ('[grants]\ngrace = "30d"\n', "grants.grace", 2, ["7d"]),
-    ('[firewall]\nbackend = "iptables"\n', "firewall.backend", 2, ['"nftables"']),
+    ('[firewall]\nbackends = ["iptables"]\n', "firewall.backends[0]", 2, ['"nftables"', '"recording"']),
+    ('[firewall]\nbackends = []\n', "firewall.backends", 2, ["at least one"]),
+    ('[firewall]\nbackends = ["nftables", "nftables"]\n', "firewall.backends[1]", 2, ["twice"]),
+    ('[firewall]\nbackend = "nftables"\n', "firewall.backend", 2, ['backends = ["nftables"]']),
     ('[firewall]\ntable = "1bad"\n', "firewall.table", 2, ["table name"]),
     ('[firewall]\ntable = "my table"\n', "firewall.table", 2, ["table name"]),
     ('[firewall]\npriority = 401\n', "firewall.priority", 2, ["-400..400"]),

@@ -15,7 +15,8 @@ from nettrust_core.answer import Answer, Security, Source
 from nettrust_core.authorizer import Authorizer
 from nettrust_core.config import parse_config
 from nettrust_core.errors import FirewallError, NetTrustError
-from nettrust_core.firewall.base import Grant, RecordingBackend
+from nettrust_core.firewall.base import Grant
+from nettrust_core.firewall.recording import RecordingBackend
 from nettrust_core.lifecycle import chains, conntrack as lifecycle_ct
 from nettrust_core.netlink.conntrack import ConntrackError
 from nettrust_core.netlink import conntrack as ct, nflog, wire as nl

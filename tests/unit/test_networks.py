@@ -8,7 +8,7 @@ import pytest
 from nettrust_core.answer import Answer, Security, Source
 from nettrust_core.authorizer import Authorizer
 from nettrust_core.config import ConfigError, parse_config
-from nettrust_core.firewall.base import RecordingBackend
+from nettrust_core.firewall.recording import RecordingBackend
 from nettrust_core.networks import LOCAL, NEVER, PUBLIC, AddressClasses, nat64_ipv4
 from nettrust_core.policy import Outcome
 

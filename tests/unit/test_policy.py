@@ -9,7 +9,7 @@ from nettrust_core.answer import Answer, Security, Source, ChainTooLong, Record,
 from nettrust_core.authorizer import Authorizer
 from nettrust_core.config import parse_config
 from nettrust_core.errors import FirewallError
-from nettrust_core.firewall.base import RecordingBackend
+from nettrust_core.firewall.recording import RecordingBackend
 from nettrust_core.policy import Outcome
 
 BASE = """

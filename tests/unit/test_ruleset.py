@@ -11,9 +11,10 @@ import pytest
 
 from nettrust_core.config import parse_config
 from nettrust_core.errors import ConfigError, FirewallError
-from nettrust_core.firewall import nftables
+from nettrust_core.firewall import nftables, nftables_rules
 from nettrust_core.firewall.base import RulesetSpec
-from nettrust_core.firewall.nftables import chain_rules, resolver_cgroup_match, static_set_declarations
+from nettrust_core.firewall.nftables import resolver_cgroup_match
+from nettrust_core.firewall.nftables_rules import chain_rules, static_set_declarations
 from nettrust_core.ruleset import ruleset_spec
 
 ip = ipaddress.ip_address
@@ -148,7 +149,7 @@ def test_forward_rules_check_the_lan_side_first_and_give_no_free_pass():
 
 
 def test_the_module_docstring_lists_the_rules_in_the_order_they_are_emitted():
-    doc = nftables.__doc__
+    doc = nftables_rules.__doc__
     output = doc[doc.index("chain output {"):doc.index("chain forward {")]
     forward = doc[doc.index("chain forward {"):doc.index("Nothing ICMPv6")]
     markers = [("established", "ct state"), ("lo", 'oif "lo"'), ("icmpv6", "icmpv6 type"),
