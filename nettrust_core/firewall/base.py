@@ -14,8 +14,9 @@ netlink error) when the kernel refuses.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -117,7 +118,7 @@ class Status:
     counters: dict[str, dict[str, int]] = field(default_factory=dict)
     repairs: int = 0
     errors: int = 0
-    members: tuple["Status", ...] = ()
+    members: tuple[Status, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (``nettrust status --json``)."""

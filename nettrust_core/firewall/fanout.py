@@ -38,7 +38,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections import Counter
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from ..errors import FirewallError, NetTrustError
 from .base import FirewallBackend, Grant, GrantedElement, IPAddress, OnBatch, Status

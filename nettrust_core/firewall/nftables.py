@@ -29,14 +29,15 @@ import os
 import shutil
 import subprocess
 import threading
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ..errors import FirewallError
 from ..netlink import nftables as nl, nftables_state as nft_state, wire
 from .base import Grant, GrantedElement, IPAddress, OnBatch, RulesetSpec, Status
 from .diagnostics import BaseChain
-from .nftables_rules import (CGROUP_ROOT, COUNTER, FAMILY, HOOKS, RESOLVER_CHAIN, STATIC_SETS,  # noqa: F401
-                             ChainState, all_grant_sets, grant_sets, ruleset_commands,
+from .nftables_rules import (CGROUP_ROOT, COUNTER, FAMILY, HOOKS, STATIC_SETS, ChainState,
+                             all_grant_sets, grant_sets, ruleset_commands,
                              static_set_declarations, validate_spec)
 
 log = logging.getLogger("nettrust.firewall")
@@ -119,12 +120,12 @@ class NftablesBackend:
         self._timeout = timeout
         self._hot: nl.NftablesSocket | None = None      # the answer path's socket
         self._ctl: nl.NftablesSocket | None = None      # dumps and control messages
-        self._nft = None                               # libnftables context, made on first ensure
+        self._nft: Any = None                          # libnftables context, made on first ensure
         self._open_lock = threading.Lock()
         self._ctl_lock = threading.Lock()
 
     @classmethod
-    def from_config(cls, spec: RulesetSpec, config: Any, instance: int = 0) -> "NftablesBackend":
+    def from_config(cls, spec: RulesetSpec, config: Any, instance: int = 0) -> NftablesBackend:
         """How :func:`nettrust_core.ruleset.make_backend` builds it (see :mod:`.registry`)."""
         return cls(spec, instance=instance)
 
@@ -223,14 +224,15 @@ class NftablesBackend:
         no lock that writers need.
         """
         out: list[GrantedElement] = []
-        give = on_batch or out.extend
+        give: OnBatch = on_batch or out.extend
         sets = ([(self.instance, v, n) for v, n in self.grant_sets.items()] if own_only
                 else all_grant_sets(self.spec))
         sock = nl.NftablesSocket(self._timeout)
         try:
             for instance, v, name in sets:
-                sock.scan_elements(self.spec.table, name,
-                                   lambda batch: give(_granted(batch, v, instance)))
+                def part(batch: list[nl.Element], v: int = v, k: int = instance) -> None:
+                    give(_granted(batch, v, k))
+                sock.scan_elements(self.spec.table, name, part)
         finally:
             sock.close()
         return out

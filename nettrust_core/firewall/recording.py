@@ -14,8 +14,9 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from ..errors import FirewallError
 from .base import Grant, GrantedElement, IPAddress, OnBatch, RulesetSpec, Status
@@ -44,7 +45,7 @@ class RecordingBackend:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @classmethod
-    def from_config(cls, spec: RulesetSpec, config: Any, instance: int = 0) -> "RecordingBackend":
+    def from_config(cls, spec: RulesetSpec, config: Any, instance: int = 0) -> RecordingBackend:
         rec = config.recording
         return cls(spec, journal=rec.journal, fail_grants=rec.fail_grants, instance=instance)
 

@@ -12,9 +12,11 @@ A backend class provides ``from_config(spec, config, instance) -> FirewallBacken
 from __future__ import annotations
 
 import importlib
-from typing import Mapping
+from collections.abc import Mapping
+from typing import Any, Protocol, cast
 
 from ..errors import FirewallError
+from .base import FirewallBackend, RulesetSpec
 
 #: name -> "module:Class" (module relative to this package).  ``recording`` is the fake of
 #: :mod:`.recording`, for integration tests (it programs nothing).
@@ -22,6 +24,13 @@ BACKENDS: Mapping[str, str] = {
     "nftables": "nftables:NftablesBackend",
     "recording": "recording:RecordingBackend",
 }
+
+
+class BackendClass(Protocol):
+    """What a registered class provides: how to build it from the configuration."""
+
+    def from_config(self, spec: RulesetSpec, config: Any, instance: int = 0) -> FirewallBackend:
+        ...
 
 
 class UnknownBackend(FirewallError):
@@ -32,7 +41,7 @@ def names(registry: Mapping[str, str] = BACKENDS) -> tuple[str, ...]:
     return tuple(registry)
 
 
-def backend_class(name: str, registry: Mapping[str, str] = BACKENDS) -> type:
+def backend_class(name: str, registry: Mapping[str, str] = BACKENDS) -> BackendClass:
     """The class registered as ``name``, imported now; raises :class:`UnknownBackend`."""
     valid = ", ".join(registry)
     target = registry.get(name)
@@ -41,7 +50,7 @@ def backend_class(name: str, registry: Mapping[str, str] = BACKENDS) -> type:
     module_name, _, attr = target.partition(":")
     try:
         module = importlib.import_module(f".{module_name}", __package__)
-        return getattr(module, attr)
+        return cast(BackendClass, getattr(module, attr))
     except (ImportError, AttributeError) as exc:
         raise UnknownBackend(f"firewall backend {name!r} is not available on this host "
                              f"({type(exc).__name__}: {exc}); valid names: {valid} -- install "

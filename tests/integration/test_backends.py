@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from lab_util import direct, resolving_lab
 
 from sandbox.product import NetTrustHost, stats_section

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from nettrust_core.answer import A, AAAA, Answer, Record, Security
+from nettrust_core.answer import AAAA, A, Answer, Record, Security
 from nettrust_core.authorizer import Authorizer
 from nettrust_core.config import ConfigError, parse_config
 from nettrust_core.errors import FirewallError
@@ -129,7 +129,7 @@ def test_the_first_backend_refusing_writes_nothing_anywhere():
 
 def test_a_kernel_errno_survives_the_fan_out():
     # the authorizer evicts and retries on ENFILE (a full set): it must still see it
-    a, b, fan = two()
+    _a, b, fan = two()
     b.fail_with = FirewallError("set full", errno=23)
     with pytest.raises(GrantRefused) as info:
         fan.grant([Grant(ip("198.51.100.1"), 60, "x")])
