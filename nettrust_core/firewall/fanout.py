@@ -29,8 +29,11 @@ in the configured order, and the answer path sees one :class:`~.base.FirewallBac
   what holds for all (present only if every one is, the hooks every one has, policy ``drop``
   only if every one drops).
 
-With one backend every verb is a direct call (measured: no measurable cost on the answer path,
-see the module's tests and the closing note of issue 11).
+With one backend every verb is one extra Python call.  Measured in one run in a network
+namespace (a one-address nftables grant, best of 7 rounds of 5000, medians in brackets):
+14.81 us (15.26) called directly, 15.12 us (15.31) through a one-backend fan-out: within the
+noise; the call itself is 69 -> 141 ns on a backend that does nothing.  With the recording fake
+as a second backend: 19.25 us.  (tests/unit/test_backend_contract.py holds it under 1 us.)
 """
 
 from __future__ import annotations
