@@ -11,10 +11,11 @@ from . import chains
 from .conntrack import Conntrack, ConntrackError
 
 
-def lifecycle_status(config, backend) -> dict:
+def lifecycle_status(config, backend, conntrack=None) -> dict:
+    """``conntrack``: what to ask (default the kernel's; tests inject a fake)."""
     out: dict = {}
     if config.lifecycle.liveness:
-        ct = Conntrack(CT_MARK)
+        ct = conntrack if conntrack is not None else Conntrack(CT_MARK)
         try:
             live = ct.live_destinations()
             out["conntrack"] = {"available": True, "live_connections": sum(live.values()),

@@ -1,9 +1,9 @@
 """The lifecycle's background work inside Unbound, started by Service.start, joined by Service.stop.
 
-Two threads at most: a ticker (the ruleset check every ``grants.verify_interval``, liveness
-checks every ``check_interval``, counters to the agent every ``report_interval``) and the
-unauthorized-attempt reader.  Neither ever holds up an answer
-for longer than a tracker update; both survive any error (logged, counted).  At start the chain
+Two threads at most, both :class:`~nettrust_core.worker.Worker` threads: a ticker (the ruleset
+check every ``grants.verify_interval``, liveness checks every ``check_interval``, counters to the
+agent every ``report_interval``) and the unauthorized-attempt reader.  Neither ever holds up an
+answer for longer than a tracker update; both survive any error (logged, counted).  At start the chain
 priority report is logged, and whether conntrack and the NFLOG group are usable.
 """
 
@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import errno
 import logging
-import threading
 import time
 from collections import Counter
 
 from ..errors import NetTrustError
 from ..ruleset import CT_MARK
+from ..worker import Worker
 from . import chains
 from .conntrack import Conntrack
 from .liveness import Liveness
@@ -28,21 +28,32 @@ log = logging.getLogger("nettrust.lifecycle")
 REMAINING_BUCKETS = (10, 30, 60, 300, 900, 3600)
 
 
-class Lifecycle:
-    def __init__(self, config, authorizer, reporter=None) -> None:
+class Lifecycle(Worker):
+    """The ticker thread, and the owner of the unauthorized-attempt reader and of conntrack.
+
+    ``conntrack`` is what liveness asks (default: the kernel's, :class:`.conntrack.Conntrack`);
+    tests inject a fake one (e.g. one that is unavailable) here.
+    """
+
+    name = "nettrust-lifecycle"
+
+    def __init__(self, config, authorizer, reporter=None, *, conntrack=None) -> None:
+        self.counters: Counter[str] = Counter()
+        super().__init__(self.counters)
         self.config = config
         self.authorizer = authorizer
         self.reporter = reporter if reporter is not None and reporter.enabled else None
-        self.counters: Counter[str] = Counter()
         lc = config.lifecycle
-        self.conntrack = Conntrack(CT_MARK) if lc.liveness else None
+        if not lc.liveness:
+            conntrack = None
+        elif conntrack is None:
+            conntrack = Conntrack(CT_MARK)
+        self.conntrack = conntrack
         self.liveness = (Liveness(authorizer, self.conntrack, self.counters,
                                   interval=lc.check_interval, max_lifetime=lc.max_lifetime,
                                   grace=config.grants.grace) if lc.liveness else None)
         self.watcher = (UnauthorizedWatcher(lc.log_group, self.reporter, self.counters,
                                             strikes=lc.strikes) if lc.unauthorized else None)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     # -- start / stop ----------------------------------------------------------------------
     def start(self) -> None:
@@ -63,13 +74,14 @@ class Lifecycle:
                 else:
                     self.counters["unauthorized_unavailable"] += 1
                     log.error("refused attempts will not be reported: %s", exc)
-        self._thread = threading.Thread(target=self._run, name="nettrust-lifecycle", daemon=True)
-        self._thread.start()
+        super().start()
+
+    def workers(self) -> list[Worker]:
+        """The threads this object started (the ticker, and the reader when it runs)."""
+        return [self] + ([self.watcher] if self.watcher is not None else [])
 
     def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        super().stop(timeout)
         if self.watcher is not None:
             self.watcher.stop(timeout)
         if self.conntrack is not None:
@@ -89,7 +101,7 @@ class Lifecycle:
             log.warning("chain priority: %s", w)
 
     # -- the ticker ------------------------------------------------------------------------
-    def _run(self) -> None:
+    def run(self) -> None:
         lc = self.config.lifecycle
         verify_every = self.config.grants.verify_interval
         now = time.monotonic()
@@ -98,7 +110,7 @@ class Lifecycle:
         while True:
             wait = min(next_check if self.liveness else next_report, next_report,
                        next_verify) - time.monotonic()
-            if self._stop.wait(max(0.0, wait)):
+            if self.stopping.wait(max(0.0, wait)):
                 return
             now = time.monotonic()
             if now >= next_verify:

@@ -16,7 +16,7 @@ from nettrust_core.authorizer import Authorizer
 from nettrust_core.config import parse_config
 from nettrust_core.errors import FirewallError, NetTrustError
 from nettrust_core.firewall.base import Grant, RecordingBackend
-from nettrust_core.lifecycle import chains, conntrack as lifecycle_ct
+from nettrust_core.lifecycle import chains
 from nettrust_core.netlink.conntrack import ConntrackError
 from nettrust_core.netlink import conntrack as ct, nflog, wire as nl
 from nettrust_core.lifecycle.liveness import Liveness
@@ -73,13 +73,6 @@ def test_truncated_conntrack_entry_raises_a_nettrust_error_never_anything_else(c
         ct.parse_entry(broken)
     except NetTrustError:
         pass
-
-
-def test_fake_unavailable_conntrack_raises(monkeypatch):
-    monkeypatch.setenv(lifecycle_ct.FAKE_UNAVAILABLE_ENV, "1")
-    with pytest.raises(ConntrackError):
-        lifecycle_ct.Conntrack(1).live_destinations()
-    assert "not available" in lifecycle_ct.Conntrack(1).probe()
 
 
 # -- NFLOG codec -------------------------------------------------------------------------------
