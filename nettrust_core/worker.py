@@ -20,7 +20,8 @@ log = logging.getLogger("nettrust.worker")
 
 
 class Worker:
-    """Subclasses set :attr:`name` and implement :meth:`run` (return when :attr:`stopping` is set)."""
+    """Subclasses set :attr:`name` and implement :meth:`run`, which returns once :attr:`stopping`
+    is set."""
 
     name = "nettrust-worker"
 

@@ -3,8 +3,8 @@
 Two threads at most, both :class:`~nettrust_core.worker.Worker` threads: a ticker (the ruleset
 check every ``grants.verify_interval``, liveness checks every ``check_interval``, counters to the
 agent every ``report_interval``) and the unauthorized-attempt reader.  Neither ever holds up an
-answer for longer than a tracker update; both survive any error (logged, counted).  At start the chain
-priority report is logged, and whether conntrack and the NFLOG group are usable.
+answer for longer than a tracker update; both survive any error (logged, counted).  At start the
+chain priority report is logged, and whether conntrack and the NFLOG group are usable.
 """
 
 from __future__ import annotations

@@ -114,7 +114,8 @@ def test_service_with_unavailable_conntrack_says_so_and_keeps_granting(caplog):
     assert "DNS and grants keep working" in text
     assert "conntrack unavailable" in caplog.text and fake.queries >= 2
     assert service.lifecycle.liveness.available is False
-    assert "nettrust-lifecycle" in running and "nettrust-adoption" in {w.name for w in service.workers()}
+    assert "nettrust-lifecycle" in running
+    assert "nettrust-adoption" in {w.name for w in service.workers()}
     assert [w.name for w in service.workers() if w.alive] == []
 
 
@@ -123,4 +124,5 @@ def test_service_uses_the_kernels_conntrack_unless_one_is_injected():
     config = parse_config("[lifecycle]\nunauthorized = false\n")
     assert isinstance(Service(config, RecordingBackend()).lifecycle.conntrack, Conntrack)
     off = parse_config("[lifecycle]\nliveness = false\nunauthorized = false\n")
-    assert Service(off, RecordingBackend(), conntrack=FakeUnavailableConntrack()).lifecycle.conntrack is None
+    service = Service(off, RecordingBackend(), conntrack=FakeUnavailableConntrack())
+    assert service.lifecycle.conntrack is None
