@@ -11,11 +11,11 @@ import ipaddress
 import struct
 
 from ..errors import NetTrustError
-from ..firewall.base import IPAddress
 from ..netlink import conntrack as ctnl
 from ..netlink.conntrack import ConntrackError
 from ..netlink.core import NetlinkSocket
 from ..netlink.wire import Message
+from ..networks import IPAddress
 
 
 def to_address(raw: bytes) -> IPAddress:

@@ -49,7 +49,7 @@ def format_lifecycle(st: dict, table: str) -> list[str]:
         lines.append("base chains on NetTrust's hooks (lower priority runs first):")
         for c in st["chains"]:
             ours = "  (NetTrust)" if c["family"] == "inet" and c["table"] == table else ""
-            lines.append(f"  {chains.BaseChain(**c)}{ours}")
+            lines.append(f"  {chains.describe(c)}{ours}")
     for w in st.get("warnings", []):
         lines.append(f"warning: {w}")
     if "chains_error" in st:

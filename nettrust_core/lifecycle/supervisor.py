@@ -96,7 +96,7 @@ class Lifecycle(Worker):
             log.warning("cannot list the base chains: %s", exc)
             return
         for c in rep["chains"]:
-            log.info("base chain %s", chains.BaseChain(**c))
+            log.info("base chain %s", chains.describe(c))
         for w in rep["warnings"]:
             log.warning("chain priority: %s", w)
 
