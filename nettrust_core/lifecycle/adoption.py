@@ -23,7 +23,7 @@ from ..worker import Worker
 log = logging.getLogger("nettrust.adoption")
 
 
-class _Stopped(Exception):
+class _Stopped(NetTrustError):
     """Raised from the dump callback to abandon adoption when the resolver stops."""
 
 
