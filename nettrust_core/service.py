@@ -65,7 +65,7 @@ class Service:
               module_config: str | None = None, euid: int | None = None,
               cap_eff: int | None = None) -> None:
         """Check that this Unbound can do its job, then build the ruleset; live grants are
-        adopted in the background (answers are exact meanwhile: see nettrust_core.adoption).
+        adopted in the background (answers are exact meanwhile: see nettrust_core.lifecycle.adoption).
 
         The adapter passes what it knows of the running Unbound: its effective cache-max-ttl
         and module-config, its configuration file (read again with ``unbound-checkconf -o``

@@ -7,7 +7,9 @@ in a daemon thread; :meth:`~Worker.stop` sets :attr:`~Worker.stopping` (an Event
 on), calls :meth:`~Worker.wake` for a thread blocked elsewhere, and joins.  An exception that
 escapes ``run`` is logged with its traceback and counted (``thread_deaths`` in the counters given
 to the worker, and :attr:`~Worker.died`).  ``Service.stop`` (Unbound's ``deinit``) stops and joins
-every one of them: ``Service.workers()`` lists them.
+every one of them: ``Service.workers()`` lists them.  The statistics agent (another process)
+uses the same base for its writer and alert threads; its per-connection receivers come and go
+with their sockets and are joined by ``Agent.stop``.
 """
 
 from __future__ import annotations
@@ -70,6 +72,8 @@ class Worker:
         if thread.is_alive():
             log.error("background thread %s did not stop within %s s", self.name, timeout)
             return False
+        if self.stopping.is_set():
+            self._thread = None             # stopped: start() may run it again
         return True
 
     @property
