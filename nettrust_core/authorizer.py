@@ -9,14 +9,13 @@ backend failure is logged, counted and reported in the decision so the adapter c
 
 When grants go away behind the answers' backs (evicted by the set cap, ``nettrust flush`` from
 another process, a deleted table), the answers Unbound still caches would lead to refused
-connects: the revoked question names go to the cache invalidator, and the periodic
-:meth:`Authorizer.verify` notices a flushed set or a missing ruleset within
-``grants.verify_interval``, rebuilds the ruleset and starts the tracker afresh.
+connects: the revoked question names go to the cache invalidator, and the periodic check
+(:mod:`nettrust_core.lifecycle.verify`) notices a flushed set or a missing ruleset within
+``grants.verify_interval``, rebuilds the ruleset and calls :meth:`Authorizer.reset`.
 """
 
 from __future__ import annotations
 
-import errno
 import logging
 import time
 from collections import Counter
@@ -39,8 +38,6 @@ from .report import Reporter
 log = logging.getLogger("nettrust.authorizer")
 _ANSWER_COUNTER = {o: f"answers_{o.value}" for o in Outcome}
 _REFUSED_COUNTER = {w: f"refused_per_{w}_cap" for w in ("name", "domain", "client")}
-#: A sampled grant must have this many seconds left to tell a flush from a normal expiry.
-_VERIFY_MARGIN = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,61 +200,6 @@ class Authorizer:
         except Exception:                              # never let the cache break the answer
             self.counters["invalidation_errors"] += 1
             log.exception("cache invalidation failed")
-
-    # -- the ruleset behind our back (lifecycle ticker) -------------------------------------
-    def verify(self) -> str | None:
-        """Is the kernel still holding what we believe?  Called every ``grants.verify_interval``.
-
-        Cheap: the table's chains (present, hooked, drop policy) and one GETSETELEM for the
-        grant written last.  A missing table or chain, an accept policy, a missing grant set or
-        a flushed grant (``nettrust flush`` from another process, ``nft flush set``) rebuilds the
-        ruleset (fail closed), forgets every grant we believed in, invalidates their cached
-        answers and re-adopts what the kernel still holds.  What was wrong, or None.
-        """
-        why = self._ruleset_problem() or self._grants_problem()
-        if why is None:
-            return None
-        self.counters["verify_repairs"] += 1
-        log.error("%s: rebuilding the ruleset; answers will be granted afresh", why)
-        self.backend.ensure()
-        self._reset_finish(*self._reset_locked(), why=why)
-        return why
-
-    def _ruleset_problem(self) -> str | None:
-        try:
-            st = self.backend.status(count_elements=False)
-        except TypeError:                               # a backend without that switch
-            st = self.backend.status()
-        if not st.get("present"):
-            return f"table {st.get('table', self.config.firewall.table)} is missing"
-        if st.get("dormant"):
-            return "the table is dormant"
-        if "hooks" in st:
-            missing = [h for h in self.config.firewall.hooks if h not in st["hooks"]]
-            if missing:
-                return f"base chain(s) {', '.join(missing)} missing"
-            if st.get("policy") not in (None, "drop"):
-                return f"chain policy is {st.get('policy')}, not drop"
-        return None
-
-    def _grants_problem(self) -> str | None:
-        tracker = self.tracker
-        with tracker.lock:
-            sample = tracker.last_written
-            now = tracker.clock()
-        if sample is None or sample[1] - now < _VERIFY_MARGIN:
-            return None
-        try:
-            left = self.backend.lookup(sample[0])
-        except NetTrustError as exc:
-            if getattr(exc, "errno", None) == errno.ENOENT:
-                return f"grant set missing ({exc})"
-            raise
-        with tracker.lock:
-            still = tracker.last_written is sample and tracker.expires_in(sample[0]) is not None
-        if left is None and still:
-            return f"the grant of {sample[0]} is gone from the kernel (grants flushed)"
-        return None
 
     def reset(self, why: str) -> None:
         """Forget every grant we believed in and re-read the kernel's (after a flush or repair)."""

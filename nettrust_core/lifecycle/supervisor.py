@@ -21,6 +21,7 @@ from . import chains
 from .conntrack import Conntrack
 from .liveness import Liveness
 from .unauthorized import UnauthorizedWatcher
+from .verify import RulesetCheck
 
 log = logging.getLogger("nettrust.lifecycle")
 
@@ -49,6 +50,7 @@ class Lifecycle(Worker):
         elif conntrack is None:
             conntrack = Conntrack(CT_MARK)
         self.conntrack = conntrack
+        self.ruleset_check = RulesetCheck(authorizer)
         self.liveness = (Liveness(authorizer, self.conntrack, self.counters,
                                   interval=lc.check_interval, max_lifetime=lc.max_lifetime,
                                   grace=config.grants.grace) if lc.liveness else None)
@@ -115,7 +117,7 @@ class Lifecycle(Worker):
             now = time.monotonic()
             if now >= next_verify:
                 next_verify = now + verify_every
-                self._guarded(self.authorizer.verify)
+                self._guarded(self.ruleset_check.verify)
             if self.liveness is not None and now >= next_check:
                 next_check = now + lc.check_interval
                 self._guarded(self.liveness.check)
