@@ -12,6 +12,8 @@ import enum
 import ipaddress
 from dataclasses import dataclass, field
 
+from .errors import NetTrustError
+
 #: Record types the answer model understands (numbers as on the wire).
 A, CNAME, DNAME, PTR, AAAA = 1, 5, 39, 12, 28
 #: dnspython's ``resolve_chaining`` caps chains at 16 links; a longer chain is refused outright.
@@ -139,7 +141,7 @@ class Answer:
                    Security(security), tuple(records), client, source)
 
 
-class ChainTooLong(ValueError):
+class ChainTooLong(NetTrustError, ValueError):
     def __init__(self, qname: str, length: int) -> None:
         super().__init__(f"CNAME chain of {qname} is longer than {MAX_CHAIN} links")
         self.qname = qname

@@ -1,21 +1,21 @@
 """The authorizer: an answer and the policy's verdict become grants in the firewall.
 
-This is the one object the Unbound adapter talks to.  ``authorize`` is the answer path: it runs
-the policy, computes timeouts, skips writes that would not extend a live grant, and writes the
-rest in one backend call before returning.  A backend failure is logged, counted and reported
-in the decision so the adapter can fail closed (SERVFAIL) instead of releasing an answer whose
-addresses are unreachable.
+This is the one object the Unbound adapter talks to.  ``authorize`` is the answer path, read top
+to bottom: the policy's verdict (:mod:`.policy`), then the grants (:mod:`.grants`: timeouts,
+budgets, the tracker that never shortens, the lookups while adoption runs, the write under the set
+caps), then the backend (:mod:`.firewall`, over :mod:`.netlink`), all before returning.  A
+backend failure is logged, counted and reported in the decision so the adapter can fail closed
+(SERVFAIL) instead of releasing an answer whose addresses are unreachable.
 
 When grants go away behind the answers' backs (evicted by the set cap, ``nettrust flush`` from
 another process, a deleted table), the answers Unbound still caches would lead to refused
-connects: the revoked question names go to the cache invalidator, and the periodic
-:meth:`Authorizer.verify` notices a flushed set or a missing ruleset within
-``grants.verify_interval``, rebuilds the ruleset and starts the tracker afresh.
+connects: the revoked question names go to the cache invalidator, and the periodic check
+(:mod:`nettrust_core.lifecycle.verify`) notices a flushed set or a missing ruleset within
+``grants.verify_interval``, rebuilds the ruleset and calls :meth:`Authorizer.reset`.
 """
 
 from __future__ import annotations
 
-import errno
 import logging
 import time
 from collections import Counter
@@ -23,13 +23,15 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from .answer import Answer, RCODE_NAMES, TYPE_NAMES
-from .errors import NetTrustError
-from .firewall.base import COMMENT_MAX, FirewallBackend, Grant
-from .firewall.fanout import GrantRefused
-from .adoption import GrantAdoption
 from .cache_invalidation import CacheInvalidator
-from .hosts import GrantTracker, Owner
-from .lifecycle.caps import Budgets, SetCaps
+from .errors import NetTrustError
+from .firewall.base import FirewallBackend, Grant
+from .firewall.fanout import GrantRefused
+from .grants.caps import Budgets, SetCaps
+from .grants.timeouts import Timeouts, comment
+from .grants.tracker import GrantTracker, Owner
+from .grants.writer import GrantWriter
+from .lifecycle.adoption import GrantAdoption
 from .policy import NameCheck, Outcome, Policy, Verdict
 from .registrable import registrable_domain
 from .report import Reporter
@@ -37,8 +39,6 @@ from .report import Reporter
 log = logging.getLogger("nettrust.authorizer")
 _ANSWER_COUNTER = {o: f"answers_{o.value}" for o in Outcome}
 _REFUSED_COUNTER = {w: f"refused_per_{w}_cap" for w in ("name", "domain", "client")}
-#: A sampled grant must have this many seconds left to tell a flush from a normal expiry.
-_VERIFY_MARGIN = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,15 +63,16 @@ class Authorizer:
         self.policy = Policy(config)
         self.backend = backend
         g = config.grants
-        self.min_ttl, self.max_ttl, self.grace = g.min_ttl, g.max_ttl, g.grace
+        self.timeouts = Timeouts(g.min_ttl, g.max_ttl, g.grace)
         #: Told the question names whose grants were revoked early (None: nobody to tell).
         self.invalidator = invalidator
-        self.tracker = GrantTracker(slack=min(1.0, self.grace / 2), clock=clock,
+        self.tracker = GrantTracker(slack=min(1.0, self.timeouts.grace / 2), clock=clock,
                                     owner_of=lambda qname: Owner(qname, registrable_domain(qname)))
         self.budgets = Budgets(self.tracker, g.max_per_name, g.max_per_domain, g.max_per_client)
         self.set_caps = SetCaps(g.max_per_set)
         self.clock = clock
         self.counters: Counter[str] = Counter()
+        self.writer = GrantWriter(backend, self.tracker, self.set_caps, self.counters)
         #: The background read of the kernel's grants after start (None before start).
         self.adoption: GrantAdoption | None = None
 
@@ -80,7 +81,7 @@ class Authorizer:
         """Build or repair the ruleset, then adopt the kernel's live grants in the background.
 
         Answers are exact from the first one: until adoption completes, an address the tracker
-        does not know is looked up in the kernel before writing (see nettrust_core.adoption).
+        does not know is looked up in the kernel before writing (see nettrust_core.grants.writer).
         """
         self.backend.ensure()
         self.adoption = GrantAdoption(self.backend, self.tracker)
@@ -117,9 +118,6 @@ class Authorizer:
                                     "source": "blocked"})
         return check
 
-    def timeout_for(self, ttl: int) -> float:
-        return min(max(float(ttl), self.min_ttl), self.max_ttl) + self.grace
-
     def authorize(self, answer: Answer) -> Decision:
         verdict = self.policy.judge(answer)
         self.counters[_ANSWER_COUNTER[verdict.outcome]] += 1
@@ -130,8 +128,9 @@ class Authorizer:
             return Decision(verdict)
 
         chain = verdict.chain
-        comment = _comment(chain)
-        grants = tuple(Grant(addr, self.timeout_for(ttl), comment) for addr, ttl in verdict.grants)
+        why = comment(chain)
+        timeout_for = self.timeouts.for_ttl
+        grants = tuple(Grant(addr, timeout_for(ttl), why) for addr, ttl in verdict.grants)
         owner = Owner(chain[-1], registrable_domain(chain[0]), answer.client or "", chain[0])
         tracker = self.tracker
         revoked: list[str] = []
@@ -147,10 +146,10 @@ class Authorizer:
             write_s = 0.0
             repairs = self.backend.repairs
             try:
-                todo = self._to_write(grants, now)
+                todo = self.writer.to_write(grants, now)
                 if todo:
                     started = time.perf_counter()
-                    revoked = self._write(todo)
+                    revoked = self.writer.write(todo)
                     write_s = time.perf_counter() - started
             except NetTrustError as exc:
                 self.counters["backend_errors"] += 1
@@ -192,48 +191,6 @@ class Authorizer:
             "chain": verdict.chain, "grants": [(str(g.address), g.timeout) for g in grants],
             "written": written, "write_s": write_s, "error": error})
 
-    def _to_write(self, grants, now: float) -> list[Grant]:
-        """The grants that extend what the kernel holds (caller holds the tracker's lock).
-
-        While a restart's adoption is still reading the kernel's sets, an address the tracker
-        does not know may still hold a longer grant there: ask the kernel for that element
-        first (microseconds), so nothing is shortened.
-        """
-        tracker = self.tracker
-        if not tracker.complete:
-            for g in grants:
-                if tracker.expires_in(g.address) is None:
-                    left = self.backend.lookup(g.address)
-                    self.counters["adoption_lookups"] += 1
-                    if left:
-                        tracker.record(g.address, now + left, answered=False)
-        return [g for g in grants if tracker.needs_write(g.address, now + g.timeout)]
-
-    def _write(self, todo: list[Grant]) -> list[str]:
-        """Write under the set caps: make room first; a full set gets one forced eviction and
-        retry.  The question names whose grants were evicted (for cache invalidation)."""
-        names: list[str] = []
-        evict = self.set_caps.to_evict(self.tracker, todo)
-        if evict:
-            names += self._revoke(evict)
-        try:
-            self.backend.grant(todo)
-        except NetTrustError as exc:
-            if getattr(exc, "errno", None) != errno.ENFILE:
-                raise
-            self.counters["set_full"] += 1
-            names += self._revoke(self.set_caps.to_evict(self.tracker, todo, force=True))
-            self.backend.grant(todo)
-        return names
-
-    def _revoke(self, addresses: list) -> list[str]:
-        self.backend.revoke(addresses)
-        names = self.tracker.forget(addresses)
-        self.counters["evicted"] += len(addresses)
-        log.warning("grant set near its size (grants.max_per_set = %d): revoked %d grants of the "
-                    "largest domains", self.set_caps.size, len(addresses))
-        return names
-
     def _invalidate(self, names: Iterable[str]) -> None:
         """Tell the resolver's cache (never blocks) which answers lost their grants."""
         if self.invalidator is None:
@@ -247,57 +204,6 @@ class Authorizer:
         except Exception:                              # never let the cache break the answer
             self.counters["invalidation_errors"] += 1
             log.exception("cache invalidation failed")
-
-    # -- the ruleset behind our back (lifecycle ticker) -------------------------------------
-    def verify(self) -> str | None:
-        """Is the kernel still holding what we believe?  Called every ``grants.verify_interval``.
-
-        Cheap: the table's chains (present, hooked, drop policy) and one GETSETELEM for the
-        grant written last.  A missing table or chain, an accept policy, a missing grant set or
-        a flushed grant (``nettrust flush`` from another process, ``nft flush set``) rebuilds the
-        ruleset (fail closed), forgets every grant we believed in, invalidates their cached
-        answers and re-adopts what the kernel still holds.  What was wrong, or None.
-        """
-        why = self._ruleset_problem() or self._grants_problem()
-        if why is None:
-            return None
-        self.counters["verify_repairs"] += 1
-        log.error("%s: rebuilding the ruleset; answers will be granted afresh", why)
-        self.backend.ensure()
-        self._reset_finish(*self._reset_locked(), why=why)
-        return why
-
-    def _ruleset_problem(self) -> str | None:
-        st = self.backend.status(count_elements=False)
-        if not st.present:
-            return f"table {st.table or self.config.firewall.table} is missing ({st.backend})"
-        if st.dormant:
-            return "the table is dormant"
-        missing = [h for h in self.config.firewall.hooks if h not in st.hooks]
-        if missing:
-            return f"base chain(s) {', '.join(missing)} missing"
-        if st.policy not in (None, "drop"):
-            return f"chain policy is {st.policy}, not drop"
-        return None
-
-    def _grants_problem(self) -> str | None:
-        tracker = self.tracker
-        with tracker.lock:
-            sample = tracker.last_written
-            now = tracker.clock()
-        if sample is None or sample[1] - now < _VERIFY_MARGIN:
-            return None
-        try:
-            left = self.backend.lookup(sample[0])
-        except NetTrustError as exc:
-            if getattr(exc, "errno", None) == errno.ENOENT:
-                return f"grant set missing ({exc})"
-            raise
-        with tracker.lock:
-            still = tracker.last_written is sample and tracker.expires_in(sample[0]) is not None
-        if left is None and still:
-            return f"the grant of {sample[0]} is gone from the kernel (grants flushed)"
-        return None
 
     def reset(self, why: str) -> None:
         """Forget every grant we believed in and re-read the kernel's (after a flush or repair)."""
@@ -336,7 +242,7 @@ class Authorizer:
         tracker = self.tracker
         with tracker.lock:
             now = self.clock()
-            todo = self._to_write([Grant(a, timeout) for a in addresses], now)
+            todo = self.writer.to_write([Grant(a, timeout) for a in addresses], now)
             if todo:
                 self.backend.grant(todo)
                 for g in todo:
@@ -355,9 +261,3 @@ class Authorizer:
                   ", ".join(f"{g.address} {g.timeout:g}s" for g in grants),
                   ", ".join(f"{a} {why}" for a, why in verdict.refused))
 
-
-def _comment(chain: tuple[str, ...]) -> str:
-    """The name that opened the grant: the question, and the final name when a CNAME led there."""
-    text = chain[0] if len(chain) == 1 else f"{chain[0]}>{chain[-1]}"
-    data = text.encode("utf-8")[:COMMENT_MAX]
-    return data.decode("utf-8", "ignore")

@@ -20,10 +20,10 @@ from __future__ import annotations
 import logging
 import queue
 import socket
-import threading
 from typing import Iterable, Protocol
 
 from .ratelimit import RateLimiter
+from .worker import Worker
 
 log = logging.getLogger("nettrust.cache")
 
@@ -65,15 +65,17 @@ def control_command(path: str, command: str, timeout: float = CONTROL_TIMEOUT) -
     return b"".join(chunks).decode("utf-8", "replace")
 
 
-class UnboundControlInvalidator:
+class UnboundControlInvalidator(Worker):
     """Flushes names through Unbound's control socket from one background thread."""
+
+    name = "nettrust-cache-flush"
 
     def __init__(self, socket_path: str, *, queue_size: int = QUEUE_SIZE,
                  timeout: float = CONTROL_TIMEOUT) -> None:
+        super().__init__()
         self.socket_path = socket_path
         self.timeout = timeout
         self._queue: queue.Queue[str | None] = queue.Queue(queue_size)
-        self._thread: threading.Thread | None = None
         self._errors = RateLimiter(interval=30.0, burst=2)
         #: Counters (read by status and tests): queued, flushed, dropped (queue full), failed.
         self.counts = {"queued": 0, "flushed": 0, "dropped": 0, "failed": 0}
@@ -89,14 +91,10 @@ class UnboundControlInvalidator:
             except queue.Full:
                 self.counts["dropped"] += 1
 
-    def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="nettrust-cache-flush", daemon=True)
-            self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        thread, self._thread = self._thread, None
-        if thread is None:
+    def wake(self) -> None:
+        """The stop marker, after the names already queued; pending flushes beyond the queue's
+        room are dropped so the marker always fits."""
+        if not self.alive:
             return
         while True:                      # make room for the stop marker: pending flushes go
             try:
@@ -107,9 +105,8 @@ class UnboundControlInvalidator:
                     self._queue.get_nowait()
                 except queue.Empty:
                     pass
-        thread.join(timeout)
 
-    def _run(self) -> None:
+    def run(self) -> None:
         while (name := self._queue.get()) is not None:
             try:
                 reply = control_command(self.socket_path, f"flush {name or '.'}", self.timeout)

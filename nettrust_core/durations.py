@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 import re
 
+from .errors import InvalidValue
+
 #: Seconds per unit, largest first: components of a duration must follow this order.
 UNITS: dict[str, float] = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1, "ms": 0.001}
 
@@ -30,10 +32,10 @@ def parse_duration(value: int | float | str) -> float:
     values raise :class:`ValueError` saying what is accepted.
     """
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ValueError(f"invalid duration {value!r}: {_ACCEPTED}")
+        raise InvalidValue(f"invalid duration {value!r}: {_ACCEPTED}")
     if not isinstance(value, str):
         if not math.isfinite(value) or value < 0:
-            raise ValueError(f"invalid duration {value!r}: {_ACCEPTED}")
+            raise InvalidValue(f"invalid duration {value!r}: {_ACCEPTED}")
         return float(value)
 
     text = value.strip()
@@ -45,16 +47,16 @@ def parse_duration(value: int | float | str) -> float:
     while pos < len(text):
         match = _COMPONENT.match(text, pos)
         if match is None:
-            raise ValueError(f"invalid duration {value!r}: {_ACCEPTED}")
+            raise InvalidValue(f"invalid duration {value!r}: {_ACCEPTED}")
         number, unit = match.groups()
         if _RANK[unit] <= last_rank:
-            raise ValueError(f"invalid duration {value!r}: unit {unit!r} is repeated or out of "
-                             f"order; {_ACCEPTED}")
+            raise InvalidValue(f"invalid duration {value!r}: unit {unit!r} is repeated or out of "
+                               f"order; {_ACCEPTED}")
         last_rank = _RANK[unit]
         total += float(number) * UNITS[unit]
         pos = match.end()
     if last_rank < 0:                       # empty or whitespace only
-        raise ValueError(f"invalid duration {value!r}: {_ACCEPTED}")
+        raise InvalidValue(f"invalid duration {value!r}: {_ACCEPTED}")
     return total
 
 
@@ -65,7 +67,8 @@ def format_duration(seconds: int | float) -> str:
     """
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) \
             or not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"cannot format {seconds!r} as a duration: expected non-negative seconds")
+        raise InvalidValue(f"cannot format {seconds!r} as a duration: expected non-negative "
+                           "seconds")
     millis = round(seconds * 1000)
     parts = []
     for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000),

@@ -2,7 +2,18 @@
 
 Everything the library raises on purpose derives from :class:`NetTrustError`, so the CLI and the
 Unbound adapter can turn any of them into one clean message.  Errors from the operating system
-(netlink, OSError) are translated at the backend boundary; nothing raw escapes.
+(netlink, OSError) are translated at the backend boundary; nothing raw escapes.  Errors that
+callers have always caught as ``ValueError`` (a bad name, duration, network, a hostile answer or
+frame) are that too: they derive from both.
+
+    NetTrustError
+    ├── InvalidValue (ValueError)        bad input: names, durations, networks, answer kinds
+    │   └── …                            WireNameError, ChainTooLong, dnstap DecodeError
+    ├── ConfigError                      a configuration file (file, key, line)
+    ├── FirewallError                    a backend could not do what it was asked
+    │   └── NetlinkError                 a netlink exchange with netfilter failed or did not parse
+    └── in their modules: ConntrackError (liveness unknown), NflogError, SettingsError,
+        StatsError, and the agent's SchemaError and Frame Streams ProtocolError
 """
 
 from __future__ import annotations
@@ -10,6 +21,10 @@ from __future__ import annotations
 
 class NetTrustError(Exception):
     """Root of every NetTrust error."""
+
+
+class InvalidValue(NetTrustError, ValueError):
+    """A value handed to the library is not valid; also a ValueError, as callers catch it."""
 
 
 class ConfigError(NetTrustError):
@@ -61,3 +76,10 @@ class FirewallError(NetTrustError):
             if value is not None:
                 parts.append(f"{name}={value}")
         return " ".join(parts)
+
+
+class NetlinkError(FirewallError):
+    """A netlink exchange failed, or what the kernel sent did not parse (``errno`` when the kernel
+    said why).  Every netlink socket NetTrust opens speaks to netfilter (nf_tables, ctnetlink,
+    nfnetlink_log), so it is a :class:`FirewallError`: the firewall backend passes it on as one,
+    with the table and set it was touching, and callers that catch FirewallError still do."""

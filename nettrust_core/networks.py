@@ -28,6 +28,8 @@ from __future__ import annotations
 import ipaddress
 from typing import Iterable
 
+from .errors import InvalidValue
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -174,8 +176,8 @@ def embedded_ipv4(value: int, nat64: tuple[tuple[int, int, int], ...] = ()) -> t
 def parse_nat64_prefix(network: IPNetwork) -> tuple[int, int, int]:
     """A configured NAT64 prefix as (prefix, mask, length); ValueError if not an RFC 6052 one."""
     if network.version != 6 or network.prefixlen not in _RFC6052:
-        raise ValueError(f"{network} is not an IPv6 prefix of length "
-                         f"{', '.join(f'/{n}' for n in NAT64_LENGTHS)} (RFC 6052)")
+        raise InvalidValue(f"{network} is not an IPv6 prefix of length "
+                           f"{', '.join(f'/{n}' for n in NAT64_LENGTHS)} (RFC 6052)")
     return int(network.network_address), int(network.netmask), network.prefixlen
 
 

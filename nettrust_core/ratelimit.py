@@ -12,6 +12,8 @@ import threading
 import time
 from typing import Callable, Hashable
 
+from .errors import InvalidValue
+
 #: Distinct keys remembered at most; beyond that the oldest are forgotten (a key per error kind
 #: is expected, not per name, but a bound keeps a caller's mistake from growing memory).
 MAX_KEYS = 1024
@@ -21,7 +23,7 @@ class RateLimiter:
     def __init__(self, interval: float = 10.0, burst: int = 3, *,
                  clock: Callable[[], float] = time.monotonic) -> None:
         if interval <= 0 or burst < 1:
-            raise ValueError("interval must be > 0 and burst >= 1")
+            raise InvalidValue("interval must be > 0 and burst >= 1")
         self.interval = interval
         self.burst = burst
         self._clock = clock

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .errors import InvalidValue
 from .answer import A, AAAA
 
 RCODE_NOERROR, RCODE_NXDOMAIN, RCODE_REFUSED = 0, 3, 5
@@ -37,4 +38,4 @@ def blocked_response(kind: str, qname: str, qtype: int, ttl: int = BLOCKED_TTL) 
         return BlockedResponse(RCODE_NOERROR, (), (soa,))
     if kind == "nxdomain":
         return BlockedResponse(RCODE_NXDOMAIN, (), (soa,))
-    raise ValueError(f"unknown blocked answer kind {kind!r}; expected one of {', '.join(KINDS)}")
+    raise InvalidValue(f"unknown blocked answer kind {kind!r}; expected one of {', '.join(KINDS)}")

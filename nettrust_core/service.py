@@ -6,7 +6,6 @@ The adapter calls :meth:`Service.start` from ``init_standard`` and :meth:`Servic
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 
@@ -23,6 +22,7 @@ from .responses import BlockedResponse, blocked_response
 from .ruleset import instance_from_env, make_backend
 from .unbound_conf import cache_max_ttl
 from .unbound_settings import control_socket, privilege_problem, problems, read_settings
+from .worker import Worker
 
 DEFAULT_CONFIG = "/etc/nettrust/nettrust.toml"
 log = logging.getLogger("nettrust")
@@ -33,7 +33,9 @@ def config_path() -> str:
 
 
 class Service:
-    def __init__(self, config, backend=None) -> None:
+    """``backend`` and ``conntrack`` default to the kernel's; tests inject fakes there."""
+
+    def __init__(self, config, backend=None, *, conntrack=None) -> None:
         self.config = config
         #: Which of the firewall.instances resolver processes this is ($NETTRUST_INSTANCE).
         self.instance = instance_from_env(config)
@@ -43,12 +45,10 @@ class Service:
         #: Removes names from Unbound's cache when grants are revoked early (eviction, caps,
         #: flush); it learns Unbound's control socket in start(), does nothing until then.
         self.invalidator = _Invalidator()
-        extra = {}
-        if "invalidator" in inspect.signature(Authorizer.__init__).parameters:
-            extra["invalidator"] = self.invalidator
-        self.authorizer = Authorizer(config, self.backend, reporter=self.reporter, **extra)
+        self.authorizer = Authorizer(config, self.backend, reporter=self.reporter,
+                                     invalidator=self.invalidator)
         #: Liveness renewals, refused-attempt events, counters: threads between start and stop.
-        self.lifecycle = Lifecycle(config, self.authorizer, self.reporter)
+        self.lifecycle = Lifecycle(config, self.authorizer, self.reporter, conntrack=conntrack)
         self.blocked_kind = config.policy.blocked_answer
         #: Names the administrator declared in Unbound's local-data (read in start()): only
         #: their local answers are Source.LOCAL; RPZ and auth-zone answers are judged in full.
@@ -62,7 +62,7 @@ class Service:
               module_config: str | None = None, euid: int | None = None,
               cap_eff: int | None = None) -> None:
         """Check that this Unbound can do its job, then build the ruleset; live grants are
-        adopted in the background (answers are exact meanwhile: see nettrust_core.adoption).
+        adopted in the background (answers are exact meanwhile: see nettrust_core.lifecycle.adoption).
 
         The adapter passes what it knows of the running Unbound: its effective cache-max-ttl
         and module-config, its configuration file (read again with ``unbound-checkconf -o``
@@ -104,12 +104,26 @@ class Service:
         self.lifecycle.start()
 
     def stop(self) -> None:
+        """Unbound's ``deinit``: stop and join every background thread, then leave the firewall
+        as ``firewall.on_exit`` says."""
         try:
             self.lifecycle.stop()
             self.authorizer.stop()
         finally:
             self.invalidator.stop()
             self.reporter.close()
+            running = [w.name for w in self.workers() if w.alive]
+            if running:
+                log.error("background threads still running after stop: %s", ", ".join(running))
+
+    def workers(self) -> list[Worker]:
+        """The background threads of this resolver process (started or not)."""
+        out = self.lifecycle.workers()
+        if self.authorizer.adoption is not None:
+            out.append(self.authorizer.adoption)
+        if isinstance(self.invalidator.target, Worker):
+            out.append(self.invalidator.target)
+        return out
 
     def check_query(self, qname: str, client: str | None = None, qtype: int = 0) -> NameCheck:
         return self.authorizer.check_query(qname, client, qtype)
@@ -139,34 +153,3 @@ class _Invalidator:
 
     def stop(self) -> None:
         self.target.stop()
-
-
-def setup_logging(config, emit=None) -> None:
-    """Route ``nettrust.*`` logs: to ``log.file`` when set, else through ``emit(level, text)``."""
-    root = logging.getLogger("nettrust")
-    for h in list(root.handlers):
-        root.removeHandler(h)
-        h.close()
-    if config.log.file:
-        handler: logging.Handler = logging.FileHandler(config.log.file)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
-    elif emit is not None:
-        handler = _CallbackHandler(emit)
-    else:
-        handler = logging.StreamHandler()
-    root.addHandler(handler)
-    root.setLevel(config.log.level.upper())
-    root.propagate = False
-
-
-class _CallbackHandler(logging.Handler):
-    def __init__(self, emit) -> None:
-        super().__init__()
-        self._emit = emit
-        self.setFormatter(logging.Formatter("nettrust: %(message)s"))
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            self._emit(record.levelno, self.format(record))
-        except Exception:  # logging must never break the answer path
-            pass

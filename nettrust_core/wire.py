@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import re
 
+from .errors import NetTrustError
+
 #: RFC 1035: a name is at most 255 octets on the wire, a label at most 63.
 MAX_WIRE_NAME = 255
 MAX_LABEL = 63
@@ -24,7 +26,7 @@ MAX_LABEL = 63
 _LABEL_BYTES = re.compile(rb"[a-z0-9_-]+")
 
 
-class WireNameError(ValueError):
+class WireNameError(NetTrustError, ValueError):
     """A wire-format name that is malformed or has no exact text form here."""
 
 

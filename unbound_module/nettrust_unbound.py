@@ -27,7 +27,8 @@ import logging  # noqa: E402
 from ipaddress import IPv4Address, IPv6Address  # noqa: E402
 
 from nettrust_core.answer import A, AAAA, CNAME, DNAME, Answer, Record, Security, Source  # noqa: E402
-from nettrust_core.service import Service, config_path, setup_logging  # noqa: E402
+from nettrust_core.logs import setup_logging  # noqa: E402
+from nettrust_core.service import Service, config_path  # noqa: E402
 from nettrust_core.config import load_config  # noqa: E402
 from nettrust_core.ratelimit import RateLimiter  # noqa: E402
 from nettrust_core.unbound_settings import own_cap_eff, own_conf_path, problems  # noqa: E402

@@ -18,6 +18,7 @@ import stat
 import threading
 import time
 
+from ..errors import InvalidValue
 from .alerts import Alerts
 from .collector import Collector
 from .dnstap import CLIENT_RESPONSE, DecodeError, decode_frame, parse_response
@@ -203,7 +204,7 @@ class Agent:
         elif kind == "counters":
             self.metrics.counters(record.get("pid"), record.get("values") or {})
         else:
-            raise ValueError(f"unknown record type {kind!r}")
+            raise InvalidValue(f"unknown record type {kind!r}")
 
     def _query(self, record: dict) -> None:
         self.metrics.query(record["outcome"], record["qtype"], record["source"] == "cache",

@@ -19,15 +19,20 @@ import urllib.request
 from collections import deque
 from typing import Callable
 
+from ..worker import Worker
+
 log = logging.getLogger("nettrust.agent.alerts")
 
 RULES = ("blocked_per_minute", "first_seen_domain", "unauthorized", "backend_errors")
 NOTIFY_TIMEOUT = 5.0
 
 
-class Alerts:
+class Alerts(Worker):
+    name = "nettrust-alerts"
+
     def __init__(self, config, *, record_event: Callable[[dict], None],
                  metrics=None, clock: Callable[[], float] = time.time) -> None:
+        super().__init__()
         self.config = config
         self.record_event = record_event
         self.metrics = metrics
@@ -36,7 +41,6 @@ class Alerts:
         self._blocked: dict[str, deque] = {}
         self._lock = threading.Lock()
         self._notify: queue.Queue = queue.Queue(maxsize=1000)
-        self._thread: threading.Thread | None = None
         self.notifiers = _notifiers(config)
 
     # -- rules -----------------------------------------------------------------------------
@@ -106,18 +110,17 @@ class Alerts:
         return True
 
     def start(self) -> None:
-        if self.notifiers:
-            self._thread = threading.Thread(target=self._run, name="nettrust-alerts",
-                                            daemon=True)
-            self._thread.start()
+        if self.notifiers:             # no notifier, no thread
+            super().start()
 
     def stop(self, timeout: float = NOTIFY_TIMEOUT + 1) -> None:
-        if self._thread is not None:
-            self._notify.put(None)
-            self._thread.join(timeout)
-            self._thread = None
+        super().stop(timeout)
 
-    def _run(self) -> None:
+    def wake(self) -> None:
+        if self.alive:
+            self._notify.put(None)      # after the alerts already queued
+
+    def run(self) -> None:
         while (alert := self._notify.get()) is not None:
             for notify in self.notifiers:
                 try:

@@ -13,6 +13,8 @@ import socket
 import struct
 from dataclasses import dataclass
 
+from ..errors import NetTrustError
+
 # dnstap.Message.Type values
 CLIENT_QUERY, CLIENT_RESPONSE = 5, 6
 DNSTAP_MESSAGE = 1
@@ -20,7 +22,7 @@ A, CNAME, DNAME, AAAA = 1, 5, 39, 28
 _MAX_POINTERS = 64
 
 
-class DecodeError(ValueError):
+class DecodeError(NetTrustError, ValueError):
     pass
 
 

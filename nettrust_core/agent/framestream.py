@@ -16,6 +16,8 @@ from __future__ import annotations
 import socket
 import struct
 
+from ..errors import NetTrustError
+
 CONTENT_TYPE = b"protobuf:dnstap.Dnstap"
 ACCEPT, START, STOP, READY, FINISH = 1, 2, 3, 4, 5
 FIELD_CONTENT_TYPE = 1
@@ -25,7 +27,7 @@ MAX_FRAME = 256 * 1024
 _U32 = struct.Struct(">I")
 
 
-class ProtocolError(Exception):
+class ProtocolError(NetTrustError):
     """The peer broke the Frame Streams protocol; the connection is closed."""
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import sqlite3
 
+from ..errors import NetTrustError
+
 VERSION = 2
 
 #: The current schema (version 2).
@@ -57,7 +59,7 @@ PRAGMA user_version = 1;
 """
 
 
-class SchemaError(Exception):
+class SchemaError(NetTrustError):
     pass
 
 

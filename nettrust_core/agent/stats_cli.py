@@ -35,7 +35,7 @@ def register(sub) -> None:
 
 
 def cmd_agent(args) -> int:
-    from ..service import setup_logging
+    from ..logs import setup_logging
     from .agent import Agent
     config = load_config(args.config)
     if not config.stats.enabled:

@@ -23,6 +23,7 @@ from typing import Callable
 
 import sqlite_utils
 
+from ..worker import Worker
 from .schema import ensure_schema
 
 log = logging.getLogger("nettrust.agent.store")
@@ -52,11 +53,14 @@ def drop_reason(exc: Exception) -> str:
     return "error"
 
 
-class StatsStore:
+class StatsStore(Worker):
+    name = "nettrust-stats-writer"
+
     def __init__(self, path: str, *, flush_interval: float = 1.0, queue_size: int = 100_000,
                  retention: float = 30 * 86400.0, retention_rows: int = 1_000_000,
                  on_new_domain: Callable[[str], None] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
+        super().__init__()
         self.path = path
         self.flush_interval = flush_interval
         self.retention = retention
@@ -64,8 +68,6 @@ class StatsStore:
         self.on_new_domain = on_new_domain
         self.clock = clock
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         #: Records dropped, by reason; read by the metrics.
         self.dropped: Counter[str] = Counter()
@@ -91,16 +93,9 @@ class StatsStore:
             log.info("statistics database %s migrated from schema version %d", self.path, found)
         return found
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="nettrust-stats-writer",
-                                        daemon=True)
-        self._thread.start()
-
     def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        """End the writer after one last flush (at most ``timeout`` seconds)."""
+        super().stop(timeout)
 
     # -- the receiving side ----------------------------------------------------------------
     def put(self, kind: str, record: dict) -> bool:
@@ -119,8 +114,8 @@ class StatsStore:
         return self._queue.qsize()
 
     # -- the writer ------------------------------------------------------------------------
-    def _run(self) -> None:
-        while not self._stop.wait(self.flush_interval):
+    def run(self) -> None:
+        while not self.stopping.wait(self.flush_interval):
             self.flush()
         self.flush()
 

@@ -15,6 +15,8 @@ import bisect
 import re
 import tomllib
 
+from ..errors import NetTrustError
+
 Path = tuple[str | int, ...]
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
@@ -76,7 +78,7 @@ def parse_path(key: str) -> Path:
 
 
 
-class _Lost(ValueError):
+class _Lost(NetTrustError, ValueError):
     """The scanner met something it does not follow."""
 
 

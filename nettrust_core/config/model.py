@@ -165,7 +165,7 @@ class GrantsConfig:
     #: Further addresses of a name's answers are refused until some of its grants lapse.
     max_per_name: int = key(Integer(1, 65536), 64,
                             "addresses one name may hold granted at once (CDN rotation)")
-    #: When the set fills, the grants nearest to expiry are revoked (nettrust_core.lifecycle.caps).
+    #: When the set fills, the grants nearest to expiry are revoked (nettrust_core.grants.caps).
     max_per_set: int = key(Integer(16, 1 << 26), 262144,
                            "kernel `size` of each grant set; above 95 % the largest domains' "
                            "nearest expiries are revoked", unit="elements")

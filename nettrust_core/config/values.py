@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
+from ..errors import InvalidValue
 from ..firewall.base import IPAddress, IPNetwork
 from ..patterns import normalize_name
 from .messages import choices, show
@@ -35,7 +36,7 @@ def address(text: str) -> IPAddress:
     try:
         return ipaddress.ip_address(text)
     except ValueError:
-        raise ValueError(f"{text!r} is not an IPv4 or IPv6 address") from None
+        raise InvalidValue(f"{text!r} is not an IPv4 or IPv6 address") from None
 
 
 def network(text: str) -> IPNetwork:
@@ -47,9 +48,9 @@ def network(text: str) -> IPNetwork:
     try:
         parsed = ipaddress.ip_network(text, strict=False)
     except ValueError:
-        raise ValueError(f"{text!r} is not an address or a network (CIDR like 192.0.2.0/24 or "
-                         "2001:db8::/32)") from None
-    raise ValueError(f"{text!r} has host bits set; did you mean {str(parsed)!r}?")
+        raise InvalidValue(f"{text!r} is not an address or a network (CIDR like 192.0.2.0/24 or "
+                           "2001:db8::/32)") from None
+    raise InvalidValue(f"{text!r} has host bits set; did you mean {str(parsed)!r}?")
 
 
 def server(text: str, *, tls: bool) -> Upstream:
@@ -60,18 +61,18 @@ def server(text: str, *, tls: bool) -> Upstream:
     try:
         parsed = address(written)
     except ValueError as exc:
-        raise ValueError(f"invalid server {text!r}: {exc}; {shape}") from None
+        raise InvalidValue(f"invalid server {text!r}: {exc}; {shape}") from None
     port = DNS_OVER_TLS_PORT if tls else DNS_PORT
     if at_sign:
         if not (port_text.isascii() and port_text.isdigit() and 1 <= int(port_text) <= 65535):
-            raise ValueError(f"invalid server {text!r}: port {port_text!r} is not a number from "
-                             f"1 to 65535; {shape}")
+            raise InvalidValue(f"invalid server {text!r}: port {port_text!r} is not a number from "
+                               f"1 to 65535; {shape}")
         port = int(port_text)
     if hash_sign:
         try:
             tls_name = normalize_name(tls_name)
         except ValueError as exc:
-            raise ValueError(f"invalid server {text!r}: TLS name: {exc}") from None
+            raise InvalidValue(f"invalid server {text!r}: TLS name: {exc}") from None
     return Upstream(address=parsed, port=port, tls_name=tls_name or None)
 
 
@@ -81,7 +82,7 @@ def one_of(values: Iterable[str]) -> Callable[[str], str]:
 
     def convert(text: str) -> str:
         if text not in allowed:
-            raise ValueError(f"expected one of {choices(allowed)}, found {show(text)}")
+            raise InvalidValue(f"expected one of {choices(allowed)}, found {show(text)}")
         return text
     return convert
 
@@ -93,8 +94,8 @@ _CGROUP = re.compile(r"[A-Za-z0-9_.@:-]+(?:/[A-Za-z0-9_.@:-]+)*")
 def interface(text: str) -> str:
     """A network interface name as the kernel allows it (IFNAMSIZ - 1 bytes, no '/', no blanks)."""
     if not _IFNAME.fullmatch(text):
-        raise ValueError(f"{show(text)} is not an interface name (1 to 15 letters, digits and "
-                         "_ . : @ -; no wildcards)")
+        raise InvalidValue(f"{show(text)} is not an interface name (1 to 15 letters, digits and "
+                           "_ . : @ -; no wildcards)")
     return text
 
 
@@ -103,9 +104,9 @@ def cgroup_path(text: str) -> str:
     text = text.strip("/")
     if text and (not _CGROUP.fullmatch(text)
                  or any(part in (".", "..") for part in text.split("/"))):
-        raise ValueError(f"{show(text)} is not a cgroup path below the cgroup v2 root, like "
-                         '"system.slice/unbound.service" (letters, digits, _ . @ : -, separated '
-                         "by /)")
+        raise InvalidValue(f"{show(text)} is not a cgroup path below the cgroup v2 root, like "
+                           '"system.slice/unbound.service" (letters, digits, _ . @ : -, separated '
+                           "by /)")
     return text
 
 

@@ -8,19 +8,14 @@ failure raises :class:`ConntrackError`, which callers treat as "liveness unknown
 from __future__ import annotations
 
 import ipaddress
-import os
 import struct
 
 from ..errors import NetTrustError
-from ..firewall.base import IPAddress
 from ..netlink import conntrack as ctnl
 from ..netlink.conntrack import ConntrackError
 from ..netlink.core import NetlinkSocket
 from ..netlink.wire import Message
-
-#: Set by tests to stand in for a kernel without nf_conntrack (it is built in here): a fake,
-#: named as such, that makes every query fail the way a missing ctnetlink does.
-FAKE_UNAVAILABLE_ENV = "NETTRUST_FAKE_CONNTRACK_UNAVAILABLE"
+from ..networks import IPAddress
 
 
 def to_address(raw: bytes) -> IPAddress:
@@ -37,9 +32,6 @@ class Conntrack:
 
     def live_destinations(self) -> dict[IPAddress, int]:
         """Original destination → number of live marked connections.  Raises ConntrackError."""
-        if os.environ.get(FAKE_UNAVAILABLE_ENV):
-            raise ConntrackError("conntrack is not available (test fake: "
-                                 f"{FAKE_UNAVAILABLE_ENV} is set)")
         raw: dict[bytes, int] = {}
 
         def on_entry(msg: Message) -> None:

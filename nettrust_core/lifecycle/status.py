@@ -6,16 +6,16 @@ Runs in the CLI's process (root), asking the kernel the same questions the resol
 from __future__ import annotations
 
 from ..errors import NetTrustError
-from ..firewall.diagnostics import Diagnostics
 from ..ruleset import CT_MARK
 from . import chains
 from .conntrack import Conntrack, ConntrackError
 
 
-def lifecycle_status(config, backend) -> dict:
+def lifecycle_status(config, backend, conntrack=None) -> dict:
+    """``conntrack``: what to ask (default the kernel's; tests inject a fake)."""
     out: dict = {}
     if config.lifecycle.liveness:
-        ct = Conntrack(CT_MARK)
+        ct = conntrack if conntrack is not None else Conntrack(CT_MARK)
         try:
             live = ct.live_destinations()
             out["conntrack"] = {"available": True, "live_connections": sum(live.values()),
@@ -27,7 +27,7 @@ def lifecycle_status(config, backend) -> dict:
     else:
         out["conntrack"] = {"available": None, "error": "not used (lifecycle.liveness = false)"}
     fw = config.firewall
-    if not isinstance(backend, Diagnostics):
+    if not isinstance(backend, chains.ChainSource):
         out["chains_error"] = "the firewall backend lists no base chains"
         return out
     try:
@@ -52,7 +52,7 @@ def format_lifecycle(st: dict, table: str) -> list[str]:
         lines.append("base chains on NetTrust's hooks (lower priority runs first):")
         for c in st["chains"]:
             ours = "  (NetTrust)" if c["family"] == "inet" and c["table"] == table else ""
-            lines.append(f"  {chains.BaseChain(**c)}{ours}")
+            lines.append(f"  {chains.describe(c)}{ours}")
     for w in st.get("warnings", []):
         lines.append(f"warning: {w}")
     if "chains_error" in st:

@@ -1,27 +1,27 @@
 """The lifecycle's background work inside Unbound, started by Service.start, joined by Service.stop.
 
-Two threads at most: a ticker (the ruleset check every ``grants.verify_interval``, liveness
-checks every ``check_interval``, counters to the agent every ``report_interval``) and the
-unauthorized-attempt reader.  Neither ever holds up an answer
-for longer than a tracker update; both survive any error (logged, counted).  At start the chain
-priority report is logged, and whether conntrack and the NFLOG group are usable.
+Two threads at most, both :class:`~nettrust_core.worker.Worker` threads: a ticker (the ruleset
+check every ``grants.verify_interval``, liveness checks every ``check_interval``, counters to the
+agent every ``report_interval``) and the unauthorized-attempt reader.  Neither ever holds up an
+answer for longer than a tracker update; both survive any error (logged, counted).  At start the
+chain priority report is logged, and whether conntrack and the NFLOG group are usable.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
-import threading
 import time
 from collections import Counter
 
 from ..errors import NetTrustError
-from ..firewall.diagnostics import Diagnostics
 from ..ruleset import CT_MARK
+from ..worker import Worker
 from . import chains
 from .conntrack import Conntrack
 from .liveness import Liveness
 from .unauthorized import UnauthorizedWatcher
+from .verify import RulesetCheck
 
 log = logging.getLogger("nettrust.lifecycle")
 
@@ -29,21 +29,33 @@ log = logging.getLogger("nettrust.lifecycle")
 REMAINING_BUCKETS = (10, 30, 60, 300, 900, 3600)
 
 
-class Lifecycle:
-    def __init__(self, config, authorizer, reporter=None) -> None:
+class Lifecycle(Worker):
+    """The ticker thread, and the owner of the unauthorized-attempt reader and of conntrack.
+
+    ``conntrack`` is what liveness asks (default: the kernel's, :class:`.conntrack.Conntrack`);
+    tests inject a fake one (e.g. one that is unavailable) here.
+    """
+
+    name = "nettrust-lifecycle"
+
+    def __init__(self, config, authorizer, reporter=None, *, conntrack=None) -> None:
+        self.counters: Counter[str] = Counter()
+        super().__init__(self.counters)
         self.config = config
         self.authorizer = authorizer
         self.reporter = reporter if reporter is not None and reporter.enabled else None
-        self.counters: Counter[str] = Counter()
         lc = config.lifecycle
-        self.conntrack = Conntrack(CT_MARK) if lc.liveness else None
+        if not lc.liveness:
+            conntrack = None
+        elif conntrack is None:
+            conntrack = Conntrack(CT_MARK)
+        self.conntrack = conntrack
+        self.ruleset_check = RulesetCheck(authorizer)
         self.liveness = (Liveness(authorizer, self.conntrack, self.counters,
                                   interval=lc.check_interval, max_lifetime=lc.max_lifetime,
                                   grace=config.grants.grace) if lc.liveness else None)
         self.watcher = (UnauthorizedWatcher(lc.log_group, self.reporter, self.counters,
                                             strikes=lc.strikes) if lc.unauthorized else None)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     # -- start / stop ----------------------------------------------------------------------
     def start(self) -> None:
@@ -64,13 +76,14 @@ class Lifecycle:
                 else:
                     self.counters["unauthorized_unavailable"] += 1
                     log.error("refused attempts will not be reported: %s", exc)
-        self._thread = threading.Thread(target=self._run, name="nettrust-lifecycle", daemon=True)
-        self._thread.start()
+        super().start()
+
+    def workers(self) -> list[Worker]:
+        """The threads this object started (the ticker, and the reader when it runs)."""
+        return [self] + ([self.watcher] if self.watcher is not None else [])
 
     def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        super().stop(timeout)
         if self.watcher is not None:
             self.watcher.stop(timeout)
         if self.conntrack is not None:
@@ -79,7 +92,7 @@ class Lifecycle:
 
     def _log_chains(self) -> None:
         fw, backend = self.config.firewall, self.authorizer.backend
-        if not isinstance(backend, Diagnostics):
+        if not isinstance(backend, chains.ChainSource):
             log.info("the firewall backend lists no base chains: no chain priority report")
             return
         try:
@@ -88,12 +101,12 @@ class Lifecycle:
             log.warning("cannot list the base chains: %s", exc)
             return
         for c in rep["chains"]:
-            log.info("base chain %s", chains.BaseChain(**c))
+            log.info("base chain %s", chains.describe(c))
         for w in rep["warnings"]:
             log.warning("chain priority: %s", w)
 
     # -- the ticker ------------------------------------------------------------------------
-    def _run(self) -> None:
+    def run(self) -> None:
         lc = self.config.lifecycle
         verify_every = self.config.grants.verify_interval
         now = time.monotonic()
@@ -102,12 +115,12 @@ class Lifecycle:
         while True:
             wait = min(next_check if self.liveness else next_report, next_report,
                        next_verify) - time.monotonic()
-            if self._stop.wait(max(0.0, wait)):
+            if self.stopping.wait(max(0.0, wait)):
                 return
             now = time.monotonic()
             if now >= next_verify:
                 next_verify = now + verify_every
-                self._guarded(self.authorizer.verify)
+                self._guarded(self.ruleset_check.verify)
             if self.liveness is not None and now >= next_check:
                 next_check = now + lc.check_interval
                 self._guarded(self.liveness.check)

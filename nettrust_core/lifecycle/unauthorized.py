@@ -11,57 +11,55 @@ from __future__ import annotations
 
 import logging
 import pwd
-import threading
 import time
 from collections import Counter, deque
 
 from ..errors import NetTrustError
 from ..netlink.nflog import Attempt
+from ..worker import Worker
 from .nflog import NflogReader
 
 log = logging.getLogger("nettrust.unauthorized")
 STRIKE_WINDOW = 60.0
 
 
-class UnauthorizedWatcher:
+class UnauthorizedWatcher(Worker):
+    name = "nettrust-unauthorized"
+
     def __init__(self, group: int, reporter, counters: Counter, *, strikes: int = 0) -> None:
+        super().__init__(counters)
         self.group = group
         self.reporter = reporter
         self.counters = counters
         self.strikes = strikes
         self._recent: dict[str, deque] = {}
         self._users: dict[int, str | None] = {}
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._reader: NflogReader | None = None
 
     def start(self) -> None:
         """Bind the group now (so a failure is logged at start), then read in a thread."""
         self._reader = NflogReader(self.group)
-        self._thread = threading.Thread(target=self._run, name="nettrust-unauthorized", daemon=True)
-        self._thread.start()
+        super().start()
 
     def stop(self, timeout: float = 3.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        super().stop(timeout)         # the reader's receive times out within half a second
         if self._reader is not None:
             self._reader.close()
 
-    def _run(self) -> None:
+    def run(self) -> None:
         reader = self._reader
-        while not self._stop.is_set():
+        while not self.stopping.is_set():
             try:
                 attempts = reader.read()
             except NetTrustError as exc:
                 self.counters["unauthorized_read_errors"] += 1
                 log.error("reading refused attempts failed: %s", exc)
-                self._stop.wait(1.0)
+                self.stopping.wait(1.0)
                 continue
             except Exception:                         # never let the thread die silently
                 self.counters["unauthorized_read_errors"] += 1
                 log.exception("unexpected error reading refused attempts")
-                self._stop.wait(1.0)
+                self.stopping.wait(1.0)
                 continue
             for attempt in attempts:
                 self.handle(attempt)

@@ -6,7 +6,7 @@ A write is one batch: ``BATCH_BEGIN (res_id = NFNL_SUBSYS_NFTABLES)``, the messa
 failure against the batch-begin sequence number) are queued on the socket by the time ``send()``
 returns.  Replies are matched by sequence number, so leftovers of an earlier, interrupted exchange
 are skipped.  Kernel refusals come back as :class:`Failure` (batches) or
-:class:`~nettrust_core.errors.FirewallError` with the kernel's errno (dumps, requests).
+:class:`~nettrust_core.errors.NetlinkError` with the kernel's errno (dumps, requests).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import struct
 import threading
 from typing import Callable, NamedTuple, Sequence
 
-from ..errors import FirewallError
+from ..errors import NetlinkError
 from .wire import (HDR_LEN, NETLINK_CAP_ACK, NETLINK_EXT_ACK, NETLINK_NETFILTER, NFGENMSG,
                    NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END, NFNL_SUBSYS_NFTABLES, NFPROTO_UNSPEC,
                    NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR,
@@ -78,7 +78,7 @@ class NetlinkSocket:
             sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
                                  NETLINK_NETFILTER)
         except OSError as exc:
-            raise FirewallError(f"cannot open an nf_tables netlink socket: {exc.strerror}",
+            raise NetlinkError(f"cannot open an nf_tables netlink socket: {exc.strerror}",
                                 errno=exc.errno) from None
         try:
             sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
@@ -89,7 +89,7 @@ class NetlinkSocket:
             sock.bind((0, 0))
         except OSError as exc:
             sock.close()
-            raise FirewallError(f"cannot set up the netlink socket: {exc.strerror}",
+            raise NetlinkError(f"cannot set up the netlink socket: {exc.strerror}",
                                 errno=exc.errno) from None
         return sock
 
@@ -108,7 +108,7 @@ class NetlinkSocket:
         try:
             self._sock.send(data)
         except OSError as exc:
-            raise FirewallError(f"netlink send failed: {exc.strerror}", errno=exc.errno) from None
+            raise NetlinkError(f"netlink send failed: {exc.strerror}", errno=exc.errno) from None
 
     def _recv_into(self, flags: int = 0) -> int:
         """Receive one datagram into the buffer; its length.  BlockingIOError: nothing came."""
@@ -117,9 +117,9 @@ class NetlinkSocket:
         except BlockingIOError:
             raise
         except OSError as exc:
-            raise FirewallError(f"netlink receive failed: {exc.strerror}", errno=exc.errno) from None
+            raise NetlinkError(f"netlink receive failed: {exc.strerror}", errno=exc.errno) from None
         if n > len(self._buf):
-            raise FirewallError(f"netlink datagram of {n} bytes truncated")
+            raise NetlinkError(f"netlink datagram of {n} bytes truncated")
         return n
 
     def _recv(self, what: str, flags: int = 0) -> list[Message]:
@@ -128,7 +128,7 @@ class NetlinkSocket:
         except BlockingIOError:
             if flags:
                 return []
-            raise FirewallError(f"no answer from the kernel to a netlink {what}",
+            raise NetlinkError(f"no answer from the kernel to a netlink {what}",
                                 errno=errno_mod.ETIMEDOUT) from None
         return messages(bytes(self._buf[:n]))
 
@@ -159,7 +159,7 @@ class NetlinkSocket:
             try:
                 size = self._recv_into()
             except BlockingIOError:
-                raise FirewallError("no answer from the kernel to a netlink batch",
+                raise NetlinkError("no answer from the kernel to a netlink batch",
                                     errno=errno_mod.ETIMEDOUT) from None
             if size >= _ACK.size:
                 mlen, mtype, _fl, seq, _pid, err = _ACK.unpack_from(self._buf)
@@ -212,14 +212,14 @@ class NetlinkSocket:
                     if m.type == NLMSG_ERROR:
                         err, _offset, text = parse_error(m)
                         if err:
-                            raise FirewallError(f"netlink dump failed: {text or os.strerror(err)}",
+                            raise NetlinkError(f"netlink dump failed: {text or os.strerror(err)}",
                                                 errno=err)
                         return consistent
                     on_message(m)
 
     def request(self, msg: int, family: int, body: bytes,
                 subsystem: int = NFNL_SUBSYS_NFTABLES) -> Message:
-        """A non-dump GET…: the kernel's one reply, or FirewallError with its errno."""
+        """A non-dump GET…: the kernel's one reply, or NetlinkError with its errno."""
         with self._lock:
             seq = self._next_seq(1)
             self._send(nlmsg(subsystem << 8 | msg, NLM_F_REQUEST, seq, family, body))
@@ -229,6 +229,6 @@ class NetlinkSocket:
                         continue
                     if m.type == NLMSG_ERROR:
                         err, _offset, text = parse_error(m)
-                        raise FirewallError(f"netlink request failed: {text or os.strerror(err)}",
+                        raise NetlinkError(f"netlink request failed: {text or os.strerror(err)}",
                                             errno=err)
                     return m

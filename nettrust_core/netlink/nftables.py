@@ -35,7 +35,7 @@ import errno as errno_mod
 import struct
 from typing import Callable, NamedTuple, Sequence
 
-from ..errors import FirewallError
+from ..errors import NetlinkError
 from .core import Failure, NetlinkSocket
 from .wire import (FAMILY_NAMES, HDR_LEN, MAX_ATTR_PAYLOAD, NFNL_SUBSYS_NFTABLES, NFPROTO_INET,
                    NLA_F_NESTED, NLA_TYPE_MASK, NLATTR, NLM_F_CREATE, BE32, BE64, Message, attr,
@@ -190,7 +190,7 @@ def parse_elements(msg: Message, out: list[Element] | None = None) -> list[Eleme
     while end - off >= 4:
         elen = unpack(data, off)[0]
         if elen < 4 or off + elen > end:
-            raise FirewallError(f"malformed set element (length {elen} at offset {off})")
+            raise NetlinkError(f"malformed set element (length {elen} at offset {off})")
         key = b""
         timeout = expiration = None
         comment, flags = "", 0
@@ -198,7 +198,7 @@ def parse_elements(msg: Message, out: list[Element] | None = None) -> list[Eleme
         while e - p >= 4:
             alen, atype = unpack(data, p)
             if alen < 4 or p + alen > e:
-                raise FirewallError(f"malformed set element attribute (length {alen} at offset {p})")
+                raise NetlinkError(f"malformed set element attribute (length {alen} at offset {p})")
             atype &= NLA_TYPE_MASK
             if atype == NFTA_SET_ELEM_KEY:        # nest holding NFTA_DATA_VALUE
                 vlen = min(unpack(data, p + 4)[0], alen - 4)
@@ -232,7 +232,7 @@ class NftablesSocket(NetlinkSocket):
         """Add (NEWSETELEM) or delete (DELSETELEM) elements of several sets in one batch.
 
         ``groups`` holds ``(set name, encoded elements, addresses)``; the addresses only name the
-        culprit in a :class:`FirewallError` (the kernel points at the element it refused).
+        culprit in a :class:`NetlinkError` (the kernel points at the element it refused).
         A batch larger than the socket accepts is sent as several consecutive batches.
         """
         mtype = nft_type(msg)
@@ -255,7 +255,7 @@ class NftablesSocket(NetlinkSocket):
 
     @staticmethod
     def _raise_first(failures: list[Failure], table: str, family: int, where: list) -> None:
-        """Turn the first refusal into a FirewallError naming the set and element."""
+        """Turn the first refusal into a NetlinkError naming the set and element."""
         if not failures:
             return
         fail = failures[0]
@@ -264,7 +264,7 @@ class NftablesSocket(NetlinkSocket):
         set_name, head, elements, addresses = where[max(fail.index, 0)]
         pos = None if fail.offset is None else element_at(head, elements, fail.offset)
         address = str(addresses[pos or 0]) if addresses else None
-        raise FirewallError(f"nf_tables refused the set update: {fail}", table=table, set=set_name,
+        raise NetlinkError(f"nf_tables refused the set update: {fail}", table=table, set=set_name,
                             family=FAMILY_NAMES.get(family, str(family)), address=address,
                             errno=fail.errno)
 
@@ -286,8 +286,8 @@ class NftablesSocket(NetlinkSocket):
         try:
             self.dump(NFT_MSG_GETSETELEM, family, setelem_head(table, set_name),
                       lambda m: on_batch(parse_elements(m)))
-        except FirewallError as exc:
-            raise FirewallError(f"cannot list set: {exc.message}", table=table, set=set_name,
+        except NetlinkError as exc:
+            raise NetlinkError(f"cannot list set: {exc.message}", table=table, set=set_name,
                                 family=FAMILY_NAMES.get(family), errno=exc.errno) from None
 
     def get_element(self, table: str, set_name: str, key: bytes,
@@ -300,10 +300,10 @@ class NftablesSocket(NetlinkSocket):
         body = setelem_head(table, set_name) + nested(NFTA_SET_ELEM_LIST_ELEMENTS, element(key))
         try:
             msg = self.request(NFT_MSG_GETSETELEM, family, body)
-        except FirewallError as exc:
+        except NetlinkError as exc:
             if exc.errno == errno_mod.ENOENT:
                 return None
-            raise FirewallError(f"cannot look up a set element: {exc.message}", table=table,
+            raise NetlinkError(f"cannot look up a set element: {exc.message}", table=table,
                                 set=set_name, family=FAMILY_NAMES.get(family),
                                 errno=exc.errno) from None
         found = parse_elements(msg)

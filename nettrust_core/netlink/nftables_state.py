@@ -13,7 +13,7 @@ from __future__ import annotations
 import errno as errno_mod
 from typing import NamedTuple
 
-from ..errors import FirewallError
+from ..errors import NetlinkError
 from .core import NetlinkSocket
 from .nftables import (NFT_MSG_GETCHAIN, NFT_MSG_GETOBJ, NFT_MSG_GETRULE, NFT_MSG_GETTABLE,
                        NFTA_TABLE_FLAGS, NFTA_TABLE_NAME)
@@ -76,7 +76,7 @@ def table_flags(sock: NetlinkSocket, table: str, family: int = NFPROTO_INET) -> 
     """The table's flags, or None when it does not exist."""
     try:
         msg = sock.request(NFT_MSG_GETTABLE, family, attr(NFTA_TABLE_NAME, strz(table)))
-    except FirewallError as exc:
+    except NetlinkError as exc:
         if exc.errno == errno_mod.ENOENT:
             return None
         raise
@@ -114,7 +114,7 @@ def counter(sock: NetlinkSocket, table: str, name: str, family: int = NFPROTO_IN
             + attr(NFTA_OBJ_TYPE, be32(NFT_OBJECT_COUNTER)))
     try:
         m = sock.request(NFT_MSG_GETOBJ, family, body)
-    except FirewallError as exc:
+    except NetlinkError as exc:
         if exc.errno == errno_mod.ENOENT:
             return None
         raise

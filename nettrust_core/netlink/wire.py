@@ -11,7 +11,7 @@ Wire layout (every item padded to a multiple of 4 bytes)::
                                                                    type | 0x8000 marks a nest
 
 An nfnetlink message type is ``subsystem << 8 | message``.  Malformed input raises
-:class:`~nettrust_core.errors.FirewallError`, never an IndexError or struct.error.
+:class:`~nettrust_core.errors.NetlinkError`, never an IndexError or struct.error.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from __future__ import annotations
 import struct
 from typing import NamedTuple
 
-from ..errors import FirewallError
+from ..errors import NetlinkError
 
 # -- constants (linux/netlink.h, linux/netfilter/nfnetlink.h, linux/netfilter.h) --------------------
 NETLINK_NETFILTER = 12
@@ -120,7 +120,7 @@ def messages(data: bytes) -> list[Message]:
     while end - off >= 16:
         mlen, mtype, flags, seq, _pid = unpack(data, off)
         if mlen < 16 or off + mlen > end:
-            raise FirewallError(f"malformed netlink message (length {mlen} at offset {off} of {end})")
+            raise NetlinkError(f"malformed netlink message (length {mlen} at offset {off} of {end})")
         out.append(Message(mtype, flags, seq, data, off + 16, off + mlen))
         off += (mlen + 3) & ~3
     return out
@@ -133,7 +133,7 @@ def attrs(data: bytes, start: int, end: int) -> dict[int, tuple[int, int]]:
     while end - start >= 4:
         alen, atype = unpack(data, start)
         if alen < 4 or start + alen > end:
-            raise FirewallError(f"malformed netlink attribute (length {alen} at offset {start})")
+            raise NetlinkError(f"malformed netlink attribute (length {alen} at offset {start})")
         out[atype & NLA_TYPE_MASK] = (start + 4, start + alen)
         start += (alen + 3) & ~3
     return out
@@ -163,7 +163,7 @@ def list_items(data: bytes, start: int, end: int) -> list[tuple[int, int]]:
     while end - start >= 4:
         alen = NLATTR.unpack_from(data, start)[0]
         if alen < 4 or start + alen > end:
-            raise FirewallError(f"malformed netlink list item (length {alen} at offset {start})")
+            raise NetlinkError(f"malformed netlink list item (length {alen} at offset {start})")
         out.append((start + 4, start + alen))
         start += (alen + 3) & ~3
     return out
@@ -177,7 +177,7 @@ def parse_error(msg: Message) -> tuple[int, int | None, str | None]:
     """
     data, p = msg.data, msg.start
     if msg.end - p < 4 + 16:
-        raise FirewallError("malformed netlink error message")
+        raise NetlinkError("malformed netlink error message")
     err = -_ERRNO.unpack_from(data, p)[0]
     offset = text = None
     if msg.flags & NLM_F_ACK_TLVS:

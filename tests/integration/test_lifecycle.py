@@ -21,7 +21,6 @@ import pytest
 
 from lab_util import direct, resolving_lab
 
-from nettrust_core.lifecycle.conntrack import FAKE_UNAVAILABLE_ENV
 from sandbox.product import DIST_PACKAGES, SYSTEM_PYTHON, NetTrustHost
 
 pytestmark = pytest.mark.integration
@@ -185,22 +184,120 @@ def test_direct_connect_to_unanswered_address_is_reported(nt, lab, reports, addr
 
 
 # -- conntrack unavailable -----------------------------------------------------------------------
-class NoConntrackHost(NetTrustHost):
-    """NetTrust on a kernel without conntrack: nf_conntrack is built into this kernel and cannot
-    be unloaded, so a named fake makes every conntrack query fail as a missing module would."""
+class FakeUnavailableConntrack:
+    """A fake, named as such: conntrack as on a kernel without nf_conntrack.  nf_conntrack is
+    built into this kernel and cannot be unloaded, so this stands in for it where the resolver
+    takes its conntrack (``Service(conntrack=...)``) and where ``nettrust status`` asks
+    (``lifecycle_status(conntrack=...)``).  Everything else is real: nftables in a namespace,
+    the Service's threads, a TCP server behind a veth pair."""
 
-    def env(self, *args) -> dict[str, str]:
-        return {**super().env(*args), FAKE_UNAVAILABLE_ENV: "1"}
+    REASON = "conntrack is not available (fake: a kernel without nf_conntrack)"
+
+    def __init__(self) -> None:
+        self.queries = 0
+
+    def live_destinations(self):
+        from nettrust_core.netlink.conntrack import ConntrackError
+        self.queries += 1
+        raise ConntrackError(self.REASON)
+
+    def probe(self) -> str:
+        self.queries += 1
+        return self.REASON
+
+    def close(self) -> None:
+        pass
 
 
-def test_conntrack_unavailable_is_reported_and_dns_and_grants_keep_working(nt, lab):
-    with instead_of(nt, lab, config(lab), "no-conntrack", NoConntrackHost) as host:
-        out = status(host, (FAKE_UNAVAILABLE_ENV, "1"))
-        assert "conntrack: UNAVAILABLE" in out and "DNS and grants keep working" in out
-        assert dig(lab, "www.fw.test")[0] == "NOERROR"
-        assert direct(lab, "198.51.100.10", 80) is True
-        assert "conntrack unavailable" in host.log()
+GRANTED, UNANSWERED = "198.51.100.10", "198.51.100.11"
+
+
+def _service_without_conntrack(conntrack) -> dict:
+    """In the client namespace: the resolver's Service (no Unbound) with the fake conntrack, one
+    answer granted, ``nettrust status``'s lifecycle lines, and the threads after stop."""
+    import logging
+    from ipaddress import ip_address
+
+    from nettrust_core.answer import A, Answer, Record, Security
+    from nettrust_core.config import parse_config
+    from nettrust_core.lifecycle.status import format_lifecycle, lifecycle_status
+    from nettrust_core.service import Service
+
+    lines: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())
+    logging.getLogger("nettrust").addHandler(handler)
+    config = parse_config('[firewall]\ntable = "ntnoct"\nresolver_user = ""\n'
+                          '[lifecycle]\ncheck_interval = "1s"\nunauthorized = false\n')
+    service = Service(config, conntrack=conntrack)
+    service.start()
+    try:
+        decision = service.authorize(Answer("www.fw.test", A, 0, Security.INSECURE,
+                                            (Record("www.fw.test", A, 300, GRANTED),)))
+        time.sleep(1.5)                                 # one liveness tick (nothing due: no query)
+        service.lifecycle.liveness.check()
+        text = "\n".join(format_lifecycle(
+            lifecycle_status(config, service.backend, conntrack=conntrack), config.firewall.table))
+        snapshot = service.lifecycle.snapshot()
+        kernel = (service.backend.lookup(ip_address(GRANTED)),
+                  service.backend.lookup(ip_address(UNANSWERED)))
+        threads = sorted(w.name for w in service.workers() if w.alive)
+    finally:
+        service.stop()                                  # on_exit = "keep": the grant stays
+    return {"error": decision.error, "grants": [str(g.address) for g in decision.grants],
+            "status": text, "log": lines, "kernel": kernel, "threads": threads,
+            "after_stop": [w.name for w in service.workers() if w.alive],
+            "conntrack_available": snapshot.get("conntrack_available"),
+            "queries": conntrack.queries}
+
+
+@pytest.fixture
+def client_server():
+    """The firewall's namespace and a TCP server's, linked by a veth pair; both server
+    addresses listen on port 8080."""
+    from netns_util import NetNS, veth_pair
+    with NetNS("ntnoct") as client, NetNS("ntnoct-srv") as server:
+        veth_pair(client, server, ["198.51.100.1/24"], [f"{GRANTED}/24", f"{UNANSWERED}/24"])
+        listener = server.socket()
+        listener.bind(("0.0.0.0", 8080))
+        listener.listen(16)
+        try:
+            yield client, server
+        finally:
+            listener.close()
+
+
+def connect(ns, address: str) -> str | bool:
+    s = ns.socket()
+    s.settimeout(3)
+    try:
+        s.connect((address, 8080))
+        return True
+    except OSError as exc:
+        return type(exc).__name__
+    finally:
+        s.close()
+
+
+def test_conntrack_unavailable_is_reported_and_dns_and_grants_keep_working(client_server):
+    client, _server = client_server
+    assert connect(client, GRANTED) is True and connect(client, UNANSWERED) is True  # no firewall yet
+    r = client.run(_service_without_conntrack, FakeUnavailableConntrack())
+    assert "conntrack: UNAVAILABLE" in r["status"], r["status"]
+    assert "DNS and grants keep working" in r["status"]
+    assert any("conntrack unavailable" in line for line in r["log"]), r["log"]
+    assert r["queries"] >= 2 and r["conntrack_available"] == 0, r
+    assert r["error"] is None and r["grants"] == [GRANTED], r           # the answer was granted
+    assert r["kernel"][0] and r["kernel"][0] > 250 and r["kernel"][1] is None, r
+    assert "nettrust-lifecycle" in r["threads"] and r["after_stop"] == [], r
+    assert connect(client, GRANTED) is True                 # the grant works without conntrack
+    assert connect(client, UNANSWERED) == "ConnectionRefusedError"      # the control: refused
+
+
+def test_status_says_conntrack_is_available_on_this_kernel(nt, lab):
+    # the control for the fake above: the real kernel's conntrack, through a real Unbound
     assert "conntrack: available" in status(nt)
+    assert dig(lab, "www.fw.test")[0] == "NOERROR"
 
 
 # -- chain priority ------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from nettrust_core.answer import A, AAAA, Answer, Record, Security
 from nettrust_core.authorizer import Authorizer
 from nettrust_core.config import parse_config
 from nettrust_core.firewall.recording import RecordingBackend
+from nettrust_core.lifecycle.verify import RulesetCheck
 from nettrust_core.registrable import registrable_domain
 
 
@@ -124,9 +125,9 @@ def test_verify_notices_a_flush_by_another_process_and_regrants():
     auth, inv = make()
     a = answer("www.example.com", v4(1), v4(2))
     assert len(granted(auth.authorize(a))) == 2
-    assert auth.verify() is None                                       # the control: all well
+    assert RulesetCheck(auth).verify() is None                                       # the control: all well
     auth.backend.flush_grants()                                        # `nettrust flush`
-    why = auth.verify()
+    why = RulesetCheck(auth).verify()
     assert why and "flushed" in why
     assert inv.names == ["www.example.com"]
     auth.adoption.wait(5)
@@ -139,7 +140,7 @@ def test_verify_rebuilds_a_deleted_ruleset():
     auth.authorize(answer("www.example.com", v4(1)))
     calls = auth.backend.ensure_calls
     auth.backend.remove()                                              # `nft delete table`
-    assert "missing" in auth.verify()
+    assert "missing" in RulesetCheck(auth).verify()
     assert auth.backend.present and auth.backend.ensure_calls == calls + 1
     auth.adoption.wait(5)
     assert auth.authorize(answer("www.example.com", v4(1))).written == 1

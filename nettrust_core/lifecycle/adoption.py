@@ -16,17 +16,18 @@ import logging
 import threading
 import time
 
-from .errors import NetTrustError
-from .hosts import GrantTracker
+from ..errors import NetTrustError
+from ..grants.tracker import GrantTracker
+from ..worker import Worker
 
 log = logging.getLogger("nettrust.adoption")
 
 
-class _Stopped(Exception):
+class _Stopped(NetTrustError):
     """Raised from the dump callback to abandon adoption when the resolver stops."""
 
 
-class GrantAdoption:
+class GrantAdoption(Worker):
     """One background read of this process's grant sets into ``tracker``.
 
     ``adopted`` counts elements merged, ``seconds`` the time it took, ``error`` says why it
@@ -34,23 +35,23 @@ class GrantAdoption:
     exact).
     """
 
+    name = "nettrust-adoption"
+
     def __init__(self, backend, tracker: GrantTracker) -> None:
+        super().__init__()
         self.backend = backend
         self.tracker = tracker
         self.adopted = 0
         self.seconds: float | None = None
         self.error: str | None = None
-        self._stop = threading.Event()
         self._done = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         with self.tracker.lock:
             self.tracker.complete = False
-        self._thread = threading.Thread(target=self._run, name="nettrust-adoption", daemon=True)
-        self._thread.start()
+        super().start()
 
-    def _run(self) -> None:
+    def run(self) -> None:
         started = time.monotonic()
         try:
             self.backend.list_grants(self._merge, own_only=True)
@@ -63,7 +64,7 @@ class GrantAdoption:
                       exc_info=not isinstance(exc, (NetTrustError, OSError)))
         else:
             with self.tracker.lock:
-                if not self._stop.is_set():  # else a reset replaced us: the new one completes
+                if not self.stopping.is_set():  # else a reset replaced us: the new one completes
                     self.tracker.complete = True
             self.seconds = time.monotonic() - started
             log.info("%d live grants adopted from the kernel in %.1f s", self.adopted, self.seconds)
@@ -71,10 +72,10 @@ class GrantAdoption:
             self._done.set()
 
     def _merge(self, batch) -> None:
-        if self._stop.is_set():
+        if self.stopping.is_set():
             raise _Stopped
         with self.tracker.lock:
-            if self._stop.is_set():          # abandoned while we waited (a tracker reset)
+            if self.stopping.is_set():          # abandoned while we waited (a tracker reset)
                 raise _Stopped
             self.adopted += self.tracker.adopt(batch)
 
@@ -87,11 +88,6 @@ class GrantAdoption:
         return self._done.wait(timeout)
 
     def abandon(self) -> None:
-        """Stop merging at once (callable under the tracker's lock); :meth:`stop` joins."""
-        self._stop.set()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Abandon a running adoption (between two dump parts) and join the thread."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        """Stop merging at once (callable under the tracker's lock); :meth:`stop` (abandon
+        between two dump parts, and join) follows outside the lock."""
+        self.stopping.set()

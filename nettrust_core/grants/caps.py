@@ -9,8 +9,8 @@ Applied under the tracker's lock before the kernel write:
   per client (``grants.max_per_client``, off by default: on a host every answer goes to
   127.0.0.1).  Addresses already granted are always refreshed; new
   ones beyond a budget are refused (not written, counted).  The counts live in the tracker
-  (one entry per granted address, see nettrust_core.hosts), so they cost no memory per name and
-  are bounded by the set size; expired entries still counted are pruned when a budget refuses
+  (one entry per granted address, see nettrust_core.grants.tracker), so they cost no memory per
+  name and are bounded by the set size; expired entries still counted are pruned when a budget refuses
   (at most once a second).
 * **Per set** (``grants.max_per_set``, the kernel set's ``size``): when a family's set would pass
   95 % of its size, 5 % of its grants are revoked in one batch, taken from the clients holding
@@ -28,7 +28,7 @@ import logging
 from typing import Sequence
 
 from ..firewall.base import Grant
-from ..hosts import GrantTracker, Owner
+from .tracker import GrantTracker, Owner
 
 log = logging.getLogger("nettrust.caps")
 

@@ -8,7 +8,7 @@ start the tracker is filled from the kernel's sets, so a restart never shortens 
 It also remembers when a DNS answer last named each address, so liveness renewals (which extend
 the expiry without an answer) stop at ``lifecycle.max_lifetime``; who the address is charged to
 (an :class:`Owner`: the name, its registrable domain and the client of the answer that first
-granted it), so the budgets of nettrust_core.lifecycle.caps are counted without a second table;
+granted it), so the budgets of nettrust_core.grants.caps are counted without a second table;
 and the few question names whose answers hold it (:data:`NAMES_PER_ADDRESS`), so a revoked
 grant can take the cached answers with it.
 
@@ -24,7 +24,7 @@ import threading
 import time
 from typing import Callable, Iterable
 
-from .firewall.base import GrantedElement, IPAddress
+from ..firewall.base import GrantedElement, IPAddress
 
 
 #: Question names remembered per address (the most recent ones): the cached answers that a
@@ -127,7 +127,7 @@ class GrantTracker:
         self._owner_of = owner_of
         self.lock = threading.Lock()
         #: False while a restart's adoption of the kernel's grants is still running: an address
-        #: missing here may then still be granted in the kernel (see nettrust_core.adoption).
+        #: missing here may then still be granted in the kernel (see nettrust_core.grants.writer).
         self.complete = True
         #: The address written last and its expiry: what the periodic check asks the kernel
         #: about to notice a flush made by another process (see Authorizer.verify).
