@@ -16,6 +16,9 @@ from .cache_invalidation import NoInvalidation, UnboundControlInvalidator
 from .config import load_config
 from .errors import ConfigError
 from .lifecycle.supervisor import Lifecycle
+from .lists import ListWatcher, loader_for
+from .lists.bypass import is_canary
+from .lists.watcher import publish
 from .local_names import LocalNames
 from .policy import NameCheck
 from .report import Reporter
@@ -47,6 +50,9 @@ class Service:
         if "invalidator" in inspect.signature(Authorizer.__init__).parameters:
             extra["invalidator"] = self.invalidator
         self.authorizer = Authorizer(config, self.backend, reporter=self.reporter, **extra)
+        #: [[policy.lists]]: read now (a deny list must hold from the first answer), then kept
+        #: current by a watcher thread between start and stop.
+        self.lists = self._load_lists()
         #: Liveness renewals, refused-attempt events, counters: threads between start and stop.
         self.lifecycle = Lifecycle(config, self.authorizer, self.reporter)
         self.blocked_kind = config.policy.blocked_answer
@@ -102,9 +108,25 @@ class Service:
         self.invalidator.start()
         self.authorizer.start()
         self.lifecycle.start()
+        if self.lists is not None:
+            self.lists.start()
+
+    def _load_lists(self) -> ListWatcher | None:
+        loader = loader_for(self.config)
+        if not loader.specs:
+            return None
+        policy, counters = self.authorizer.policy, self.authorizer.counters
+        index, reports = loader.load()
+        policy.lists = index
+        publish(reports, counters, index)
+        log.info("lists loaded: %d entries from %d file(s)", len(index), len(reports))
+        return ListWatcher(loader, lambda new: setattr(policy, "lists", new), counters,
+                           self.config.policy.lists_check_interval)
 
     def stop(self) -> None:
         try:
+            if self.lists is not None:
+                self.lists.stop()
             self.lifecycle.stop()
             self.authorizer.stop()
         finally:
@@ -115,7 +137,9 @@ class Service:
         return self.authorizer.check_query(qname, client, qtype)
 
     def blocked_response(self, qname: str, qtype: int) -> BlockedResponse:
-        return blocked_response(self.blocked_kind, qname, qtype)
+        # Canary names must be NXDOMAIN: an address answer would not switch a browser's DoH off.
+        kind = "nxdomain" if is_canary(qname) else self.blocked_kind
+        return blocked_response(kind, qname, qtype)
 
     def authorize(self, answer: Answer) -> Decision:
         return self.authorizer.authorize(answer)
