@@ -18,6 +18,7 @@ from .errors import ConfigError
 from .lifecycle.supervisor import Lifecycle
 from .lists import ListWatcher, loader_for
 from .lists.bypass import is_canary
+from .lists.enforce import revoke_newly_denied
 from .lists.watcher import publish
 from .local_names import LocalNames
 from .policy import NameCheck
@@ -50,9 +51,9 @@ class Service:
         if "invalidator" in inspect.signature(Authorizer.__init__).parameters:
             extra["invalidator"] = self.invalidator
         self.authorizer = Authorizer(config, self.backend, reporter=self.reporter, **extra)
-        #: [[policy.lists]]: read now (a deny list must hold from the first answer), then kept
-        #: current by a watcher thread between start and stop.
-        self.lists = self._load_lists()
+        #: [[policy.lists]]: read in start() (a deny list must hold from the first answer),
+        #: then kept current by a watcher thread until stop().
+        self.lists: ListWatcher | None = None
         #: Liveness renewals, refused-attempt events, counters: threads between start and stop.
         self.lifecycle = Lifecycle(config, self.authorizer, self.reporter)
         self.blocked_kind = config.policy.blocked_answer
@@ -105,6 +106,7 @@ class Service:
                 f"{limit}s (+grace): cached answers would outlive their grants. Set cache-max-ttl: "
                 f"{limit} (the include from `nettrust unbound-conf` does).",
                 file=self.config.path, key="grants.max_ttl")
+        self.lists = self._load_lists()
         self.invalidator.start()
         self.authorizer.start()
         self.lifecycle.start()
@@ -120,8 +122,12 @@ class Service:
         policy.lists = index
         publish(reports, counters, index)
         log.info("lists loaded: %d entries from %d file(s)", len(index), len(reports))
-        return ListWatcher(loader, lambda new: setattr(policy, "lists", new), counters,
-                           self.config.policy.lists_check_interval)
+
+        def swap(new) -> None:
+            policy.lists = new                     # one reference: atomic for the answer path
+            revoke_newly_denied(self.authorizer)
+
+        return ListWatcher(loader, swap, counters, self.config.policy.lists_check_interval)
 
     def stop(self) -> None:
         try:
