@@ -105,7 +105,8 @@ def cmd_check(args) -> int:
         print(json.dumps(config.to_dict(), indent=2, default=str))
     else:
         print(f"{path}: OK ({config.mode} mode, upstream {config.upstream.mode}, "
-              f"{len(config.policy.allow)} allow / {len(config.policy.deny)} deny patterns)")
+              f"{len(config.policy.allow)} allow / {len(config.policy.deny)} deny patterns, "
+              f"{len(config.policy.lists)} lists)")
     if args.unbound:
         from .unbound_settings import control_socket, problems, read_settings
         settings = read_settings(args.unbound)

@@ -88,7 +88,7 @@ class Policy:
         lists = self.lists                   # read once: the watcher may swap it meanwhile
         if self.allowlist:
             rule = self.allow.matches(name)
-            if rule is None and lists:
+            if rule is None:
                 found = lists.match_allow(name)
                 rule = found.rule if found is not None else None
             if rule is None:
@@ -101,7 +101,7 @@ class Policy:
         if deny is None:
             return NameCheck(True, "not denied", None, name)
         allow = self.allow.matches(name)
-        if allow is None and lists:
+        if allow is None:
             found = lists.match_allow(name)
             allow = found.rule if found is not None else None
         if allow is not None:
@@ -110,7 +110,7 @@ class Policy:
 
     def _denied(self, name: str, lists: ListIndex) -> str | None:
         deny = self.deny.matches(name)
-        if deny is None and lists:
+        if deny is None:
             found = lists.match_deny(name)
             if found is not None:
                 return found.rule

@@ -25,6 +25,7 @@ rpz       an Unbound/BIND RPZ zone file read as QNAME triggers: ``name CNAME .``
 
 from __future__ import annotations
 
+import re
 from typing import Iterable, Iterator, NamedTuple
 
 from ..patterns import normalize_name
@@ -241,3 +242,17 @@ def _rpz_records(lines: Iterable[str]) -> Iterator[tuple[int, str]]:
 
 _PARSERS = {"hosts": parse_hosts, "domains": parse_domains, "adblock": parse_adblock,
             "rpz": parse_rpz}
+
+
+_NAME = r"((?:[a-z0-9_-]{1,63}\.)*[a-z0-9_-]{1,63})"
+#: The common line of each stateless format, already canonical, as one regular expression:
+#: (match, the kinds it yields).  What does not match goes through the parser above (same
+#: result, slower).  The loader's fast path; the RPZ parser keeps state ($ORIGIN) and has none.
+FAST_LINES = {
+    "hosts": (re.compile(r"(?:0\.0\.0\.0|127\.0\.0\.1|::1?)[ \t]+" + _NAME + r"[ \t]*\r?\n?"),
+              (EXACT,)),
+    "domains": (re.compile(_NAME + r"[ \t]*\r?\n?"), (EXACT,)),
+    "adblock": (re.compile(r"\|\|" + _NAME + r"\^[ \t]*\r?\n?"), (EXACT, DEEP)),
+}
+#: Names the fast path must leave to the parser (hosts files' localhost lines).
+FAST_EXCLUDED = _HOSTS_IGNORED

@@ -22,8 +22,8 @@ from typing import NamedTuple, Sequence
 from .formats import DEEP, EXACT, ONE, PREFIX
 
 #: XOR-ed into a name's hash for each match kind, so one table holds all three.
-_SALT = {EXACT: 0, ONE: 0x5BD1E9955BD1E995, DEEP: 0x27D4EB2F165667C5}
-_ONE_SALT, _DEEP_SALT = _SALT[ONE], _SALT[DEEP]
+SALT = {EXACT: 0, ONE: 0x5BD1E9955BD1E995, DEEP: 0x27D4EB2F165667C5}
+_ONE_SALT, _DEEP_SALT = SALT[ONE], SALT[DEEP]
 _EMPTY = 0
 #: Packed value: line << 16 | source index.
 SOURCE_BITS = 16
@@ -34,7 +34,37 @@ def key_of(name: str, kind: int) -> int:
     """The table key of an entry: never 0 (0 marks an empty slot), a signed 64-bit integer."""
     # hash() is a signed 64-bit value and never -1; the salts are below 2**63, so the XOR
     # stays a signed 64-bit value.
-    return hash(name) ^ _SALT[kind] or 1
+    return hash(name) ^ SALT[kind] or 1
+
+
+class Shape:
+    """What kinds of entries one table holds: lookups skip the probes that cannot hit (a hosts
+    list has no ``*.``/``**.`` entries: one probe per name; ``**.`` entries between 1 and 3 dots
+    deep: only those suffixes are probed)."""
+
+    __slots__ = ("has_one", "deep_lo", "deep_hi")
+
+    def __init__(self) -> None:
+        self.has_one = False
+        self.deep_lo, self.deep_hi = 1 << 30, -1     # dots in the ``**.`` names; empty: lo > hi
+
+    def add(self, kind: int, name: str) -> None:
+        if kind == ONE:
+            self.has_one = True
+        elif kind == DEEP:
+            dots = name.count(".")
+            if dots < self.deep_lo:
+                self.deep_lo = dots
+            if dots > self.deep_hi:
+                self.deep_hi = dots
+
+    @classmethod
+    def union(cls, shapes) -> "Shape":
+        out = cls()
+        for s in shapes:
+            out.has_one |= s.has_one
+            out.deep_lo, out.deep_hi = min(out.deep_lo, s.deep_lo), max(out.deep_hi, s.deep_hi)
+        return out
 
 
 class HashTable:
@@ -42,10 +72,24 @@ class HashTable:
 
     Built once from arrays; read-only afterwards (a new one is built and swapped in)."""
 
-    __slots__ = ("keys", "values", "mask", "size", "duplicates")
+    __slots__ = ("keys", "values", "mask", "size", "duplicates", "shape")
 
-    def __init__(self, keys: Sequence[int], values: Sequence[int]) -> None:
-        n = len(keys)
+    def __init__(self, keys: Sequence[int], values: Sequence[int],
+                 shape: Shape | None = None) -> None:
+        self._build(len(keys), [(keys, values, None)])
+        self.shape = shape if shape is not None else _EVERY_KIND
+
+    @classmethod
+    def from_parts(cls, parts: list[tuple[Sequence[int], Sequence[int], int]],
+                   shape: Shape) -> "HashTable":
+        """Built straight from per-file arrays: (keys, line numbers, source index); the value
+        stored is ``line << SOURCE_BITS | source`` (no merged copy of the arrays is made)."""
+        table = cls.__new__(cls)
+        table._build(sum(len(k) for k, _, _ in parts), parts)
+        table.shape = shape
+        return table
+
+    def _build(self, n: int, parts) -> None:
         capacity = 8
         while capacity < 2 * n:
             capacity <<= 1
@@ -53,19 +97,21 @@ class HashTable:
         table = array("q", bytes(8 * capacity))
         vals = array("q", bytes(8 * capacity))
         size = duplicates = 0
-        for key, value in zip(keys, values):
-            i = key & mask
-            while True:
-                found = table[i]
-                if found == _EMPTY:
-                    table[i] = key
-                    vals[i] = value
-                    size += 1
-                    break
-                if found == key:         # the first writer wins (list order, then line order)
-                    duplicates += 1
-                    break
-                i = (i + 1) & mask
+        for keys, values, source in parts:
+            for j, key in enumerate(keys):
+                i = key & mask
+                while True:
+                    found = table[i]
+                    if found == _EMPTY:
+                        table[i] = key
+                        vals[i] = values[j] if source is None else \
+                            (values[j] << SOURCE_BITS) | source
+                        size += 1
+                        break
+                    if found == key:     # the first writer wins (list order, then line order)
+                        duplicates += 1
+                        break
+                    i = (i + 1) & mask
         self.keys, self.values, self.mask = table, vals, mask
         self.size, self.duplicates = size, duplicates
 
@@ -85,6 +131,10 @@ class HashTable:
 
     def nbytes(self) -> int:
         return self.keys.itemsize * len(self.keys) + self.values.itemsize * len(self.values)
+
+
+_EVERY_KIND = Shape()
+_EVERY_KIND.has_one, _EVERY_KIND.deep_lo, _EVERY_KIND.deep_hi = True, 0, 127
 
 
 class Source(NamedTuple):
@@ -120,7 +170,7 @@ class ListIndex:
 
     @classmethod
     def empty(cls) -> "ListIndex":
-        return cls(HashTable((), ()), HashTable((), ()), ())
+        return cls(HashTable((), (), Shape()), HashTable((), (), Shape()), ())
 
     def __len__(self) -> int:
         return len(self.deny) + len(self.allow)
@@ -135,34 +185,53 @@ class ListIndex:
         return self._match(self.allow, name) if self.allow.size else None
 
     def _match(self, table: HashTable, name: str) -> Match | None:
-        """Most specific first, like PatternSet: the name, ``*.parent``, nearest ``**.``."""
-        h = hash(name)
-        found = table.get(_fix(h))
-        if found is not None:
-            return self._decode(found, EXACT, name)
+        """Most specific first, like PatternSet: the name, ``*.parent``, nearest ``**.``.
+
+        The probes are written out (no call per probe): this runs for every query and every
+        link of a CNAME chain."""
+        keys, mask = table.keys, table.mask
+        key = hash(name) or 1
+        i = key & mask
+        while (found := keys[i]) != key:
+            if found == _EMPTY:
+                break
+            i = (i + 1) & mask
+        else:
+            return self._decode(table.values[i], EXACT, name)
         dot = name.find(".")
         if dot < 0:
             return None
+        shape = table.shape
         suffix = name[dot + 1:]
-        h = hash(suffix)
-        found = table.get(_fix(h ^ _ONE_SALT))
-        if found is not None:
-            return self._decode(found, ONE, suffix)
-        while True:
-            found = table.get(_fix(h ^ _DEEP_SALT))
-            if found is not None:
-                return self._decode(found, DEEP, suffix)
+        if shape.has_one:
+            key = hash(suffix) ^ _ONE_SALT or 1
+            i = key & mask
+            while (found := keys[i]) != key:
+                if found == _EMPTY:
+                    break
+                i = (i + 1) & mask
+            else:
+                return self._decode(table.values[i], ONE, suffix)
+        lo, hi = shape.deep_lo, shape.deep_hi
+        dots = name.count(".") - 1                  # in suffix
+        while dots >= lo:
+            if dots <= hi:
+                key = hash(suffix) ^ _DEEP_SALT or 1
+                i = key & mask
+                while (found := keys[i]) != key:
+                    if found == _EMPTY:
+                        break
+                    i = (i + 1) & mask
+                else:
+                    return self._decode(table.values[i], DEEP, suffix)
             dot = suffix.find(".")
             if dot < 0:
                 return None
             suffix = suffix[dot + 1:]
-            h = hash(suffix)
+            dots -= 1
+        return None
 
     def _decode(self, value: int, kind: int, name: str) -> Match:
         return Match(self.sources[value & (MAX_SOURCES - 1)], value >> SOURCE_BITS,
                      PREFIX[kind] + name)
 
-
-def _fix(h: int) -> int:
-    """key_of() for a hash already salted."""
-    return h or 1

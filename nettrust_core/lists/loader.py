@@ -16,8 +16,9 @@ from array import array
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from .formats import Entry, parse
-from .index import MAX_SOURCES, SOURCE_BITS, HashTable, ListIndex, Source, key_of
+from ..patterns import MAX_NAME_LENGTH
+from .formats import DEEP, FAST_EXCLUDED, FAST_LINES, Entry, parse
+from .index import MAX_SOURCES, SALT, HashTable, ListIndex, Shape, Source, key_of
 
 log = logging.getLogger("nettrust.lists")
 #: Problems kept per file with their line numbers (all are counted).
@@ -57,6 +58,9 @@ class _Chunk:
     allow_keys: array
     allow_lines: array
     report: FileReport
+    #: Which kinds each side holds (see index.Shape): lets lookups skip probes that cannot hit.
+    deny_shape: Shape = field(default_factory=Shape)
+    allow_shape: Shape = field(default_factory=Shape)
 
 
 def files_of(spec: ListSpec) -> list[str]:
@@ -123,16 +127,13 @@ class Loader:
                 reports.append(chunk.report)
         for gone in set(self._chunks) - seen:      # a file left a listed directory
             del self._chunks[gone]
-        deny_keys, deny_values, allow_keys, allow_values = (array("q") for _ in range(4))
-        for index, chunk in chunks:
-            for keys, lines, out_keys, out_values in (
-                    (chunk.deny_keys, chunk.deny_lines, deny_keys, deny_values),
-                    (chunk.allow_keys, chunk.allow_lines, allow_keys, allow_values)):
-                out_keys.extend(keys)
-                out_values.extend((line << SOURCE_BITS) | index for line in lines)
         self.generation += 1
-        built = ListIndex(HashTable(deny_keys, deny_values), HashTable(allow_keys, allow_values),
-                          tuple(sources), self.generation)
+        built = ListIndex(
+            HashTable.from_parts([(c.deny_keys, c.deny_lines, i) for i, c in chunks],
+                                 Shape.union(c.deny_shape for _, c in chunks)),
+            HashTable.from_parts([(c.allow_keys, c.allow_lines, i) for i, c in chunks],
+                                 Shape.union(c.allow_shape for _, c in chunks)),
+            tuple(sources), self.generation)
         return built, reports
 
     def _chunk(self, spec: ListSpec, path: str, index: int, budget: int,
@@ -167,35 +168,72 @@ def _read(spec: ListSpec, path: str, sig, budget: int, progress) -> _Chunk:
     report = FileReport(spec.name, path, reloaded=True)
     deny_keys, deny_lines, allow_keys, allow_lines = (array("q") for _ in range(4))
     list_allows = spec.action == "allow"
-    with open(path, encoding="utf-8", errors="replace", newline=None) as f:
-        lines = _counting(f, path, progress)
-        for item in parse(spec.format, lines):
+    fast = FAST_LINES.get(spec.format)
+    deny_shape, allow_shape = Shape(), Shape()
+
+    def add(number: int, kind: int, name: str, allow: bool) -> None:
+        nonlocal budget
+        if budget <= 0:
+            report.refused += 1
+            if report.refused == 1:
+                _problem(report, number, "invalid", "policy.lists_max_entries reached: this "
+                         "entry and every later one are not loaded")
+            return
+        budget -= 1
+        if allow or list_allows:
+            allow_keys.append(key_of(name, kind))
+            allow_lines.append(number)
+            allow_shape.add(kind, name)
+        else:
+            deny_keys.append(key_of(name, kind))
+            deny_lines.append(number)
+            deny_shape.add(kind, name)
+        report.entries += 1
+
+    def slow(items) -> None:
+        for item in items:
             if isinstance(item, Entry):
-                if budget <= 0:
-                    report.refused += 1
-                    if report.refused == 1:
-                        _problem(report, item.line, "invalid", "policy.lists_max_entries reached: "
-                                 "this entry and every later one are not loaded")
-                    continue
-                budget -= 1
-                if item.allow or list_allows:
-                    allow_keys.append(key_of(item.name, item.kind))
-                    allow_lines.append(item.line)
-                else:
-                    deny_keys.append(key_of(item.name, item.kind))
-                    deny_lines.append(item.line)
-                report.entries += 1
+                add(item.line, item.kind, item.name, item.allow)
             elif item.invalid:
                 report.invalid += 1
                 _problem(report, item.line, "invalid", item.message)
             else:
                 report.skipped += 1
                 _problem(report, item.line, "skipped", item.message)
+
+    with open(path, encoding="utf-8", errors="replace", newline=None) as f:
+        lines = _counting(f, path, progress)
+        if fast is None:
+            slow(parse(spec.format, lines))
+        else:
+            match, salts = fast[0].fullmatch, tuple(SALT[k] for k in fast[1])
+            keys, numbers = (allow_keys, allow_lines) if list_allows else (deny_keys, deny_lines)
+            shape = allow_shape if list_allows else deny_shape
+            deep = DEEP in fast[1]
+            per_line = len(salts)
+            for number, line in enumerate(lines, 1):
+                m = match(line)
+                if m is not None:
+                    name = m[1]
+                    if len(name) <= MAX_NAME_LENGTH and name not in FAST_EXCLUDED \
+                            and budget >= per_line:
+                        h = hash(name)           # key_of(), inlined: the loop runs 1M times
+                        for salt in salts:
+                            keys.append(h ^ salt or 1)
+                            numbers.append(number)
+                        budget -= per_line
+                        report.entries += per_line
+                        if deep:
+                            shape.add(DEEP, name)
+                        continue
+                # Anything else (comments, upper case, IDNA, errors): the parser, this line.
+                slow(item._replace(line=number) for item in parse(spec.format, (line,)))
     if report.invalid:
         first = next(p for p in report.problems if p[1] == "invalid")
         log.warning("list %s: %s: %d invalid line(s), first at line %d: %s; the other lines "
                     "are loaded", spec.name, path, report.invalid, first[0], first[2])
-    return _Chunk(sig, deny_keys, deny_lines, allow_keys, allow_lines, report)
+    return _Chunk(sig, deny_keys, deny_lines, allow_keys, allow_lines, report, deny_shape,
+                  allow_shape)
 
 
 def _problem(report: FileReport, line: int, what: str, message: str) -> None:
