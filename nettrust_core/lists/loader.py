@@ -143,7 +143,7 @@ class Loader:
         old = self._chunks.get(key)
         if old is not None and sig is not None and old.signature == sig \
                 and old.report.refused == 0:
-            old.report.reloaded = False
+            old.report.reloaded, old.report.error = False, None
             return old
         try:
             chunk = _read(spec, path, sig, budget, progress)

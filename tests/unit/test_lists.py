@@ -299,3 +299,42 @@ def test_update_reports_added_removed_and_invalid_with_lines(tmp_path):
     assert second.invalid == [(2, "one name per line expected, found 'bad name'")]
     text = "\n".join(format_change(second))
     assert f"{path}:2: invalid" in text and "+ c.example  (line 3)" in text and "- b.example" in text
+
+
+# -- a reload revokes what the new lists deny -------------------------------------------------
+def test_reload_revokes_grants_of_newly_denied_names_and_flushes_them(tmp_path):
+    import dns.message
+    from nettrust_core.answer import Answer, Security
+    from nettrust_core.authorizer import Authorizer
+    from nettrust_core.firewall.base import RecordingBackend
+    from nettrust_core.lists.enforce import revoke_newly_denied
+
+    class Flushed:
+        names: list = []
+
+        def invalidate(self, names):
+            self.names.extend(names)
+
+    path = tmp_path / "l.txt"
+    path.write_text("other.example\n")
+    config = parse_config(f'[[policy.lists]]\npath = "{path}"\nformat = "domains"\n')
+    backend, flushed = RecordingBackend(), Flushed()
+    auth = Authorizer(config, backend, invalidator=flushed)
+    loader = loader_for(config)
+    auth.policy.lists = loader.load()[0]
+
+    def ask(name, address):
+        text = (f"id 1\nopcode QUERY\nrcode NOERROR\nflags QR RD RA\n;QUESTION\n{name} IN A\n"
+                f";ANSWER\n{name} 300 IN A {address}\n")
+        return auth.authorize(Answer.from_dns_message(dns.message.from_text(text),
+                                                      Security.INSECURE))
+
+    assert ask("ads.example", "192.0.2.10").grants and ask("ok.example", "192.0.2.11").grants
+    assert revoke_newly_denied(auth) == 0                           # nothing newly denied
+    path.write_text("other.example\nads.example\n")
+    os.utime(path, ns=(5, 5))
+    auth.policy.lists = loader.load()[0]
+    assert revoke_newly_denied(auth) == 1
+    assert [str(a) for a in backend.revoked] == ["192.0.2.10"]
+    assert "ads.example" in flushed.names and "ok.example" not in flushed.names
+    assert {str(g.address) for g in backend.list_grants()} == {"192.0.2.11"}
