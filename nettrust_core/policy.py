@@ -88,33 +88,31 @@ class Policy:
         lists = self.lists                   # read once: the watcher may swap it meanwhile
         if self.allowlist:
             rule = self.allow.matches(name)
-            if rule is None:
+            if rule is None and lists.allow.size:
                 found = lists.match_allow(name)
                 rule = found.rule if found is not None else None
             if rule is None:
                 return NameCheck(False, "not in allowlist", None, name)
-            deny = self._denied(name, lists)
+            deny = self.deny.matches(name)
+            if deny is None and lists.deny.size:
+                found = lists.match_deny(name)
+                deny = found.rule if found is not None else None
             if deny is not None:
                 return NameCheck(False, "denied", deny, name)
             return NameCheck(True, "allowed", rule, name)
-        deny = self._denied(name, lists)
+        deny = self.deny.matches(name)             # written out: this runs for every name
+        if deny is None and lists.deny.size:
+            found = lists.match_deny(name)
+            deny = found.rule if found is not None else None
         if deny is None:
             return NameCheck(True, "not denied", None, name)
         allow = self.allow.matches(name)
-        if allow is None:
+        if allow is None and lists.allow.size:
             found = lists.match_allow(name)
             allow = found.rule if found is not None else None
         if allow is not None:
             return NameCheck(True, "allowed (exception)", allow, name)
         return NameCheck(False, "denied", deny, name)
-
-    def _denied(self, name: str, lists: ListIndex) -> str | None:
-        deny = self.deny.matches(name)
-        if deny is None:
-            found = lists.match_deny(name)
-            if found is not None:
-                return found.rule
-        return deny
 
     # -- answers ---------------------------------------------------------------------------
     def judge(self, answer: Answer) -> Verdict:

@@ -198,10 +198,12 @@ class ListIndex:
             i = (i + 1) & mask
         else:
             return self._decode(table.values[i], EXACT, name)
+        shape = table.shape
+        if not shape.has_one and shape.deep_hi < 0:
+            return None                             # exact names only (hosts, plain lists)
         dot = name.find(".")
         if dot < 0:
             return None
-        shape = table.shape
         suffix = name[dot + 1:]
         if shape.has_one:
             key = hash(suffix) ^ _ONE_SALT or 1
