@@ -66,6 +66,17 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("name")
     c.set_defaults(func=cmd_explain)
 
+    c = sub.add_parser("lists", help="blocklists and allowlists ([[policy.lists]])")
+    lists = c.add_subparsers(required=True, metavar="ACTION")
+    u = lists.add_parser("update", help="re-read the list files: entries, invalid lines, what "
+                         "was added and removed since the last update (downloads nothing)")
+    u.add_argument("--json", action="store_true")
+    u.add_argument("--verbose", "-v", action="store_true", help="every line, not the first 10")
+    u.add_argument("--strict", action="store_true", help="exit 1 when a line is invalid")
+    u.add_argument("--no-save", action="store_true",
+                   help="compare only; the next update compares with the same old state")
+    u.set_defaults(func=cmd_lists_update)
+
     c = sub.add_parser("unbound-conf", help="print the Unbound include for this configuration")
     c.add_argument("--script", default=_default_script(),
                    help="path of unbound_module/nettrust_unbound.py (default: the installed one)")
@@ -94,7 +105,8 @@ def cmd_check(args) -> int:
         print(json.dumps(config.to_dict(), indent=2, default=str))
     else:
         print(f"{path}: OK ({config.mode} mode, upstream {config.upstream.mode}, "
-              f"{len(config.policy.allow)} allow / {len(config.policy.deny)} deny patterns)")
+              f"{len(config.policy.allow)} allow / {len(config.policy.deny)} deny patterns, "
+              f"{len(config.policy.lists)} lists)")
     if args.unbound:
         from .unbound_settings import control_socket, problems, read_settings
         settings = read_settings(args.unbound)
@@ -111,11 +123,14 @@ def cmd_check(args) -> int:
 
 def cmd_status(args) -> int:
     from .lifecycle.status import format_lifecycle, lifecycle_status
+    config = load_config(args.config)
     with _backend(args) as backend:
         st = backend.status()
-        lifecycle = lifecycle_status(load_config(args.config), backend)
+        lifecycle = lifecycle_status(config, backend)
+    bypass = _bypass_status(config)
     if args.json:
-        print(json.dumps({**st.to_dict(), "lifecycle": lifecycle}, indent=2, default=str))
+        print(json.dumps({**st.to_dict(), "lifecycle": lifecycle, "encrypted_dns_bypass": bypass},
+                         indent=2, default=str))
         return 0 if st.present else 1
     for member in st.members or (st,):
         if len(st.members) > 1:
@@ -134,7 +149,32 @@ def cmd_status(args) -> int:
         return 1
     for line in format_lifecycle(lifecycle, st.table):
         print(line)
+    for line in _format_bypass(bypass):
+        print(line)
     return 0
+
+
+def _bypass_status(config) -> dict:
+    """Refused DoH/DoT attempts of the last 24 h, as the agent recorded them."""
+    if not config.stats.enabled:
+        return {"error": "not recorded ([stats] is off: refused attempts reach no database)"}
+    from .lists.bypass import recent_attempts
+    return recent_attempts(config.stats.database)
+
+
+def _format_bypass(st: dict) -> list[str]:
+    if "error" in st:
+        return [f"encrypted DNS bypass attempts: unknown — {st['error']}"]
+    if not st["attempts"]:
+        return ["encrypted DNS bypass attempts (24h): none refused"]
+    from datetime import datetime
+    lines = [f"encrypted DNS bypass attempts (24h): {st['attempts']} refused"]
+    for g in st["by_destination"][:10]:
+        users = f" by {', '.join(g['users'])}" if g["users"] else ""
+        last = datetime.fromtimestamp(g["last"]).strftime("%Y-%m-%d %H:%M:%S")
+        lines.append(f"  {g['bypass']}: {g['destination']} port {g['port']}: {g['count']} "
+                     f"(last {last}){users}")
+    return lines
 
 
 def cmd_hosts(args) -> int:
@@ -183,16 +223,65 @@ def cmd_remove(args) -> int:
     return 0
 
 
+def cmd_lists_update(args) -> int:
+    from .lists.update import format_change, update
+    config = load_config(args.config)
+    p = config.policy
+    if not p.lists:
+        print(f"{args.config}: no [[policy.lists]] configured")
+        return 0
+    with _progress(args.json) as progress:
+        changes = update(p.lists, p.lists_state, save=not args.no_save, progress=progress)
+    if args.json:
+        print(json.dumps([c.as_dict() for c in changes], indent=2))
+    else:
+        for change in changes:
+            for line in format_change(change, args.verbose):
+                print(line)
+        interval = p.lists_check_interval
+        print(f"the running resolver reloads changed files by itself within "
+              f"{format_duration(interval)}" if interval else
+              "policy.lists_check_interval = 0: restart Unbound to apply the changes")
+    failed = any(c.error for c in changes) or (args.strict and any(c.invalid for c in changes))
+    return 1 if failed else 0
+
+
+@contextlib.contextmanager
+def _progress(quiet: bool):
+    """A progress bar on stderr (rich, when installed and stderr is a terminal)."""
+    try:
+        if quiet or not sys.stderr.isatty():
+            raise ImportError
+        from rich.progress import Progress
+    except ImportError:
+        yield None
+        return
+    tasks: dict[str, int] = {}
+    with Progress(transient=True, console=None) as bar:
+        def step(path: str, done: int, total: int) -> None:
+            if path not in tasks:
+                tasks[path] = bar.add_task(os.path.basename(path), total=total or 1)
+            bar.update(tasks[path], completed=done)
+        yield step
+
+
 def cmd_explain(args) -> int:
     from .answer import normalize
+    from .lists import loader_for
     from .policy import Policy
     config = load_config(args.config)
-    check = Policy(config).check_name(normalize(args.name))
+    index, reports = loader_for(config).load()
+    for r in reports:
+        if r.error:
+            print(f"nettrust: list {r.list}: {r.path}: {r.error}", file=sys.stderr)
+    check = Policy(config, index).check_name(normalize(args.name))
     verdict = "ALLOWED" if check.allowed else "BLOCKED"
     rule = f" (rule {check.rule})" if check.rule else ""
     print(f"{args.name}: {verdict} — {check.reason}{rule} [{config.mode} mode]")
     if not check.allowed:
-        print(f"clients get: {config.policy.blocked_answer}; the query never goes upstream")
+        from .lists.bypass import is_canary
+        answer = "nxdomain" if is_canary(check.name or "") else config.policy.blocked_answer
+        print(f"clients get: {answer}; the query never goes upstream")
     return 0 if check.allowed else 1
 
 

@@ -30,6 +30,8 @@ import re
 from encodings import idna
 from typing import Iterable, Iterator
 
+from .errors import InvalidValue
+
 MAX_NAME_LENGTH = 253
 MAX_LABEL_LENGTH = 63
 
@@ -54,7 +56,7 @@ def normalize_name(name: str) -> str:
     try:
         return _canonical(name)
     except ValueError as exc:
-        raise ValueError(f"invalid domain name {name!r}: {exc}") from None
+        raise InvalidValue(f"invalid domain name {name!r}: {exc}") from None
 
 
 def normalize_pattern(pattern: str) -> str:
@@ -70,15 +72,15 @@ def normalize_pattern(pattern: str) -> str:
             break
     try:
         if "*" in rest:
-            raise ValueError("a wildcard must be the whole leftmost label ('*.example.com' for "
+            raise InvalidValue("a wildcard must be the whole leftmost label ('*.example.com' for "
                              "one label below, '**.example.com' for any depth) or the whole "
                              "pattern ('*')")
         if rest.startswith(".") and not prefix:
-            raise ValueError("a leading dot is not a wildcard; write '**.example.com' for the "
+            raise InvalidValue("a leading dot is not a wildcard; write '**.example.com' for the "
                              "names below example.com and add 'example.com' for the name itself")
         return prefix + _canonical(rest)
     except ValueError as exc:
-        raise ValueError(f"invalid pattern {pattern!r}: {exc}") from None
+        raise InvalidValue(f"invalid pattern {pattern!r}: {exc}") from None
 
 
 def normalize_zone(zone: str) -> str:
@@ -88,12 +90,12 @@ def normalize_zone(zone: str) -> str:
     if zone == ".":
         return zone
     if "*" in zone:
-        raise ValueError(f"invalid zone {zone!r}: zones are plain names without wildcards; a "
+        raise InvalidValue(f"invalid zone {zone!r}: zones are plain names without wildcards; a "
                          "zone already covers every name below it")
     try:
         return _canonical(zone)
     except ValueError as exc:
-        raise ValueError(f"invalid zone {zone!r}: {exc}") from None
+        raise InvalidValue(f"invalid zone {zone!r}: {exc}") from None
 
 
 def _canonical(name: str) -> str:
@@ -103,28 +105,28 @@ def _canonical(name: str) -> str:
     if name.endswith("."):
         name = name[:-1]
     if not name:
-        raise ValueError("the name is empty")
+        raise InvalidValue("the name is empty")
     labels = name.split(".")
     for index, label in enumerate(labels):
         if not label:
-            raise ValueError("empty label (two dots in a row, or a leading dot)")
+            raise InvalidValue("empty label (two dots in a row, or a leading dot)")
         if not label.isascii():
             try:
                 label = idna.ToASCII(label).decode("ascii")
             except UnicodeError as exc:
-                raise ValueError(f"label {label!r} cannot be IDNA-encoded ({exc})") from None
+                raise InvalidValue(f"label {label!r} cannot be IDNA-encoded ({exc})") from None
         label = label.lower()
         if len(label) > MAX_LABEL_LENGTH:
-            raise ValueError(f"label {label[:20]!r}... is {len(label)} characters long; at "
+            raise InvalidValue(f"label {label[:20]!r}... is {len(label)} characters long; at "
                              f"most {MAX_LABEL_LENGTH} are allowed")
         if not _LABEL.fullmatch(label):
             bad = next(ch for ch in label if not _LABEL.fullmatch(ch))
-            raise ValueError(f"label {label!r} contains {bad!r}; only letters, digits, '-' and "
+            raise InvalidValue(f"label {label!r} contains {bad!r}; only letters, digits, '-' and "
                              "'_' are allowed")
         labels[index] = label
     result = ".".join(labels)
     if len(result) > MAX_NAME_LENGTH:
-        raise ValueError(f"the name is {len(result)} characters long; at most "
+        raise InvalidValue(f"the name is {len(result)} characters long; at most "
                          f"{MAX_NAME_LENGTH} are allowed")
     return result
 

@@ -11,6 +11,11 @@ Two questions, both pure functions of the config:
   networks, never-grantable ranges (multicast, broadcast, reserved…) and rebinding targets are
   refused address by address; an IPv6 address embedding an IPv4 one (NAT64, 6to4, Teredo…) is
   judged as the IPv4 address it reaches (see nettrust_core.networks).
+
+Names also match the configured lists (``[[policy.lists]]``, :mod:`nettrust_core.lists`): deny
+lists extend ``deny``, allow lists extend ``allow``; the rule of such a verdict names the list,
+its file and line.  The canary names (:mod:`nettrust_core.lists.bypass`) are blocked first, in
+either mode, unless ``policy.canary_names`` is off.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from dataclasses import dataclass, field
 from .answer import ChainTooLong, Answer, Security, Source
 import ipaddress
 
+from .lists.bypass import CANARY_NAMES, CANARY_RULE
+from .lists.index import ListIndex
 from .networks import LOCAL, LOOPBACK, NEVER, SINKHOLES, AddressClasses, IPAddress, NetworkSet
 
 
@@ -54,8 +61,11 @@ class Verdict:
 
 
 class Policy:
-    def __init__(self, config) -> None:
+    def __init__(self, config, lists: ListIndex | None = None) -> None:
         p = config.policy
+        #: The lists' index; the lists watcher replaces it whole (one reference assignment).
+        self.lists = lists if lists is not None else ListIndex.empty()
+        self.canaries = CANARY_NAMES if getattr(p, "canary_names", False) else frozenset()
         self.allowlist = config.mode == "allowlist"
         self.allow = p.allow_set
         self.deny = p.deny_set
@@ -73,18 +83,33 @@ class Policy:
 
     # -- names -----------------------------------------------------------------------------
     def check_name(self, name: str) -> NameCheck:
+        if name in self.canaries:
+            return NameCheck(False, "canary name", CANARY_RULE, name)
+        lists = self.lists                   # read once: the watcher may swap it meanwhile
         if self.allowlist:
             rule = self.allow.matches(name)
+            if rule is None and lists.allow.size:
+                found = lists.match_allow(name)
+                rule = found.rule if found is not None else None
             if rule is None:
                 return NameCheck(False, "not in allowlist", None, name)
             deny = self.deny.matches(name)
+            if deny is None and lists.deny.size:
+                found = lists.match_deny(name)
+                deny = found.rule if found is not None else None
             if deny is not None:
                 return NameCheck(False, "denied", deny, name)
             return NameCheck(True, "allowed", rule, name)
-        deny = self.deny.matches(name)
+        deny = self.deny.matches(name)             # written out: this runs for every name
+        if deny is None and lists.deny.size:
+            found = lists.match_deny(name)
+            deny = found.rule if found is not None else None
         if deny is None:
             return NameCheck(True, "not denied", None, name)
         allow = self.allow.matches(name)
+        if allow is None and lists.allow.size:
+            found = lists.match_allow(name)
+            allow = found.rule if found is not None else None
         if allow is not None:
             return NameCheck(True, "allowed (exception)", allow, name)
         return NameCheck(False, "denied", deny, name)
@@ -95,8 +120,11 @@ class Policy:
             chain = answer.chain()
         except ChainTooLong as exc:
             return Verdict(Outcome.NOT_GRANTED, str(exc), replace_answer=False)
+        first_rule = None
         for name in chain:
             check = self.check_name(name)
+            if name is chain[0]:
+                first_rule = check.rule          # the allow rule that admitted the name, if any
             if not check.allowed:
                 reason = check.reason if name == answer.qname else f"CNAME target {name} {check.reason}"
                 return Verdict(Outcome.BLOCKED, reason, check.rule, chain, replace_answer=True)
@@ -129,7 +157,8 @@ class Policy:
             return Verdict(Outcome.NO_ADDRESS, "always reachable", None, chain)
         if not grants:
             return Verdict(Outcome.NOT_GRANTED, refused[0][1], None, chain, refused=tuple(refused))
-        return Verdict(Outcome.GRANTED, "answered", None, chain, tuple(grants), tuple(refused))
+        return Verdict(Outcome.GRANTED, "answered", first_rule, chain, tuple(grants),
+                       tuple(refused))
 
     def _dnssec_zone(self, chain: tuple[str, ...]) -> str | None:
         for name in chain:

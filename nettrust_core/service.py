@@ -15,6 +15,10 @@ from .cache_invalidation import NoInvalidation, UnboundControlInvalidator
 from .config import load_config
 from .errors import ConfigError
 from .lifecycle.supervisor import Lifecycle
+from .lists import ListWatcher, loader_for
+from .lists.bypass import is_canary
+from .lists.enforce import revoke_newly_denied
+from .lists.watcher import publish
 from .local_names import LocalNames
 from .policy import NameCheck
 from .report import Reporter
@@ -47,6 +51,9 @@ class Service:
         self.invalidator = _Invalidator()
         self.authorizer = Authorizer(config, self.backend, reporter=self.reporter,
                                      invalidator=self.invalidator)
+        #: [[policy.lists]]: read in start() (a deny list must hold from the first answer),
+        #: then kept current by a watcher thread until stop().
+        self.lists: ListWatcher | None = None
         #: Liveness renewals, refused-attempt events, counters: threads between start and stop.
         self.lifecycle = Lifecycle(config, self.authorizer, self.reporter, conntrack=conntrack)
         self.blocked_kind = config.policy.blocked_answer
@@ -99,14 +106,35 @@ class Service:
                 f"{limit}s (+grace): cached answers would outlive their grants. Set cache-max-ttl: "
                 f"{limit} (the include from `nettrust unbound-conf` does).",
                 file=self.config.path, key="grants.max_ttl")
+        self.lists = self._load_lists()
         self.invalidator.start()
         self.authorizer.start()
         self.lifecycle.start()
+        if self.lists is not None:
+            self.lists.start()
+
+    def _load_lists(self) -> ListWatcher | None:
+        loader = loader_for(self.config)
+        if not loader.specs:
+            return None
+        policy, counters = self.authorizer.policy, self.authorizer.counters
+        index, reports = loader.load()
+        policy.lists = index
+        publish(reports, counters, index)
+        log.info("lists loaded: %d entries from %d file(s)", len(index), len(reports))
+
+        def swap(new) -> None:
+            policy.lists = new                     # one reference: atomic for the answer path
+            revoke_newly_denied(self.authorizer)
+
+        return ListWatcher(loader, swap, counters, self.config.policy.lists_check_interval)
 
     def stop(self) -> None:
         """Unbound's ``deinit``: stop and join every background thread, then leave the firewall
         as ``firewall.on_exit`` says."""
         try:
+            if self.lists is not None:
+                self.lists.stop()
             self.lifecycle.stop()
             self.authorizer.stop()
         finally:
@@ -129,7 +157,9 @@ class Service:
         return self.authorizer.check_query(qname, client, qtype)
 
     def blocked_response(self, qname: str, qtype: int) -> BlockedResponse:
-        return blocked_response(self.blocked_kind, qname, qtype)
+        # Canary names must be NXDOMAIN: an address answer would not switch a browser's DoH off.
+        kind = "nxdomain" if is_canary(qname) else self.blocked_kind
+        return blocked_response(kind, qname, qtype)
 
     def authorize(self, answer: Answer) -> Decision:
         return self.authorizer.authorize(answer)

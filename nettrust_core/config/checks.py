@@ -19,7 +19,7 @@ from .messages import choices, show
 from .values import DNS_OVER_TLS_PORT
 
 if TYPE_CHECKING:
-    from .model import FirewallConfig, GrantsConfig, UpstreamConfig
+    from .model import FirewallConfig, GrantsConfig, PolicyConfig, UpstreamConfig
 
 T = TypeVar("T")
 
@@ -152,3 +152,12 @@ def resolver_cgroup_needs_user(fw: FirewallConfig) -> None:
     if fw.resolver_cgroup and not fw.resolver_user:
         raise Invalid('needs resolver_user: the cgroup narrows the resolver exemption, and '
                       'resolver_user = "" exempts nobody', key="resolver_cgroup")
+
+
+def list_names_unique(policy: PolicyConfig) -> None:
+    seen: dict[str, int] = {}
+    for index, spec in enumerate(policy.lists):
+        if spec.name in seen:
+            raise Invalid(f"two lists are named {spec.name!r} (tables {seen[spec.name]} and "
+                          f"{index}); give one a different `name`", key="lists", index=index)
+        seen[spec.name] = index

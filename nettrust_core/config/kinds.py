@@ -29,12 +29,13 @@ _PRIORITY = re.compile(r"(raw|mangle|filter|security)\s*(?:([+-])\s*([0-9]+))?")
 class Invalid(ConfigError):
     """A value is refused: ``message`` says why.  ``index`` blames an element of an array;
     ``key`` (with ``fallback``, the key to blame when that one is not written) blames another key
-    of the section than the one being read.  The loader re-raises it with the file and line."""
+    of the section than the one being read; ``field`` a key of that element (array of tables).  The loader re-raises it with the file and line."""
 
     def __init__(self, message: str, *, index: int | None = None, key: str | None = None,
-                 fallback: str | None = None) -> None:
+                 fallback: str | None = None, field: str | None = None) -> None:
         super().__init__(message, key=key)
-        self.index, self.fallback = index, fallback
+        #: ``field``: a key inside the ``index``-th table of an array of tables.
+        self.index, self.fallback, self.field = index, fallback, field
 
 
 class Kind(Generic[T]):
@@ -236,3 +237,61 @@ class Listen(Kind[HostPort]):
 
     def describe(self) -> str:
         return "ADDRESS:PORT"
+
+
+class Field(NamedTuple):
+    """One key of the tables of a :class:`Tables` array."""
+
+    name: str
+    kind: Kind[Any]
+    required: bool = False
+    default: Any = None          # the value (already read) when not written
+
+
+class Tables(Kind[tuple[Any, ...]]):
+    """An array of tables (``[[policy.lists]]``), each read into ``build(**fields)``.
+
+    A bad value is blamed on its own line (``policy.lists[2].format``); unknown and missing keys
+    name the table.  ``build`` may refuse the whole table with a ``ValueError``.
+    """
+
+    def __init__(self, fields: tuple[Field, ...], build: Callable[..., Any], element: str,
+                 dump: Callable[[Any], dict[str, Any]]) -> None:
+        self.fields, self.build, self.element, self._dump = fields, build, element, dump
+
+    def read(self, value: Any, sibling: Sibling) -> tuple[Any, ...]:
+        if not isinstance(value, list):
+            raise Invalid(wrong_type(f"an array of tables ([[...]] with {self.element})", value))
+        known = {f.name: f for f in self.fields}
+        out = []
+        for index, table in enumerate(value):
+            if not isinstance(table, dict):
+                raise Invalid(wrong_type("a table", table), index=index)
+            for name in table:
+                if name not in known:
+                    raise Invalid(f"unknown key {name!r}{did_you_mean(name, known)}; known "
+                                  f"keys: {', '.join(known)}", index=index, field=name)
+            values = {}
+            for f in self.fields:
+                if f.name not in table:
+                    if f.required:
+                        raise Invalid(f"missing {f.name!r} (each table needs "
+                                      f"{', '.join(g.name for g in self.fields if g.required)})",
+                                      index=index)
+                    values[f.name] = f.default
+                    continue
+                try:
+                    values[f.name] = f.kind.read(table[f.name], sibling)
+                except Invalid as exc:
+                    raise Invalid(exc.message, index=index, field=f.name) from None
+            try:
+                out.append(self.build(**values))
+            except ValueError as exc:
+                raise Invalid(str(exc), index=index) from None
+        return tuple(out)
+
+    def dump(self, value: tuple[Any, ...]) -> list[dict[str, Any]]:
+        return [self._dump(item) for item in value]
+
+    def describe(self) -> str:
+        return f"array of tables ({self.element})"

@@ -30,16 +30,21 @@ A new section: a dataclass of such fields, and ``name: XConfig = section(XConfig
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
+from ..errors import InvalidValue
 from ..firewall.base import MAX_INSTANCES, IPAddress, IPNetwork
 from ..firewall.registry import names as backend_names
 from ..networks import PRIVATE, SINKHOLES
 from ..patterns import PatternSet, ZoneSet, normalize_pattern, normalize_zone
 from . import checks as c
 from .declare import effective, key, section, sections_of
-from .kinds import Boolean, Choice, Duration, Each, HostPort, Integer, Listen, Priority, Text
+from ..lists.formats import FORMATS as LIST_FORMATS
+from ..lists.loader import ListSpec
+from .kinds import (Boolean, Choice, Duration, Each, Field, HostPort, Integer, Listen, Priority,
+                    Tables, Text)
 from .locate import SourceMap, parse_path
 from .values import (Upstream, address, cgroup_path, interface, nat64_prefix, network, one_of,
                      server)
@@ -70,6 +75,31 @@ ALWAYS_SINKHOLE: tuple[IPAddress, ...] = tuple(sorted(SINKHOLES, key=lambda a: a
 PRIVATE_NETWORKS: tuple[IPNetwork, ...] = PRIVATE
 
 Checks = tuple[Callable[[Any], None], ...]
+LIST_ACTIONS = ("deny", "allow")
+
+
+def _list_spec(name: str | None, path: str, format: str, action: str,  # noqa: A002
+               category: str | None) -> ListSpec:
+    """One ``[[policy.lists]]`` table; its name defaults to the file's name without suffix."""
+    if not os.path.isabs(path):
+        raise InvalidValue(f"path {path!r} is not an absolute path")
+    if name is None:
+        name = os.path.splitext(os.path.basename(path.rstrip("/")))[0] or path
+    return ListSpec(name, path, format, action, category)
+
+
+def _list_table(spec: ListSpec) -> dict[str, Any]:
+    out = {"name": spec.name, "path": spec.path, "format": spec.format, "action": spec.action}
+    if spec.category:
+        out["category"] = spec.category
+    return out
+
+
+_LIST_TABLE = Tables(
+    (Field("path", Text(), required=True), Field("format", Choice(LIST_FORMATS), required=True),
+     Field("action", Choice(LIST_ACTIONS), default="deny"),
+     Field("name", Text(empty_is_none=True)), Field("category", Text(empty_is_none=True))),
+    _list_spec, "path, format, action, name, category", _list_table)
 
 
 @dataclass(frozen=True)
@@ -119,11 +149,32 @@ class PolicyConfig:
     nat64_prefixes: tuple[IPNetwork, ...] = key(
         Each(nat64_prefix, "IPv6 prefixes /32, /40, /48, /56, /64 or /96"), [],
         "local NAT64 prefixes: their addresses are judged as the IPv4 they embed")
+    lists: tuple[ListSpec, ...] = key(
+        _LIST_TABLE, [],
+        "`[[policy.lists]]` tables: `path` (a file or a directory of files), `format` "
+        "(`hosts`, `domains`, `adblock`, `rpz`), `action` (`deny`, or `allow`: extends "
+        "`allow`), optional `name` and `category` (see *Blocklists*)")
+    lists_check_interval: float = key(
+        Duration(), "5s", "how often the resolver stats the list files and reloads changed ones",
+        check=c.zero_or_between(1, 3600, "must be 0 (no reload without a restart) or between "
+                                "1s and 1h"))
+    lists_max_entries: int = key(Integer(1, 1 << 26), 2_000_000,
+                                 "entries of all lists together; more are refused and counted "
+                                 "(bounds memory: ~32 bytes each)", unit="entries")
+    lists_state: str = key(Text(), "/var/lib/nettrust/lists",
+                           "where `nettrust lists update` keeps what it last saw, to report "
+                           "added and removed entries", check=c.absolute_path())
+    canary_names: bool = key(Boolean(), True,
+                             "answer use-application-dns.net, mask.icloud.com and "
+                             "mask-h2.icloud.com NXDOMAIN: browsers and OSes keep their own "
+                             "encrypted DNS off")
     allow_set: PatternSet = field(init=False, repr=False, compare=False)
     deny_set: PatternSet = field(init=False, repr=False, compare=False)
     rebinding_allow_set: PatternSet = field(init=False, repr=False, compare=False)
     require_dnssec_set: ZoneSet = field(init=False, repr=False, compare=False)
     local_zones_set: ZoneSet = field(init=False, repr=False, compare=False)
+
+    CHECKS: ClassVar[Checks] = (c.list_names_unique,)
 
     def __post_init__(self) -> None:
         for name in ("allow", "deny", "rebinding_allow"):

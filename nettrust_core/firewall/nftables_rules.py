@@ -28,6 +28,7 @@ What :meth:`NftablesBackend.ensure` programs (``T`` = ``spec.table``)::
             meta skuid U meta l4proto { tcp, udp } th dport { 53, 853 } accept   # resolver_uid
               # forward mode instead: … ip daddr . th dport { 9.9.9.9 . 53 } (and ip6), per upstream
               # with resolver_cgroup: "jump resolver_cgroup" instead of "accept"
+            meta l4proto { tcp, udp } th dport { 53, 853 } limit rate R/second log …  # reported too
             meta l4proto { tcp, udp } th dport { 53, 853 } counter name "rejected" reject with icmpx admin-prohibited
             ip daddr @static4 accept                            # (or: … drop, action "drop")
             ip6 daddr @static6 accept
@@ -46,6 +47,7 @@ What :meth:`NftablesBackend.ensure` programs (``T`` = ``spec.table``)::
             meta nfproto ipv4 ip saddr != { <lan_networks> } drop    # no grant applies (the
             meta nfproto ipv6 ip6 saddr != { … } drop           # internet never connects in)
             meta l4proto { tcp, udp } th dport { 53, 853 } counter … reject …   # no DNS but ours
+                                                                # (logged first, as in output)
             ip daddr @static4 accept … ip6 daddr @allow6 accept # as in output
             limit rate R/second log group G prefix "nettrust"   # as in output
             meta l4proto tcp counter name "rejected" reject with tcp reset    # as in output
@@ -188,6 +190,12 @@ def _refuse(spec: RulesetSpec, *matches: dict) -> list[dict]:
     return [*matches, {"counter": COUNTER}, {"drop": None}]
 
 
+def _log(spec: RulesetSpec) -> list[dict]:
+    """Rate-limited NFLOG to lifecycle.unauthorized's reader; no verdict (the refusal follows)."""
+    return [{"limit": {"rate": spec.log_rate, "per": "second", "burst": spec.log_rate}},
+            {"log": {"group": spec.log_group, "prefix": LOG_PREFIX}}]
+
+
 DNS_PORTS = (53, 853)
 _TCP_UDP = _match(_meta("l4proto"), {"set": ["tcp", "udp"]})
 _DNS = _match(_field("th", "dport"), {"set": list(DNS_PORTS)})
@@ -283,14 +291,15 @@ def chain_rules(spec: RulesetSpec, hook: str) -> list[list[dict]]:
         rules += _dhcp_rules(spec)
     if out:
         rules += _resolver_rules(spec)
+    if spec.log_group is not None:          # refused DNS/DoT is reported too (bypass attempts)
+        rules.append([_TCP_UDP, _DNS, *_log(spec)])
     rules.append(_refuse(spec, _TCP_UDP, _DNS))        # DNS and DoT: the resolver's, nobody else's
     for sets in (STATIC_SETS, *(grant_sets(k) for k in range(spec.instances))):
         mark = [] if sets is STATIC_SETS or spec.ct_mark is None else [_mark_connection(spec.ct_mark)]
         rules.append(_accept(_match(_field("ip", "daddr"), "@" + sets[4]), *mark))
         rules.append(_accept(_match(_field("ip6", "daddr"), "@" + sets[6]), *mark))
     if spec.log_group is not None:          # no verdict: the refusal below still applies
-        rules.append([{"limit": {"rate": spec.log_rate, "per": "second", "burst": spec.log_rate}},
-                      {"log": {"group": spec.log_group, "prefix": LOG_PREFIX}}])
+        rules.append(_log(spec))
     if spec.action == "reject":
         rules.append([_match(_meta("l4proto"), "tcp"), {"counter": COUNTER},
                       {"reject": {"type": "tcp reset"}}])

@@ -15,6 +15,7 @@ import time
 from collections import Counter, deque
 
 from ..errors import NetTrustError
+from ..lists.bypass import bypass_kind
 from ..netlink.nflog import Attempt
 from ..worker import Worker
 from .nflog import NflogReader
@@ -33,6 +34,7 @@ class UnauthorizedWatcher(Worker):
         self.counters = counters
         self.strikes = strikes
         self._recent: dict[str, deque] = {}
+        self._bypass_seen: set[tuple[str, int | None]] = set()
         self._users: dict[int, str | None] = {}
         self._reader: NflogReader | None = None
 
@@ -72,6 +74,15 @@ class UnauthorizedWatcher(Worker):
                   "port": a.port, "hook": a.hook}
         if a.uid is not None:
             fields.update(uid=a.uid, user=self._user(a.uid))
+        bypass = bypass_kind(a.destination, a.port, a.protocol)
+        if bypass is not None:
+            # An encrypted-DNS bypass refused: `nettrust status` lists these (from the agent).
+            fields["bypass"] = bypass
+            self.counters["bypass_attempts"] += 1
+            if (a.destination, a.port) not in self._bypass_seen and len(self._bypass_seen) < 1024:
+                self._bypass_seen.add((a.destination, a.port))
+                log.warning("refused encrypted-DNS bypass: %s to %s port %s (uid %s)", bypass,
+                            a.destination, a.port, a.uid)
         if self.reporter is not None:
             self.reporter.event("unauthorized", **fields)
         log.debug("refused %s to %s port %s from %s (uid %s)", a.protocol, a.destination, a.port,
