@@ -125,7 +125,11 @@ def cmd_status(args) -> int:
           f"policy: {st.get('policy')}  action: {st.get('action')}")
     sets = st.get("sets", {})
     print("sets: " + "  ".join(f"{k}={v}" for k, v in sets.items()))
+    audit = load_config(args.config).firewall.enforcement == "audit"
+    if audit:
+        print("enforcement: AUDIT -- nothing is refused; what would be is logged and counted")
     for name, c in st.get("counters", {}).items():
+        name = f"{name} (would refuse)" if audit else name
         print(f"counter {name}: {c.get('packets', 0)} packets, {c.get('bytes', 0)} bytes")
     for line in format_lifecycle(st["lifecycle"], st.get("table")):
         print(line)

@@ -19,7 +19,7 @@ from .messages import choices, show
 from .values import DNS_OVER_TLS_PORT
 
 if TYPE_CHECKING:
-    from .model import FirewallConfig, GrantsConfig, UpstreamConfig
+    from .model import FirewallConfig, GrantsConfig, UpstreamConfig, WebConfig
 
 T = TypeVar("T")
 
@@ -152,3 +152,14 @@ def resolver_cgroup_needs_user(fw: FirewallConfig) -> None:
     if fw.resolver_cgroup and not fw.resolver_user:
         raise Invalid('needs resolver_user: the cgroup narrows the resolver exemption, and '
                       'resolver_user = "" exempts nobody', key="resolver_cgroup")
+
+
+def web_needs_password_or_proxy(web: WebConfig) -> None:
+    if web.enabled and web.auth == "password" and not web.password_hash:
+        raise Invalid('auth = "password" needs password_hash: run `nettrust web --hash-password` '
+                      'and paste its output (or put a reverse proxy in front: auth = "proxy")',
+                      key="password_hash", fallback="enabled")
+    if web.auth == "proxy" and web.listen.address not in ("127.0.0.1", "::1"):
+        raise Invalid('auth = "proxy" serves without a password: listen must be 127.0.0.1 or '
+                      "[::1], where only the proxy on this host can reach it", key="listen",
+                      fallback="auth")

@@ -48,6 +48,8 @@ UPSTREAM_MODES = ("recurse", "forward")
 BLOCKED_ANSWERS = ("nxdomain", "sinkhole", "refused")
 FIREWALL_BACKENDS = ("nftables",)
 ACTIONS = ("reject", "drop")
+#: firewall.enforcement: "audit" drops nothing; what would be refused is logged and counted.
+ENFORCEMENTS = ("enforce", "audit")
 HOOKS = ("output", "forward")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 #: firewall.on_exit: what stopping Unbound leaves in the kernel.
@@ -190,6 +192,9 @@ class FirewallConfig:
     priority: int = key(Priority(), 0, "priority of NetTrust's chains; lower runs earlier")
     action: str = key(Choice(ACTIONS), "reject",
                       "for traffic nobody was granted: `reject` (fails fast) or `drop`")
+    enforcement: str = key(Choice(ENFORCEMENTS), "enforce",
+                           "`enforce`, or `audit`: nothing is refused; what would be is logged "
+                           "(NFLOG), counted and reported as \"would refuse\"")
     hooks: tuple[str, ...] = key(Each(one_of(HOOKS), 'hooks ("output", "forward")', unique=False),
                                  ["output"], "traffic filtered; add `\"forward\"` on a gateway",
                                  check=(c.not_empty(HOOKS), c.no_repeats()))
@@ -309,6 +314,27 @@ class AlertsConfig:
     backend_errors: bool = key(Boolean(), True, "alert when a grant could not be written")
 
 
+WEB_AUTH = ("password", "proxy")
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    """The dashboard (``nettrust web``): read-only over the statistics database."""
+
+    enabled: bool = key(Boolean(), False, "`nettrust web` serves the dashboard (read-only over "
+                        "`stats.database`)")
+    listen: HostPort = key(Listen(), "127.0.0.1:9532", "where the dashboard listens")
+    auth: str = key(Choice(WEB_AUTH), "password",
+                    "`password` (HTTP login), or `proxy`: a reverse proxy in front "
+                    "authenticates (listen must then be loopback)")
+    password_hash: str | None = key(
+        Text(empty_is_none=True), "", "from `nettrust web --hash-password` (scrypt)",
+        check=c.matches(r"scrypt\$\d+\$\d+\$\d+\$[0-9a-f]{32}\$[0-9a-f]{128}", "scrypt hash",
+                        "{value!r} is not a password hash: run `nettrust web --hash-password`"))
+
+    CHECKS: ClassVar[Checks] = (c.web_needs_password_or_proxy,)
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole configuration.  Its own keys are the file's [general] section."""
@@ -327,6 +353,7 @@ class Config:
     stats: StatsConfig = section(StatsConfig)
     metrics: MetricsConfig = section(MetricsConfig)
     alerts: AlertsConfig = section(AlertsConfig)
+    web: WebConfig = section(WebConfig)
     #: The text it was parsed from, for :meth:`line_of`; not part of the value.
     source: SourceMap | None = field(default=None, repr=False, compare=False)
 

@@ -78,6 +78,8 @@ class RulesetSpec:
     #: Resolver processes sharing the port (firewall.instances): each writes only its own pair
     #: of grant sets and the chains accept an address found in any of them.
     instances: int = 1
+    #: firewall.enforcement = "audit": every refusing rule logs, counts and accepts instead.
+    audit: bool = False
 
 
 class FirewallBackend(Protocol):

@@ -322,7 +322,36 @@ def chain_rules(spec: RulesetSpec, hook: str) -> list[list[dict]]:
         rules.append([{"counter": COUNTER}, {"reject": {"type": "icmpx", "expr": "admin-prohibited"}}])
     else:
         rules.append([{"counter": COUNTER}, {"drop": None}])
+    if spec.audit:                          # firewall.enforcement = "audit"
+        return audit_rules(spec, rules)
     return rules
+
+
+#: NFLOG prefix of a packet audit mode let through ("would refuse").
+AUDIT_PREFIX = "nettrust-audit"
+
+
+def audit_rules(spec: RulesetSpec, rules: list[list[dict]]) -> list[list[dict]]:
+    """Audit mode: every rule that would refuse (drop or reject) logs, counts and accepts.
+
+    The plain log rule goes (each refusal logs itself, with :data:`AUDIT_PREFIX`); the
+    ``rejected`` counter then counts "would refuse"; the chain's policy stays drop but nothing
+    reaches it.  Rules without a refusal are kept as they are.
+    """
+    out = []
+    for rule in rules:
+        if any("log" in expr for expr in rule):
+            continue
+        if not any("drop" in expr or "reject" in expr for expr in rule):
+            out.append(rule)
+            continue
+        matches = [e for e in rule if not ({"counter", "drop", "reject"} & e.keys())]
+        if spec.log_group is not None:
+            out.append([*matches, {"limit": {"rate": spec.log_rate, "per": "second",
+                                             "burst": spec.log_rate}},
+                        {"log": {"group": spec.log_group, "prefix": AUDIT_PREFIX}}])
+        out.append([*matches, {"counter": COUNTER}, {"accept": None}])
+    return out
 
 
 def wants_nd_chain(spec: RulesetSpec) -> bool:

@@ -19,6 +19,9 @@ from ..errors import NetTrustError
 from ..netlink.nflog import Attempt
 from .nflog import NflogReader
 
+#: The NFLOG prefix of audit mode's rules (nettrust_core.firewall.nftables.AUDIT_PREFIX).
+AUDIT_PREFIX = "nettrust-audit"
+
 log = logging.getLogger("nettrust.unauthorized")
 STRIKE_WINDOW = 60.0
 
@@ -70,13 +73,17 @@ class UnauthorizedWatcher:
     def handle(self, a: Attempt, now: float | None = None) -> None:
         self.counters["unauthorized"] += 1
         self.counters[f"unauthorized_{a.protocol}"] += 1
+        # Audit mode's rules log with their own prefix: the packet went through.
+        verdict = "would refuse" if a.prefix == AUDIT_PREFIX else "refused"
+        if verdict == "would refuse":
+            self.counters["would_refuse"] += 1
         fields = {"source": a.source, "destination": a.destination, "protocol": a.protocol,
-                  "port": a.port, "hook": a.hook}
+                  "port": a.port, "hook": a.hook, "verdict": verdict}
         if a.uid is not None:
             fields.update(uid=a.uid, user=self._user(a.uid))
         if self.reporter is not None:
             self.reporter.event("unauthorized", **fields)
-        log.debug("refused %s to %s port %s from %s (uid %s)", a.protocol, a.destination, a.port,
+        log.debug("%s %s to %s port %s from %s (uid %s)", verdict, a.protocol, a.destination, a.port,
                   a.source, a.uid)
         if self.strikes:
             self._strike(a, now if now is not None else time.monotonic())
