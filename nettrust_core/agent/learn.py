@@ -166,7 +166,7 @@ def to_toml(proposal: Proposal, now: float | None = None) -> str:
              f"{proposal.names_used} names whose answers were granted,",
              f"# {since} to {datetime.fromtimestamp(now).strftime('%Y-%m-%d %H:%M')}. "
              "Review every line before using it; each says what it stands for.",
-             '# With mode = "allowlist" (top of the file) these become the only names answered.',
+             '# With mode = "allowlist" (under [general]) these become the only names answered.',
              "[policy]"]
     if proposal.entries:
         width = max(len(_quoted(e.pattern)) for e in proposal.entries) + 1
