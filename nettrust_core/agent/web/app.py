@@ -90,8 +90,7 @@ def create_app(database: str, *, password_hash: str | None, proxy: bool = False,
         failed = "failed" in request.query_params
         target = request.query_params.get("next", "/")
         html = html.replace("{{next}}", target if target in PAGES else "/")
-        return HTMLResponse(html.replace("{{error}}", "Wrong password." if failed else ""),
-                            401 if failed else 200)
+        return HTMLResponse(html.replace("{{error}}", "Wrong password." if failed else ""))
 
     async def login(request: Request) -> Response:
         form = parse_qs((await request.body())[:4096].decode(errors="replace"))
@@ -113,7 +112,8 @@ def create_app(database: str, *, password_hash: str | None, proxy: bool = False,
     routes = [Route(path, guarded(page, True)) for path in PAGES]
     routes += [Route(f"/api/{name}", guarded(api(view), False))
                for name, view in API.items()]
-    routes += [Route("/login", login_page), Route("/login", login, methods=["POST"]),
+    routes += [Route("/favicon.ico", lambda request: RedirectResponse("/static/favicon.svg", 301)),
+               Route("/login", login_page), Route("/login", login, methods=["POST"]),
                Route("/logout", logout), Mount("/static", StaticFiles(directory=STATIC))]
     app = Starlette(routes=routes)
     return _with_headers(app)
@@ -163,7 +163,12 @@ def _log(conn, params):
 
 
 def _timeline(conn, params):
+    """Buckets over ``since`` (default 24h), starting no earlier than a minute before the first
+    recorded query, so a young database is not a flat line with a spike at the end."""
     start = _since(params)
+    first = conn.execute("SELECT MIN(ts) FROM queries").fetchone()[0]
+    if first is not None:
+        start = max(start, first - 60)
     span = max(60.0, time.time() - start)
     step = float(_int(params, "step", 0, 86400) or max(10, int(span / 120)))
     return v.timeline(conn, start, step)

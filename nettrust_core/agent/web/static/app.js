@@ -59,8 +59,10 @@ function card(title, ...children) { return el("section", {class: "card"}, el("h2
 // -- pages -------------------------------------------------------------------------------------
 const pages = {
   async overview() {
+    // the plot spans the last 6 hours, or less when the records start later
     const [s, top, tl] = await Promise.all([get("/api/summary?since=24h"), get("/api/top?since=24h"),
                                            get("/api/timeline?since=6h")]);
+    const span = Date.now() / 1000 - tl.t[0];
     const stat = (n, l) => el("div", {class: "card stat"}, el("div", {class: "n", text: String(n)}), el("div", {class: "l", text: l}));
     const blocked = s.by_outcome.blocked || 0;
     app.replaceChildren(
@@ -68,7 +70,7 @@ const pages = {
       el("div", {class: "stats", id: "totals"}, stat(s.queries, "queries"), stat(blocked, "blocked"),
          stat(s.grants, "grants"), stat(s.active_addresses, "addresses open now"), stat(s.clients, "clients"),
          stat(s.events.unauthorized || 0, "refused attempts")),
-      card("Queries, blocks, grants and refused attempts (last 6 hours)", el("div", {id: "plot", class: "plot"})),
+      card("Queries, blocks, grants and refused attempts" + (span < 6 * 3600 - 600 ? " (since the first record)" : " (last 6 hours)"), el("div", {id: "plot", class: "plot"})),
       el("div", {class: "grid", style: "margin-top:16px"},
         card("Top allowed names", table("top-allowed", [["Name", "domain", "mono"], ["Queries", "queries", "num"], ["Cached", "cached", "num"]], top.allowed)),
         card("Top blocked names", table("top-blocked", [["Name", "domain", "mono"], ["Queries", "queries", "num"], ["Clients", "clients", "num"], ["Reason", "reason"]], top.blocked)),
