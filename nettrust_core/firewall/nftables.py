@@ -54,6 +54,11 @@ What :meth:`NftablesBackend.ensure` programs (``T`` = ``spec.table``)::
 
 Nothing ICMPv6 and nothing DHCP in forward.
 
+Audit mode (``spec.audit``, firewall.enforcement = "audit", :func:`audit_rules`): the same chains,
+but every rule ending in reject or drop becomes ``<its matches> limit rate R/second log group G
+prefix "nettrust-audit"`` followed by ``<its matches> counter name "rejected" accept``, and the
+plain log rule goes: nothing is refused, what would be is logged and counted.
+
 Two planes:
 
 * The control plane (``ensure``) is one libnftables JSON transaction built as data (``nft -j -f -``

@@ -4,7 +4,9 @@ Runs in its own thread inside Unbound, reading the ruleset's NFLOG group.  Each 
 counted and sent to the agent as ``{"t": "event", "kind": "unauthorized", ...}``; malformed
 packets are counted and skipped.  With ``lifecycle.strikes = N``, a local user (output hook) or a
 client address (forward hook) that makes N refused attempts within a minute produces one
-``strike`` event and a warning, then its count starts again.
+``strike`` event and a warning, then its count starts again.  In audit mode the kernel logs with
+the prefix ``nettrust-audit`` and lets the packet through: the event's ``verdict`` is then
+``"would refuse"`` (else ``"refused"``).
 """
 
 from __future__ import annotations
