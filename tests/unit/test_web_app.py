@@ -125,3 +125,17 @@ def test_proxy_mode_must_listen_on_loopback_and_password_mode_needs_a_hash():
     with pytest.raises(ConfigError, match="hash-password"):
         parse_config("[web]\nenabled = true\n", "t.toml")
     parse_config('[web]\nenabled = true\nauth = "proxy"\n', "t.toml")
+
+
+def test_hash_password_command_prints_a_hash_the_config_accepts_and_web_refuses_when_off(tmp_path):
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-m", "nettrust_core.cli", "web", "--hash-password"],
+                         input="s3cret\n", capture_output=True, text=True, check=True).stdout.strip()
+    assert verify_password("s3cret", out) and not verify_password("s3cre", out)
+    parse_config(f'[web]\nenabled = true\npassword_hash = "{out}"\n', "t.toml")
+    off = tmp_path / "off.toml"
+    off.write_text("[web]\nenabled = false\n")
+    r = subprocess.run([sys.executable, "-m", "nettrust_core.cli", "-c", str(off), "web"],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "web.enabled" in r.stderr and "dashboard is off" in r.stderr
