@@ -45,7 +45,9 @@ def test_sessions_expire_and_cannot_be_forged():
     now = [1000.0]
     s = Sessions(lifetime=60, clock=lambda: now[0])
     token = s.issue()
-    assert s.valid(token) and not s.valid(token[:-1] + "0") and not s.valid("9999999999.x")
+    forged = token[:-1] + ("1" if token[-1] == "0" else "0")      # one signature digit changed
+    assert s.valid(token) and not s.valid(forged) and not s.valid("9999999999.x")
+    assert not s.valid(str(int(token.split(".")[0]) + 3600) + "." + token.split(".")[1])
     assert not Sessions().valid(token)                  # another server's key
     now[0] += 61
     assert not s.valid(token)
