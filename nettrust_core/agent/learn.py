@@ -35,6 +35,8 @@ from ..registrable import registrable_domain
 SIBLINGS = 3
 #: Names shown in a collapsed entry's comment.
 SHOWN = 3
+#: Names listed per entry in the JSON (``name_count`` has them all).
+NAMES_LISTED = 20
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,8 @@ class Proposal:
 
     def to_dict(self) -> dict:
         return {"since": self.since, "names_used": self.names_used,
-                "allow": [{"pattern": e.pattern, "names": list(e.names), "grants": e.grants}
+                "allow": [{"pattern": e.pattern, "names": list(e.names[:NAMES_LISTED]),
+                           "name_count": len(e.names), "grants": e.grants}
                           for e in self.entries],
                 "bare_addresses": [b.__dict__ | {"ports": list(b.ports), "users": list(b.users),
                                                  "verdicts": list(b.verdicts)} for b in self.bare]}

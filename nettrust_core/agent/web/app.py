@@ -152,10 +152,10 @@ def _summary(conn, params):
 
 def _top(conn, params):
     start, n = _since(params), _int(params, "limit", 10, 100)
-    return {"domains": v.top(conn, "domains", start, n), "blocked": v.top(conn, "blocked", start, n),
+    domains = v.top(conn, "domains", start, n * 3)
+    return {"domains": domains[:n], "blocked": v.top(conn, "blocked", start, n),
             "clients": v.top(conn, "clients", start, n),
-            "allowed": [r for r in v.top(conn, "domains", start, n * 3)
-                        if r["queries"] > (r["blocked"] or 0)][:n]}
+            "allowed": [r for r in domains if r["queries"] > (r["blocked"] or 0)][:n]}
 
 
 def _log(conn, params):

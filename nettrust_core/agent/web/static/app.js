@@ -144,7 +144,7 @@ const pages = {
     app.replaceChildren(el("h1", {text: "Learned policy proposal"}),
       el("p", {class: "muted", text: `From the ${p.names_used} names whose answers were granted in the last 7 days (nettrust learn --since 7d). Review before adding to nettrust.toml.`}),
       el("div", {class: "grid"},
-        card("Proposed allow patterns", table("learn-allow", [["Pattern", "pattern", "mono"], ["Names", r => r.names.length, "num"], ["Grants", "grants", "num"], ["Examples", r => r.names.slice(0, 3).join(", "), "mono"]], p.allow, "Nothing granted in this period.")),
+        card("Proposed allow patterns", table("learn-allow", [["Pattern", "pattern", "mono"], ["Names", "name_count", "num"], ["Grants", "grants", "num"], ["Examples", r => r.names.slice(0, 3).join(", "), "mono"]], p.allow, "Nothing granted in this period.")),
         card("Bare-address connections (not proposed)", table("learn-bare", [["Address", "address", "mono"], ["Attempts", "attempts", "num"], ["Ports", r => r.ports.join(", "), "mono"], ["Users", r => r.users.join(", ")]], p.bare_addresses, "None."))),
       card("TOML snippet", el("pre", {class: "toml", id: "learn-toml", text: p.toml})));
   },
