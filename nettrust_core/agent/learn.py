@@ -165,8 +165,9 @@ def to_toml(proposal: Proposal, now: float | None = None) -> str:
     now = time.time() if now is None else now
     since = (datetime.fromtimestamp(proposal.since).strftime("%Y-%m-%d %H:%M")
              if proposal.since else "the first record")
-    lines = [f"# nettrust learn: {len(proposal.entries)} allow patterns proposed from "
-             f"{proposal.names_used} names whose answers were granted,",
+    n, used = len(proposal.entries), proposal.names_used
+    lines = [f"# nettrust learn: {n} allow pattern{'s' * (n != 1)} proposed from {used} "
+             f"name{'s' * (used != 1)} whose answers were granted,",
              f"# {since} to {datetime.fromtimestamp(now).strftime('%Y-%m-%d %H:%M')}. "
              "Review every line before using it; each says what it stands for.",
              '# With mode = "allowlist" (under [general]) these become the only names answered.',
