@@ -132,6 +132,9 @@ def cmd_status(args) -> int:
         print(json.dumps({**st.to_dict(), "lifecycle": lifecycle, "encrypted_dns_bypass": bypass},
                          indent=2, default=str))
         return 0 if st.present else 1
+    audit = config.firewall.enforcement == "audit"
+    if audit:
+        print("enforcement: AUDIT -- nothing is refused; what would be is logged and counted")
     for member in st.members or (st,):
         if len(st.members) > 1:
             print(f"backend {member.backend}:")
@@ -144,7 +147,8 @@ def cmd_status(args) -> int:
               f"policy: {member.policy}  action: {member.action}")
         print("sets: " + "  ".join(f"{k}={v}" for k, v in member.sets.items()))
         for name, c in member.counters.items():
-            print(f"counter {name}: {c.get('packets', 0)} packets, {c.get('bytes', 0)} bytes")
+            label = f"{name} (would refuse)" if audit else name
+            print(f"counter {label}: {c.get('packets', 0)} packets, {c.get('bytes', 0)} bytes")
     if not st.present:
         return 1
     for line in format_lifecycle(lifecycle, st.table):

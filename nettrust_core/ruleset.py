@@ -47,7 +47,8 @@ def ruleset_spec(config) -> RulesetSpec:
                        lan_networks=fw.lan_networks,
                        ct_mark=CT_MARK if lc.liveness else None,
                        log_group=lc.log_group if lc.unauthorized else None, log_rate=lc.log_rate,
-                       set_size=config.grants.max_per_set, instances=config.firewall.instances)
+                       set_size=config.grants.max_per_set, instances=config.firewall.instances,
+                       audit=fw.enforcement == "audit")
 
 
 def instance_from_env(config, environ=os.environ) -> int:

@@ -73,8 +73,9 @@ class Alerts(Worker):
             subject = str(record.get("destination") or record.get("address") or "")
             port = f" port {record['port']}" if record.get("port") else ""
             who = record.get("user") or record.get("source")
+            would = "would refuse: " if record.get("verdict") == "would refuse" else ""
             self.fire("unauthorized", subject,
-                      f"unauthorized {record.get('protocol') or 'connection'} attempt to "
+                      f"{would}unauthorized {record.get('protocol') or 'connection'} attempt to "
                       f"{subject or 'an address'}{port}" + (f" by {who}" if who else ""),
                       event=record)
         elif kind == "backend_error" and self.config.backend_errors:

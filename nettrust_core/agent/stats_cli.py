@@ -33,6 +33,45 @@ def register(sub) -> None:
     w.add_argument("address")
     st.set_defaults(func=cmd_stats, view="summary")
 
+    c = sub.add_parser("learn", help="propose allow patterns from the grants recorded (a TOML "
+                       "snippet to review)")
+    c.add_argument("--since", default="7d", help='how far back ("7d", the default; "24h") or a '
+                   "date/time")
+    c.add_argument("--siblings", type=int, default=3, metavar="N",
+                   help="N used names below one parent become *.parent (default 3)")
+    c.add_argument("--json", action="store_true", help="machine-readable output")
+    c.add_argument("--database", help="statistics database (default: stats.database)")
+    c.set_defaults(func=cmd_learn)
+
+    c = sub.add_parser("web", help="serve the dashboard (off by default: [web] enabled = true)")
+    c.add_argument("--hash-password", action="store_true",
+                   help="read a password (twice, or once from stdin) and print the "
+                        "web.password_hash value to put in the config")
+    c.set_defaults(func=cmd_web)
+
+
+def cmd_learn(args) -> int:
+    from . import stats_view as v
+    from .learn import propose, to_toml
+    config = load_config(args.config)
+    conn = v.connect(args.database or config.stats.database)
+    try:
+        proposal = propose(conn, v.since(args.since), args.siblings)
+    finally:
+        conn.close()
+    print(json.dumps(proposal.to_dict(), indent=2) if args.json else to_toml(proposal), end="")
+    return 0
+
+
+def cmd_web(args) -> int:
+    if args.hash_password:
+        from .web.auth import read_new_password, hash_password
+        print(hash_password(read_new_password()))
+        return 0
+    from .web.server import serve
+    serve(load_config(args.config))
+    return 0
+
 
 def cmd_agent(args) -> int:
     from ..logs import setup_logging

@@ -6,6 +6,7 @@ them for a terminal.  The same queries are canned in conf/datasette-metadata.jso
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import time
@@ -136,6 +137,78 @@ def why(conn, address: str, start: float = 0.0) -> dict:
     expires = max((g["expires"] or 0 for g in grants), default=None)
     return {"address": address, "open": bool(expires and expires > time.time()),
             "expires": expires, "grants": grants, "answers": answers}
+
+
+def log(conn, after: int = 0, limit: int = 100, start: float = 0.0) -> list[dict]:
+    """The query log, newest first: rows with an id above ``after`` (a follower passes the
+    highest id it has), each with the addresses its answer granted."""
+    rows = _rows(conn, "SELECT q.id AS id, q.ts AS ts, d.name AS name, c.address AS client, "
+                 "q.qtype AS qtype, q.outcome AS verdict, q.reason AS reason, q.rule AS rule, "
+                 "q.source AS source, q.security AS security, q.count AS count "
+                 "FROM queries q JOIN domains d ON d.id = q.domain_id "
+                 "LEFT JOIN clients c ON c.id = q.client_id WHERE q.id > ? AND q.ts >= ? "
+                 "ORDER BY q.id DESC LIMIT ?", after, start, limit)
+    for r in rows:          # a grant belongs to the decision that wrote it: same name, client, time
+        r["grants"] = [g[0] for g in conn.execute(
+            "SELECT DISTINCT g.address FROM grants g JOIN domains d ON d.id = g.domain_id "
+            "LEFT JOIN clients c ON c.id = g.client_id WHERE d.name = ? "
+            "AND c.address IS ? AND g.ts BETWEEN ? - 1 AND ? + 1 ORDER BY g.address",
+            (r["name"], r["client"], r["ts"], r["ts"]))] if r["verdict"] == "granted" else []
+    return rows
+
+
+def timeline(conn, start: float, step: float, now: float | None = None) -> dict:
+    """Queries, blocked queries, grants and refused attempts per ``step`` seconds from
+    ``start`` to now: equal-length series over the same bucket starts."""
+    now = time.time() if now is None else now
+    first = int(start // step)
+    n = max(1, int(now // step) - first + 1)
+    out = {"t": [(first + i) * step for i in range(n)], "queries": [0] * n, "blocked": [0] * n,
+           "grants": [0] * n, "refused": [0] * n}
+    series = (("queries", "SELECT CAST(ts / ? AS INTEGER), SUM(count) FROM queries "
+                          "WHERE ts >= ? GROUP BY 1"),
+              ("blocked", "SELECT CAST(ts / ? AS INTEGER), SUM(count) FROM queries "
+                          "WHERE ts >= ? AND outcome = 'blocked' GROUP BY 1"),
+              ("grants", "SELECT CAST(ts / ? AS INTEGER), COUNT(*) FROM grants WHERE ts >= ? "
+                         "GROUP BY 1"),
+              ("refused", "SELECT CAST(ts / ? AS INTEGER), COUNT(*) FROM events "
+                          "WHERE ts >= ? AND kind = 'unauthorized' GROUP BY 1"))
+    for key, sql in series:
+        for bucket, value in conn.execute(sql, (step, first * step)):
+            if 0 <= bucket - first < n:
+                out[key][bucket - first] = value
+    return out
+
+
+def granted(conn, now: float | None = None, limit: int = 500) -> list[dict]:
+    """Addresses whose last recorded grant is still open, soonest to close last."""
+    now = time.time() if now is None else now
+    rows = _rows(conn, "SELECT g.address AS address, MAX(g.expires) AS expires, "
+                 "GROUP_CONCAT(DISTINCT d.name) AS names, GROUP_CONCAT(DISTINCT c.address) AS "
+                 "clients FROM grants g LEFT JOIN domains d ON d.id = g.domain_id "
+                 "LEFT JOIN clients c ON c.id = g.client_id WHERE g.expires > ? "
+                 "GROUP BY g.address ORDER BY expires DESC, address LIMIT ?", now, limit)
+    for r in rows:
+        r["left"] = round(r["expires"] - now, 1)
+        r["names"] = sorted((r["names"] or "").split(","))
+        r["clients"] = sorted((r["clients"] or "").split(",")) if r["clients"] else []
+    return rows
+
+
+def refused(conn, start: float = 0.0, limit: int = 200) -> list[dict]:
+    """Refused connection attempts (``unauthorized`` events), newest first; in audit mode
+    their verdict is "would refuse"."""
+    out = []
+    for r in _rows(conn, "SELECT id, ts, data FROM events WHERE kind = 'unauthorized' "
+                   "AND ts >= ? ORDER BY id DESC LIMIT ?", start, limit):
+        try:
+            data = json.loads(r["data"] or "{}")
+        except ValueError:
+            data = {}
+        out.append({"id": r["id"], "ts": r["ts"], "verdict": data.get("verdict", "refused"),
+                    **{k: data.get(k) for k in ("source", "destination", "protocol", "port",
+                                                "hook", "user", "uid")}})
+    return out
 
 
 # -- terminal output ------------------------------------------------------------------------

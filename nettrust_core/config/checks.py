@@ -19,7 +19,7 @@ from .messages import choices, show
 from .values import DNS_OVER_TLS_PORT
 
 if TYPE_CHECKING:
-    from .model import FirewallConfig, GrantsConfig, PolicyConfig, UpstreamConfig
+    from .model import FirewallConfig, GrantsConfig, PolicyConfig, UpstreamConfig, WebConfig
 
 T = TypeVar("T")
 
@@ -161,3 +161,14 @@ def list_names_unique(policy: PolicyConfig) -> None:
             raise Invalid(f"two lists are named {spec.name!r} (tables {seen[spec.name]} and "
                           f"{index}); give one a different `name`", key="lists", index=index)
         seen[spec.name] = index
+
+
+def web_needs_password_or_proxy(web: WebConfig) -> None:
+    if web.enabled and web.auth == "password" and not web.password_hash:
+        raise Invalid('auth = "password" needs password_hash: run `nettrust web --hash-password` '
+                      'and paste its output (or put a reverse proxy in front: auth = "proxy")',
+                      key="password_hash", fallback="enabled")
+    if web.auth == "proxy" and web.listen.address not in ("127.0.0.1", "::1"):
+        raise Invalid('auth = "proxy" serves without a password: listen must be 127.0.0.1 or '
+                      "[::1], where only the proxy on this host can reach it", key="listen",
+                      fallback="auth")

@@ -21,6 +21,9 @@ from ..errors import ConfigError
 from .checks import Check
 from .kinds import Kind, Sibling
 
+#: A section's cross-key checks (its ``CHECKS`` class attribute).
+Checks = tuple[Callable[[Any], None], ...]
+
 T = TypeVar("T")
 
 _KEY, _SECTION = "nettrust.config.key", "nettrust.config.section"

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 from ..errors import InvalidValue
 from ..firewall.base import MAX_INSTANCES, IPAddress, IPNetwork
@@ -40,12 +40,14 @@ from ..firewall.registry import names as backend_names
 from ..networks import PRIVATE, SINKHOLES
 from ..patterns import PatternSet, ZoneSet, normalize_pattern, normalize_zone
 from . import checks as c
-from .declare import effective, key, section, sections_of
+from .declare import Checks, effective, key, section, sections_of
 from ..lists.formats import FORMATS as LIST_FORMATS
 from ..lists.loader import ListSpec
-from .kinds import (Boolean, Choice, Duration, Each, Field, HostPort, Integer, Listen, Priority,
+from .kinds import (Boolean, Choice, Duration, Each, Field, Integer, Priority,
                     Tables, Text)
 from .locate import SourceMap, parse_path
+from .model_agent import (AlertsConfig, MetricsConfig, RecordingConfig, StatsConfig,
+                          WebConfig)
 from .values import (Upstream, address, cgroup_path, interface, nat64_prefix, network, one_of,
                      server)
 
@@ -54,6 +56,8 @@ UPSTREAM_MODES = ("recurse", "forward")
 BLOCKED_ANSWERS = ("nxdomain", "sinkhole", "refused")
 FIREWALL_BACKENDS = backend_names()
 ACTIONS = ("reject", "drop")
+#: firewall.enforcement: "audit" drops nothing; what would be refused is logged and counted.
+ENFORCEMENTS = ("enforce", "audit")
 HOOKS = ("output", "forward")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 #: firewall.on_exit: what stopping Unbound leaves in the kernel.
@@ -74,7 +78,6 @@ ALWAYS_SINKHOLE: tuple[IPAddress, ...] = tuple(sorted(SINKHOLES, key=lambda a: a
 #: What ``reachable.private = true`` opens: RFC 1918, CGNAT, link-local and unique-local.
 PRIVATE_NETWORKS: tuple[IPNetwork, ...] = PRIVATE
 
-Checks = tuple[Callable[[Any], None], ...]
 LIST_ACTIONS = ("deny", "allow")
 
 
@@ -248,6 +251,9 @@ class FirewallConfig:
     priority: int = key(Priority(), 0, "priority of NetTrust's chains; lower runs earlier")
     action: str = key(Choice(ACTIONS), "reject",
                       "for traffic nobody was granted: `reject` (fails fast) or `drop`")
+    enforcement: str = key(Choice(ENFORCEMENTS), "enforce",
+                           "`enforce`, or `audit`: nothing is refused; what would be is logged "
+                           "(NFLOG), counted and reported as \"would refuse\"")
     hooks: tuple[str, ...] = key(Each(one_of(HOOKS), 'hooks ("output", "forward")', unique=False),
                                  ["output"], "traffic filtered; add `\"forward\"` on a gateway",
                                  check=(c.not_empty(HOOKS), c.no_repeats()))
@@ -307,77 +313,6 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
-class StatsConfig:
-    """Statistics: Unbound streams answers (dnstap) and decisions to the agent, which stores
-    them."""
-
-    enabled: bool = key(Boolean(), False, "stream statistics to `nettrust agent` (adds the "
-                        "dnstap lines to the Unbound include)")
-    database: str = key(Text(), "/var/lib/nettrust/stats.db",
-                        "the SQLite database the agent writes and `nettrust stats` reads",
-                        check=c.absolute_path())
-    report_socket: str = key(Text(), "/run/nettrust/agent.sock",
-                             "where the agent receives decision records (datagram socket)",
-                             check=c.absolute_path())
-    dnstap_socket: str = key(Text(), "/run/nettrust/dnstap.sock",
-                             "where the agent receives Unbound's dnstap stream",
-                             check=c.absolute_path())
-    retention: float = key(Duration(), "30d", "rows older than this are deleted")
-    retention_rows: int = key(Integer(1000), 1_000_000, "newest queries kept at most",
-                              unit="rows")
-    flush_interval: float = key(Duration(), "1s", "the writer stores a batch this often",
-                                check=c.between(0.01, 60, "must be between 10ms and 1m"))
-    queue_size: int = key(Integer(100), 100_000,
-                          "records waiting for the writer; more are dropped and counted",
-                          unit="records")
-    cache_hits: bool = key(Boolean(), True, "record every client response via dnstap (cache "
-                           "hits included); `false`: only answers the module judges")
-
-
-@dataclass(frozen=True)
-class MetricsConfig:
-    enabled: bool = key(Boolean(), True,
-                        "the agent's Prometheus endpoint (while stats are enabled)")
-    listen: HostPort = key(Listen(), "127.0.0.1:9531", "where the endpoint listens")
-
-    @property
-    def address(self) -> str:
-        return self.listen.address
-
-    @property
-    def port(self) -> int:
-        return self.listen.port
-
-
-@dataclass(frozen=True)
-class AlertsConfig:
-    """Rules the agent checks on the statistics, and where notifications go."""
-
-    webhook: str | None = key(Text(empty_is_none=True), "",
-                              "URL that receives each alert as a JSON POST", check=c.http_url())
-    syslog: bool = key(Boolean(), False, "also log alerts to the local syslog")
-    command: str | None = key(Text(empty_is_none=True), "",
-                              "run (without a shell) with the alert as JSON on stdin")
-    window: float = key(Duration(), "10m", "at most one notification per rule and subject per "
-                        "window")
-    blocked_per_minute: int = key(Integer(0), 0, "alert when a client asks more blocked names "
-                                  "per minute (0: off)")
-    first_seen_domain: bool = key(Boolean(), False, "alert on a name never seen before")
-    unauthorized: bool = key(Boolean(), True, "alert on refused connection attempts")
-    backend_errors: bool = key(Boolean(), True, "alert when a grant could not be written")
-
-
-@dataclass(frozen=True)
-class RecordingConfig:
-    """The `recording` firewall backend: a fake for tests, it programs nothing."""
-
-    journal: str | None = key(Text(empty_is_none=True), "",
-                              "file the fake appends each call to, as JSON lines",
-                              check=c.absolute_path())
-    fail_grants: bool = key(Boolean(), False, "the fake refuses every grant (a fake failure)")
-
-
-@dataclass(frozen=True)
 class Config:
     """The whole configuration.  Its own keys are the file's [general] section."""
 
@@ -396,6 +331,7 @@ class Config:
     metrics: MetricsConfig = section(MetricsConfig)
     alerts: AlertsConfig = section(AlertsConfig)
     recording: RecordingConfig = section(RecordingConfig)
+    web: WebConfig = section(WebConfig)
     #: The text it was parsed from, for :meth:`line_of`; not part of the value.
     source: SourceMap | None = field(default=None, repr=False, compare=False)
 

@@ -85,6 +85,8 @@ class RulesetSpec:
     #: Resolver processes sharing the port (firewall.instances): each writes only its own pair
     #: of grant sets and the chains accept an address found in any of them.
     instances: int = 1
+    #: firewall.enforcement = "audit": every refusing rule logs, counts and accepts instead.
+    audit: bool = False
 
 
 #: Hands over one part of a listing as the kernel delivers it (may raise to abandon the listing).

@@ -57,6 +57,11 @@ What :meth:`NftablesBackend.ensure` programs (``T`` = ``spec.table``)::
 
 Nothing ICMPv6 and nothing DHCP in forward.
 
+Audit mode (``spec.audit``, firewall.enforcement = "audit", :func:`audit_rules`): the same chains,
+but every rule ending in reject or drop becomes ``<its matches> limit rate R/second log group G
+prefix "nettrust-audit"`` followed by ``<its matches> counter name "rejected" accept``, and the
+plain log rule goes: nothing is refused, what would be is logged and counted.
+
 Built from a validated :class:`~.base.RulesetSpec` only, with no kernel involved (golden
 tests: tests/unit/test_ruleset.py; the kernel's view: tests/integration/test_nftables_backend.py).
 """
@@ -306,7 +311,36 @@ def chain_rules(spec: RulesetSpec, hook: str) -> list[list[dict]]:
         rules.append([{"counter": COUNTER}, {"reject": {"type": "icmpx", "expr": "admin-prohibited"}}])
     else:
         rules.append([{"counter": COUNTER}, {"drop": None}])
+    if spec.audit:                          # firewall.enforcement = "audit"
+        return audit_rules(spec, rules)
     return rules
+
+
+#: NFLOG prefix of a packet audit mode let through ("would refuse").
+AUDIT_PREFIX = "nettrust-audit"
+
+
+def audit_rules(spec: RulesetSpec, rules: list[list[dict]]) -> list[list[dict]]:
+    """Audit mode: every rule that would refuse (drop or reject) logs, counts and accepts.
+
+    The plain log rule goes (each refusal logs itself, with :data:`AUDIT_PREFIX`); the
+    ``rejected`` counter then counts "would refuse"; the chain's policy stays drop but nothing
+    reaches it.  Rules without a refusal are kept as they are.
+    """
+    out = []
+    for rule in rules:
+        if any("log" in expr for expr in rule):
+            continue
+        if not any("drop" in expr or "reject" in expr for expr in rule):
+            out.append(rule)
+            continue
+        matches = [e for e in rule if not ({"counter", "drop", "reject"} & e.keys())]
+        if spec.log_group is not None:
+            out.append([*matches, {"limit": {"rate": spec.log_rate, "per": "second",
+                                             "burst": spec.log_rate}},
+                        {"log": {"group": spec.log_group, "prefix": AUDIT_PREFIX}}])
+        out.append([*matches, {"counter": COUNTER}, {"accept": None}])
+    return out
 
 
 def wants_nd_chain(spec: RulesetSpec) -> bool:

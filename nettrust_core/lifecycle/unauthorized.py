@@ -4,7 +4,9 @@ Runs in its own thread inside Unbound, reading the ruleset's NFLOG group.  Each 
 counted and sent to the agent as ``{"t": "event", "kind": "unauthorized", ...}``; malformed
 packets are counted and skipped.  With ``lifecycle.strikes = N``, a local user (output hook) or a
 client address (forward hook) that makes N refused attempts within a minute produces one
-``strike`` event and a warning, then its count starts again.
+``strike`` event and a warning, then its count starts again.  In audit mode the kernel logs with
+the prefix ``nettrust-audit`` and lets the packet through: the event's ``verdict`` is then
+``"would refuse"`` (else ``"refused"``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from ..lists.bypass import bypass_kind
 from ..netlink.nflog import Attempt
 from ..worker import Worker
 from .nflog import NflogReader
+
+#: The NFLOG prefix of audit mode's rules (nettrust_core.firewall.nftables_rules.AUDIT_PREFIX).
+AUDIT_PREFIX = "nettrust-audit"
 
 log = logging.getLogger("nettrust.unauthorized")
 STRIKE_WINDOW = 60.0
@@ -70,8 +75,12 @@ class UnauthorizedWatcher(Worker):
     def handle(self, a: Attempt, now: float | None = None) -> None:
         self.counters["unauthorized"] += 1
         self.counters[f"unauthorized_{a.protocol}"] += 1
+        # Audit mode's rules log with their own prefix: the packet went through.
+        verdict = "would refuse" if a.prefix == AUDIT_PREFIX else "refused"
+        if verdict == "would refuse":
+            self.counters["would_refuse"] += 1
         fields = {"source": a.source, "destination": a.destination, "protocol": a.protocol,
-                  "port": a.port, "hook": a.hook}
+                  "port": a.port, "hook": a.hook, "verdict": verdict}
         if a.uid is not None:
             fields.update(uid=a.uid, user=self._user(a.uid))
         bypass = bypass_kind(a.destination, a.port, a.protocol)
@@ -85,7 +94,7 @@ class UnauthorizedWatcher(Worker):
                             a.destination, a.port, a.uid)
         if self.reporter is not None:
             self.reporter.event("unauthorized", **fields)
-        log.debug("refused %s to %s port %s from %s (uid %s)", a.protocol, a.destination, a.port,
+        log.debug("%s %s to %s port %s from %s (uid %s)", verdict, a.protocol, a.destination, a.port,
                   a.source, a.uid)
         if self.strikes:
             self._strike(a, now if now is not None else time.monotonic())
