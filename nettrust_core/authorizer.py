@@ -359,5 +359,5 @@ class Authorizer:
 def _comment(chain: tuple[str, ...]) -> str:
     """The name that opened the grant: the question, and the final name when a CNAME led there."""
     text = chain[0] if len(chain) == 1 else f"{chain[0]}>{chain[-1]}"
-    data = text.encode("utf-8")[:COMMENT_MAX]
+    data = text.encode("utf-8", "replace")[:COMMENT_MAX]     # a lone surrogate becomes "?"
     return data.decode("utf-8", "ignore")
