@@ -20,6 +20,9 @@ Budget: ``NETTRUST_HYPOTHESIS_EXAMPLES`` examples per test (default 200: well un
 in CI).  Hypothesis builds an answer in ~5 ms, so the bulk test draws a seed from Hypothesis and builds ``NETTRUST_HYPOTHESIS_BULK`` answers per example with a plain-Python
 generator over the same classes (~100 µs each): that is how a run reaches millions of answers.
 ``NETTRUST_HYPOTHESIS_COUNT`` names a file that receives the number of answers judged.
+Default budget: 12,181 answers in 23 s.  One run with ``NETTRUST_HYPOTHESIS_EXAMPLES=3000
+NETTRUST_HYPOTHESIS_BULK=330`` (nice -n 15, 2 shared cores): 1,027,339 answers in 1,070 s, all
+invariants held (two earlier runs found the bugs fixed in policy.py and authorizer.py).
 """
 
 from __future__ import annotations
