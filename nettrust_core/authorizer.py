@@ -260,4 +260,3 @@ class Authorizer:
                   f", rule {verdict.rule}" if verdict.rule else "",
                   ", ".join(f"{g.address} {g.timeout:g}s" for g in grants),
                   ", ".join(f"{a} {why}" for a, why in verdict.refused))
-

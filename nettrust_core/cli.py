@@ -213,10 +213,20 @@ def _longest_per_address(grants: list) -> list:
 def cmd_flush(args) -> int:
     # No count first: counting is a full set dump, ~50 s with a million grants, and a flush is
     # what an administrator wants at once.
+    # The running resolvers notice within grants.verify_interval (their last grant is gone from
+    # the kernel): they forget what they had granted, drop those names from Unbound's cache and
+    # grant the next answers afresh.
+    config = load_config(args.config)
     with _backend(args) as backend:
         backend.flush_grants()
-    print("revoked every grant; names still in Unbound's cache stay unreachable until they expire "
-          "(unbound-control flush_zone . clears them)")
+    every = config.grants.verify_interval
+    if every:
+        print(f"revoked every grant; the resolver notices within {format_duration(every)} "
+              "and grants the next answers afresh")
+    else:
+        print("revoked every grant; grants.verify_interval is 0, so the resolver only notices "
+              "at its next write: names in Unbound's cache stay unreachable until they expire "
+              "(unbound-control flush_zone . clears them)")
     return 0
 
 

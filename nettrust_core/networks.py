@@ -13,8 +13,8 @@ Three verdicts for an answered address (:meth:`AddressClasses.classify`):
 
 An IPv6 address in a translation format is judged as the IPv4 address it reaches: NAT64
 (``64:ff9b::/96``, the configured ``policy.nat64_prefixes`` with their RFC 6052 layouts, and
-the local-use ``64:ff9b:1::/48``: unconfigured, its layout is unknown, so every RFC 6052 reading
-must pass — in practice it is refused until its prefix is configured), 6to4 (``2002::/16``), IPv4-compatible ``::a.b.c.d``, SIIT
+the local-use ``64:ff9b:1::/48``: unconfigured, its layout and so its IPv4 are unknown, and it is
+refused like a local address until its prefix is configured), 6to4 (``2002::/16``), IPv4-compatible ``::a.b.c.d``, SIIT
 ``::ffff:0:a.b.c.d``, IPv4-mapped ``::ffff:a.b.c.d`` and Teredo (``2001::/32``: the server and the
 XOR-ed client address, both must pass).
 
@@ -148,8 +148,8 @@ def embedded_ipv4(value: int, nat64: tuple[tuple[int, int, int], ...] = ()) -> t
     """(format, IPv4 addresses as ints) hidden in the IPv6 address ``value``, or None.
 
     ``nat64`` holds the configured local prefixes as (prefix, mask, length).  Teredo yields two
-    addresses (server, client); the local-use NAT64 block yields one per RFC 6052 layout that
-    fits inside it (its operator may use any of them), so every reading must pass.
+    addresses (server, client); the local-use NAT64 block, unless configured, yields none (its
+    operator may use any RFC 6052 layout inside it, so the IPv4 cannot be known).
     """
     high96 = value >> 32
     low32 = value & 0xFFFFFFFF
@@ -165,7 +165,7 @@ def embedded_ipv4(value: int, nat64: tuple[tuple[int, int, int], ...] = ()) -> t
     if high96 == 0x0064FF9B0000000000000000:
         return "NAT64", [low32]
     if value >> 80 == 0x0064FF9B0001:
-        return "NAT64 local-use", [nat64_ipv4(value, n) for n in (48, 56, 64, 96)]
+        return "NAT64 local-use", []        # layout unknown: see AddressClasses.classify
     if value >> 112 == 0x2002:
         return "6to4", [(value >> 80) & 0xFFFFFFFF]
     if value >> 96 == 0x20010000:
@@ -218,6 +218,8 @@ class AddressClasses:
                 return NEVER, str(_RESERVED_V6)
             return PUBLIC, None
         fmt, v4s = inner
+        if not v4s:
+            return LOCAL, f"{NAT64_LOCAL_USE} (local-use NAT64, prefix not in policy.nat64_prefixes)"
         worst, why = PUBLIC, None
         for v4 in v4s:
             kind, net = self._v4(v4)

@@ -147,7 +147,7 @@ class Policy:
                                    rule=zone)
 
         grants, refused = [], []
-        for addr, ttl in addresses:
+        for addr, ttl in _longest_ttl_each(addresses):
             why = self._refuse_address(addr, chain, answer.source)
             if why is not None:
                 refused.append((addr, why))
@@ -189,6 +189,20 @@ class Policy:
         return (self.local_zones.matches(final) is not None
                 or self.rebinding_allow.matches(final) is not None
                 or self.rebinding_allow.matches(chain[0]) is not None)
+
+
+def _longest_ttl_each(addresses):
+    """One (address, TTL) per address, the longest: an answer naming an address twice with
+    different TTLs must not write the shorter one after the longer in the same batch (the
+    kernel keeps the last timeout written, so that would shorten the grant)."""
+    if len(addresses) < 2:
+        return addresses
+    best: dict = {}
+    for addr, ttl in addresses:
+        if ttl > best.get(addr, -1):
+            best[addr] = ttl
+    return list(best.items()) if len(best) != len(addresses) or any(
+        best[a] != t for a, t in addresses) else addresses
 
 
 def _refuse_all(addresses, chain, reason: str, rule: str | None = None) -> Verdict:

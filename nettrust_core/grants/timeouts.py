@@ -21,5 +21,5 @@ def comment(chain: tuple[str, ...]) -> str:
     """The name that opened the grant: the question, and the final name when a CNAME led there
     (cut to the kernel's comment size at a UTF-8 boundary)."""
     text = chain[0] if len(chain) == 1 else f"{chain[0]}>{chain[-1]}"
-    data = text.encode("utf-8")[:COMMENT_MAX]
+    data = text.encode("utf-8", "replace")[:COMMENT_MAX]     # a lone surrogate becomes "?"
     return data.decode("utf-8", "ignore")

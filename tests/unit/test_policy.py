@@ -235,3 +235,12 @@ def test_answer_before_adoption_completes_asks_the_kernel_and_does_not_shorten(a
     assert fresh.authorize(answer(msg("a.fw.test.", "A", "a.fw.test. 30 IN A 198.51.100.5"))).written == 0
     assert fresh.authorize(answer(msg("b.fw.test.", "A", "b.fw.test. 30 IN A 198.51.100.6"))).written == 1
     assert fresh.counters["adoption_lookups"] == 2
+
+
+def test_an_address_answered_twice_is_granted_once_with_the_longer_ttl(auth):
+    """Found by the property suite: a later, shorter duplicate in the same batch would be the
+    timeout the kernel keeps."""
+    records = (Record("dup.fw.test", A, 300, "198.51.100.10"),
+               Record("dup.fw.test", A, 60, "198.51.100.10"))
+    d = auth.authorize(Answer("dup.fw.test", A, 0, Security.INSECURE, records))
+    assert [(str(g.address), g.timeout) for g in d.grants] == [("198.51.100.10", 310.0)]
