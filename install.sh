@@ -27,7 +27,7 @@ step "Debian packages"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq unbound python3-unbound python3-venv python3-nftables nftables \
-    dns-root-data ca-certificates >/dev/null
+    dns-root-data ca-certificates publicsuffix >/dev/null
 
 step "venv for Unbound's embedded Python (/usr/bin/python3) in $VENV"
 /usr/bin/python3 -m venv --system-site-packages "$VENV"

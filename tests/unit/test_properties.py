@@ -37,7 +37,7 @@ from nettrust_core.answer import (A, AAAA, CNAME, DNAME, MAX_CHAIN, PTR, Answer,
                                   Security, Source)
 from nettrust_core.authorizer import Authorizer
 from nettrust_core.config import parse_config
-from nettrust_core.firewall.base import RecordingBackend
+from nettrust_core.firewall.recording import RecordingBackend
 from nettrust_core.policy import Policy
 
 EXAMPLES = int(os.environ.get("NETTRUST_HYPOTHESIS_EXAMPLES", "200"))
