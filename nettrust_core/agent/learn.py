@@ -133,8 +133,14 @@ def propose(conn, start: float = 0.0, siblings: int = SIBLINGS) -> Proposal:
     return proposal
 
 
+#: DNS and DoT to anything but the resolver stay refused whatever reachable.hosts says (a bypass,
+#: not a connection to allow): never proposed.
+DNS_PORTS = frozenset({53, 853})
+
+
 def bare_addresses(conn, start: float = 0.0) -> list[BareAddress]:
-    """Refused / would-refuse attempts to addresses that no recorded answer named."""
+    """Refused / would-refuse attempts to addresses that no recorded answer named (DNS and DoT
+    attempts left out: they are bypass attempts, which no reachable host would let through)."""
     found: dict[str, dict] = {}
     for ts, data in conn.execute("SELECT ts, data FROM events WHERE kind = 'unauthorized' "
                                  "AND ts >= ? ORDER BY ts", (start,)):
@@ -143,7 +149,7 @@ def bare_addresses(conn, start: float = 0.0) -> list[BareAddress]:
         except ValueError:
             continue
         address = str(d.get("destination") or "")
-        if not address:
+        if not address or d.get("port") in DNS_PORTS:
             continue
         f = found.setdefault(address, {"n": 0, "ports": set(), "users": set(), "verdicts": set()})
         f["n"] += 1

@@ -81,6 +81,10 @@ def record_day(path: str, now: float) -> None:
             store.put("event", {"ts": ts, "kind": "unauthorized", "destination": dest,
                                 "port": 443, "protocol": "tcp", "hook": "output", "uid": 1000,
                                 "user": "alice", "verdict": "would refuse"})
+        # a DNS bypass attempt: refused whatever reachable.hosts says, so never proposed
+        store.put("event", {"ts": ts, "kind": "unauthorized", "destination": "192.0.2.53",
+                            "port": 53, "protocol": "udp", "hook": "output", "uid": 1000,
+                            "user": "alice", "verdict": "refused"})
     # older than --since: must not be proposed
     store.put("grant", {"ts": now - 30 * 86400, "client": "10.0.0.2", "qname": "old.example.info",
                         "address": "192.0.2.1", "timeout": 60})
@@ -106,7 +110,8 @@ def test_a_recorded_day_becomes_a_snippet_nettrust_check_accepts(tmp_path):
     start = snippet.index("allow = [")
     lines = snippet[start:snippet.index("\n]", start)].splitlines()[1:]
     assert len(lines) == 4 and all("# learned:" in line for line in lines)
-    # the bare address is listed apart, commented out; the answered one is not a bare address
+    # the bare address is listed apart, commented out; the answered one is not a bare address,
+    # nor is a resolver reached around ours (port 53)
     assert [b.address for b in proposal.bare] == ["203.0.113.77"]
     assert '#     "203.0.113.77",  # learned: 24 attempts (would refuse) to tcp/443, by alice' \
         in snippet
