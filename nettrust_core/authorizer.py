@@ -155,7 +155,7 @@ class Authorizer:
                 self.counters["backend_errors"] += 1
                 if isinstance(exc, GrantRefused):   # one of several backends: rolled back
                     self.counters[f"backend_errors_{exc.backend}"] += 1
-                    self._invalidate(tracker.forget(list(exc.revoked)))
+                    self.invalidate(tracker.forget(list(exc.revoked)))
                 log.error("firewall write failed, answer for %s fails closed: %s", answer.qname, exc)
                 if self.reporter is not None:
                     self._report(answer, verdict, grants, 0, 0.0, str(exc))
@@ -171,7 +171,7 @@ class Authorizer:
                     at = expiry[g.timeout] = now + g.timeout
                 tracker.record(g.address, at, owner=owner)
         if revoked:
-            self._invalidate(revoked)
+            self.invalidate(revoked)
         if reset is not None:
             self._reset_finish(*reset, why="ruleset rebuilt on a grant")
         self.counters["elements_written"] += len(todo)
@@ -191,7 +191,7 @@ class Authorizer:
             "chain": verdict.chain, "grants": [(str(g.address), g.timeout) for g in grants],
             "written": written, "write_s": write_s, "error": error})
 
-    def _invalidate(self, names: Iterable[str]) -> None:
+    def invalidate(self, names: Iterable[str]) -> None:
         """Tell the resolver's cache (never blocks) which answers lost their grants."""
         if self.invalidator is None:
             return
@@ -229,7 +229,7 @@ class Authorizer:
         self.adoption = GrantAdoption(self.backend, self.tracker)
         self.adoption.start()
         log.warning("grant tracker reset (%s): %d cached names invalidated", why, len(names))
-        self._invalidate(sorted(names))
+        self.invalidate(sorted(names))
 
     # -- renewals (lifecycle.liveness) -----------------------------------------------------
     def renew(self, addresses, timeout: float) -> int:

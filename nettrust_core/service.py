@@ -151,6 +151,8 @@ class Service:
             out.append(self.authorizer.adoption)
         if isinstance(self.invalidator.target, Worker):
             out.append(self.invalidator.target)
+        if self.lists is not None:
+            out.append(self.lists)
         return out
 
     def check_query(self, qname: str, client: str | None = None, qtype: int = 0) -> NameCheck:

@@ -220,6 +220,16 @@ class GrantTracker:
                 _add_names(out, entry.names)
         return out
 
+    def name_table(self) -> list[tuple[IPAddress, tuple[str, ...]]]:
+        """Every tracked address with the names that hold it (the questions, then the name the
+        budget charged): a copy, for scans off the answer path (caller holds :attr:`lock`)."""
+        out = []
+        for address, entry in self._meta.items():
+            names = entry.names
+            out.append((address, ((names,) if isinstance(names, str) else tuple(names))
+                        + (entry.owner.name,)))
+        return out
+
     def all_names(self) -> set[str]:
         out: list[str] = []
         for e in self._meta.values():

@@ -2,8 +2,7 @@
 removed from Unbound's cache (cache hits never reach the module, so without this a newly listed
 name would keep being answered, and stay reachable, until its TTL ran out).
 
-Runs in the lists watcher's thread.  The tracker's lock is held only to copy its table (a C-speed
-copy) and to forget the revoked addresses; the names are judged outside it, so answers are never
+Runs in the lists watcher's thread.  The tracker's lock is held only to copy its name table and to forget the revoked addresses; the names are judged outside it, so answers are never
 held up by the scan (~1 µs per tracked name).
 """
 
@@ -20,14 +19,11 @@ def revoke_newly_denied(authorizer) -> int:
     """Revoke the live grants whose question name or chain end the policy now blocks; how many."""
     tracker, policy = authorizer.tracker, authorizer.policy
     with tracker.lock:
-        # The tracker keeps per address an Owner or an entry, both with .names and .owner.name.
-        # (Private: this module reads the tracker's table, it does not change it.)
-        table = list(tracker._meta.items())
+        table = tracker.name_table()
     allowed: dict[str, bool] = {}
     doomed, denied = [], []
-    for address, entry in table:
-        names = entry.names
-        for name in ((names,) if isinstance(names, str) else names) + (entry.owner.name,):
+    for address, names in table:
+        for name in names:
             if not name:
                 continue
             ok = allowed.get(name)
@@ -50,7 +46,7 @@ def revoke_newly_denied(authorizer) -> int:
                   "lapse at their timeouts", len(doomed), exc)
         return 0
     authorizer.counters["revoked_by_lists"] += len(doomed)
-    authorizer._invalidate(names + denied)
+    authorizer.invalidate(names + denied)
     log.warning("lists reloaded: revoked %d grants of %d newly denied name(s) (%s)", len(doomed),
                 len(denied), ", ".join(denied[:5]) + (" ..." if len(denied) > 5 else ""))
     return len(doomed)

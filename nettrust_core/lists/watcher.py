@@ -4,19 +4,19 @@ Every ``interval`` it stats the list files (a cheap ``stat`` per file, no readin
 signature (inode, size, mtime) changed, or a file appeared or vanished in a listed directory, it
 re-reads the changed files off the answer path and hands the new index to ``swap`` — one
 reference assignment, atomic under the GIL, so an answer sees the old index or the new one,
-never a mix.  Written plainly on ``threading``; the lifecycle's common worker base can take it
-over.
+never a mix.  A :class:`~nettrust_core.worker.Worker`: ``Service.stop`` (Unbound's ``deinit``)
+stops and joins it with the others.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from collections import Counter
 from typing import Callable
 
 from .loader import FileReport, Loader
 from .index import ListIndex
+from ..worker import Worker
 
 log = logging.getLogger("nettrust.lists")
 
@@ -39,24 +39,18 @@ def publish(reports: list[FileReport], counters: Counter, index: ListIndex) -> N
     counters["lists_entries"] = len(index)
 
 
-class ListWatcher:
+class ListWatcher(Worker):
+    name = "nettrust-lists"
+
     def __init__(self, loader: Loader, swap: Callable[[ListIndex], None], counters: Counter,
                  interval: float = 5.0) -> None:
+        super().__init__(counters)
         self.loader, self.swap, self.counters, self.interval = loader, swap, counters, interval
         self._known = loader.signatures()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        if self._thread is None and self.interval > 0 and self.loader.specs:
-            self._thread = threading.Thread(target=self._run, name="nettrust-lists", daemon=True)
-            self._thread.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        if self.interval > 0 and self.loader.specs:
+            super().start()
 
     def check(self) -> bool:
         """Reload when a file changed; True when a new index was swapped in."""
@@ -71,8 +65,8 @@ class ListWatcher:
         log.info("lists reloaded: %d entries (generation %d)", len(index), index.generation)
         return True
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+    def run(self) -> None:
+        while not self.stopping.wait(self.interval):
             try:
                 self.check()
             except Exception:                      # never let the thread die silently
