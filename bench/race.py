@@ -20,7 +20,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sandbox.lab import SYSTEM_PYTHON
+from testbed.lab import SYSTEM_PYTHON
 
 from .zone import ZONE, BenchZone
 

@@ -19,9 +19,9 @@ import pytest
 
 from lab_util import direct
 
-from sandbox.errors import LabError
-from sandbox.lab import Lab
-from sandbox.product import NetTrustHost
+from testbed.errors import LabError
+from testbed.lab import Lab
+from testbed.product import NetTrustHost
 
 pytestmark = pytest.mark.integration
 
