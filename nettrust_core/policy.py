@@ -16,7 +16,7 @@ Two questions, both pure functions of the config:
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .answer import ChainTooLong, Answer, Security, Source
 import ipaddress
