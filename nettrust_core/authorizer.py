@@ -138,7 +138,7 @@ class Authorizer:
         with tracker.lock:
             now = self.clock()
             admitted, over, which = self.budgets.admit(owner, grants, now)
-            if over:
+            if over and which is not None:          # ``which`` names the budget that refused
                 grants = tuple(admitted)
                 self.counters[_REFUSED_COUNTER[which]] += len(over)
                 log.debug("%s: budget per %s full (grants.max_per_%s): %s not granted",
@@ -183,7 +183,10 @@ class Authorizer:
     def _report(self, answer: Answer, verdict: Verdict, grants, written: int, write_s: float,
                 error: str | None) -> None:
         """One decision record to the agent, after the write (a non-blocking datagram)."""
-        self.reporter.send({
+        reporter = self.reporter
+        if reporter is None:                        # the callers check; this keeps the type honest
+            return
+        reporter.send({
             "t": "decision", "client": answer.client, "qname": answer.qname,
             "qtype": answer.qtype, "rcode": answer.rcode, "outcome": verdict.outcome.value,
             "reason": verdict.reason, "rule": verdict.rule,

@@ -130,7 +130,7 @@ class Alerts(Worker):
 
 
 def _notifiers(config) -> list[Callable[[dict], None]]:
-    out = []
+    out: list[Callable[[dict], None]] = []
     if config.webhook:
         url = config.webhook
 

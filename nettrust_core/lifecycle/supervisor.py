@@ -60,7 +60,7 @@ class Lifecycle(Worker):
     # -- start / stop ----------------------------------------------------------------------
     def start(self) -> None:
         self._log_chains()
-        if self.conntrack is not None:
+        if self.conntrack is not None and self.liveness is not None:     # both, or neither
             why = self.conntrack.probe()
             if why is not None:
                 self.liveness.available, self.liveness.error = False, why

@@ -48,6 +48,8 @@ class UnauthorizedWatcher(Worker):
 
     def run(self) -> None:
         reader = self._reader
+        if reader is None:                            # run() without start(): nothing to read
+            return
         while not self.stopping.is_set():
             try:
                 attempts = reader.read()

@@ -40,7 +40,7 @@ def _set_rcvtimeo(sock: socket.socket, timeout: float) -> None:
 class Failure(NamedTuple):
     """One message of a batch the kernel refused: its index (-1: the batch itself), errno, where."""
 
-    index: int
+    index: int  # type: ignore[assignment]  # the message's index in its batch; shadows tuple.index
     errno: int
     offset: int | None
     text: str | None
