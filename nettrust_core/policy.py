@@ -17,11 +17,15 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .answer import ChainTooLong, Answer, Security, Source
 import ipaddress
 
 from .networks import LOCAL, LOOPBACK, NEVER, SINKHOLES, AddressClasses, IPAddress, NetworkSet
+
+if TYPE_CHECKING:
+    from .config import Config
 
 
 class Outcome(str, enum.Enum):
@@ -54,7 +58,7 @@ class Verdict:
 
 
 class Policy:
-    def __init__(self, config) -> None:
+    def __init__(self, config: Config) -> None:
         p = config.policy
         self.allowlist = config.mode == "allowlist"
         self.allow = p.allow_set

@@ -107,7 +107,7 @@ class Reporter:
             self.sent += 1
         return True
 
-    def event(self, kind: str, **fields) -> bool:
+    def event(self, kind: str, **fields: object) -> bool:
         fields["t"] = "event"
         fields["kind"] = kind
         return self.send(fields)

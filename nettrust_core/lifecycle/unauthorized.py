@@ -16,6 +16,7 @@ from collections import Counter, deque
 
 from ..errors import NetTrustError
 from ..netlink.nflog import Attempt
+from ..report import Reporter
 from ..worker import Worker
 from .nflog import NflogReader
 
@@ -26,7 +27,7 @@ STRIKE_WINDOW = 60.0
 class UnauthorizedWatcher(Worker):
     name = "nettrust-unauthorized"
 
-    def __init__(self, group: int, reporter, counters: Counter, *, strikes: int = 0) -> None:
+    def __init__(self, group: int, reporter: Reporter | None, counters: Counter, *, strikes: int = 0) -> None:
         super().__init__(counters)
         self.group = group
         self.reporter = reporter
