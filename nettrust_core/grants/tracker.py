@@ -235,7 +235,7 @@ class GrantTracker:
             self._prune_at = len(self._expiry) * 2
         return len(dead)
 
-    def _owner_from_comment(self, comment: str, cache: dict) -> Owner:
+    def _owner_from_comment(self, comment: str, cache: dict[str, Owner]) -> Owner:
         owner = cache.get(comment)
         if owner is None:
             qname = comment.split(">", 1)[0]
