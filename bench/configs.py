@@ -14,9 +14,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from sandbox import netns
-from sandbox.errors import LabError
-from sandbox.product import NetTrustHost
+from testbed import netns
+from testbed.errors import LabError
+from testbed.product import NetTrustHost
 
 from .zone import ZONE
 
@@ -94,7 +94,7 @@ class PassThroughModule(Server):
 
 
 class NetTrust(Server):
-    """Unbound + NetTrust as ``sandbox.product.NetTrustHost`` renders it.
+    """Unbound + NetTrust as ``testbed.product.NetTrustHost`` renders it.
 
     ``instances > 1``: several single-threaded Unbound processes sharing the port with
     so-reuseport, each with its own grant sets (NetTrustHost's ``instances=``, issue 5b).
@@ -112,7 +112,7 @@ class NetTrust(Server):
         if self.instances == 1:
             return NetTrustHost(self.lab, self.config_text, name=self.key)
         if "instances" not in inspect.signature(NetTrustHost).parameters:
-            raise Unavailable("unavailable: sandbox.product.NetTrustHost has no instances= "
+            raise Unavailable("unavailable: testbed.product.NetTrustHost has no instances= "
                               "(several Unbound processes with so-reuseport, issue 5b)")
         # The product's switch: every process reads firewall.instances and its own index.
         text = f"{self.config_text}\n[firewall]\ninstances = {self.instances}\n"

@@ -33,7 +33,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-sys.path[:0] = [REPO, os.path.join(REPO, "tests", "integration")]
+sys.path[:0] = [REPO]
 
 from nettrust_core.firewall.base import Grant, RulesetSpec  # noqa: E402
 from nettrust_core.firewall.nftables import NftablesBackend  # noqa: E402
@@ -151,7 +151,7 @@ def run_inside(calls: int, fill_count: int, control: bool = True) -> dict:
 
 def measure(calls: int = 20_000, fill_count: int = 1_000_000, control: bool = True) -> dict:
     """Run :func:`run_inside` in a namespace of its own (created and deleted here); root only."""
-    from netns_util import NetNS
+    from testbed.throwaway_netns import NetNS
     with NetNS("ntfw-bench") as ns:
         return ns.run(run_inside, calls, fill_count, control, timeout=1800)
 
@@ -332,7 +332,7 @@ def compare_inside(calls: int) -> dict:
 
 def compare(calls: int) -> dict:
     """Run :func:`compare_inside` in a namespace of its own (created and deleted here); root only."""
-    from netns_util import NetNS
+    from testbed.throwaway_netns import NetNS
     with NetNS("ntfw-cmp") as ns:
         return ns.run(compare_inside, calls, timeout=1800)
 

@@ -14,7 +14,7 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sandbox import netns
+from testbed import netns
 
 SERVER_COMMANDS = ("unbound", "dnsmasq", "pdns_recursor")
 _TICK = os.sysconf("SC_CLK_TCK")

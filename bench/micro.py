@@ -14,7 +14,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sandbox.lab import SYSTEM_PYTHON
+from testbed.lab import SYSTEM_PYTHON
 
 HERE = Path(__file__).parent
 _FW_ROW = re.compile(r"^\s+(\d+) \((IPv4|IPv4\+IPv6)\)\s+([0-9.]+) \[[^\]]*\]\s+([0-9.]+) \[", re.MULTILINE)

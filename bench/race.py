@@ -20,7 +20,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sandbox.lab import SYSTEM_PYTHON
+from testbed.lab import SYSTEM_PYTHON
 
 from .zone import ZONE, BenchZone
 
@@ -83,9 +83,9 @@ def plan(zone: BenchZone, trials: int, first_name: int) -> list[list[str]]:
 def listen_overflows(lab) -> int:
     """TcpExt ListenOverflows + ListenDrops of the internet namespace."""
     lines = lab.run("net", ["cat", "/proc/net/netstat"]).stdout.splitlines()
-    for names, values in zip(lines[::2], lines[1::2]):
+    for names, values in zip(lines[::2], lines[1::2], strict=True):
         if names.startswith("TcpExt:"):
-            row = dict(zip(names.split()[1:], map(int, values.split()[1:])))
+            row = dict(zip(names.split()[1:], map(int, values.split()[1:]), strict=True))
             return row.get("ListenOverflows", 0) + row.get("ListenDrops", 0)
     return 0
 

@@ -221,7 +221,7 @@ METHOD = """\
   any Python module costs, against NetTrust what NetTrust's own answer path costs.
 - dnsmasq 2.90 forwards to the same NSD and adds every `bench.test` answer to nftables sets
   (`--nftset`, sets with a 1 h default timeout, matched by an accepting output chain).  NetTrust
-  runs with its default configuration as `sandbox.product.NetTrustHost` renders it; its ruleset
+  runs with its default configuration as `testbed.product.NetTrustHost` renders it; its ruleset
   is removed after each of its phases so the others run with an open firewall.
 - Race: see `bench/race.py`; a failure is a connect refused by the firewall, or one that needed
   a SYN retransmission (no SYN-ACK within 0.8 s, or retransmissions in TCP_INFO)."""

@@ -32,8 +32,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path[:0] = [REPO]
 
-from sandbox.lab import Lab  # noqa: E402
-from sandbox.product import DIST_PACKAGES, SYSTEM_PYTHON, NetTrustHost  # noqa: E402
+from testbed.lab import Lab  # noqa: E402
+from testbed.product import DIST_PACKAGES, SYSTEM_PYTHON, NetTrustHost  # noqa: E402
 
 BASE = "20.0.0.0"               # public (the policy would refuse private addresses), lab-only
 PROBE_OFFSET = 7                # each instance's probe address: its first address + 7

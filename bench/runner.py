@@ -10,7 +10,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from sandbox.lab import Lab, missing_prerequisites
+from testbed.lab import Lab, missing_prerequisites
 
 from . import machine, micro, profile, race
 from .configs import NOT_SUPPORTED, Dnsmasq, NetTrust, PassThroughModule, PlainUnbound, Unavailable

@@ -61,7 +61,7 @@ class BenchZone:
         return lines
 
     def lab_zones(self) -> dict[str, list[str]]:
-        """The ``extra_zones`` argument for :class:`sandbox.lab.Lab`."""
+        """The ``extra_zones`` argument for :class:`testbed.lab.Lab`."""
         return {ZONE: self.records()}
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .errors import NetTrustError
 
@@ -86,10 +86,10 @@ class Answer:
         stuffed into an answer are never believed.  A loop ends the chain where it closes; a
         chain longer than :data:`MAX_CHAIN` raises :class:`ChainTooLong`.
         """
-        cnames = {}
+        cnames: dict[str, str] = {}
         for r in self.records:
             if r.rtype == CNAME and r.owner not in cnames:
-                cnames[r.owner] = r.data
+                cnames[r.owner] = str(r.data)       # a name: only A/AAAA data are addresses
         names = [self.qname]
         seen = {self.qname}
         while (target := cnames.get(names[-1])) is not None and target not in seen:

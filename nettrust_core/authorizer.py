@@ -20,7 +20,7 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from .answer import Answer, RCODE_NAMES, TYPE_NAMES
 from .cache_invalidation import CacheInvalidator
@@ -35,6 +35,10 @@ from .lifecycle.adoption import GrantAdoption
 from .policy import NameCheck, Outcome, Policy, Verdict
 from .registrable import registrable_domain
 from .report import Reporter
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .networks import IPAddress
 
 log = logging.getLogger("nettrust.authorizer")
 _ANSWER_COUNTER = {o: f"answers_{o.value}" for o in Outcome}
@@ -53,7 +57,7 @@ class Decision:
 
 
 class Authorizer:
-    def __init__(self, config, backend: FirewallBackend, *,
+    def __init__(self, config: Config, backend: FirewallBackend, *,
                  clock: Callable[[], float] = time.monotonic,
                  reporter: Reporter | None = None,
                  invalidator: CacheInvalidator | None = None) -> None:
@@ -138,7 +142,7 @@ class Authorizer:
         with tracker.lock:
             now = self.clock()
             admitted, over, which = self.budgets.admit(owner, grants, now)
-            if over:
+            if over and which is not None:          # ``which`` names the budget that refused
                 grants = tuple(admitted)
                 self.counters[_REFUSED_COUNTER[which]] += len(over)
                 log.debug("%s: budget per %s full (grants.max_per_%s): %s not granted",
@@ -183,7 +187,10 @@ class Authorizer:
     def _report(self, answer: Answer, verdict: Verdict, grants, written: int, write_s: float,
                 error: str | None) -> None:
         """One decision record to the agent, after the write (a non-blocking datagram)."""
-        self.reporter.send({
+        reporter = self.reporter
+        if reporter is None:                        # the callers check; this keeps the type honest
+            return
+        reporter.send({
             "t": "decision", "client": answer.client, "qname": answer.qname,
             "qtype": answer.qtype, "rcode": answer.rcode, "outcome": verdict.outcome.value,
             "reason": verdict.reason, "rule": verdict.rule,
@@ -232,7 +239,7 @@ class Authorizer:
         self.invalidate(sorted(names))
 
     # -- renewals (lifecycle.liveness) -----------------------------------------------------
-    def renew(self, addresses, timeout: float) -> int:
+    def renew(self, addresses: Iterable[IPAddress], timeout: float) -> int:
         """Extend live grants by ``timeout`` from now; how many needed a write.
 
         Never shortens (the tracker decides, as for answers), sends no comment (the kernel keeps

@@ -47,7 +47,7 @@ class LocalNames:
         declared: those answers are judged in full (fail closed), never trusted.
         """
         data, zones = [], []
-        pending, seen = [conf], set()
+        pending, seen = [conf], set[str]()
         while pending and len(seen) < MAX_INCLUDES:
             path = pending.pop(0)
             if path in seen:

@@ -4,9 +4,14 @@ never by the library, which only logs to its ``nettrust.<area>`` loggers."""
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .config import Config
+    from collections.abc import Callable
 
 
-def setup_logging(config, emit=None) -> None:
+def setup_logging(config: Config, emit: Callable[[int, str], None] | None = None) -> None:
     """Route ``nettrust.*`` logs: to ``log.file`` when set, else through ``emit(level, text)``."""
     root = logging.getLogger("nettrust")
     for h in list(root.handlers):

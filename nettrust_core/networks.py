@@ -89,7 +89,7 @@ class NetworkSet:
 
     def __init__(self, networks: Iterable[IPNetwork]) -> None:
         networks = tuple(networks)
-        self._v4 = tuple((int(n.network_address), int(n.netmask), n) for n in networks if n.version == 4)
+        self._v4: tuple[tuple[int, int, IPNetwork], ...] = tuple((int(n.network_address), int(n.netmask), n) for n in networks if n.version == 4)
         self._v6 = tuple((int(n.network_address), int(n.netmask), n) for n in networks if n.version == 6)
 
     def match(self, address: IPAddress) -> IPNetwork | None:

@@ -21,7 +21,8 @@ either mode, unless ``policy.canary_names`` is off.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .answer import ChainTooLong, Answer, Security, Source
 import ipaddress
@@ -29,6 +30,9 @@ import ipaddress
 from .lists.bypass import CANARY_NAMES, CANARY_RULE
 from .lists.index import ListIndex
 from .networks import LOCAL, LOOPBACK, NEVER, SINKHOLES, AddressClasses, IPAddress, NetworkSet
+
+if TYPE_CHECKING:
+    from .config import Config
 
 
 class Outcome(str, enum.Enum):
@@ -61,7 +65,7 @@ class Verdict:
 
 
 class Policy:
-    def __init__(self, config, lists: ListIndex | None = None) -> None:
+    def __init__(self, config: Config, lists: ListIndex | None = None) -> None:
         p = config.policy
         #: The lists' index; the lists watcher replaces it whole (one reference assignment).
         self.lists = lists if lists is not None else ListIndex.empty()

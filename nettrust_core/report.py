@@ -62,7 +62,7 @@ class Reporter:
     def _connect(self) -> socket.socket | None:
         """A connected socket, or None (then at most one attempt per RECONNECT_EVERY)."""
         now = time.monotonic()
-        if now < self._next_connect or self._closed:
+        if now < self._next_connect or self._closed or not self.path:
             return None
         self._next_connect = now + RECONNECT_EVERY
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
@@ -107,7 +107,7 @@ class Reporter:
             self.sent += 1
         return True
 
-    def event(self, kind: str, **fields) -> bool:
+    def event(self, kind: str, **fields: object) -> bool:
         fields["t"] = "event"
         fields["kind"] = kind
         return self.send(fields)

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import os
 import pwd
+from typing import TYPE_CHECKING
 
 from .errors import ConfigError
 from .firewall.base import RulesetSpec
 from .firewall.fanout import FanOut
 from .firewall.registry import UnknownBackend, backend_class
+
+if TYPE_CHECKING:
+    from .config import Config
+    from collections.abc import Mapping
 
 #: The conntrack mark bit set on connections that grants let through (see lifecycle.liveness).
 CT_MARK = 0x40000000
@@ -16,7 +21,7 @@ CT_MARK = 0x40000000
 INSTANCE_ENV = "NETTRUST_INSTANCE"
 
 
-def ruleset_spec(config) -> RulesetSpec:
+def ruleset_spec(config: Config) -> RulesetSpec:
     fw, lc = config.firewall, config.lifecycle
     hosts = list(config.reachable.hosts)
     # Forward mode: the upstreams are reachable for the resolver only, on their DNS port only
@@ -51,7 +56,7 @@ def ruleset_spec(config) -> RulesetSpec:
                        audit=fw.enforcement == "audit")
 
 
-def instance_from_env(config, environ=os.environ) -> int:
+def instance_from_env(config: Config, environ: Mapping[str, str] = os.environ) -> int:
     """This resolver process's index among ``firewall.instances``, from $NETTRUST_INSTANCE.
 
     With one instance the variable may be absent (0).  With several it is required: two
@@ -71,7 +76,7 @@ def instance_from_env(config, environ=os.environ) -> int:
                       line=config.line_of("firewall.instances"))
 
 
-def make_backend(config, instance: int = 0) -> FanOut:
+def make_backend(config: Config, instance: int = 0) -> FanOut:
     """The configured backends (``firewall.backends``), driven as one through a
     :class:`~nettrust_core.firewall.fanout.FanOut`; each imported only now, by name.
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import TYPE_CHECKING
 
 from .answer import Answer
 from .authorizer import Authorizer, Decision
@@ -28,6 +29,11 @@ from .unbound_conf import cache_max_ttl
 from .unbound_settings import control_socket, privilege_problem, problems, read_settings
 from .worker import Worker
 
+if TYPE_CHECKING:
+    from .config import Config
+    from .firewall.base import FirewallBackend
+    from .lifecycle.conntrack import Conntrack
+
 DEFAULT_CONFIG = "/etc/nettrust/nettrust.toml"
 log = logging.getLogger("nettrust")
 
@@ -39,7 +45,8 @@ def config_path() -> str:
 class Service:
     """``backend`` and ``conntrack`` default to the kernel's; tests inject fakes there."""
 
-    def __init__(self, config, backend=None, *, conntrack=None) -> None:
+    def __init__(self, config: Config, backend: FirewallBackend | None = None, *,
+                 conntrack: Conntrack | None = None) -> None:
         self.config = config
         #: Which of the firewall.instances resolver processes this is ($NETTRUST_INSTANCE).
         self.instance = instance_from_env(config)
@@ -76,20 +83,20 @@ class Service:
         for the settings pythonmod does not expose), its effective uid and capabilities.
         Any problem refuses the start with a message that says what to change.
         """
-        where = dict(file=self.config.path)
+        file = self.config.path
         if euid is not None:
             why = privilege_problem(self.config, euid, cap_eff if cap_eff is not None else ~0)
             if why:
-                raise ConfigError(why, key="firewall.resolver_user", **where)
+                raise ConfigError(why, key="firewall.resolver_user", file=file)
         if module_config is not None:
             found = problems({"module-config": [module_config]}, self.config)
             if found:
-                raise ConfigError(found[0], **where)
+                raise ConfigError(found[0], file=file)
         if unbound_conf is not None:
             settings = read_settings(unbound_conf)
             found = problems(settings, self.config)
             if found:
-                raise ConfigError(f"{unbound_conf}: " + " ".join(found), **where)
+                raise ConfigError(f"{unbound_conf}: " + " ".join(found), file=file)
             self.local_names = LocalNames.from_conf_file(unbound_conf)
             path = control_socket(settings)
             if path:

@@ -11,16 +11,20 @@ from __future__ import annotations
 
 import math
 import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .config import Config
 
 MODULE_CONFIG = "python validator iterator"
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 
 
-def cache_max_ttl(config) -> int:
+def cache_max_ttl(config: Config) -> int:
     return max(1, math.floor(config.grants.max_ttl))
 
 
-def render(config, *, script: str, server_extra: str = "") -> str:
+def render(config: Config, *, script: str, server_extra: str = "") -> str:
     """The include text. ``script`` is the absolute path of ``unbound_module/nettrust_unbound.py``."""
     up = config.upstream
     lines = [
@@ -57,7 +61,7 @@ def render(config, *, script: str, server_extra: str = "") -> str:
     return "\n".join(lines)
 
 
-def instance_lines(config) -> list[str]:
+def instance_lines(config: Config) -> list[str]:
     """firewall.instances > 1: that many single-threaded processes share the port.
 
     Unbound's worker threads share one Python interpreter and its lock, so a second thread
@@ -76,7 +80,7 @@ def instance_lines(config) -> list[str]:
     ]
 
 
-def dnstap_lines(config) -> list[str]:
+def dnstap_lines(config: Config) -> list[str]:
     """Statistics: every client response (cache hits and local data included) streamed to the
     agent over dnstap.  Unbound encodes it on the worker and sends it from its own I/O thread,
     dropping (never waiting) when the agent lags."""

@@ -17,9 +17,13 @@ import os
 import pwd
 import shutil
 import subprocess
+from typing import TYPE_CHECKING
 
 from .errors import NetTrustError
 from .unbound_conf import MODULE_CONFIG, cache_max_ttl
+
+if TYPE_CHECKING:
+    from .config import Config
 
 DEFAULT_UNBOUND_CONF = "/etc/unbound/unbound.conf"
 #: What :func:`problems` needs; each is one ``unbound-checkconf -o`` call (about 5 ms).
@@ -59,7 +63,7 @@ def _one(settings, option, default=""):
     return values[0] if values else default
 
 
-def problems(settings: dict[str, list[str]], config) -> list[str]:
+def problems(settings: dict[str, list[str]], config: Config) -> list[str]:
     """What in Unbound's effective settings breaks NetTrust's guarantees, each with the fix."""
     found = []
     modules = " ".join(_one(settings, "module-config").split())
@@ -123,7 +127,7 @@ def own_conf_path(proc="/proc/self/cmdline") -> str:
     return conf_from_cmdline(argv)
 
 
-def privilege_problem(config, euid: int, cap_eff: int) -> str | None:
+def privilege_problem(config: Config, euid: int, cap_eff: int) -> str | None:
     """Why this process, as it runs, cannot work: wrong user, or no CAP_NET_ADMIN.
 
     The ruleset lets only ``firewall.resolver_user`` reach DNS servers; an Unbound running as

@@ -43,7 +43,7 @@ def require_integration() -> None:
 def container_prerequisites() -> None:
     """podman, runc, debootstrap and the Debian mirror, checked once; depend on it from the
     fixtures that build or run images, so the check comes before them."""
-    from sandbox.containers import missing_prerequisites as missing_container_prerequisites
+    from testbed.containers import missing_prerequisites as missing_container_prerequisites
     require(missing_container_prerequisites(), "container prerequisites")
 
 

@@ -17,6 +17,7 @@ import socket
 import stat
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from ..errors import InvalidValue
 from .alerts import Alerts
@@ -26,13 +27,16 @@ from .framestream import FrameReader, ProtocolError
 from .metrics import Metrics
 from .store import StatsStore
 
+if TYPE_CHECKING:
+    from ..config import Config
+
 log = logging.getLogger("nettrust.agent")
 
 TICK = 0.2
 
 
 class Agent:
-    def __init__(self, config) -> None:
+    def __init__(self, config: Config) -> None:
         self.config = config
         st = config.stats
         self.metrics = Metrics(dropped=lambda: dict(self.store.dropped))

@@ -17,9 +17,13 @@ import threading
 import time
 import urllib.request
 from collections import deque
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from ..worker import Worker
+
+if TYPE_CHECKING:
+    from ..config import AlertsConfig
+    from .metrics import Metrics
 
 log = logging.getLogger("nettrust.agent.alerts")
 
@@ -30,8 +34,8 @@ NOTIFY_TIMEOUT = 5.0
 class Alerts(Worker):
     name = "nettrust-alerts"
 
-    def __init__(self, config, *, record_event: Callable[[dict], None],
-                 metrics=None, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, config: AlertsConfig, *, record_event: Callable[[dict], None],
+                 metrics: Metrics | None = None, clock: Callable[[], float] = time.time) -> None:
         super().__init__()
         self.config = config
         self.record_event = record_event
@@ -86,7 +90,7 @@ class Alerts(Worker):
             self.fire("backend_errors", "", f"firewall backend error: {error}", error=error)
 
     # -- rate limit and delivery -------------------------------------------------------------
-    def fire(self, rule: str, subject: str, message: str, **details) -> bool:
+    def fire(self, rule: str, subject: str, message: str, **details: object) -> bool:
         """Notify unless the same rule and subject notified within the window."""
         now = self.clock()
         key = (rule, subject)
@@ -130,8 +134,8 @@ class Alerts(Worker):
                     log.warning("alert notifier %s failed: %s", notify.__name__, exc)
 
 
-def _notifiers(config) -> list[Callable[[dict], None]]:
-    out = []
+def _notifiers(config: AlertsConfig) -> list[Callable[[dict], None]]:
+    out: list[Callable[[dict], None]] = []
     if config.webhook:
         url = config.webhook
 

@@ -92,6 +92,7 @@ def cmd_stats(args) -> int:
     config = load_config(args.config)
     conn = v.connect(args.database or config.stats.database)
     start = v.since(args.since)
+    data: dict | list[dict]
     try:
         if args.view == "summary":
             data = v.summary(conn, start)

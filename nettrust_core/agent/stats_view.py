@@ -230,7 +230,7 @@ def table(rows: list[dict], columns: list[str], formats: dict | None = None) -> 
                for c in columns]
     def line(values):
         return "  ".join(v.rjust(w) if num else v.ljust(w)
-                         for v, w, num in zip(values, widths, numeric)).rstrip()
+                         for v, w, num in zip(values, widths, numeric, strict=True)).rstrip()
     out = [line([c.upper() for c in columns])]
     out += [line(row) for row in cells]
     return "\n".join(out)

@@ -214,18 +214,18 @@ class StatsStore(Worker):
                              "chain": " > ".join(r.get("chain") or ()) or None,
                              "ttl": r.get("ttl"), "count": r.get("count", 1)})
                 answers += [{"query_id": qid, "address": a} for a in r.get("addresses", ())]
-            db["queries"].insert_all(rows, batch_size=_CHUNK)
+            db.table("queries").insert_all(rows, batch_size=_CHUNK)
             if answers:
-                db["answers"].insert_all(answers, batch_size=_CHUNK)
+                db.table("answers").insert_all(answers, batch_size=_CHUNK)
         if grants:
-            db["grants"].insert_all(({
+            db.table("grants").insert_all(({
                 "ts": r["ts"], "address": r["address"], "family": 6 if ":" in r["address"] else 4,
                 "domain_id": domain_ids[r["qname"]], "client_id": client_ids.get(r.get("client")),
                 "chain": " > ".join(r.get("chain") or ()) or None, "rule": r.get("rule"),
                 "timeout": r.get("timeout"), "expires": r["ts"] + (r.get("timeout") or 0),
                 "written": r.get("written")} for r in grants), batch_size=_CHUNK)
         if events:
-            db["events"].insert_all(({
+            db.table("events").insert_all(({
                 "ts": r.get("ts") or now, "kind": str(r.get("kind")), "subject": r.get("subject"),
                 "data": json.dumps({k: v for k, v in r.items()
                                     if k not in ("t", "ts", "kind", "subject")}, default=str)}

@@ -138,9 +138,10 @@ class FirewallBackend(Protocol):
     ``revoke``, ``lookup`` and ``list_grants(own_only=True)`` touch only its own grants.
     """
 
-    #: Grants that found the ruleset missing and rebuilt it (the answer path then starts its
-    #: tracker afresh: what it believed granted is gone).
-    repairs: int
+    @property
+    def repairs(self) -> int:
+        """Grants that found the ruleset missing and rebuilt it (the answer path then starts its
+        tracker afresh: what it believed granted is gone).  A plain attribute satisfies it."""
 
     def ensure(self) -> None:
         """Create or repair the ruleset atomically; live grants survive."""

@@ -155,7 +155,8 @@ def static_elements(spec: RulesetSpec, version: int) -> list:
     nets += [ipaddress.ip_network(h) for h in spec.static_hosts if h.version == version]
     nets += [n for n in spec.static_networks if n.version == version]
     out: list = []
-    for net in ipaddress.collapse_addresses(nets):
+    # Ignored below: one IP version per call (filtered above), which the stub's TypeVar cannot express
+    for net in ipaddress.collapse_addresses(nets):  # type: ignore[type-var]
         if net.prefixlen == net.max_prefixlen:
             out.append(str(net.network_address))
         else:
@@ -182,7 +183,8 @@ def _meta(key: str) -> dict:
 def _nets(nets) -> list:
     """Addresses and networks as nft JSON set elements (a host is written bare)."""
     out: list = []
-    for n in ipaddress.collapse_addresses(ipaddress.ip_network(x) for x in nets):
+    # Ignored below: the callers pass one IP version (collapse_addresses refuses a mix)
+    for n in ipaddress.collapse_addresses(ipaddress.ip_network(x) for x in nets):  # type: ignore[type-var]
         out.append(str(n.network_address) if n.prefixlen == n.max_prefixlen
                    else {"prefix": {"addr": str(n.network_address), "len": n.prefixlen}})
     return out

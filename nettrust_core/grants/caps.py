@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 from typing import Sequence
 
-from ..firewall.base import Grant
+from ..firewall.base import Grant, IPAddress
 from .tracker import GrantTracker, Owner
 
 log = logging.getLogger("nettrust.caps")
@@ -91,7 +91,7 @@ class SetCaps:
         self.high = int(size * HIGH_WATER)
         self.batch = max(1, int(size * EVICT_SHARE))
 
-    def to_evict(self, tracker: GrantTracker, todo: Sequence[Grant], *, force: bool = False) -> list:
+    def to_evict(self, tracker: GrantTracker, todo: Sequence[Grant], *, force: bool = False) -> list[IPAddress]:
         """Addresses to revoke before writing ``todo`` (empty when there is room)."""
         if not force and tracker.count(4) + len(todo) <= self.high \
                 and tracker.count(6) + len(todo) <= self.high:

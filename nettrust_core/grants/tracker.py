@@ -97,7 +97,7 @@ def _add_names(out: list[str], names: str | tuple[str, ...]) -> None:
 class _Entry:
     __slots__ = ("answered", "owner", "names")
 
-    def __init__(self, answered: float, owner: Owner, names: str | tuple[str, ...]) -> None:
+    def __init__(self, answered: float | None, owner: Owner, names: str | tuple[str, ...]) -> None:
         self.answered = answered
         self.owner = owner
         self.names = names
@@ -213,7 +213,7 @@ class GrantTracker:
         return names
 
     def names_of(self, addresses: Iterable[IPAddress]) -> list[str]:
-        out = []
+        out: list[str] = []
         for a in addresses:
             entry = self._meta.get(a)
             if entry is not None:
@@ -245,7 +245,7 @@ class GrantTracker:
             self._prune_at = len(self._expiry) * 2
         return len(dead)
 
-    def _owner_from_comment(self, comment: str, cache: dict) -> Owner:
+    def _owner_from_comment(self, comment: str, cache: dict[str, Owner]) -> Owner:
         owner = cache.get(comment)
         if owner is None:
             qname = comment.split(">", 1)[0]

@@ -20,7 +20,7 @@ from collections import Counter
 from typing import Iterable
 
 from ..errors import NetTrustError
-from ..firewall.base import FirewallBackend, Grant
+from ..firewall.base import FirewallBackend, Grant, IPAddress
 from .caps import SetCaps
 from .tracker import GrantTracker
 
@@ -64,7 +64,7 @@ class GrantWriter:
             self.backend.grant(todo)
         return names
 
-    def _revoke(self, addresses: list) -> list[str]:
+    def _revoke(self, addresses: list[IPAddress]) -> list[str]:
         self.backend.revoke(addresses)
         names = self.tracker.forget(addresses)
         self.counters["evicted"] += len(addresses)

@@ -13,15 +13,19 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from typing import TYPE_CHECKING
 
 from ..errors import NetTrustError
 from .conntrack import Conntrack, ConntrackError
+
+if TYPE_CHECKING:
+    from ..authorizer import Authorizer
 
 log = logging.getLogger("nettrust.liveness")
 
 
 class Liveness:
-    def __init__(self, authorizer, conntrack: Conntrack, counters: Counter, *, interval: float,
+    def __init__(self, authorizer: Authorizer, conntrack: Conntrack, counters: Counter, *, interval: float,
                  max_lifetime: float, grace: float) -> None:
         self.authorizer = authorizer
         self.conntrack = conntrack

@@ -5,14 +5,20 @@ Runs in the CLI's process (root), asking the kernel the same questions the resol
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..errors import NetTrustError
 from ..ruleset import CT_MARK
 from . import chains
 from .conntrack import Conntrack, ConntrackError
 
+if TYPE_CHECKING:
+    from ..config import Config
 
-def lifecycle_status(config, backend, conntrack=None) -> dict:
-    """``conntrack``: what to ask (default the kernel's; tests inject a fake)."""
+
+def lifecycle_status(config: Config, backend: object, conntrack: Conntrack | None = None) -> dict:
+    """``conntrack``: what to ask (default the kernel's; tests inject a fake).  ``backend``: any
+    firewall backend; its chains are reported when it is a :class:`.chains.ChainSource`."""
     out: dict = {}
     if config.lifecycle.liveness:
         ct = conntrack if conntrack is not None else Conntrack(CT_MARK)

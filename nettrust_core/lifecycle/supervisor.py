@@ -13,6 +13,7 @@ import errno
 import logging
 import time
 from collections import Counter
+from typing import TYPE_CHECKING
 
 from ..errors import NetTrustError
 from ..ruleset import CT_MARK
@@ -22,6 +23,11 @@ from .conntrack import Conntrack
 from .liveness import Liveness
 from .unauthorized import UnauthorizedWatcher
 from .verify import RulesetCheck
+
+if TYPE_CHECKING:
+    from ..config import Config
+    from ..authorizer import Authorizer
+    from ..report import Reporter
 
 log = logging.getLogger("nettrust.lifecycle")
 
@@ -38,7 +44,8 @@ class Lifecycle(Worker):
 
     name = "nettrust-lifecycle"
 
-    def __init__(self, config, authorizer, reporter=None, *, conntrack=None) -> None:
+    def __init__(self, config: Config, authorizer: Authorizer, reporter: Reporter | None = None, *,
+                 conntrack: Conntrack | None = None) -> None:
         self.counters: Counter[str] = Counter()
         super().__init__(self.counters)
         self.config = config
@@ -53,14 +60,14 @@ class Lifecycle(Worker):
         self.ruleset_check = RulesetCheck(authorizer)
         self.liveness = (Liveness(authorizer, self.conntrack, self.counters,
                                   interval=lc.check_interval, max_lifetime=lc.max_lifetime,
-                                  grace=config.grants.grace) if lc.liveness else None)
+                                  grace=config.grants.grace) if self.conntrack is not None else None)
         self.watcher = (UnauthorizedWatcher(lc.log_group, self.reporter, self.counters,
                                             strikes=lc.strikes) if lc.unauthorized else None)
 
     # -- start / stop ----------------------------------------------------------------------
     def start(self) -> None:
         self._log_chains()
-        if self.conntrack is not None:
+        if self.conntrack is not None and self.liveness is not None:     # both, or neither
             why = self.conntrack.probe()
             if why is not None:
                 self.liveness.available, self.liveness.error = False, why

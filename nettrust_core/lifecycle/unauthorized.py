@@ -19,6 +19,7 @@ from collections import Counter, deque
 from ..errors import NetTrustError
 from ..lists.bypass import bypass_kind
 from ..netlink.nflog import Attempt
+from ..report import Reporter
 from ..worker import Worker
 from .nflog import NflogReader
 
@@ -32,7 +33,7 @@ STRIKE_WINDOW = 60.0
 class UnauthorizedWatcher(Worker):
     name = "nettrust-unauthorized"
 
-    def __init__(self, group: int, reporter, counters: Counter, *, strikes: int = 0) -> None:
+    def __init__(self, group: int, reporter: Reporter | None, counters: Counter, *, strikes: int = 0) -> None:
         super().__init__(counters)
         self.group = group
         self.reporter = reporter
@@ -55,6 +56,8 @@ class UnauthorizedWatcher(Worker):
 
     def run(self) -> None:
         reader = self._reader
+        if reader is None:                            # run() without start(): nothing to read
+            return
         while not self.stopping.is_set():
             try:
                 attempts = reader.read()

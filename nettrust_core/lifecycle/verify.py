@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import errno
 import logging
+from typing import TYPE_CHECKING
 
 from ..errors import NetTrustError
+
+if TYPE_CHECKING:
+    from ..authorizer import Authorizer
 
 log = logging.getLogger("nettrust.authorizer")
 
@@ -23,7 +27,7 @@ _VERIFY_MARGIN = 2.0
 class RulesetCheck:
     """The check for one authorizer (its backend, tracker and counters)."""
 
-    def __init__(self, authorizer) -> None:
+    def __init__(self, authorizer: Authorizer) -> None:
         self.authorizer = authorizer
 
     @property

@@ -40,7 +40,7 @@ def _set_rcvtimeo(sock: socket.socket, timeout: float) -> None:
 class Failure(NamedTuple):
     """One message of a batch the kernel refused: its index (-1: the batch itself), errno, where."""
 
-    index: int
+    index: int  # type: ignore[assignment]  # the message's index in its batch; shadows tuple.index
     errno: int
     offset: int | None
     text: str | None
@@ -62,7 +62,8 @@ class NetlinkSocket:
     inside ``send()``), so a lost reply surfaces as an error instead of a hang.
     """
 
-    def __init__(self, timeout: float = 5.0, bufsize: int = 1 << 20, *, sock=None) -> None:
+    def __init__(self, timeout: float = 5.0, bufsize: int = 1 << 20, *,
+                 sock: socket.socket | None = None) -> None:
         if sock is None:
             sock = self._open(timeout, bufsize)
         self._sock = sock                   # tests pass a stand-in with send/recv_into/getsockopt

@@ -95,6 +95,8 @@ def parse_ip(pkt: bytes) -> tuple[str, str, int, int | None] | None:
     if len(pkt) < 1:
         return None
     version = pkt[0] >> 4
+    src: ipaddress.IPv4Address | ipaddress.IPv6Address
+    dst: ipaddress.IPv4Address | ipaddress.IPv6Address
     if version == 4 and len(pkt) >= 20:
         ihl = (pkt[0] & 0x0F) * 4
         proto = pkt[9]

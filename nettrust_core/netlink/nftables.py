@@ -32,6 +32,7 @@ An element on the wire (inside a NEWSETELEM message of a batch, see :mod:`.core`
 from __future__ import annotations
 
 import errno as errno_mod
+import socket
 import struct
 from typing import Callable, NamedTuple, Sequence
 
@@ -221,7 +222,8 @@ def parse_elements(msg: Message, out: list[Element] | None = None) -> list[Eleme
 class NftablesSocket(NetlinkSocket):
     """:class:`~.core.NetlinkSocket` with the nf_tables set-element verbs (write, dump, look up)."""
 
-    def __init__(self, timeout: float = 5.0, bufsize: int = 1 << 20, *, sock=None) -> None:
+    def __init__(self, timeout: float = 5.0, bufsize: int = 1 << 20, *,
+                 sock: socket.socket | None = None) -> None:
         super().__init__(timeout, bufsize, sock=sock)
         self._heads: dict[tuple[str, str], bytes] = {}
 
@@ -254,7 +256,8 @@ class NftablesSocket(NetlinkSocket):
         self._raise_first(self.transact(requests[start:]), table, family, where[start:])
 
     @staticmethod
-    def _raise_first(failures: list[Failure], table: str, family: int, where: list) -> None:
+    def _raise_first(failures: list[Failure], table: str, family: int,
+                     where: list[tuple[str, bytes, Sequence[bytes], Sequence[object]]]) -> None:
         """Turn the first refusal into a NetlinkError naming the set and element."""
         if not failures:
             return

@@ -108,7 +108,7 @@ def expression_names(sock: NetlinkSocket, table: str, chain: str,
     return names
 
 
-def counter(sock: NetlinkSocket, table: str, name: str, family: int = NFPROTO_INET) -> dict | None:
+def counter(sock: NetlinkSocket, table: str, name: str, family: int = NFPROTO_INET) -> dict[str, int] | None:
     """A named counter's ``{"packets", "bytes"}``, or None when it does not exist."""
     body = (attr(NFTA_OBJ_TABLE, strz(table)) + attr(NFTA_OBJ_NAME, strz(name))
             + attr(NFTA_OBJ_TYPE, be32(NFT_OBJECT_COUNTER)))

@@ -41,7 +41,6 @@ def connect(family_name: str, names: list[str]) -> list[dict]:
 
 
 def hold(address: str, port: int, seconds: float) -> dict:
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
     s = socket.create_connection((address, port), timeout=FIRST_SYN)
     s.settimeout(5)
     s.sendall(b"first\n")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 
-from sandbox.lab import Lab
+from testbed.lab import Lab
 
 
 def direct(lab, address: str, port: int = 80, timeout: float = 0.9):

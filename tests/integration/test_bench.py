@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from conftest import IN_CI
-from sandbox.errors import LabError
-from sandbox.zones import normalise_extra_zones
+from testbed.errors import LabError
+from testbed.zones import normalise_extra_zones
 
 REPO = Path(__file__).resolve().parents[2]
 

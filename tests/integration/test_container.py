@@ -2,7 +2,7 @@
 the network namespace it filters shared with the host (here the lab's host namespace, through
 ``--network ns:/run/netns/<host ns>``), ``--cap-add NET_ADMIN``, ``/etc/nettrust`` mounted.
 
-Podman runs with a private storage root (sandbox.containers.Podman) and builds FROM a Debian
+Podman runs with a private storage root (testbed.containers.Podman) and builds FROM a Debian
 minbase tarball cached in /var/cache/nettrust-test, since no registry is reachable here.  The
 root namespace's ruleset and forwarding sysctls are compared before and after the whole run.
 """
@@ -22,9 +22,9 @@ import pytest
 
 from lab_util import resolving_lab
 
-from sandbox import netns
-from sandbox.containers import BASE_IMAGE, HostSnapshot, Podman, cleanup_stale
-from sandbox.product_container import NetTrustContainer
+from testbed import netns
+from testbed.containers import BASE_IMAGE, HostSnapshot, Podman, cleanup_stale
+from testbed.product_container import NetTrustContainer
 
 pytestmark = pytest.mark.integration
 
@@ -47,7 +47,7 @@ level = "debug"
 ONLY_TWO_CAPS = 1 << 12 | 1 << 10     # CAP_NET_ADMIN | CAP_NET_BIND_SERVICE
 KILLED_RUN = """
 import os, signal
-from sandbox.containers import Podman
+from testbed.containers import Podman
 podman = Podman().start()
 podman("images")
 print(podman.work_dir, flush=True)

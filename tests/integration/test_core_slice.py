@@ -20,8 +20,8 @@ import pytest
 
 from lab_util import direct, resolving_lab
 
-from sandbox.errors import LabError
-from sandbox.product import NetTrustHost
+from testbed.errors import LabError
+from testbed.product import NetTrustHost
 
 pytestmark = pytest.mark.integration
 

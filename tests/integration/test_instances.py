@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import re
 import time
 from pathlib import Path
 
@@ -19,9 +18,9 @@ import pytest
 
 from lab_util import direct
 
-from sandbox.errors import LabError
-from sandbox.lab import Lab
-from sandbox.product import NetTrustHost
+from testbed.errors import LabError
+from testbed.lab import Lab
+from testbed.product import NetTrustHost
 
 pytestmark = pytest.mark.integration
 

@@ -26,9 +26,9 @@ import dns.message
 import dns.rcode
 import pytest
 
-from sandbox import Lab, LabError, cleanup_stale, missing_prerequisites
-from sandbox.errors import missing_tool_message
-from sandbox.zones import h_address, s_address
+from testbed import Lab, LabError, cleanup_stale, missing_prerequisites
+from testbed.errors import missing_tool_message
+from testbed.zones import h_address, s_address
 
 pytestmark = pytest.mark.integration
 
@@ -382,7 +382,7 @@ CHILD = """
 import signal, sys, time
 # Like an interactive Python: a shell that started us in the background may have left SIGINT ignored.
 signal.signal(signal.SIGINT, signal.default_int_handler)
-from sandbox import Lab
+from testbed import Lab
 if sys.argv[1] == "with":
     with Lab() as lab:
         print(lab.token, lab.work_dir, flush=True)

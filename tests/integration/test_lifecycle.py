@@ -21,7 +21,7 @@ import pytest
 
 from lab_util import direct, resolving_lab
 
-from sandbox.product import DIST_PACKAGES, SYSTEM_PYTHON, NetTrustHost
+from testbed.product import DIST_PACKAGES, SYSTEM_PYTHON, NetTrustHost
 
 pytestmark = pytest.mark.integration
 

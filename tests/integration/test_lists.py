@@ -22,7 +22,7 @@ import pytest
 
 from lab_util import direct, resolving_lab
 
-from sandbox.product import NetTrustHost, stats_section
+from testbed.product import NetTrustHost, stats_section
 
 pytestmark = pytest.mark.integration
 

@@ -22,7 +22,7 @@ import time
 import pytest
 
 from lab_util import direct, resolving_lab
-from sandbox.product import NetTrustHost
+from testbed.product import NetTrustHost
 
 pytestmark = pytest.mark.integration
 

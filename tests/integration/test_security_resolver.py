@@ -19,9 +19,9 @@ import pytest
 from lab_util import direct, resolving_lab
 from netns_util import NetNS
 
-from sandbox.errors import LabError
-from sandbox.product import DIST_PACKAGES, SYSTEM_PYTHON, NetTrustHost
-from sandbox.zones import h_address
+from testbed.errors import LabError
+from testbed.product import DIST_PACKAGES, SYSTEM_PYTHON, NetTrustHost
+from testbed.zones import h_address
 from nettrust_core.cache_invalidation import UnboundControlInvalidator
 from nettrust_core.wire import encode_name
 

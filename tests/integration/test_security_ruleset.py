@@ -343,10 +343,10 @@ def test_a_missing_or_replaced_cgroup_fails_closed(hi, cgroup):
 def test_real_unbound_in_its_cgroup_resolves_and_nothing_else_reaches_dns(cgroup):
     """Unbound runs as ``unbound`` in the lab's host namespace, started inside the test's
     cgroup (as systemd starts it inside its unit's), with resolver_cgroup naming it."""
-    from sandbox.lab import _UNBOUND_FORCED, Lab
-    from sandbox.process import command_env, privilege_argv
-    from sandbox.product import NetTrustHost
-    from sandbox.zones import NSD_V4, NSD_V6
+    from testbed.lab import _UNBOUND_FORCED, Lab
+    from testbed.process import command_env, privilege_argv
+    from testbed.product import NetTrustHost
+    from testbed.zones import NSD_V4, NSD_V6
 
     name, path = cgroup
     config = f'[firewall]\nresolver_cgroup = "{name}"\n[lifecycle]\nliveness = false\n'

@@ -18,9 +18,9 @@ import pytest
 from lab_util import direct
 
 from nettrust_core.agent.schema import SCHEMA_V1
-from sandbox.lab import Lab
-from sandbox.product import NetTrustHost, stats_section
-from sandbox.zones import h_address
+from testbed.lab import Lab
+from testbed.product import NetTrustHost, stats_section
+from testbed.zones import h_address
 
 pytestmark = pytest.mark.integration
 

@@ -21,9 +21,9 @@ from lab_util import direct
 
 from nettrust_core.agent import stats_view
 from nettrust_core.agent.web.auth import hash_password
-from sandbox.lab import Lab
-from sandbox.product import NetTrustHost, stats_section
-from sandbox.zones import h_address
+from testbed.lab import Lab
+from testbed.product import NetTrustHost, stats_section
+from testbed.zones import h_address
 
 pytestmark = pytest.mark.integration
 

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sandbox.containers import debian_mirrors, require_network
-from sandbox.errors import LabError
+from testbed.containers import debian_mirrors, require_network
+from testbed.errors import LabError
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -28,7 +28,7 @@ def nat64(prefix: str, length: int, v4: str) -> str:
     b = ip(v4).packed
     positions = {32: [4, 5, 6, 7], 40: [5, 6, 7, 9], 48: [6, 7, 9, 10], 56: [7, 9, 10, 11],
                  64: [9, 10, 11, 12], 96: [12, 13, 14, 15]}[length]
-    for pos, byte in zip(positions, b):
+    for pos, byte in zip(positions, b, strict=True):
         p[pos] = byte
     return str(ipaddress.IPv6Address(bytes(p)))
 

@@ -1,6 +1,5 @@
 """Policy and authorizer on captured answers: what is granted, for how long, and why not."""
 
-import ipaddress
 
 import dns.message
 import pytest
@@ -108,8 +107,6 @@ def test_require_dnssec_grants_only_secure(auth, security, granted):
 
 
 def test_sinkhole_answer_is_blocked_even_when_mixed(auth):
-    for rr in ("0.0.0.0", "198.51.100.77"):
-        pass
     d = auth.authorize(answer(msg("mixed.fw.test.", "A", "mixed.fw.test. 300 IN A 198.51.100.77",
                                   "mixed.fw.test. 300 IN A 0.0.0.0")))
     assert d.verdict.outcome is Outcome.BLOCKED and not d.verdict.replace_answer

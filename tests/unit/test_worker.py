@@ -4,7 +4,6 @@ real nftables and a real TCP server is tests/integration/test_lifecycle.py's."""
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import threading
 from collections import Counter

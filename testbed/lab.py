@@ -51,7 +51,7 @@ _READY_TIMEOUT = 10.0
 # Settings start_unbound appends so the process stays in the foreground, logs to its LabProcess
 # log and does not try to drop privileges the lab has already dropped.
 _UNBOUND_FORCED = """
-# Appended by sandbox.Lab.start_unbound:
+# Appended by testbed.Lab.start_unbound:
 server:
     username: ""
     chroot: ""
@@ -157,7 +157,7 @@ class Lab:
         except LabError as err:
             if exc is None:
                 raise
-            print(f"sandbox.Lab: cleanup after {exc_type.__name__} also failed: {err}", file=sys.stderr)
+            print(f"testbed.Lab: cleanup after {exc_type.__name__} also failed: {err}", file=sys.stderr)
 
     @property
     def running(self) -> bool:
@@ -195,7 +195,7 @@ class Lab:
             try:
                 self.close()
             except LabError as err:
-                print(f"sandbox.Lab: cleanup after a failed start also failed: {err}", file=sys.stderr)
+                print(f"testbed.Lab: cleanup after a failed start also failed: {err}", file=sys.stderr)
             raise
         self.timings["total"] = time.monotonic() - t0
         self._state = "running"

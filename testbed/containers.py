@@ -8,7 +8,7 @@ and its defaults (crun, ulimits above the caller's hard limits) fail on hybrid-c
 
 * a private storage root and ``containers.conf`` written before the first podman call
   (``netns = "host"`` as a backstop, runc, ulimits within the caller's hard limits),
-* every ``run``/``create``/``build`` must name its network, or :class:`~sandbox.errors.LabError`,
+* every ``run``/``create``/``build`` must name its network, or :class:`~testbed.errors.LabError`,
 * no registry: the Debian base is a ``debootstrap --variant=minbase`` tarball built from the
   machine's own Debian mirror, cached in :data:`CACHE_DIR` between runs (CI clones afresh on the
   same machine) and imported once per storage (``podman image exists`` guard),

@@ -1,4 +1,4 @@
-"""The sandbox's one exception and the tool look-ups that produce its most common message."""
+"""The testbed's one exception and the tool look-ups that produce its most common message."""
 
 from __future__ import annotations
 

@@ -192,4 +192,4 @@ def _close_all() -> None:
         try:
             lab.close()
         except Exception as err:  # noqa: BLE001 (exit path: report, keep closing the others)
-            print(f"sandbox.Lab: closing {lab.token} at exit: {err}", file=sys.stderr)
+            print(f"testbed.Lab: closing {lab.token} at exit: {err}", file=sys.stderr)

@@ -155,7 +155,7 @@ def _stage_code(target: Path) -> Path:
         for package in (nettrust_core, unbound_module):
             src = Path(package.__file__).parent
             shutil.copytree(src, target / src.name, ignore=shutil.ignore_patterns("__pycache__"))
-        for root, dirs, files in os.walk(target):
+        for root, _dirs, files in os.walk(target):
             os.chmod(root, 0o755)
             for f in files:
                 os.chmod(os.path.join(root, f), 0o644)

@@ -1,6 +1,6 @@
 """NetTrust's lab: throw-away network namespaces with authoritative DNS, for tests and the sandbox.
 
-``with Lab() as lab: ...`` — see :mod:`sandbox.lab`.
+``with Lab() as lab: ...`` — see :mod:`testbed.lab`.
 """
 
 from .errors import LabCommandError, LabError

@@ -1,7 +1,7 @@
 """NetTrust's container image running inside a lab: the image's own entrypoint, Unbound and module,
 joined to the lab's host namespace (``--network ns:/run/netns/<host ns>``).
 
-The configuration is the one :class:`sandbox.product.NetTrustHost` writes and validates, mounted
+The configuration is the one :class:`testbed.product.NetTrustHost` writes and validates, mounted
 as the image's ``/etc/nettrust``; the lab's zones and trust anchors reach the container as a
 snippet in ``/etc/nettrust/unbound.conf.d/`` plus read-only mounts of the files it names, at the
 same paths.  Everything else (listen addresses, privilege drop, module path) is the image's.
