@@ -170,7 +170,7 @@ def main(argv=None) -> int:
           "peaks during the load and during a reload while the old index is still held)")
     print(f"{'entries':>10} {'load s':>7} {'RSS MiB':>8} {'peak MiB':>9} {'table MiB':>10} "
           f"{'reload s':>9} {'peak MiB':>9} {'dict s':>7} {'dict MiB':>9}")
-    for n, r in results["load"].items():
+    for r in results["load"].values():
         print(f"{r['entries']:>10} {r['load_s']:>7} {r['rss_mib']:>8} {r['peak_mib']:>9} "
               f"{r['table_mib']:>10} {r['reload_s']:>9} {r['reload_peak_mib']:>9} "
               f"{r['dict_load_s']:>7} {r['dict_rss_mib']:>9}")

@@ -265,11 +265,11 @@ def _progress(quiet: bool):
     try:
         if quiet or not sys.stderr.isatty():
             raise ImportError
-        from rich.progress import Progress
+        from rich.progress import Progress, TaskID
     except ImportError:
         yield None
         return
-    tasks: dict[str, int] = {}
+    tasks: dict[str, TaskID] = {}
     with Progress(transient=True, console=None) as bar:
         def step(path: str, done: int, total: int) -> None:
             if path not in tasks:

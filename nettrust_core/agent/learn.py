@@ -108,8 +108,8 @@ def collapse(used: dict[str, int], siblings: int = SIBLINGS) -> list[Entry]:
     for domain, group in by_domain.items():
         parents = {e.names[0].partition(".")[2] for e in group}
         if len(group) >= siblings and len(parents) >= 2:
-            names = tuple(sorted(n for e in group for n in e.names))
-            out.append(Entry(f"**.{domain}", names, sum(e.grants for e in group)))
+            members = tuple(sorted(n for e in group for n in e.names))
+            out.append(Entry(f"**.{domain}", members, sum(e.grants for e in group)))
         else:
             out += group
     return sorted(out, key=lambda e: (_sort_key(e.pattern), e.pattern))
@@ -142,7 +142,7 @@ def bare_addresses(conn, start: float = 0.0) -> list[BareAddress]:
     """Refused / would-refuse attempts to addresses that no recorded answer named (DNS and DoT
     attempts left out: they are bypass attempts, which no reachable host would let through)."""
     found: dict[str, dict] = {}
-    for ts, data in conn.execute("SELECT ts, data FROM events WHERE kind = 'unauthorized' "
+    for (data,) in conn.execute("SELECT data FROM events WHERE kind = 'unauthorized' "
                                  "AND ts >= ? ORDER BY ts", (start,)):
         try:
             d = json.loads(data or "{}")

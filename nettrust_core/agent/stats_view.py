@@ -163,7 +163,7 @@ def timeline(conn, start: float, step: float, now: float | None = None) -> dict:
     now = time.time() if now is None else now
     first = int(start // step)
     n = max(1, int(now // step) - first + 1)
-    out = {"t": [(first + i) * step for i in range(n)], "queries": [0] * n, "blocked": [0] * n,
+    out: dict[str, list] = {"t": [(first + i) * step for i in range(n)], "queries": [0] * n, "blocked": [0] * n,
            "grants": [0] * n, "refused": [0] * n}
     series = (("queries", "SELECT CAST(ts / ? AS INTEGER), SUM(count) FROM queries "
                           "WHERE ts >= ? GROUP BY 1"),

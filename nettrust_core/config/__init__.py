@@ -27,14 +27,14 @@ from .kinds import PRIORITY_MAX, PRIORITY_MIN, PRIORITY_NAMES, HostPort
 from .load import load_config, parse_config
 from .model import (ACTIONS, ALWAYS_SINKHOLE, BLOCKED_ANSWERS, EXIT_MODES, FIREWALL_BACKENDS,
                     HOOKS, LOG_LEVELS, MAX_TTL_LIMIT, MODES, PRIVATE_NETWORKS, REPLACED_KEYS,
-                    SCHEMA, SECTIONS, UPSTREAM_MODES, AlertsConfig, Config, FirewallConfig,
-                    GrantsConfig, LifecycleConfig, LogConfig, MetricsConfig, PolicyConfig,
-                    ReachableConfig, StatsConfig, UpstreamConfig)
+                    SCHEMA, SECTIONS, UPSTREAM_MODES, Config, FirewallConfig, GrantsConfig,
+                    LifecycleConfig, LogConfig, PolicyConfig, ReachableConfig, UpstreamConfig)
+from .model_agent import AlertsConfig, MetricsConfig, StatsConfig, WebConfig
 from .values import DNS_OVER_TLS_PORT, DNS_PORT, Upstream
 
 __all__ = [
     "load_config", "parse_config", "ConfigError", "Config", "UpstreamConfig", "Upstream", "PolicyConfig",
-    "ReachableConfig", "GrantsConfig", "FirewallConfig", "LifecycleConfig", "LogConfig",
+    "ReachableConfig", "GrantsConfig", "WebConfig", "FirewallConfig", "LifecycleConfig", "LogConfig",
     "StatsConfig", "MetricsConfig", "AlertsConfig", "HostPort", "SCHEMA", "SECTIONS",
     "REPLACED_KEYS", "MODES", "UPSTREAM_MODES", "BLOCKED_ANSWERS", "FIREWALL_BACKENDS", "ACTIONS",
     "HOOKS", "LOG_LEVELS", "EXIT_MODES", "PRIORITY_NAMES", "PRIORITY_MIN", "PRIORITY_MAX",

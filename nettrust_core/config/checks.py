@@ -19,7 +19,8 @@ from .messages import choices, show
 from .values import DNS_OVER_TLS_PORT
 
 if TYPE_CHECKING:
-    from .model import FirewallConfig, GrantsConfig, PolicyConfig, UpstreamConfig, WebConfig
+    from .model import FirewallConfig, GrantsConfig, PolicyConfig, UpstreamConfig
+    from .model_agent import WebConfig
 
 T = TypeVar("T")
 

@@ -127,7 +127,8 @@ class _SectionReader:
     def _located(self, exc: Invalid, key: str) -> ConfigError:
         path: Path = (self.spec.name, key) if exc.index is None else \
             (self.spec.name, key, exc.index)
-        if exc.index is not None and getattr(exc, "field", None):
-            path += (exc.field,)
+        field = getattr(exc, "field", None)
+        if exc.index is not None and field:
+            path += (field,)
         fallback = None if exc.fallback is None else (self.spec.name, exc.fallback)
         return self.doc.error(exc.message, path, fallback)

@@ -10,6 +10,8 @@ may be rewriting it: write to a temporary name and rename); the failure is repor
 
 from __future__ import annotations
 
+import builtins
+
 import logging
 import os
 from array import array
@@ -45,7 +47,7 @@ class FileReport:
     skipped: int = 0
     refused: int = 0                        # past max_entries
     #: (line, "invalid"/"skipped", message), the first MAX_PROBLEMS_KEPT.
-    problems: list[tuple[int, str, str]] = field(default_factory=list)
+    problems: builtins.list[tuple[int, str, str]] = field(default_factory=builtins.list)
     error: str | None = None                # unreadable: the last good version is kept
     reloaded: bool = False                  # read this time (False: unchanged, reused)
 

@@ -13,6 +13,8 @@ in this process only, never in the resolver.
 
 from __future__ import annotations
 
+import builtins
+
 import gzip
 import hashlib
 import os
@@ -33,10 +35,10 @@ class FileChange:
     format: str
     action: str
     entries: int = 0
-    added: list[tuple[int, str]] = field(default_factory=list)     # (line, entry), sorted
-    removed: list[str] = field(default_factory=list)
-    invalid: list[tuple[int, str]] = field(default_factory=list)   # (line, message)
-    skipped: list[tuple[int, str]] = field(default_factory=list)
+    added: builtins.list[tuple[int, str]] = field(default_factory=builtins.list)     # (line, entry), sorted
+    removed: builtins.list[str] = field(default_factory=builtins.list)
+    invalid: builtins.list[tuple[int, str]] = field(default_factory=builtins.list)   # (line, message)
+    skipped: builtins.list[tuple[int, str]] = field(default_factory=builtins.list)
     error: str | None = None
     first_run: bool = False
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import time
 from pathlib import Path
 
@@ -106,7 +105,7 @@ def test_enforce_refuses_what_audit_lets_through_and_records(lab):
         status = audit.nettrust("status").stdout
         assert "enforcement: AUDIT" in status and "rejected (would refuse)" in status
         for address in (v4, v6):
-            seen = wait_for(lambda: attempts(audit, address), f"the would-refuse event of {address}")
+            seen = wait_for(lambda a=address: attempts(audit, a), f"the would-refuse event of {address}")
             assert seen[0]["verdict"] == "would refuse" and seen[0]["port"] == 80
             assert seen[0]["protocol"] == "tcp" and seen[0]["hook"] == "output"
         # the policy still judges names: a blocked name is still not answered

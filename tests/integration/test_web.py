@@ -114,7 +114,7 @@ def test_overview_shows_totals_top_lists_and_a_drawn_plot(seen):
     assert seen["plot_pixels"] > 50                 # the queries line is drawn on the canvas
     assert [t.lower() for t in seen["plot_legend"][1:]] == ["queries", "blocked", "grants",
                                                            "refused"]
-    totals = dict(zip(seen["totals"][1::2], seen["totals"][0::2]))
+    totals = dict(zip(seen["totals"][1::2], seen["totals"][0::2], strict=True))
     assert int(totals["grants"]) >= 5 and int(totals["blocked"]) == 1
     assert int(totals["refused attempts"]) >= 1
     allowed = {r[0]: int(r[1]) for r in seen["top-allowed"]}
@@ -125,7 +125,7 @@ def test_overview_shows_totals_top_lists_and_a_drawn_plot(seen):
 
 def test_query_log_shows_rows_with_verdict_and_grants_and_follows_new_ones(seen):
     by_name = {}
-    for time_, name, client, verdict, reason, source, grants in seen["log"]:
+    for _time, name, client, verdict, _reason, _source, grants in seen["log"]:
         by_name.setdefault(name, []).append((client, verdict, grants))
     client, verdict, grants = by_name[NAMES[1]][0]
     assert client == "127.0.0.1" and verdict == "granted" and h_address(602)[0] in grants

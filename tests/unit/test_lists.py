@@ -13,7 +13,7 @@ from nettrust_core.errors import ConfigError
 from nettrust_core.lists import ListSpec, ListWatcher, Loader, loader_for
 from nettrust_core.lists.bypass import bypass_kind, is_canary, recent_attempts
 from nettrust_core.lists.formats import DEEP, EXACT, ONE, Entry, Problem, parse
-from nettrust_core.lists.index import HashTable, key_of
+from nettrust_core.lists.index import HashTable
 from nettrust_core.lists.update import format_change, update
 from nettrust_core.patterns import PatternSet
 from nettrust_core.policy import Policy

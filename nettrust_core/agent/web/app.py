@@ -19,7 +19,7 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ...errors import NetTrustError
@@ -110,7 +110,7 @@ def create_app(database: str, *, password_hash: str | None, proxy: bool = False,
         response.delete_cookie(COOKIE)
         return response
 
-    routes = [Route(path, guarded(page, True)) for path in PAGES]
+    routes: list[BaseRoute] = [Route(path, guarded(page, True)) for path in PAGES]
     routes += [Route(f"/api/{name}", guarded(api(view), False))
                for name, view in API.items()]
     routes += [Route("/favicon.ico", lambda request: RedirectResponse("/static/favicon.svg", 301)),
