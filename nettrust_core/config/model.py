@@ -41,8 +41,8 @@ from . import checks as c
 from .declare import effective, key, section, sections_of
 from .kinds import Boolean, Choice, Duration, Each, HostPort, Integer, Listen, Priority, Text
 from .locate import SourceMap, parse_path
-from .values import (Upstream, address, cgroup_path, interface, nat64_prefix, network, one_of,
-                     server)
+from .values import (NamespaceRule, Upstream, address, cgroup_path, interface, namespace_rule,
+                     nat64_prefix, network, one_of, server)
 
 MODES = ("denylist", "allowlist")
 UPSTREAM_MODES = ("recurse", "forward")
@@ -223,8 +223,16 @@ class FirewallConfig:
                                               "forward hook: grants apply to packets from here")
     dhcp_servers: tuple[IPAddress, ...] = key(Each(address, "addresses"), [],
                                               "DHCP servers the client may renew with by unicast")
+    namespaces: tuple[str, ...] = key(
+        Each(str, "namespace names, paths or globs"), [],
+        'other network namespaces to protect (the `"namespaces"` backend; names under '
+        "/run/netns, /proc/PID/ns/net paths, globs)")
+    namespace_allow: tuple[NamespaceRule, ...] = key(
+        Each(namespace_rule, '"NAMESPACE PATTERN" entries'), [],
+        "per-namespace policy: a namespace listed here is granted only names matching its patterns")
 
-    CHECKS: ClassVar[Checks] = (c.forward_needs_lan_side, c.resolver_cgroup_needs_user)
+    CHECKS: ClassVar[Checks] = (c.forward_needs_lan_side, c.resolver_cgroup_needs_user,
+                                c.namespaces_need_backend)
 
 
 @dataclass(frozen=True)
