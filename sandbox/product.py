@@ -89,6 +89,9 @@ class NetTrustHost:
         instead of the lab's default capabilities (CAP_NET_ADMIN, CAP_NET_BIND_SERVICE)."""
         conf = self.unbound_conf()
         self.processes = []
+        if caps is not None:
+            self.caps = caps                 # kept for later restarts
+        caps = getattr(self, "caps", None)
         more = {} if caps is None else {"caps": caps}
         for k in range(self.instances):
             name = "unbound" if self.instances == 1 else f"unbound{k}"

@@ -38,8 +38,11 @@ The resolver's own namespace is skipped (the ``nftables`` backend covers it).  E
 namespace needs CAP_SYS_ADMIN (and reading ``/proc/PID/ns/net`` of another user's process
 CAP_SYS_PTRACE): Unbound then runs with those capabilities too.
 
-Measured (tests/integration/namespaces_cost.py, one-address grant, best of 5 rounds of 2000,
-in lab namespaces on this 2-core VM): see :data:`MEASURED`.
+Measured (tests/integration/namespaces_cost.py: a one-address grant through this backend, best
+of 5 rounds of 2000, on a 2-core VM shared with other test runs, load average ~3.7), for 1, 2, 3
+and 4 namespaces: 21.0, 42.7, 63.8, 82.3 us in the quietest run (another: 43.0, 72.3, 103.0,
+116.0 us) -- linear, ~20 us per extra namespace, one acked netlink batch each, written one
+after the other from the answering thread (the answer waits for all of them).
 """
 
 from __future__ import annotations
@@ -66,7 +69,6 @@ NAME = "namespaces"
 NETNS_DIR = "/run/netns"
 CLONE_NEWNET = 0x40000000
 SCAN_INTERVAL = 0.25
-MEASURED = "TO BE MEASURED"
 T = TypeVar("T")
 
 _libc: Any = None
