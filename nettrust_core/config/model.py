@@ -254,6 +254,9 @@ class LifecycleConfig:
                        "refused attempts that make a `strike` event (0: off)", unit="per minute")
     report_interval: float = key(Duration(), "10s", "how often counters go to the agent",
                                  check=c.at_least(1, "must be at least 1s"))
+    terminate_unauthorized: bool = key(
+        Boolean(), False, "delete tracked connections no grant allows (found at start and on "
+        "policy changes; always reported) from conntrack")
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from ..errors import NetTrustError
 from ..firewall.diagnostics import Diagnostics
 from ..ruleset import CT_MARK
 from . import chains
+from .connections import ConnectionAudit
 from .conntrack import Conntrack
 from .liveness import Liveness
 from .unauthorized import UnauthorizedWatcher
@@ -42,6 +43,9 @@ class Lifecycle:
                                   grace=config.grants.grace) if lc.liveness else None)
         self.watcher = (UnauthorizedWatcher(lc.log_group, self.reporter, self.counters,
                                             strikes=lc.strikes) if lc.unauthorized else None)
+        #: Connections no grant allows: audited at start and on each policy change.
+        self.audit = ConnectionAudit(config, authorizer.backend, reporter=self.reporter,
+                                     counters=self.counters)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -66,9 +70,15 @@ class Lifecycle:
                     log.error("refused attempts will not be reported: %s", exc)
         self._thread = threading.Thread(target=self._run, name="nettrust-lifecycle", daemon=True)
         self._thread.start()
+        self.audit.start()
+
+    def policy_changed(self) -> None:
+        """A policy change (blocklist update, revoked grants): audit the connections again."""
+        self.audit.request()
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
+        self.audit.stop(timeout)
         if self._thread is not None:
             self._thread.join(timeout)
         if self.watcher is not None:
