@@ -113,7 +113,13 @@ class IptablesBackend:
         except (OSError, subprocess.SubprocessError) as exc:
             raise self._error(f"cannot run {argv[0]}: {exc}") from None
         if proc.returncode != 0:
-            raise self._error(f"{' '.join(argv)} failed: {(proc.stderr or '').strip()}")
+            err = (proc.stderr or "").strip()
+            hint = ""
+            if any(t in err for t in ("socket to ipset", "Permission denied", "must be root",
+                                      "can't open lock file")):
+                hint = (" -- the iptables backends need CAP_NET_RAW besides CAP_NET_ADMIN "
+                        "(iptables-legacy also CAP_DAC_OVERRIDE), or Unbound running as root")
+            raise self._error(f"{' '.join(argv)} failed: {err}{hint}")
         return proc.stdout
 
     def _save(self, version: int, flavour: str | None = None) -> str:

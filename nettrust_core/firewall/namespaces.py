@@ -34,6 +34,11 @@ the answer path writes from Unbound's own thread, one batch per namespace per an
 * ``lookup`` (the never-shorten decision) is the least time left over the namespaces that
   should hold the address, None as soon as one lacks it (as :class:`~.fanout.FanOut` does).
 
+Answers serialize on this backend's lock while they write (the record must never hold an
+address whose write failed: a new namespace would be given it).  Not covered in the other
+namespaces: liveness renewals and the connection audit (both read the resolver's own
+conntrack table).
+
 The resolver's own namespace is skipped (the ``nftables`` backend covers it).  Entering another
 namespace needs CAP_SYS_ADMIN (and reading ``/proc/PID/ns/net`` of another user's process
 CAP_SYS_PTRACE): Unbound then runs with those capabilities too.
@@ -48,6 +53,7 @@ after the other from the answering thread (the answer waits for all of them).
 from __future__ import annotations
 
 import ctypes
+import errno
 import fnmatch
 import glob
 import logging
@@ -80,7 +86,9 @@ def _setns(fd: int) -> None:
         _libc = ctypes.CDLL(None, use_errno=True)
     if _libc.setns(fd, CLONE_NEWNET) != 0:
         err = ctypes.get_errno()
-        raise OSError(err, f"setns: {os.strerror(err)}")
+        hint = (" (entering another network namespace needs CAP_SYS_ADMIN: give Unbound that "
+                "capability for firewall.namespaces)" if err == errno.EPERM else "")
+        raise OSError(err, f"setns: {os.strerror(err)}{hint}")
 
 
 def run_in_namespace(fd: int, fn: Callable[[], T]) -> T:
