@@ -25,6 +25,7 @@ EXTRA = {"fw.test": [
     "late 300 IN A 198.51.100.62",
     "after 300 IN A 198.51.100.63",
     "www.only3 300 IN A 198.51.100.64",
+    "full.only3 300 IN A 198.51.100.65",
 ]}
 CAPS = ("net_admin", "net_bind_service", "sys_admin")
 PROBE = """
@@ -158,6 +159,30 @@ def test_a_namespace_created_after_start_gets_ruleset_and_live_grants_within_a_s
         del_ns(ns)
 
 
+def dig_status(lab, name):
+    out = lab.run("host", ["dig", "@127.0.0.1", "+tries=1", "+time=3", name]).stdout
+    return out.split("status: ", 1)[1].split(",", 1)[0]
+
+
+def test_a_namespace_refusing_a_write_fails_the_answer_closed_everywhere(nt, lab):
+    c1, _c2, c3 = lab.clients
+    nft_c3 = ["ip", "netns", "exec", c3, "nft"]
+    # c3's table replaced by one whose allow4 has the wrong key type: the kernel refuses the
+    # write (EINVAL; not "missing", which would be repaired, nor "full", which evicts).
+    subprocess.run([*nft_c3, "delete table inet nettrust; add table inet nettrust; add set inet "
+                    "nettrust allow4 { type ipv6_addr; flags timeout; }"], check=True)
+    try:
+        assert dig_status(lab, "full.only3.fw.test") == "SERVFAIL"
+        assert not in_set(c1, "198.51.100.65")         # rolled back where it was written
+        assert reach(c1, "198.51.100.65") == "ConnectionRefusedError"
+    finally:
+        subprocess.run([*nft_c3, "delete table inet nettrust"], check=True)
+    # Control: the table is now missing, which the next write repairs; the answer goes through.
+    assert dig_status(lab, "full.only3.fw.test") == "NOERROR"
+    assert has_ruleset(c3)
+    assert reach(c1, "198.51.100.65") is True and reach(c3, "198.51.100.65") is True
+
+
 def test_a_deleted_namespace_does_not_break_answers_for_the_others(nt, lab):
     c1, c2, c3 = lab.clients
     del_ns(c2)
@@ -173,4 +198,4 @@ def test_a_deleted_namespace_does_not_break_answers_for_the_others(nt, lab):
         time.sleep(0.05)
     got = dig(lab, "h2410.fw.test")
     assert got and reach(c1, got[0]) is True and reach(c3, got[0]) == "ConnectionRefusedError"
-    assert "SERVFAIL" not in nt.log() and "cannot" not in nt.log()
+    assert "cannot" not in nt.log().split(f"{c2} is gone", 1)[1]
