@@ -48,6 +48,8 @@ from ..netlink.core import NetlinkSocket
 from ..netlink.wire import Message
 
 log = logging.getLogger("nettrust.connections")
+#: Connections logged one by one per audit; the rest only in the summary line (and events).
+LOG_EACH = 50
 PROTO_NAMES = {6: "tcp", 17: "udp", 1: "icmp", 58: "ipv6-icmp", 132: "sctp"}
 
 
@@ -189,8 +191,9 @@ class ConnectionAudit:
                 self.counters["unauthorized_connections"] += 1
                 if cut:
                     self.counters["connections_terminated"] += 1
-                log.warning("connection not granted by any answer: %s%s", item,
-                            " (terminated)" if cut else "")
+                if len(results) <= LOG_EACH:      # then the summary line only
+                    log.warning("connection not granted by any answer: %s%s", item,
+                                " (terminated)" if cut else "")
                 if self.reporter is not None:
                     self.reporter.event("unauthorized_connection", **item.to_dict())
         finally:
