@@ -86,7 +86,10 @@ def make_backend(config: Config, instance: int = 0) -> FanOut:
     """
     spec = ruleset_spec(config)
     backends = []
-    for index, name in enumerate(config.firewall.backends):
+    names = list(config.firewall.backends)
+    if config.firewall.namespaces and "namespaces" not in names:
+        names.append("namespaces")          # listing namespaces is asking to protect them
+    for index, name in enumerate(names):
         where = f"firewall.backends[{index}]"
         try:
             cls = backend_class(name)

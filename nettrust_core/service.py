@@ -133,6 +133,7 @@ class Service:
         def swap(new) -> None:
             policy.lists = new                     # one reference: atomic for the answer path
             revoke_newly_denied(self.authorizer)
+            self.lifecycle.policy_changed()        # connections the new lists no longer allow
 
         return ListWatcher(loader, swap, counters, self.config.policy.lists_check_interval)
 

@@ -84,13 +84,19 @@ class NetTrustHost:
             env["NETTRUST_INSTANCE"] = str(instance)
         return env
 
-    def start(self, *, user: str | None = "unbound"):
-        """Start every instance (one after the other, each ready before the next)."""
+    def start(self, *, user: str | None = "unbound", caps: tuple[str, ...] | None = None):
+        """Start every instance (one after the other, each ready before the next); ``caps``:
+        instead of the lab's default capabilities (CAP_NET_ADMIN, CAP_NET_BIND_SERVICE)."""
         conf = self.unbound_conf()
         self.processes = []
+        if caps is not None:
+            self.caps = caps                 # kept for later restarts
+        caps = getattr(self, "caps", None)
+        more = {} if caps is None else {"caps": caps}
         for k in range(self.instances):
             name = "unbound" if self.instances == 1 else f"unbound{k}"
-            self.processes.append(self.lab.start_unbound(conf, user=user, env=self.env(k), name=name))
+            self.processes.append(self.lab.start_unbound(conf, user=user, env=self.env(k), name=name,
+                                                         **more))
         self.process = self.processes[0]
         return self.process
 

@@ -149,6 +149,13 @@ def forward_needs_lan_side(fw: FirewallConfig) -> None:
                       key="hooks", index=fw.hooks.index("forward"))
 
 
+def namespaces_need_backend(fw: FirewallConfig) -> None:
+    if "namespaces" in fw.backends and not fw.namespaces:
+        raise Invalid('the "namespaces" backend needs firewall.namespaces (names under '
+                      "/run/netns, /proc/PID/ns/net paths or globs)", key="backends",
+                      index=fw.backends.index("namespaces"))
+
+
 def resolver_cgroup_needs_user(fw: FirewallConfig) -> None:
     if fw.resolver_cgroup and not fw.resolver_user:
         raise Invalid('needs resolver_user: the cgroup narrows the resolver exemption, and '

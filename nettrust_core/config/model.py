@@ -48,8 +48,8 @@ from .kinds import (Boolean, Choice, Duration, Each, Field, Integer, Priority,
 from .locate import SourceMap, parse_path
 from .model_agent import (AlertsConfig, MetricsConfig, RecordingConfig, StatsConfig,
                           WebConfig)
-from .values import (Upstream, address, cgroup_path, interface, nat64_prefix, network, one_of,
-                     server)
+from .values import (NamespaceRule, Upstream, address, cgroup_path, interface, namespace_rule,
+                     nat64_prefix, network, one_of, server)
 
 MODES = ("denylist", "allowlist")
 UPSTREAM_MODES = ("recurse", "forward")
@@ -280,8 +280,16 @@ class FirewallConfig:
                                               "forward hook: grants apply to packets from here")
     dhcp_servers: tuple[IPAddress, ...] = key(Each(address, "addresses"), [],
                                               "DHCP servers the client may renew with by unicast")
+    namespaces: tuple[str, ...] = key(
+        Each(str, "namespace names, paths or globs"), [],
+        'other network namespaces to protect (the `"namespaces"` backend; names under '
+        "/run/netns, /proc/PID/ns/net paths, globs)")
+    namespace_allow: tuple[NamespaceRule, ...] = key(
+        Each(namespace_rule, '"NAMESPACE PATTERN" entries'), [],
+        "per-namespace policy: a namespace listed here is granted only names matching its patterns")
 
-    CHECKS: ClassVar[Checks] = (c.forward_needs_lan_side, c.resolver_cgroup_needs_user)
+    CHECKS: ClassVar[Checks] = (c.forward_needs_lan_side, c.resolver_cgroup_needs_user,
+                                c.namespaces_need_backend)
 
 
 @dataclass(frozen=True)
@@ -303,6 +311,9 @@ class LifecycleConfig:
                        "refused attempts that make a `strike` event (0: off)", unit="per minute")
     report_interval: float = key(Duration(), "10s", "how often counters go to the agent",
                                  check=c.at_least(1, "must be at least 1s"))
+    terminate_unauthorized: bool = key(
+        Boolean(), False, "delete tracked connections no grant allows (found at start and on "
+        "policy changes; always reported) from conntrack")
 
 
 @dataclass(frozen=True)

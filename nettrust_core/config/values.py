@@ -115,3 +115,26 @@ def nat64_prefix(text: str) -> IPNetwork:
     parsed = network(text)
     parse_nat64_prefix(parsed)          # ValueError: blamed on this element
     return parsed
+
+
+@dataclass(frozen=True)
+class NamespaceRule:
+    """``firewall.namespace_allow`` entry: namespace ``namespace`` may reach names matching
+    ``pattern`` (see nettrust_core.firewall.namespaces)."""
+
+    namespace: str
+    pattern: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace} {self.pattern}"
+
+
+def namespace_rule(text: str) -> NamespaceRule:
+    """``"NAMESPACE PATTERN"``, e.g. ``"web **.example.com"``."""
+    from ..patterns import normalize_pattern
+    parts = text.split()
+    if len(parts) != 2:
+        raise InvalidValue(f"{show(text)} is not \"NAMESPACE PATTERN\" (e.g. \"web **.example.com\")")
+    normalize_pattern(parts[1])
+    return NamespaceRule(parts[0], parts[1])
+

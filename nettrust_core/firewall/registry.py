@@ -23,6 +23,9 @@ from .base import FirewallBackend, RulesetSpec
 BACKENDS: Mapping[str, str] = {
     "nftables": "nftables:NftablesBackend",
     "recording": "recording:RecordingBackend",
+    "namespaces": "namespaces:NamespacesBackend",
+    "iptables-legacy": "iptables:IptablesLegacyBackend",
+    "iptables-nft": "iptables:IptablesNftBackend",
 }
 
 

@@ -32,6 +32,13 @@ def lifecycle_status(config: Config, backend: object, conntrack: Conntrack | Non
             ct.close()
     else:
         out["conntrack"] = {"available": None, "error": "not used (lifecycle.liveness = false)"}
+    from .connections import ConnectionAudit        # reads only: never terminates from here
+    audit = ConnectionAudit(config, backend, terminate=False)
+    try:
+        found, _known = audit.find()
+        out["unauthorized_connections"] = [item.to_dict() for _conn, item in found]
+    except NetTrustError as exc:
+        out["unauthorized_connections_error"] = str(exc)
     fw = config.firewall
     if not isinstance(backend, chains.ChainSource):
         out["chains_error"] = "the firewall backend lists no base chains"
@@ -54,6 +61,15 @@ def format_lifecycle(st: dict, table: str) -> list[str]:
                      "open connections and lapse at their DNS expiry; DNS and grants keep working")
     else:
         lines.append(f"conntrack: {ct.get('error')}")
+    found = st.get("unauthorized_connections")
+    if found is not None:
+        lines.append(f"connections no grant allows: {len(found)}")
+        for c in found[:20]:
+            lines.append(f"  {c['proto']} {c['src']}:{c['sport']} -> {c['dst']}:{c['dport']}")
+        if len(found) > 20:
+            lines.append(f"  … and {len(found) - 20} more (nettrust status --json)")
+    if "unauthorized_connections_error" in st:
+        lines.append(f"connections: cannot audit ({st['unauthorized_connections_error']})")
     if "chains" in st:
         lines.append("base chains on NetTrust's hooks (lower priority runs first):")
         for c in st["chains"]:

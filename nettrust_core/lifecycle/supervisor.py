@@ -19,6 +19,7 @@ from ..errors import NetTrustError
 from ..ruleset import CT_MARK
 from ..worker import Worker
 from . import chains
+from .connections import ConnectionAudit
 from .conntrack import Conntrack
 from .liveness import Liveness
 from .unauthorized import UnauthorizedWatcher
@@ -63,6 +64,9 @@ class Lifecycle(Worker):
                                   grace=config.grants.grace) if self.conntrack is not None else None)
         self.watcher = (UnauthorizedWatcher(lc.log_group, self.reporter, self.counters,
                                             strikes=lc.strikes) if lc.unauthorized else None)
+        #: Connections no grant allows: audited at start and on each policy change.
+        self.audit = ConnectionAudit(config, authorizer.backend, reporter=self.reporter,
+                                     counters=self.counters)
 
     # -- start / stop ----------------------------------------------------------------------
     def start(self) -> None:
@@ -84,13 +88,20 @@ class Lifecycle(Worker):
                     self.counters["unauthorized_unavailable"] += 1
                     log.error("refused attempts will not be reported: %s", exc)
         super().start()
+        self.audit.start()
+
+    def policy_changed(self) -> None:
+        """A policy change (blocklist update, revoked grants): audit the connections again."""
+        self.audit.request()
 
     def workers(self) -> list[Worker]:
-        """The threads this object started (the ticker, and the reader when it runs)."""
-        return [self] + ([self.watcher] if self.watcher is not None else [])
+        """The threads this object started (the ticker, the connection audit, and the reader
+        when it runs)."""
+        return [self, self.audit] + ([self.watcher] if self.watcher is not None else [])
 
     def stop(self, timeout: float = 5.0) -> None:
         super().stop(timeout)
+        self.audit.stop(timeout)
         if self.watcher is not None:
             self.watcher.stop(timeout)
         if self.conntrack is not None:

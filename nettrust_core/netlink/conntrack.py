@@ -18,8 +18,10 @@ raise :class:`ConntrackError`, which callers treat as "liveness unknown".
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from ..errors import NetTrustError
-from .wire import NLA_TYPE_MASK, NLATTR, Message, attr, be32
+from .wire import NLA_TYPE_MASK, NLATTR, Message, attr, be32, nested
 
 NFNL_SUBSYS_CTNETLINK = 1
 IPCTNL_MSG_CT_GET = 1
@@ -88,3 +90,76 @@ def parse_entry(msg: Message) -> tuple[bytes, bool] | None:
     tcp = _find(d, info[0], info[1], CTA_PROTOINFO_TCP) if info else None
     state = _find(d, tcp[0], tcp[1], CTA_PROTOINFO_TCP_STATE) if tcp else None
     return address, state is None or d[state[0]] in TCP_LIVE_STATES
+
+
+# -- every connection, and deleting one (the conntrack reaction, lifecycle.connections) --------
+IPCTNL_MSG_CT_DELETE = 2
+CTA_TUPLE_REPLY = 2
+CTA_ZONE = 18
+CTA_IP_V4_SRC = 1
+CTA_IP_V6_SRC = 3
+CTA_PROTO_SRC_PORT = 2
+CTA_PROTO_DST_PORT = 3
+NFPROTO_IPV4, NFPROTO_IPV6 = 2, 10
+
+
+class Connection(NamedTuple):
+    """One tracked connection's original tuple, as raw bytes (addresses 4 or 16 bytes)."""
+
+    src: bytes
+    dst: bytes
+    proto: int
+    sport: int | None
+    dport: int | None
+    live: bool
+    zone: bytes | None = None        # CTA_ZONE payload as the kernel sent it (be16), if any
+
+
+def parse_connection(msg: Message) -> Connection | None:
+    """Any ctnetlink entry as a :class:`Connection`, or None when it has no usable tuple."""
+    d, top, end = msg.data, msg.start + 4, msg.end
+    orig = _find(d, top, end, CTA_TUPLE_ORIG)
+    if orig is None:
+        return None
+    ip_span = _find(d, orig[0], orig[1], CTA_TUPLE_IP)
+    if ip_span is None:
+        return None
+    src = _find(d, ip_span[0], ip_span[1], CTA_IP_V4_SRC) or _find(d, ip_span[0], ip_span[1],
+                                                                   CTA_IP_V6_SRC)
+    dst = _find(d, ip_span[0], ip_span[1], CTA_IP_V4_DST) or _find(d, ip_span[0], ip_span[1],
+                                                                   CTA_IP_V6_DST)
+    if src is None or dst is None or src[1] - src[0] not in (4, 16):
+        return None
+    proto = _find(d, orig[0], orig[1], CTA_TUPLE_PROTO)
+    num = _find(d, proto[0], proto[1], CTA_PROTO_NUM) if proto else None
+    if proto is None or num is None:
+        return None
+    sp = _find(d, proto[0], proto[1], CTA_PROTO_SRC_PORT)
+    dp = _find(d, proto[0], proto[1], CTA_PROTO_DST_PORT)
+    live = True
+    if d[num[0]] == IPPROTO_TCP:
+        info = _find(d, top, end, CTA_PROTOINFO)
+        tcp = _find(d, info[0], info[1], CTA_PROTOINFO_TCP) if info else None
+        state = _find(d, tcp[0], tcp[1], CTA_PROTOINFO_TCP_STATE) if tcp else None
+        live = state is None or d[state[0]] in TCP_LIVE_STATES
+    zone = _find(d, top, end, CTA_ZONE)
+    return Connection(d[src[0]:src[1]], d[dst[0]:dst[1]], d[num[0]],
+                      int.from_bytes(d[sp[0]:sp[0] + 2], "big") if sp else None,
+                      int.from_bytes(d[dp[0]:dp[0] + 2], "big") if dp else None,
+                      live, d[zone[0]:zone[0] + 2] if zone else None)
+
+
+def delete_request(conn: Connection) -> tuple[int, bytes]:
+    """(nfgenmsg family, body) of an IPCTNL_MSG_CT_DELETE for this original tuple."""
+    v4 = len(conn.src) == 4
+    ips = (attr(CTA_IP_V4_SRC if v4 else CTA_IP_V6_SRC, conn.src)
+           + attr(CTA_IP_V4_DST if v4 else CTA_IP_V6_DST, conn.dst))
+    proto = attr(CTA_PROTO_NUM, bytes((conn.proto,)))
+    if conn.sport is not None:
+        proto += attr(CTA_PROTO_SRC_PORT, conn.sport.to_bytes(2, "big"))
+    if conn.dport is not None:
+        proto += attr(CTA_PROTO_DST_PORT, conn.dport.to_bytes(2, "big"))
+    body = nested(CTA_TUPLE_ORIG, nested(CTA_TUPLE_IP, ips), nested(CTA_TUPLE_PROTO, proto))
+    if conn.zone is not None:
+        body += attr(CTA_ZONE, conn.zone)
+    return (NFPROTO_IPV4 if v4 else NFPROTO_IPV6), body

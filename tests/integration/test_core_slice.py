@@ -54,12 +54,26 @@ def lab():
         yield lab
 
 
+#: The firewall backends the behaviour tests marked ``@every_backend`` run against (issue 16):
+#: resolve-then-connect, unanswered refused, expiry, never-shorten, kill -9 and restart adoption,
+#: IPv4 and IPv6.  The other tests run on nftables.
+BACKENDS = ("nftables", "iptables-legacy", "iptables-nft")
+every_backend = pytest.mark.parametrize("nt", BACKENDS, indirect=True)
+#: iptables resolves ipset names over a raw socket (CAP_NET_RAW); iptables-legacy also reads
+#: /proc/net/ip_tables_names (root-only) and takes /run/xtables.lock (CAP_DAC_OVERRIDE).
+CAPS = {"iptables-legacy": ("net_admin", "net_bind_service", "net_raw", "dac_override"),
+        "iptables-nft": ("net_admin", "net_bind_service", "net_raw")}
+
+
 @pytest.fixture(scope="module")
-def nt(lab):
-    host = NetTrustHost(lab, CONFIG)
-    host.start()
+def nt(lab, request):
+    backend = getattr(request, "param", "nftables")
+    config = CONFIG if backend == "nftables" else CONFIG + f'[firewall]\nbackends = ["{backend}"]\n'
+    host = NetTrustHost(lab, config, name=f"core-{backend}")
+    host.start(caps=CAPS.get(backend))
     yield host
     lab.stop_unbound()
+    host.nettrust("remove")             # the next backend starts from a bare namespace
 
 
 @contextlib.contextmanager
@@ -93,6 +107,7 @@ def connect(lab, family, *names):
 
 
 # 1 ---------------------------------------------------------------------------------------------
+@every_backend
 @pytest.mark.parametrize("family,first", [("4", 1), ("6", 1001)])
 def test_200_resolve_then_connect_trials_all_succeed_on_first_syn(nt, lab, family, first):
     names = [f"h{i}.fw.test" for i in range(first, first + 200)]
@@ -128,6 +143,7 @@ def test_forward_mode_upstreams_are_the_resolvers_alone(nt, lab):
 
 
 # 2 ---------------------------------------------------------------------------------------------
+@every_backend
 @pytest.mark.parametrize("address", ["198.18.10.10", "2001:db8:118::a0a"])
 def test_address_no_answer_gave_is_refused(nt, lab, address):
     assert direct(lab, address) == "ConnectionRefusedError"
@@ -199,6 +215,7 @@ def test_require_dnssec_zone_answering_insecurely_is_not_granted(nt, lab, rtype,
 
 
 # 7 ---------------------------------------------------------------------------------------------
+@every_backend
 @pytest.mark.parametrize("family,name,address", [("4", "longlived.fw.test", "198.51.100.90"),
                                                  ("6", "longlived.fw.test", "2001:db8:100::90")])
 def test_expiry_closes_new_connects_but_open_connection_lives(nt, lab, family, name, address):
@@ -242,6 +259,7 @@ def test_cache_hit_cannot_outlive_grant_when_max_ttl_is_short(nt, lab):
 
 
 # 9 ---------------------------------------------------------------------------------------------
+@every_backend
 def test_kill_9_fails_closed_and_restart_keeps_grants_unshortened(nt, lab):
     for rtype in ("A", "AAAA"):
         dig(lab, "long.fw.test", rtype)
