@@ -60,6 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_flush)
 
     c = sub.add_parser("remove", help="delete the whole ruleset: egress is open again")
+    c.add_argument("--stop", action="store_true",
+                   help="stop the Unbound running the module first (it would re-create the "
+                        "ruleset on its next answer); without it, remove refuses while it runs")
     c.set_defaults(func=cmd_remove)
 
     c = sub.add_parser("explain", help="what the policy says about a name (dry run, no DNS)")
@@ -73,7 +76,26 @@ def _parser() -> argparse.ArgumentParser:
 
     from .agent.stats_cli import register as register_stats
     register_stats(sub)        # `nettrust agent`, `nettrust stats …`
+    from .cli_admin import register as register_admin
+    register_admin(sub)        # `nettrust resolver-setup`
+    _config_after_verb(p)
     return p
+
+
+def _config_after_verb(parser: argparse.ArgumentParser) -> None:
+    """Accept ``-c FILE`` after the verb too (``nettrust hosts -c FILE``), at every depth.
+
+    The sub-parsers' option has no default of its own (SUPPRESS), so a ``-c`` before the verb
+    is kept unless one after it overrides it.
+    """
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        for child in dict.fromkeys(action.choices.values()):
+            if "-c" not in child._option_string_actions:
+                child.add_argument("-c", "--config", default=argparse.SUPPRESS,
+                                   help="configuration file (also accepted before the command)")
+            _config_after_verb(child)
 
 
 def _default_script() -> str:
@@ -137,8 +159,21 @@ def cmd_status(args) -> int:
     return 0
 
 
+def _absent(backend) -> str | None:
+    """One line saying the ruleset is absent (and what that means), or None when present."""
+    st = backend.status(count_elements=False)
+    if st.present:
+        return None
+    return (f"no NetTrust ruleset (table {st.family} {st.table}): egress is not filtered by "
+            "NetTrust; it is created when Unbound starts with the module")
+
+
 def cmd_hosts(args) -> int:
     with _backend(args) as backend:
+        absent = _absent(backend)
+        if absent:
+            print(f"nettrust: {absent}", file=sys.stderr)
+            return 1
         grants = _longest_per_address(backend.list_grants())
     grants.sort(key=lambda g: (g.address.version, g.address))
     if args.json:
@@ -170,6 +205,10 @@ def cmd_flush(args) -> int:
     # No count first: counting is a full set dump, ~50 s with a million grants, and a flush is
     # what an administrator wants at once.
     with _backend(args) as backend:
+        absent = _absent(backend)
+        if absent:
+            print(f"nettrust: nothing to flush: {absent}", file=sys.stderr)
+            return 1
         backend.flush_grants()
     print("revoked every grant; names still in Unbound's cache stay unreachable until they expire "
           "(unbound-control flush_zone . clears them)")
@@ -177,6 +216,17 @@ def cmd_flush(args) -> int:
 
 
 def cmd_remove(args) -> int:
+    from .resolver_procs import module_resolvers, stop_resolvers
+    running = module_resolvers()
+    if running and not args.stop:
+        print("nettrust: refused: " + "; ".join(str(r) for r in running) + " runs the NetTrust "
+              "module and would re-create the ruleset on its next answer. Stop it first ("
+              + " / ".join(dict.fromkeys(r.stop_command() for r in running))
+              + "), or run `nettrust remove --stop`", file=sys.stderr)
+        return 1
+    if running:
+        for line in stop_resolvers(running):
+            print(line)
     with _backend(args) as backend:
         backend.remove()
     print("ruleset removed: egress is no longer filtered by NetTrust")

@@ -1,0 +1,149 @@
+"""The administrator's edges: where -c may be written, duplicate TOML keys, the module's imports,
+and ``resolver-setup`` against configuration files in a temporary root (never this host's)."""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from nettrust_core import resolver_setup as rs
+from nettrust_core.cli import _parser, main
+from nettrust_core.config import parse_config
+from nettrust_core.errors import ConfigError
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+
+
+# -- -c FILE before or after the verb ------------------------------------------------------------
+@pytest.mark.parametrize("argv", [
+    ["-c", "/x.toml", "hosts"], ["hosts", "-c", "/x.toml"], ["explain", "-c", "/x.toml", "a.com"],
+    ["-c", "/y.toml", "status", "--config", "/x.toml"], ["stats", "summary", "-c", "/x.toml"],
+    ["remove", "-c", "/x.toml"], ["flush", "-c", "/x.toml"],
+])
+def test_config_option_before_or_after_the_verb(argv):
+    assert _parser().parse_args(argv).config == "/x.toml"
+
+
+def test_config_default_stays_without_c(monkeypatch):
+    monkeypatch.delenv("NETTRUST_CONFIG", raising=False)
+    assert _parser().parse_args(["hosts"]).config == "/etc/nettrust/nettrust.toml"
+
+
+def test_explain_reads_the_file_given_after_the_verb(tmp_path, capsys):
+    conf = tmp_path / "n.toml"
+    conf.write_text('[general]\nmode = "allowlist"\n[policy]\nallow = ["ok.example"]\n')
+    assert main(["explain", "-c", str(conf), "ok.example"]) == 0
+    assert main(["explain", "-c", str(conf), "other.example"]) == 1       # control: blocked
+    out = capsys.readouterr().out
+    assert "ok.example: ALLOWED" in out and "other.example: BLOCKED" in out
+
+
+# -- duplicate keys ---------------------------------------------------------------------------------
+def refused(text):
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "test.toml")
+    return info.value
+
+
+def test_duplicate_key_names_the_key_and_both_lines():
+    err = refused('[policy]\nallow = ["a.com"]\n\n# again\nallow = ["b.com"]\n')
+    assert (err.key, err.line) == ("policy.allow", 5)
+    assert "lines 2 and 5" in err.message and "policy.allow" in err.message
+
+
+def test_duplicate_key_after_a_multiline_array_and_quoted():
+    err = refused('[log]\nlevel = "info"\n[policy]\nallow = [\n  "a.com",\n]\n"allow" = []\n')
+    assert (err.key, err.line) == ("policy.allow", 7) and "lines 4 and 7" in err.message
+
+
+def test_duplicate_table_names_both_headers():
+    err = refused('[policy]\nallow = []\n[log]\nlevel = "info"\n[policy]\ndeny = []\n')
+    assert err.key == "policy" and "[policy]" in err.message and "lines 1 and 5" in err.message
+
+
+def test_same_key_in_two_tables_is_no_duplicate():
+    parse_config('[log]\nlevel = "info"\n[general]\nmode = "denylist"\n', "ok.toml")   # control
+
+
+# -- the module imports only its own tree ------------------------------------------------------------
+def test_module_ignores_a_nettrust_core_in_the_working_directory(tmp_path):
+    """Unbound puts '.', /etc/unbound and its directory: on sys.path before the script runs."""
+    decoy = tmp_path / "nettrust_core"
+    decoy.mkdir()
+    (decoy / "__init__.py").write_text("raise SystemExit('DECOY IMPORTED')\n")
+    script = REPO / "unbound_module" / "nettrust_unbound.py"
+    probe = ("import sys, runpy; sys.path[:0] = ['.', %r];"
+             "g = runpy.run_path(%r, run_name='nettrust_unbound');"
+             "print(sys.modules['nettrust_core'].__file__)") % (str(tmp_path), str(script))
+    # A clean interpreter with no installed nettrust_core: only the script's own tree can supply it.
+    done = subprocess.run([sys.executable, "-S", "-c", probe], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60, env={"PATH": os.environ.get("PATH", "")})
+    assert "DECOY" not in done.stdout + done.stderr
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().startswith(str(REPO / "nettrust_core"))
+    # Control: the same interpreter and path, importing plainly, takes the decoy.
+    control = subprocess.run([sys.executable, "-S", "-c", "import sys; sys.path[:0]=['.']; "
+                              "import nettrust_core"], cwd=tmp_path, capture_output=True,
+                             text=True, timeout=60)
+    assert "DECOY IMPORTED" in control.stderr
+
+
+# -- resolver-setup, in temporary roots ----------------------------------------------------------
+def make_root(tmp_path, kind):
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    if kind == "resolved":
+        (tmp_path / "run/systemd/resolve").mkdir(parents=True)
+        (tmp_path / "run/systemd/resolve/stub-resolv.conf").write_text("nameserver 127.0.0.53\n")
+        os.symlink("../run/systemd/resolve/stub-resolv.conf", etc / "resolv.conf")
+    elif kind == "nm":
+        (etc / "NetworkManager").mkdir()
+        (etc / "NetworkManager/NetworkManager.conf").write_text("[main]\nplugins=ifupdown,keyfile\n")
+        (etc / "resolv.conf").write_text("# Generated by NetworkManager\nnameserver 192.0.2.1\n")
+    elif kind == "dhclient":
+        (etc / "dhcp").mkdir()
+        (etc / "dhcp/dhclient.conf").write_text("request subnet-mask, domain-name-servers;\n")
+        (etc / "resolv.conf").write_text("nameserver 192.0.2.1\n")
+    else:
+        (etc / "resolv.conf").write_text("nameserver 192.0.2.1\nsearch lan\n")
+    return str(tmp_path)
+
+
+@pytest.mark.parametrize("kind,manager,path,needle", [
+    ("resolved", "systemd-resolved", "etc/systemd/resolved.conf.d/nettrust.conf", "DNS=127.0.0.1"),
+    ("nm", "NetworkManager", "etc/NetworkManager/conf.d/90-nettrust.conf", "servers=127.0.0.1"),
+    ("dhclient", "ifupdown-dhclient", "etc/dhcp/dhclient.conf", "supersede domain-name-servers 127.0.0.1;"),
+    ("plain", "resolv.conf", "etc/resolv.conf", "nameserver 127.0.0.1"),
+])
+def test_resolver_setup_detects_prints_applies_and_undoes(tmp_path, capsys, kind, manager, path, needle):
+    root = make_root(tmp_path, kind)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and not p.is_symlink()}
+    assert main(["resolver-setup", "--root", root]) == 0
+    out = capsys.readouterr().out
+    assert manager in out and needle in out and "nothing written" in out
+    assert {p: p.read_bytes() for p in before} == before            # printing writes nothing
+    assert main(["resolver-setup", "--root", root, "--apply"]) == 0
+    assert needle in (tmp_path / path).read_text()
+    assert main(["resolver-setup", "--root", root, "--apply"]) == 0   # idempotent
+    assert (tmp_path / path).read_text().count(needle) == 1
+    assert main(["resolver-setup", "--root", root, "--undo"]) == 0
+    assert needle not in ((tmp_path / path).read_text() if (tmp_path / path).exists() else "")
+    assert {p: p.read_bytes() for p in before if p.exists()} == before
+
+
+def test_check_refuses_a_remote_nameserver_and_accepts_the_local_one(tmp_path, capsys):
+    root = make_root(tmp_path, "plain")
+    assert main(["resolver-setup", "--root", root, "--check"]) == 1
+    assert "192.0.2.1, not the local resolver" in capsys.readouterr().err
+    main(["resolver-setup", "--root", root, "--apply"])
+    assert main(["resolver-setup", "--root", root, "--check"]) == 0    # control
+
+
+def test_check_resolved_stub_counts_only_when_it_forwards_to_unbound(tmp_path):
+    root = make_root(tmp_path, "resolved")
+    ok, why = rs.points_at_local(root)
+    assert not ok and "127.0.0.53" in why
+    rs.apply(rs.detect(root), root)
+    assert rs.points_at_local(root)[0]
