@@ -72,6 +72,9 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("unbound-conf", help="print the Unbound include for this configuration")
     c.add_argument("--script", default=_default_script(),
                    help="path of unbound_module/nettrust_unbound.py (default: the installed one)")
+    c.add_argument("--write", metavar="FILE",
+                   help="write the include to FILE (atomically, only when it changed) instead of "
+                        "printing it; the unit's ExecStartPre= runs this on every start")
     c.set_defaults(func=cmd_unbound_conf)
 
     from .agent.stats_cli import register as register_stats
@@ -248,7 +251,23 @@ def cmd_explain(args) -> int:
 
 def cmd_unbound_conf(args) -> int:
     from .unbound_conf import render
-    sys.stdout.write(render(load_config(args.config), script=os.path.abspath(args.script)))
+    text = render(load_config(args.config), script=os.path.abspath(args.script))
+    if not args.write:
+        sys.stdout.write(text)
+        return 0
+    try:
+        with open(args.write) as f:
+            if f.read() == text:
+                print(f"{args.write}: up to date with {args.config}")
+                return 0
+    except FileNotFoundError:
+        pass
+    tmp = f"{args.write}.nettrust-tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, args.write)
+    print(f"{args.write}: regenerated from {args.config}")
     return 0
 
 

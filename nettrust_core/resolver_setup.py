@@ -83,11 +83,20 @@ def apply(setting: Setting, root: str = "/") -> str:
         return f"appended to /{setting.path}"
     if _read(path) == setting.text:
         return f"/{setting.path} already has the setting"
-    if setting.manager == "resolv.conf" and (os.path.exists(path) or os.path.islink(path)):
+    if setting.manager == "resolv.conf" and os.path.lexists(path):
         if not os.path.lexists(path + BACKUP):
-            os.rename(path, path + BACKUP)
-        else:
+            if os.path.islink(path):
+                os.symlink(os.readlink(path), path + BACKUP)
+            else:
+                with open(path + BACKUP, "w") as f:
+                    f.write(_read(path) or "")
+        if os.path.islink(path):
             os.unlink(path)
+        else:
+            # In place: a container's resolv.conf is often a bind mount (no rename over it).
+            with open(path, "w") as f:
+                f.write(setting.text)
+            return f"wrote /{setting.path} (the old one kept as /{setting.path}{BACKUP})"
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         f.write(setting.text)
@@ -112,7 +121,13 @@ def undo(root: str = "/") -> list[str]:
         done.append("removed the NetTrust line from /etc/dhcp/dhclient.conf")
     rc = _p(root, "etc/resolv.conf")
     if os.path.lexists(rc + BACKUP) and MARK in (_read(rc) or ""):
-        os.replace(rc + BACKUP, rc)
+        if os.path.islink(rc + BACKUP):
+            os.unlink(rc)
+            os.replace(rc + BACKUP, rc)
+        else:
+            with open(rc, "w") as f:
+                f.write(_read(rc + BACKUP) or "")
+            os.unlink(rc + BACKUP)
         done.append("restored /etc/resolv.conf")
     return done
 

@@ -147,3 +147,18 @@ def test_check_resolved_stub_counts_only_when_it_forwards_to_unbound(tmp_path):
     assert not ok and "127.0.0.53" in why
     rs.apply(rs.detect(root), root)
     assert rs.points_at_local(root)[0]
+
+
+# -- the include, regenerated on every start ------------------------------------------------------
+def test_unbound_conf_write_regenerates_only_a_stale_include(tmp_path, capsys):
+    conf = tmp_path / "n.toml"
+    conf.write_text('[upstream]\nmode = "forward"\nservers = ["192.0.2.53"]\n')
+    inc = tmp_path / "nettrust.conf"
+    assert main(["unbound-conf", "-c", str(conf), "--script", "/s.py", "--write", str(inc)]) == 0
+    assert "regenerated" in capsys.readouterr().out and "192.0.2.53" in inc.read_text()
+    mtime = inc.stat().st_mtime_ns
+    assert main(["unbound-conf", "-c", str(conf), "--script", "/s.py", "--write", str(inc)]) == 0
+    assert "up to date" in capsys.readouterr().out and inc.stat().st_mtime_ns == mtime
+    conf.write_text('[upstream]\nmode = "forward"\nservers = ["198.51.100.53"]\n')   # the edit
+    assert main(["unbound-conf", "-c", str(conf), "--script", "/s.py", "--write", str(inc)]) == 0
+    assert "198.51.100.53" in inc.read_text() and "192.0.2.53" not in inc.read_text()
