@@ -2,7 +2,7 @@
 # Install NetTrust on this Debian 12 host: packages, a venv for Unbound's embedded Python,
 # the configuration, the Unbound include and the systemd drop-in.
 #
-#   sudo ./install.sh [--prefix /opt/nettrust] [--start [--force]]
+#   sudo ./install.sh [--prefix /opt/nettrust] [--start [--force]] [--offline]
 #   sudo ./install.sh --uninstall [--purge]
 #
 # It does not change /etc/resolv.conf and does not start the firewall unless --start is given:
@@ -11,7 +11,8 @@
 # `nettrust resolver-setup`) unless --force.  Run again to upgrade: the configuration and the
 # live grants stay, and a running Unbound is restarted once.  --uninstall stops NetTrust, removes
 # its ruleset, units, include, venv and links and restores Unbound's own settings; /etc/nettrust
-# stays unless --purge.
+# stays unless --purge.  Everything comes from Debian packages; what Debian 12 lacks
+# (publicsuffixlist) is fetched from PyPI when reachable, never with --offline.
 set -euo pipefail
 
 PREFIX=/opt/nettrust
@@ -19,6 +20,7 @@ START=no
 FORCE=no
 UNINSTALL=no
 PURGE=no
+OFFLINE=no
 while [ $# -gt 0 ]; do
     case "$1" in
         --prefix) PREFIX="$2"; shift 2 ;;
@@ -26,7 +28,8 @@ while [ $# -gt 0 ]; do
         --force) FORCE=yes; shift ;;
         --uninstall) UNINSTALL=yes; shift ;;
         --purge) PURGE=yes; shift ;;
-        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        --offline) OFFLINE=yes; shift ;;
+        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
         *) echo "install.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -152,8 +155,12 @@ for req in md.requires("nettrust") or ():
 PY
 )
 for req in $UNMET; do
+    if [ "$OFFLINE" = yes ]; then
+        echo "not packaged by Debian 12: $req -- not installed (--offline; grant budgets then count by the last two labels)"
+        continue
+    fi
     echo "not packaged by Debian 12: $req -- trying PyPI"
-    if timeout 60 "$VENV/bin/pip" install -q --no-deps "$req" >/dev/null 2>&1; then
+    if timeout 60 "$VENV/bin/pip" install -q --no-deps --retries 0 --timeout 5 "$req" >/dev/null 2>&1; then
         echo "  installed $req from PyPI"
     else
         echo "  PyPI unreachable: $req not installed (grant budgets then count by the last two labels)"
