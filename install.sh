@@ -319,7 +319,7 @@ EOF
     if [ "$START" = yes ]; then
         pkill -x unbound 2>/dev/null || true
         for _ in $(seq 50); do pgrep -x unbound >/dev/null || break; sleep 0.1; done
-        nohup "$START_SCRIPT" >/var/log/nettrust-unbound.log 2>&1 &
+        nohup "$START_SCRIPT" </dev/null >/var/log/nettrust-unbound.log 2>&1 &
         for _ in $(seq 100); do nettrust status >/dev/null 2>&1 && break; sleep 0.1; done
         nettrust status
     fi

@@ -240,3 +240,51 @@ def test_7_purge_removes_the_configuration(host):
     assert host.sh("test -e /etc/nettrust", check=False).returncode == 1
     assert host.sh("getent passwd nettrust", check=False).returncode == 2
     assert host.sh("systemctl is-active unbound").stdout.strip() == "active"
+
+
+# -- the same host without systemd ----------------------------------------------------------------
+ONLY_TWO_CAPS = 1 << 12 | 1 << 10     # CAP_NET_ADMIN | CAP_NET_BIND_SERVICE
+
+
+def test_8_without_systemd_the_start_script_runs_unbound_with_two_capabilities(host):
+    """No init system at all (`sleep` as PID 1): install.sh makes the control-socket directory
+    and the root trust anchor itself, and its start script runs the module as `unbound`."""
+    lab, podman = host.lab, host.podman
+    podman("rm", "--force", "--time", "5", host.name, check=False, timeout=60)
+    bare = Host(podman, lab, f"{lab.token}-nosystemd")
+    mounts = [f"{REPO}:/src:ro", *(f"{p}:{p}:ro" for p in {lab.trust_anchor_file.parent,
+                                                          lab.root_hints_file.parent})]
+    podman("run", "-d", "--name", bare.name, f"--network=ns:/run/netns/{lab.host_ns}",
+           "--systemd=false", "--cap-add=NET_ADMIN", *(a for m in mounts for a in ("-v", m)),
+           IMAGE, "sleep", "infinity", timeout=60)
+    try:
+        bare.sh("mkdir -p /root/nettrust && tar -C /src --exclude=./.venv --exclude=./.git "
+                "--exclude='*/__pycache__' -cf - . | tar -C /root/nettrust -xf -")
+        bare.write("/etc/unbound/unbound.conf.d/lab.conf",
+                   lab.unbound_zone_conf("forward").split("forward-zone:")[0])
+        bare.sh("mkdir -p /etc/nettrust")
+        bare.write("/etc/nettrust/nettrust.toml", config(lab.upstream_addresses[0]))
+        assert bare.sh("test -d /run/systemd/system", check=False).returncode == 1
+        done = bare.install("--offline")
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        assert "start Unbound with NetTrust:  /usr/local/sbin/nettrust-unbound-start &" in done.stdout
+        assert bare.sh("stat -c %U /run/unbound && test -s /var/lib/unbound/root.key").stdout.strip() == "unbound"
+        assert not table_present(lab)
+        bare.sh("nettrust resolver-setup --apply")
+        done = bare.install("--start", "--offline")
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        assert table_present(lab)
+        pid = bare.sh("pgrep -x unbound").stdout.split()[0]
+        status = dict(ln.split(":\t", 1) for ln in bare.sh(f"cat /proc/{pid}/status").stdout.splitlines()
+                      if ":\t" in ln)
+        uid = bare.sh("id -u unbound").stdout.strip()
+        assert status["Uid"].split() == [uid] * 4
+        assert int(status["CapEff"], 16) == ONLY_TWO_CAPS
+        assert dig(lab, "inst.fw.test", "AAAA") == ("NOERROR", [ANSWERED["AAAA"]])
+        assert reachable(lab, ANSWERED["AAAA"]) is True
+        assert reachable(lab, UNANSWERED["AAAA"]) is not True
+        done = bare.install("--uninstall")
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        assert not table_present(lab) and reachable(lab, "198.18.50.50") is True
+    finally:
+        podman("rm", "--force", "--time", "2", bare.name, check=False, timeout=60)
