@@ -230,22 +230,9 @@ if apparmor_on; then
     install -d /etc/apparmor.d/local
     touch "$AA_LOCAL"
     strip_apparmor
-    cat >> "$AA_LOCAL" <<EOF
-$AA_BEGIN
-  #include <abstractions/python>
-  /etc/nettrust/** r,
-  $PREFIX/** mr,
-  /usr/lib/python3/dist-packages/** mr,
-  /usr/local/lib/python3*/** mr,
-  /run/unbound/ rw,
-  /run/unbound/** rw,
-  /run/nettrust/** rw,
-  @{PROC}/@{pid}/status r,
-  capability net_admin,
-  network netlink raw,
-  network unix seqpacket,
-$AA_END
-EOF
+    { echo "$AA_BEGIN"
+      sed "s#@PREFIX@#$PREFIX#" "$SRC/conf/apparmor/usr.sbin.unbound.nettrust"
+      echo "$AA_END"; } >> "$AA_LOCAL"
     apparmor_parser -r /etc/apparmor.d/usr.sbin.unbound
 fi
 

@@ -162,3 +162,30 @@ def test_unbound_conf_write_regenerates_only_a_stale_include(tmp_path, capsys):
     conf.write_text('[upstream]\nmode = "forward"\nservers = ["198.51.100.53"]\n')   # the edit
     assert main(["unbound-conf", "-c", str(conf), "--script", "/s.py", "--write", str(inc)]) == 0
     assert "198.51.100.53" in inc.read_text() and "192.0.2.53" not in inc.read_text()
+
+
+# -- AppArmor: NetTrust's lines parse inside Debian's Unbound profile ------------------------------
+def _apparmor_parse(tmp_path, snippet: str):
+    import shutil
+    from conftest import require
+    problems = [f"{what} missing (apt-get install {pkg})" for what, pkg, ok in (
+        ("apparmor_parser", "apparmor", shutil.which("apparmor_parser")),
+        ("/etc/apparmor.d/usr.sbin.unbound", "unbound", os.path.exists("/etc/apparmor.d/usr.sbin.unbound")))
+        if not ok]
+    require(problems, "AppArmor parser")
+    (tmp_path / "local").mkdir(exist_ok=True)
+    (tmp_path / "local/usr.sbin.unbound").write_text(snippet)
+    # -Q: parse only, load nothing into the kernel; -I: our local/ before the system's.
+    return subprocess.run(["apparmor_parser", "-Q", "-K", "-I", str(tmp_path), "-I", "/etc/apparmor.d",
+                           "/etc/apparmor.d/usr.sbin.unbound"], capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_apparmor_local_rules_parse_in_debians_unbound_profile(tmp_path):
+    rules = (REPO / "conf/apparmor/usr.sbin.unbound.nettrust").read_text()
+    assert "@PREFIX@/** mr," in rules and "capability net_admin," in rules
+    assert "network netlink raw," in rules and "/run/unbound/** rw," in rules
+    done = _apparmor_parse(tmp_path, rules.replace("@PREFIX@", "/opt/nettrust"))
+    assert done.returncode == 0, done.stderr
+    broken = _apparmor_parse(tmp_path, rules.replace("@PREFIX@", "/opt/nettrust") + "  bogus rule\n")
+    assert broken.returncode != 0 and "local/usr.sbin.unbound" in broken.stderr      # control
