@@ -47,8 +47,8 @@ def _netfilter_socket_inodes(proc: str) -> set[str]:
     return out
 
 
-def _unit_of(proc: str, pid: int) -> str | None:
-    if not os.path.isdir("/run/systemd/system"):
+def _unit_of(proc: str, pid: int, systemd: bool) -> str | None:
+    if not systemd:
         return None
     try:
         with open(f"{proc}/{pid}/cgroup") as f:
@@ -61,8 +61,14 @@ def _unit_of(proc: str, pid: int) -> str | None:
     return None
 
 
-def module_resolvers(proc: str = "/proc") -> list[Resolver]:
-    """Unbound processes in this network namespace that hold a netfilter netlink socket."""
+def module_resolvers(proc: str = "/proc", systemd: bool | None = None) -> list[Resolver]:
+    """Unbound processes in this network namespace that hold a netfilter netlink socket.
+
+    ``proc`` and ``systemd`` (default: whether /run/systemd/system exists) let tests pass a
+    fake /proc tree.
+    """
+    if systemd is None:
+        systemd = os.path.isdir("/run/systemd/system")
     inodes = _netfilter_socket_inodes(proc)
     if not inodes:
         return []
@@ -90,7 +96,7 @@ def module_resolvers(proc: str = "/proc") -> list[Resolver]:
             except OSError:
                 continue
             if link.startswith("socket:[") and link[8:-1] in inodes:
-                found.append(Resolver(pid, _unit_of(proc, pid)))
+                found.append(Resolver(pid, _unit_of(proc, pid, systemd)))
                 break
     return found
 

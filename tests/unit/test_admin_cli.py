@@ -189,3 +189,41 @@ def test_apparmor_local_rules_parse_in_debians_unbound_profile(tmp_path):
     assert done.returncode == 0, done.stderr
     broken = _apparmor_parse(tmp_path, rules.replace("@PREFIX@", "/opt/nettrust") + "  bogus rule\n")
     assert broken.returncode != 0 and "local/usr.sbin.unbound" in broken.stderr      # control
+
+
+# -- which Unbound runs the module (a fake /proc tree: the real one is tested in
+#    tests/integration/test_admin_verbs.py) ------------------------------------------------------
+def fake_proc(tmp_path, procs):
+    """procs: pid -> (comm, netns, socket inodes, cgroup line)."""
+    proc = tmp_path / "proc"
+    (proc / "self/net").mkdir(parents=True)
+    (proc / "self/net/netlink").write_text(
+        "sk Eth Pid Groups Rmem Wmem Dump Locks Drops Inode\n"
+        "0 12 100 00000000 0 0 0 2 0 901\n"          # NETLINK_NETFILTER
+        "0 0 101 00000000 0 0 0 2 0 902\n")          # NETLINK_ROUTE
+    (proc / "self/ns").mkdir()
+    os.symlink("net:[4026531840]", proc / "self/ns/net")
+    for pid, (comm, ns, inodes, cgroup) in procs.items():
+        d = proc / str(pid)
+        (d / "ns").mkdir(parents=True)
+        (d / "fd").mkdir()
+        (d / "comm").write_text(comm + "\n")
+        (d / "cgroup").write_text(cgroup + "\n")
+        os.symlink(f"net:[{ns}]", d / "ns/net")
+        for k, inode in enumerate(inodes):
+            os.symlink(f"socket:[{inode}]", d / "fd" / str(k + 3))
+    return str(proc)
+
+
+def test_module_resolvers_are_unbounds_here_holding_a_netfilter_socket(tmp_path):
+    from nettrust_core.resolver_procs import module_resolvers
+    proc = fake_proc(tmp_path, {
+        10: ("unbound", 4026531840, [902, 901], "0::/system.slice/unbound.service"),   # the one
+        11: ("unbound", 4026531840, [902], "0::/system.slice/unbound@1.service"),      # plain
+        12: ("unbound", 4026532000, [901], "0::/"),                                    # other netns
+        13: ("python3", 4026531840, [901], "0::/user.slice"),                          # not Unbound
+    })
+    found = module_resolvers(proc, systemd=True)
+    assert [(r.pid, r.unit, r.stop_command()) for r in found] == \
+        [(10, "unbound.service", "systemctl stop unbound.service")]
+    assert [r.stop_command() for r in module_resolvers(proc, systemd=False)] == ["kill 10"]
