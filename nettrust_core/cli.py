@@ -59,6 +59,9 @@ def _parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_flush)
 
     c = sub.add_parser("remove", help="delete the whole ruleset: egress is open again")
+    c.add_argument("--stop", action="store_true",
+                   help="stop the Unbound running the module first (it would re-create the "
+                        "ruleset on its next answer); without it, remove refuses while it runs")
     c.set_defaults(func=cmd_remove)
 
     c = sub.add_parser("explain", help="what the policy says about a name (dry run, no DNS)")
@@ -79,11 +82,33 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("unbound-conf", help="print the Unbound include for this configuration")
     c.add_argument("--script", default=_default_script(),
                    help="path of unbound_module/nettrust_unbound.py (default: the installed one)")
+    c.add_argument("--write", metavar="FILE",
+                   help="write the include to FILE (atomically, only when it changed) instead of "
+                        "printing it; the unit's ExecStartPre= runs this on every start")
     c.set_defaults(func=cmd_unbound_conf)
 
     from .agent.stats_cli import register as register_stats
     register_stats(sub)        # `nettrust agent`, `nettrust stats …`
+    from .cli_admin import register as register_admin
+    register_admin(sub)        # `nettrust resolver-setup`
+    _config_after_verb(p)
     return p
+
+
+def _config_after_verb(parser: argparse.ArgumentParser) -> None:
+    """Accept ``-c FILE`` after the verb too (``nettrust hosts -c FILE``), at every depth.
+
+    The sub-parsers' option has no default of its own (SUPPRESS), so a ``-c`` before the verb
+    is kept unless one after it overrides it.
+    """
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        for child in dict.fromkeys(action.choices.values()):
+            if "-c" not in child._option_string_actions:
+                child.add_argument("-c", "--config", default=argparse.SUPPRESS,
+                                   help="configuration file (also accepted before the command)")
+            _config_after_verb(child)
 
 
 def _default_script() -> str:
@@ -180,8 +205,21 @@ def _format_bypass(st: dict) -> list[str]:
     return lines
 
 
+def _absent(backend) -> str | None:
+    """One line saying the ruleset is absent (and what that means), or None when present."""
+    st = backend.status(count_elements=False)
+    if st.present:
+        return None
+    return (f"no NetTrust ruleset (table {st.family} {st.table}): egress is not filtered by "
+            "NetTrust; it is created when Unbound starts with the module")
+
+
 def cmd_hosts(args) -> int:
     with _backend(args) as backend:
+        absent = _absent(backend)
+        if absent:
+            print(f"nettrust: {absent}", file=sys.stderr)
+            return 1
         grants = _longest_per_address(backend.list_grants())
     grants.sort(key=lambda g: (g.address.version, g.address))
     if args.json:
@@ -217,6 +255,10 @@ def cmd_flush(args) -> int:
     # grant the next answers afresh.
     config = load_config(args.config)
     with _backend(args) as backend:
+        absent = _absent(backend)
+        if absent:
+            print(f"nettrust: nothing to flush: {absent}", file=sys.stderr)
+            return 1
         backend.flush_grants()
     every = config.grants.verify_interval
     if every:
@@ -230,6 +272,17 @@ def cmd_flush(args) -> int:
 
 
 def cmd_remove(args) -> int:
+    from .resolver_procs import module_resolvers, stop_resolvers
+    running = module_resolvers()
+    if running and not args.stop:
+        print("nettrust: refused: " + "; ".join(str(r) for r in running) + " runs the NetTrust "
+              "module and would re-create the ruleset on its next answer. Stop it first ("
+              + " / ".join(dict.fromkeys(r.stop_command() for r in running))
+              + "), or run `nettrust remove --stop`", file=sys.stderr)
+        return 1
+    if running:
+        for line in stop_resolvers(running):
+            print(line)
     with _backend(args) as backend:
         backend.remove()
     print("ruleset removed: egress is no longer filtered by NetTrust")
@@ -300,7 +353,23 @@ def cmd_explain(args) -> int:
 
 def cmd_unbound_conf(args) -> int:
     from .unbound_conf import render
-    sys.stdout.write(render(load_config(args.config), script=os.path.abspath(args.script)))
+    text = render(load_config(args.config), script=os.path.abspath(args.script))
+    if not args.write:
+        sys.stdout.write(text)
+        return 0
+    try:
+        with open(args.write) as f:
+            if f.read() == text:
+                print(f"{args.write}: up to date with {args.config}")
+                return 0
+    except FileNotFoundError:
+        pass
+    tmp = f"{args.write}.nettrust-tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, args.write)
+    print(f"{args.write}: regenerated from {args.config}")
     return 0
 
 

@@ -11,6 +11,7 @@ stay as they are.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import subprocess
@@ -66,6 +67,32 @@ def cli_wrapper(lab: Lab, host: NetTrustHost) -> Path:
     return wrapper
 
 
+def refused_counter(lab) -> int:
+    """Packets the ruleset's final rule refused so far (its ``rejected`` counter)."""
+    res = lab.run("host", ["nft", "-j", "list", "counter", "inet", "nettrust", "rejected"],
+                  check=False, timeout=10)
+    if res.returncode != 0:
+        return 0
+    return sum(item["counter"].get("packets", 0) for item in json.loads(res.stdout)["nftables"]
+               if "counter" in item)
+
+
+def refused(lab, address: str, name: str | None, why: str) -> None:
+    """Connect to ``address`` (as ``name``: curl --resolve, so the command shows which name the
+    address belongs to) and show that the firewall's counter, not the server, refused it."""
+    host = f"[{address}]" if ":" in address else address
+    before = refused_counter(lab)
+    if name:
+        argv = ["curl", "-sS", "--max-time", "2", "--resolve", f"{name}:80:{host}", f"http://{name}/"]
+    else:
+        argv = ["curl", "-sS", "--max-time", "2", f"http://{host}/"]
+    show(lab, argv, expect_ok=False)
+    after = refused_counter(lab)
+    link = f"{address} is {name} ({why})" if name else f"{address}: {why}"
+    print(f"    {DIM}firewall:{RESET} refused counter {before} → {after} (+{after - before}): "
+          f"{link}", flush=True)
+
+
 def walkthrough(lab: Lab, host: NetTrustHost, pause: float) -> None:
     nt = [str(cli_wrapper(lab, host))]
     env = None
@@ -74,31 +101,38 @@ def walkthrough(lab: Lab, host: NetTrustHost, pause: float) -> None:
     say("1. NetTrust is running: Unbound + the module, a default-drop egress ruleset (nftables).")
     show(lab, [*nt, "status"], env=env)
     time.sleep(pause)
-    say("2. An allowed name: resolve it, connect to it. The answer opened exactly its addresses.")
-    show(lab, [*curl, "http://www.fw.test/"], expect_ok=True)
+    say("2. An allowed name: resolve it, connect to it, over IPv4 and IPv6. The answers opened "
+        "exactly its addresses.")
+    show(lab, [*curl, "-4", "http://www.fw.test/"], expect_ok=True)
     show(lab, [*curl, "-6", "http://www.fw.test/"], expect_ok=True)
     show(lab, [*nt, "hosts"], env=env)
     time.sleep(pause)
     say("3. A bare IP address no DNS answer gave out: refused (malware, hard-coded C2, DoH bypass).")
-    show(lab, [*curl, "http://198.18.10.10/"], expect_ok=False)
+    refused(lab, "198.18.10.10", None, "no answer ever named it")
+    refused(lab, "2001:db8:118::a0a", None, "no answer ever named it")
     time.sleep(pause)
     say("4. A denied name: answered NXDOMAIN by NetTrust itself, never sent upstream, never opened.")
     show(lab, ["dig", "+noall", "+comments", "+answer", "www.blocked.fw.test"])
-    show(lab, [*curl, "http://198.51.100.66/"], expect_ok=False)
+    show(lab, ["dig", "+noall", "+comments", "+answer", "www.blocked.fw.test", "AAAA"])
+    refused(lab, "198.51.100.66", "www.blocked.fw.test", "its A upstream; denied by policy")
+    refused(lab, "2001:db8:100::66", "www.blocked.fw.test", "its AAAA upstream; denied by policy")
     time.sleep(pause)
     say("5. A forged (DNSSEC-bogus) answer: SERVFAIL. Even with +cd, where the client sees the data,"
-        " the address stays closed.")
+        " the addresses stay closed.")
     show(lab, ["dig", "+noall", "+comments", "www.bad.test"])
-    show(lab, ["dig", "+cd", "+short", "www.bad.test"])
-    show(lab, [*curl, "http://198.51.100.30/"], expect_ok=False)
+    show(lab, ["dig", "+cd", "+short", "www.bad.test", "A", "www.bad.test", "AAAA"])
+    refused(lab, "198.51.100.30", "www.bad.test", "its bogus A")
+    refused(lab, "2001:db8:100::30", "www.bad.test", "its bogus AAAA")
     time.sleep(pause)
-    say("6. Grants expire with the answer: short.fw.test has TTL 2 s; with 2 s grace the hole closes"
+    say("6. Grants expire with the answer: short.fw.test has TTL 2 s; with 2 s grace the holes close"
         " after ~4 s.")
-    show(lab, [*curl, "http://short.fw.test/"], expect_ok=True)
+    show(lab, [*curl, "-4", "http://short.fw.test/"], expect_ok=True)
+    show(lab, [*curl, "-6", "http://short.fw.test/"], expect_ok=True)
     show(lab, [*nt, "hosts"], env=env)
     print(f"{DIM}    … waiting 5 s{RESET}", flush=True)
     time.sleep(5)
-    show(lab, [*curl, "http://198.51.100.12/"], expect_ok=False)
+    refused(lab, "198.51.100.12", "short.fw.test", "its A expired")
+    refused(lab, "2001:db8:100::12", "short.fw.test", "its AAAA expired")
 
 
 def interactive_shell(lab: Lab, host: NetTrustHost) -> None:

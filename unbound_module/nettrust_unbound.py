@@ -19,13 +19,33 @@ import traceback
 
 # __file__ exists only while the script loads; keep what we need from it now.
 _HERE = os.path.dirname(os.path.abspath(__file__))
-site.addsitedir(os.path.dirname(_HERE))
+_ROOT = os.path.dirname(_HERE)
+
+
+def _own_tree_first():
+    """Put this file's own tree (a venv's site-packages with its .pth files, or the source tree)
+    before everything else on sys.path.  Unbound puts '.', /etc/unbound and its `directory:`
+    there first: a ``nettrust_core`` lying in one of those must never be the one imported."""
+    before = list(sys.path)
+    site.addsitedir(_ROOT)
+    added = [p for p in sys.path if p not in before]
+    sys.path[:] = [_ROOT] + [p for p in added if p != _ROOT] + [p for p in before if p != _ROOT]
+    return (_ROOT, *added)
+
+
+_TREE = _own_tree_first()
 if "/usr/lib/python3/dist-packages" not in sys.path:
     sys.path.append("/usr/lib/python3/dist-packages")   # python3-nftables, for the control plane
 
 import logging  # noqa: E402
 from ipaddress import IPv4Address, IPv6Address  # noqa: E402
 
+import nettrust_core  # noqa: E402
+
+if not any(os.path.abspath(nettrust_core.__file__).startswith(os.path.join(os.path.abspath(t), ""))
+           for t in _TREE):
+    raise ImportError(f"nettrust_core was imported from {nettrust_core.__file__}, outside this "
+                      f"module's tree {_ROOT} (a stray copy on sys.path?); refusing to run it")
 from nettrust_core.answer import A, AAAA, CNAME, DNAME, Answer, Record, Security, Source  # noqa: E402
 from nettrust_core.logs import setup_logging  # noqa: E402
 from nettrust_core.service import Service, config_path  # noqa: E402

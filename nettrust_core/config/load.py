@@ -17,7 +17,7 @@ from ..errors import ConfigError
 from . import messages
 from .declare import Section
 from .kinds import Invalid
-from .locate import Path, SourceMap, format_path
+from .locate import Path, SourceMap, format_path, locate
 from .model import REPLACED_KEYS, SCHEMA, SECTIONS, Config
 
 
@@ -66,10 +66,50 @@ def _syntax_error(exc: tomllib.TOMLDecodeError, text: str, path: str) -> ConfigE
     if match:
         line = int(match.group(1))
         message = f"{message[:match.start()]} (column {match.group(2)})"
+        if message.startswith(("Cannot overwrite a value", "Cannot declare")):
+            found = _duplicate(text, line)
+            if found:
+                key, first, table = found
+                return ConfigError(messages.duplicate(key, first, line, table), file=path,
+                                   key=key, line=line)
     elif message.endswith(" (at end of document)"):
         line = max(1, text.count("\n") + (0 if text.endswith("\n") else 1))
         message = message[:-len(" (at end of document)")] + " (at the end of the file)"
     return ConfigError(f"TOML syntax error: {message}", file=path, line=line)
+
+
+_HEADER = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$")
+_PART = r"""(?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*')"""
+_KEY = re.compile(rf"^\s*({_PART}(?:\s*\.\s*{_PART})*)\s*=")
+
+
+def _key_parts(text: str) -> tuple[str, ...]:
+    return tuple(p.strip().strip("\"'") for p in re.findall(r""""[^"]*"|'[^']*'|[^.]+""", text))
+
+
+def _duplicate(text: str, line: int) -> tuple[str, int | None, bool] | None:
+    """The dotted key (or table) that ``line`` writes a second time, and the line of the first."""
+    lines = text.splitlines()
+    if not 0 < line <= len(lines):
+        return None
+    this = lines[line - 1]
+    header = _HEADER.match(this)
+    if header:
+        path = _key_parts(header.group(1))
+    else:
+        key = _KEY.match(this)
+        if not key:
+            return None
+        table: tuple[str, ...] = ()
+        for before in reversed(lines[:line - 1]):
+            h = _HEADER.match(before)
+            if h:
+                table = _key_parts(h.group(1))
+                break
+        path = table + _key_parts(key.group(1))
+    # The lines before this one are what tomllib accepted; the first writing is among them.
+    first = locate("\n".join(lines[:line - 1]) + "\n").get(path)
+    return format_path(path), first, bool(header)
 
 
 class _Document:

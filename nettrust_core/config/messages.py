@@ -80,3 +80,10 @@ def unknown_key(section: str, key: str, schema: Schema,
 
 def sections(schema: Schema) -> str:
     return ", ".join(f"[{name}]" for name in schema)
+
+
+def duplicate(key: str, first: int | None, second: int, table: bool = False) -> str:
+    """A key (or table) written twice: TOML forbids it, and which value was meant is unknown."""
+    where = f"lines {first} and {second}" if first else f"line {second} and before it"
+    what = f"the table [{key}]" if table else f"the key {key}"
+    return f"{what} is written twice, on {where}; keep one"

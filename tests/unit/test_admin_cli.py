@@ -1,0 +1,229 @@
+"""The administrator's edges: where -c may be written, duplicate TOML keys, the module's imports,
+and ``resolver-setup`` against configuration files in a temporary root (never this host's)."""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from nettrust_core import resolver_setup as rs
+from nettrust_core.cli import _parser, main
+from nettrust_core.config import parse_config
+from nettrust_core.errors import ConfigError
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+
+
+# -- -c FILE before or after the verb ------------------------------------------------------------
+@pytest.mark.parametrize("argv", [
+    ["-c", "/x.toml", "hosts"], ["hosts", "-c", "/x.toml"], ["explain", "-c", "/x.toml", "a.com"],
+    ["-c", "/y.toml", "status", "--config", "/x.toml"], ["stats", "summary", "-c", "/x.toml"],
+    ["remove", "-c", "/x.toml"], ["flush", "-c", "/x.toml"],
+])
+def test_config_option_before_or_after_the_verb(argv):
+    assert _parser().parse_args(argv).config == "/x.toml"
+
+
+def test_config_default_stays_without_c(monkeypatch):
+    monkeypatch.delenv("NETTRUST_CONFIG", raising=False)
+    assert _parser().parse_args(["hosts"]).config == "/etc/nettrust/nettrust.toml"
+
+
+def test_explain_reads_the_file_given_after_the_verb(tmp_path, capsys):
+    conf = tmp_path / "n.toml"
+    conf.write_text('[general]\nmode = "allowlist"\n[policy]\nallow = ["ok.example"]\n')
+    assert main(["explain", "-c", str(conf), "ok.example"]) == 0
+    assert main(["explain", "-c", str(conf), "other.example"]) == 1       # control: blocked
+    out = capsys.readouterr().out
+    assert "ok.example: ALLOWED" in out and "other.example: BLOCKED" in out
+
+
+# -- duplicate keys ---------------------------------------------------------------------------------
+def refused(text):
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "test.toml")
+    return info.value
+
+
+def test_duplicate_key_names_the_key_and_both_lines():
+    err = refused('[policy]\nallow = ["a.com"]\n\n# again\nallow = ["b.com"]\n')
+    assert (err.key, err.line) == ("policy.allow", 5)
+    assert "lines 2 and 5" in err.message and "policy.allow" in err.message
+
+
+def test_duplicate_key_after_a_multiline_array_and_quoted():
+    err = refused('[log]\nlevel = "info"\n[policy]\nallow = [\n  "a.com",\n]\n"allow" = []\n')
+    assert (err.key, err.line) == ("policy.allow", 7) and "lines 4 and 7" in err.message
+
+
+def test_duplicate_table_names_both_headers():
+    err = refused('[policy]\nallow = []\n[log]\nlevel = "info"\n[policy]\ndeny = []\n')
+    assert err.key == "policy" and "[policy]" in err.message and "lines 1 and 5" in err.message
+
+
+def test_same_key_in_two_tables_is_no_duplicate():
+    parse_config('[log]\nlevel = "info"\n[general]\nmode = "denylist"\n', "ok.toml")   # control
+
+
+# -- the module imports only its own tree ------------------------------------------------------------
+def test_module_ignores_a_nettrust_core_in_the_working_directory(tmp_path):
+    """Unbound puts '.', /etc/unbound and its directory: on sys.path before the script runs."""
+    decoy = tmp_path / "nettrust_core"
+    decoy.mkdir()
+    (decoy / "__init__.py").write_text("raise SystemExit('DECOY IMPORTED')\n")
+    script = REPO / "unbound_module" / "nettrust_unbound.py"
+    probe = ("import sys, runpy; sys.path[:0] = ['.', %r];"
+             "g = runpy.run_path(%r, run_name='nettrust_unbound');"
+             "print(sys.modules['nettrust_core'].__file__)") % (str(tmp_path), str(script))
+    # A clean interpreter with no installed nettrust_core: only the script's own tree can supply it.
+    done = subprocess.run([sys.executable, "-S", "-c", probe], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60, env={"PATH": os.environ.get("PATH", "")})
+    assert "DECOY" not in done.stdout + done.stderr
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().startswith(str(REPO / "nettrust_core"))
+    # Control: the same interpreter and path, importing plainly, takes the decoy.
+    control = subprocess.run([sys.executable, "-S", "-c", "import sys; sys.path[:0]=['.']; "
+                              "import nettrust_core"], cwd=tmp_path, capture_output=True,
+                             text=True, timeout=60)
+    assert "DECOY IMPORTED" in control.stderr
+
+
+# -- resolver-setup, in temporary roots ----------------------------------------------------------
+def make_root(tmp_path, kind):
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    if kind == "resolved":
+        (tmp_path / "run/systemd/resolve").mkdir(parents=True)
+        (tmp_path / "run/systemd/resolve/stub-resolv.conf").write_text("nameserver 127.0.0.53\n")
+        os.symlink("../run/systemd/resolve/stub-resolv.conf", etc / "resolv.conf")
+    elif kind == "nm":
+        (etc / "NetworkManager").mkdir()
+        (etc / "NetworkManager/NetworkManager.conf").write_text("[main]\nplugins=ifupdown,keyfile\n")
+        (etc / "resolv.conf").write_text("# Generated by NetworkManager\nnameserver 192.0.2.1\n")
+    elif kind == "dhclient":
+        (etc / "dhcp").mkdir()
+        (etc / "dhcp/dhclient.conf").write_text("request subnet-mask, domain-name-servers;\n")
+        (etc / "resolv.conf").write_text("nameserver 192.0.2.1\n")
+    else:
+        (etc / "resolv.conf").write_text("nameserver 192.0.2.1\nsearch lan\n")
+    return str(tmp_path)
+
+
+@pytest.mark.parametrize("kind,manager,path,needle", [
+    ("resolved", "systemd-resolved", "etc/systemd/resolved.conf.d/nettrust.conf", "DNS=127.0.0.1"),
+    ("nm", "NetworkManager", "etc/NetworkManager/conf.d/90-nettrust.conf", "servers=127.0.0.1"),
+    ("dhclient", "ifupdown-dhclient", "etc/dhcp/dhclient.conf", "supersede domain-name-servers 127.0.0.1;"),
+    ("plain", "resolv.conf", "etc/resolv.conf", "nameserver 127.0.0.1"),
+])
+def test_resolver_setup_detects_prints_applies_and_undoes(tmp_path, capsys, kind, manager, path, needle):
+    root = make_root(tmp_path, kind)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and not p.is_symlink()}
+    assert main(["resolver-setup", "--root", root]) == 0
+    out = capsys.readouterr().out
+    assert manager in out and needle in out and "nothing written" in out
+    assert {p: p.read_bytes() for p in before} == before            # printing writes nothing
+    assert main(["resolver-setup", "--root", root, "--apply"]) == 0
+    assert needle in (tmp_path / path).read_text()
+    assert main(["resolver-setup", "--root", root, "--apply"]) == 0   # idempotent
+    assert (tmp_path / path).read_text().count(needle) == 1
+    assert main(["resolver-setup", "--root", root, "--undo"]) == 0
+    assert needle not in ((tmp_path / path).read_text() if (tmp_path / path).exists() else "")
+    assert {p: p.read_bytes() for p in before if p.exists()} == before
+
+
+def test_check_refuses_a_remote_nameserver_and_accepts_the_local_one(tmp_path, capsys):
+    root = make_root(tmp_path, "plain")
+    assert main(["resolver-setup", "--root", root, "--check"]) == 1
+    assert "192.0.2.1, not the local resolver" in capsys.readouterr().err
+    main(["resolver-setup", "--root", root, "--apply"])
+    assert main(["resolver-setup", "--root", root, "--check"]) == 0    # control
+
+
+def test_check_resolved_stub_counts_only_when_it_forwards_to_unbound(tmp_path):
+    root = make_root(tmp_path, "resolved")
+    ok, why = rs.points_at_local(root)
+    assert not ok and "127.0.0.53" in why
+    rs.apply(rs.detect(root), root)
+    assert rs.points_at_local(root)[0]
+
+
+# -- the include, regenerated on every start ------------------------------------------------------
+def test_unbound_conf_write_regenerates_only_a_stale_include(tmp_path, capsys):
+    conf = tmp_path / "n.toml"
+    conf.write_text('[upstream]\nmode = "forward"\nservers = ["192.0.2.53"]\n')
+    inc = tmp_path / "nettrust.conf"
+    assert main(["unbound-conf", "-c", str(conf), "--script", "/s.py", "--write", str(inc)]) == 0
+    assert "regenerated" in capsys.readouterr().out and "192.0.2.53" in inc.read_text()
+    mtime = inc.stat().st_mtime_ns
+    assert main(["unbound-conf", "-c", str(conf), "--script", "/s.py", "--write", str(inc)]) == 0
+    assert "up to date" in capsys.readouterr().out and inc.stat().st_mtime_ns == mtime
+    conf.write_text('[upstream]\nmode = "forward"\nservers = ["198.51.100.53"]\n')   # the edit
+    assert main(["unbound-conf", "-c", str(conf), "--script", "/s.py", "--write", str(inc)]) == 0
+    assert "198.51.100.53" in inc.read_text() and "192.0.2.53" not in inc.read_text()
+
+
+# -- AppArmor: NetTrust's lines parse inside Debian's Unbound profile ------------------------------
+def _apparmor_parse(tmp_path, snippet: str):
+    import shutil
+    from conftest import require
+    problems = [f"{what} missing (apt-get install {pkg})" for what, pkg, ok in (
+        ("apparmor_parser", "apparmor", shutil.which("apparmor_parser")),
+        ("/etc/apparmor.d/usr.sbin.unbound", "unbound", os.path.exists("/etc/apparmor.d/usr.sbin.unbound")))
+        if not ok]
+    require(problems, "AppArmor parser")
+    (tmp_path / "local").mkdir(exist_ok=True)
+    (tmp_path / "local/usr.sbin.unbound").write_text(snippet)
+    # -Q: parse only, load nothing into the kernel; -I: our local/ before the system's.
+    return subprocess.run(["apparmor_parser", "-Q", "-K", "-I", str(tmp_path), "-I", "/etc/apparmor.d",
+                           "/etc/apparmor.d/usr.sbin.unbound"], capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_apparmor_local_rules_parse_in_debians_unbound_profile(tmp_path):
+    rules = (REPO / "conf/apparmor/usr.sbin.unbound.nettrust").read_text()
+    assert "@PREFIX@/** mr," in rules and "capability net_admin," in rules
+    assert "network netlink raw," in rules and "/run/unbound/** rw," in rules
+    done = _apparmor_parse(tmp_path, rules.replace("@PREFIX@", "/opt/nettrust"))
+    assert done.returncode == 0, done.stderr
+    broken = _apparmor_parse(tmp_path, rules.replace("@PREFIX@", "/opt/nettrust") + "  bogus rule\n")
+    assert broken.returncode != 0 and "local/usr.sbin.unbound" in broken.stderr      # control
+
+
+# -- which Unbound runs the module (a fake /proc tree: the real one is tested in
+#    tests/integration/test_admin_verbs.py) ------------------------------------------------------
+def fake_proc(tmp_path, procs):
+    """procs: pid -> (comm, netns, socket inodes, cgroup line)."""
+    proc = tmp_path / "proc"
+    (proc / "self/net").mkdir(parents=True)
+    (proc / "self/net/netlink").write_text(
+        "sk Eth Pid Groups Rmem Wmem Dump Locks Drops Inode\n"
+        "0 12 100 00000000 0 0 0 2 0 901\n"          # NETLINK_NETFILTER
+        "0 0 101 00000000 0 0 0 2 0 902\n")          # NETLINK_ROUTE
+    (proc / "self/ns").mkdir()
+    os.symlink("net:[4026531840]", proc / "self/ns/net")
+    for pid, (comm, ns, inodes, cgroup) in procs.items():
+        d = proc / str(pid)
+        (d / "ns").mkdir(parents=True)
+        (d / "fd").mkdir()
+        (d / "comm").write_text(comm + "\n")
+        (d / "cgroup").write_text(cgroup + "\n")
+        os.symlink(f"net:[{ns}]", d / "ns/net")
+        for k, inode in enumerate(inodes):
+            os.symlink(f"socket:[{inode}]", d / "fd" / str(k + 3))
+    return str(proc)
+
+
+def test_module_resolvers_are_unbounds_here_holding_a_netfilter_socket(tmp_path):
+    from nettrust_core.resolver_procs import module_resolvers
+    proc = fake_proc(tmp_path, {
+        10: ("unbound", 4026531840, [902, 901], "0::/system.slice/unbound.service"),   # the one
+        11: ("unbound", 4026531840, [902], "0::/system.slice/unbound@1.service"),      # plain
+        12: ("unbound", 4026532000, [901], "0::/"),                                    # other netns
+        13: ("python3", 4026531840, [901], "0::/user.slice"),                          # not Unbound
+    })
+    found = module_resolvers(proc, systemd=True)
+    assert [(r.pid, r.unit, r.stop_command()) for r in found] == \
+        [(10, "unbound.service", "systemctl stop unbound.service")]
+    assert [r.stop_command() for r in module_resolvers(proc, systemd=False)] == ["kill 10"]
