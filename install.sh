@@ -68,6 +68,7 @@ if [ "$UNINSTALL" = yes ]; then
             systemctl disable -q --now "$unit" || true
         done
         systemctl disable -q --now nettrust-agent 2>/dev/null || true
+        systemctl disable -q --now nettrust-web 2>/dev/null || true
         systemctl stop unbound 2>/dev/null || true
     elif pgrep -x unbound >/dev/null; then
         echo "stopping Unbound (pids $(pgrep -x unbound | tr '\n' ' '))"
@@ -79,7 +80,8 @@ if [ "$UNINSTALL" = yes ]; then
         "$VENV/bin/nettrust" resolver-setup --undo || true
     fi
     step "removing the drop-in, units, include and links"
-    rm -f "$DROPIN" /etc/systemd/system/nettrust-agent.service /etc/systemd/system/unbound@.service \
+    rm -f "$DROPIN" /etc/systemd/system/nettrust-agent.service /etc/systemd/system/nettrust-web.service \
+          /etc/systemd/system/unbound@.service \
           "$INCLUDE" $(instance_confs) /usr/local/bin/nettrust "$START_SCRIPT"
     rmdir /etc/systemd/system/unbound.service.d 2>/dev/null || true
     if [ -f "$RC.nettrust-orig" ]; then
@@ -263,6 +265,8 @@ if have_systemd; then
     install -m 0644 "$SRC/conf/systemd/unbound.service.d-nettrust.conf" "$DROPIN"
     # The statistics agent: installed always, enabled only while [stats] enabled = true.
     install -m 0644 "$SRC/conf/systemd/nettrust-agent.service" /etc/systemd/system/nettrust-agent.service
+    # The dashboard: installed always, enabled by the admin once [web] is configured (README).
+    install -m 0644 "$SRC/conf/systemd/nettrust-web.service" /etc/systemd/system/nettrust-web.service
     install -m 0644 "$SRC/conf/systemd/unbound@.service" /etc/systemd/system/unbound@.service
     systemctl daemon-reload
     if [ "$STATS" = yes ]; then
