@@ -59,6 +59,15 @@ class NetTrustHost:
                              f"{instances} (it says {self.config.firewall.instances})")
         self.process = None         # instance 0
         self.processes: list = []   # one per instance
+        #: Unbound's local control socket, as Debian's package configures one (the module flushes
+        #: names from Unbound's cache through it: nettrust_core.cache_invalidation).  One process
+        #: only: several instances would share the path.
+        self.control_socket: str | None = None
+        if self.instances == 1:
+            run_dir = Path(lab.work_dir) / "run"
+            run_dir.mkdir(exist_ok=True)
+            run_dir.chmod(0o1777)   # Unbound binds it as unbound, or as root holding two caps
+            self.control_socket = str(run_dir / f"{name}.ctl")
 
     @property
     def script(self) -> Path:
@@ -76,7 +85,11 @@ class NetTrustHost:
         return zones
 
     def unbound_conf(self) -> str:
-        return LISTEN.format(threads=self.threads) + self.zone_conf() + render(self.config, script=str(self.script))
+        conf = LISTEN.format(threads=self.threads) + self.zone_conf() + render(self.config, script=str(self.script))
+        if self.control_socket is not None:
+            conf += ("remote-control:\n    control-enable: yes\n"
+                     f"    control-interface: {self.control_socket}\n    control-use-cert: no\n")
+        return conf
 
     def env(self, instance: int = 0) -> dict[str, str]:
         env = {"NETTRUST_CONFIG": str(self.config_path), "PYTHONPATH": DIST_PACKAGES}

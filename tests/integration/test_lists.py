@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
 import re
 import time
 from pathlib import Path
@@ -42,24 +41,6 @@ FILES = {
                 "300\n  IN NS localhost.\nrpzdeny.fw.test CNAME .\n"),
     "doh.txt": "# the admin's DoH-provider list\ndohprov.fw.test\n",
 }
-
-
-class ControlledHost(NetTrustHost):
-    """NetTrust with Unbound's local control socket: a reload removes newly denied names from
-    Unbound's cache through it (as the include from `nettrust unbound-conf` recommends)."""
-
-    def __init__(self, lab, config_text, *, name="nettrust", **kw):
-        super().__init__(lab, config_text, name=name, **kw)
-        run_dir = Path(lab.work_dir) / "run"
-        run_dir.mkdir(exist_ok=True)
-        run_dir.chmod(0o1777)
-        unbound = pwd.getpwnam("unbound")
-        os.chown(run_dir, unbound.pw_uid, unbound.pw_gid)
-        self.control_socket = str(run_dir / f"{name}.ctl")
-
-    def unbound_conf(self) -> str:
-        return (super().unbound_conf() + "remote-control:\n    control-enable: yes\n"
-                f"    control-interface: {self.control_socket}\n    control-use-cert: no\n")
 
 
 def lists_config(d: Path) -> str:
@@ -116,7 +97,7 @@ def listdir(lab):
 
 @pytest.fixture(scope="module")
 def nt(lab, listdir):
-    host = ControlledHost(lab, lists_config(listdir) + stats_section(lab), name="lists")
+    host = NetTrustHost(lab, lists_config(listdir) + stats_section(lab), name="lists")
     host.start_agent()
     host.start()
     yield host

@@ -8,8 +8,6 @@ nftables, dig and sockets.  Each test asserts what the attacker would see and ha
 from __future__ import annotations
 
 import contextlib
-import os
-import pwd
 import re
 import time
 from pathlib import Path
@@ -61,23 +59,15 @@ level = "debug"
 
 
 class Host(NetTrustHost):
-    """NetTrust as the tests run it, plus a local control socket and optional extra
-    Unbound lines (appended last, so they win over the include's settings)."""
+    """NetTrust as the tests run it (with Unbound's local control socket, see NetTrustHost),
+    plus optional extra Unbound lines (appended last, so they win over the include's settings)."""
 
     def __init__(self, lab, config_text, *, name="nettrust", extra_conf="", **kw):
         super().__init__(lab, config_text, name=name, **kw)
         self.extra_conf = extra_conf
-        run_dir = Path(lab.work_dir) / "run"
-        run_dir.mkdir(exist_ok=True)
-        run_dir.chmod(0o1777)      # also for Unbound started as root holding only two caps
-        unbound = pwd.getpwnam("unbound")
-        os.chown(run_dir, unbound.pw_uid, unbound.pw_gid)
-        self.control_socket = str(run_dir / f"{name}.ctl")
 
     def unbound_conf(self) -> str:
-        return (super().unbound_conf() + "remote-control:\n    control-enable: yes\n"
-                f"    control-interface: {self.control_socket}\n    control-use-cert: no\n"
-                + self.extra_conf)
+        return super().unbound_conf() + self.extra_conf
 
 
 @pytest.fixture(scope="module")
