@@ -206,9 +206,18 @@ def _format_bypass(st: dict) -> list[str]:
 
 
 def _absent(backend) -> str | None:
-    """One line saying the ruleset is absent (and what that means), or None when present."""
+    """One line saying the ruleset is absent (and what that means), or None when present.
+
+    With several backends (firewall.backends), absent means absent from every one of them; one
+    member missing is said on stderr and the verb goes on with the others.
+    """
     st = backend.status(count_elements=False)
     if st.present:
+        return None
+    members = st.members or (st,)
+    if any(m.present for m in members):
+        missing = ", ".join(m.backend for m in members if not m.present)
+        print(f"nettrust: warning: no ruleset in backend(s) {missing}", file=sys.stderr)
         return None
     return (f"no NetTrust ruleset (table {st.family} {st.table}): egress is not filtered by "
             "NetTrust; it is created when Unbound starts with the module")

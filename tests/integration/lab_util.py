@@ -3,8 +3,30 @@
 from __future__ import annotations
 
 import contextlib
+import re
+from typing import NamedTuple
 
 from testbed.lab import Lab
+
+
+class Dig(NamedTuple):
+    """One query's outcome: the rcode (``"TIMEOUT"`` when nothing came back) and the data of the
+    answer section's records, in order (addresses, CNAME targets with their trailing dot)."""
+
+    status: str
+    answers: list[str]
+
+
+def dig(lab, name: str, rtype: str = "A", *options: str, timeout: int = 3) -> Dig:
+    """Ask the resolver on 127.0.0.1 (the product under test) from the lab's host namespace."""
+    out = lab.run("host", ["dig", "@127.0.0.1", "+tries=1", f"+time={timeout}", *options,
+                           name, rtype], check=False).stdout
+    status = re.search(r"status: (\w+)", out)
+    answers = []
+    if "ANSWER SECTION:" in out:
+        block = out.split("ANSWER SECTION:\n", 1)[1].split("\n\n")[0]
+        answers = [ln.split()[-1] for ln in block.splitlines() if ln and not ln.startswith(";")]
+    return Dig(status.group(1) if status else "TIMEOUT", answers)
 
 
 def direct(lab, address: str, port: int = 80, timeout: float = 0.9):

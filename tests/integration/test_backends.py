@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from pathlib import Path
 
 import pytest
-from lab_util import direct, resolving_lab
+from lab_util import dig, direct, resolving_lab
 
 from testbed.product import NetTrustHost, stats_section
 
@@ -59,13 +58,6 @@ def journal_file(lab, name: str) -> Path:
 def journal(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
-
-def dig(lab, name: str, rtype: str) -> tuple[str, list[str]]:
-    out = lab.run("host", ["dig", "@127.0.0.1", "+tries=1", "+time=3", name, rtype]).stdout
-    status = re.search(r"status: (\w+)", out).group(1)
-    answers = [ln.split()[-1] for ln in out.split("ANSWER SECTION:\n", 1)[-1].split("\n\n")[0].splitlines()
-               if "ANSWER SECTION" in out and ln and not ln.startswith(";")]
-    return status, answers
 
 
 def scrape(lab) -> dict[str, float]:

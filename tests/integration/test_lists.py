@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from pathlib import Path
 
 import pytest
 
-from lab_util import direct, resolving_lab
+from lab_util import dig, direct, resolving_lab
 
 from testbed.product import NetTrustHost, stats_section
 
@@ -104,13 +103,6 @@ def nt(lab, listdir):
     lab.stop_unbound()
     host.stop_agent()
 
-
-def dig(lab, name, rtype="A"):
-    out = lab.run("host", ["dig", "@127.0.0.1", "+tries=1", "+time=3", name, rtype]).stdout
-    status = re.search(r"status: (\w+)", out).group(1)
-    short = lab.run("host", ["dig", "@127.0.0.1", "+tries=1", "+time=3", "+short", name,
-                             rtype]).stdout.split()
-    return status, short
 
 
 def wait_for(check, what, timeout=10.0):

@@ -14,7 +14,7 @@ import subprocess
 import time
 
 import pytest
-from lab_util import resolving_lab
+from lab_util import dig, resolving_lab
 
 from testbed.product import NetTrustHost
 
@@ -78,8 +78,6 @@ def in_set(ns: str, address: str) -> bool:
     return address in proc.stdout
 
 
-def dig(lab, name, rtype="A"):
-    return lab.run("host", ["dig", "@127.0.0.1", "+short", "+tries=1", "+time=3", name, rtype]).stdout.split()
 
 
 @pytest.fixture(scope="module")
@@ -124,8 +122,8 @@ def test_every_namespace_has_the_ruleset_and_nothing_unanswered_passes(nt, lab):
 def test_one_answer_opens_the_address_in_every_namespace(nt, lab):
     c1, c2, _c3 = lab.clients
     assert reach(c1, "198.51.100.61") == "ConnectionRefusedError"          # control: not yet
-    assert dig(lab, "every.fw.test") == ["198.51.100.61"]
-    assert dig(lab, "every.fw.test", "AAAA") == ["2001:db8:100::61"]
+    assert dig(lab, "every.fw.test").answers == ["198.51.100.61"]
+    assert dig(lab, "every.fw.test", "AAAA").answers == ["2001:db8:100::61"]
     for ns in (c1, c2):
         assert reach(ns, "198.51.100.61") is True, ns
         assert reach(ns, "2001:db8:100::61") is True, ns
@@ -134,17 +132,17 @@ def test_one_answer_opens_the_address_in_every_namespace(nt, lab):
 
 def test_per_namespace_policy_refuses_a_name_another_namespace_may_reach(nt, lab):
     c1, _c2, c3 = lab.clients
-    assert dig(lab, "every.fw.test") == ["198.51.100.61"]
+    assert dig(lab, "every.fw.test").answers == ["198.51.100.61"]
     assert reach(c1, "198.51.100.61") is True
     assert reach(c3, "198.51.100.61") == "ConnectionRefusedError"    # c3 may reach only3 names
     assert not in_set(c3, "198.51.100.61")
-    assert dig(lab, "www.only3.fw.test") == ["198.51.100.64"]
+    assert dig(lab, "www.only3.fw.test").answers == ["198.51.100.64"]
     assert reach(c3, "198.51.100.64") is True                         # its own names: open
     assert reach(c1, "198.51.100.64") is True
 
 
 def test_a_namespace_created_after_start_gets_ruleset_and_live_grants_within_a_second(nt, lab):
-    assert dig(lab, "late.fw.test") == ["198.51.100.62"]
+    assert dig(lab, "late.fw.test").answers == ["198.51.100.62"]
     ns = add_client_ns(lab, 4)
     try:
         start = time.monotonic()
@@ -153,15 +151,11 @@ def test_a_namespace_created_after_start_gets_ruleset_and_live_grants_within_a_s
             time.sleep(0.05)
         assert reach(ns, "198.51.100.62") is True                 # replayed grant
         assert reach(ns, "198.51.100.63") == "ConnectionRefusedError"
-        assert dig(lab, "after.fw.test") == ["198.51.100.63"]
+        assert dig(lab, "after.fw.test").answers == ["198.51.100.63"]
         assert reach(ns, "198.51.100.63") is True                 # and it receives new ones
     finally:
         del_ns(ns)
 
-
-def dig_status(lab, name):
-    out = lab.run("host", ["dig", "@127.0.0.1", "+tries=1", "+time=3", name]).stdout
-    return out.split("status: ", 1)[1].split(",", 1)[0]
 
 
 def test_a_namespace_refusing_a_write_fails_the_answer_closed_everywhere(nt, lab):
@@ -172,13 +166,13 @@ def test_a_namespace_refusing_a_write_fails_the_answer_closed_everywhere(nt, lab
     subprocess.run([*nft_c3, "delete table inet nettrust; add table inet nettrust; add set inet "
                     "nettrust allow4 { type ipv6_addr; flags timeout; }"], check=True)
     try:
-        assert dig_status(lab, "full.only3.fw.test") == "SERVFAIL"
+        assert dig(lab, "full.only3.fw.test").status == "SERVFAIL"
         assert not in_set(c1, "198.51.100.65")         # rolled back where it was written
         assert reach(c1, "198.51.100.65") == "ConnectionRefusedError"
     finally:
         subprocess.run([*nft_c3, "delete table inet nettrust"], check=True)
     # Control: the table is now missing, which the next write repairs; the answer goes through.
-    assert dig_status(lab, "full.only3.fw.test") == "NOERROR"
+    assert dig(lab, "full.only3.fw.test").status == "NOERROR"
     assert has_ruleset(c3)
     assert reach(c1, "198.51.100.65") is True and reach(c3, "198.51.100.65") is True
 
@@ -189,13 +183,13 @@ def test_a_deleted_namespace_does_not_break_answers_for_the_others(nt, lab):
     lab.clients = [c1, c3]
     for i in range(5):
         name = f"h{2400 + i}.fw.test"
-        got = dig(lab, name)
+        got = dig(lab, name).answers
         assert got and got[0][0].isdigit(), (name, got)
         assert reach(c1, got[0]) is True
     deadline = time.monotonic() + 2
     while f"network namespace {c2} is gone" not in nt.log():     # the scan has dropped it
         assert time.monotonic() < deadline, nt.log()[-2000:]
         time.sleep(0.05)
-    got = dig(lab, "h2410.fw.test")
+    got = dig(lab, "h2410.fw.test").answers
     assert got and reach(c1, got[0]) is True and reach(c3, got[0]) == "ConnectionRefusedError"
     assert "cannot" not in nt.log().split(f"{c2} is gone", 1)[1]

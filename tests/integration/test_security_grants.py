@@ -21,7 +21,7 @@ import time
 
 import pytest
 
-from lab_util import direct, resolving_lab
+from lab_util import dig, direct, resolving_lab
 from testbed.product import NetTrustHost
 
 pytestmark = pytest.mark.integration
@@ -84,13 +84,6 @@ def nt(lab):
     yield host
     lab.stop_unbound()
 
-
-def dig(lab, name, rtype="A"):
-    out = lab.run("host", ["dig", "@127.0.0.1", "+tries=1", "+time=5", name, rtype]).stdout
-    status = re.search(r"status: (\w+)", out).group(1)
-    answers = [ln.split()[-1] for ln in out.split("ANSWER SECTION:\n", 1)[-1].split("\n\n")[0].splitlines()
-               if "ANSWER SECTION" in out and ln and not ln.startswith(";")]
-    return status, answers
 
 
 def wait_for(predicate, timeout: float, step: float = 0.1):
