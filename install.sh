@@ -122,10 +122,12 @@ UPGRADE=no
 [ -e "$INCLUDE" ] && [ -x "$VENV/bin/nettrust" ] && UPGRADE=yes
 
 step "Debian packages"
-# The same set the container image installs (docker/Containerfile): no other package index.
+# The set the container image installs (docker/Containerfile), plus the dashboard's server
+# (`nettrust web`): no other package index.
 PACKAGES="unbound python3-unbound python3-nftables nftables dns-root-data ca-certificates
           python3-venv python3-setuptools python3-wheel util-linux
-          python3-dnspython python3-prometheus-client python3-rich sqlite-utils publicsuffix"
+          python3-dnspython python3-prometheus-client python3-rich sqlite-utils publicsuffix
+          python3-starlette python3-uvicorn"
 missing=$(for p in $PACKAGES; do dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed' || echo "$p"; done)
 if [ -n "$missing" ]; then
     export DEBIAN_FRONTEND=noninteractive
