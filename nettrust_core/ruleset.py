@@ -31,6 +31,13 @@ def ruleset_spec(config) -> RulesetSpec:
                           "servers); name the user Unbound runs as",
                           file=config.path, key="firewall.resolver_user",
                           line=config.line_of("firewall.resolver_user"))
+    gw = config.gateway
+    for name, value in (("per_client", gw.per_client), ("open_networks", gw.open_networks)):
+        if value and "forward" not in fw.hooks:
+            raise ConfigError(f'gateway.{name} acts on forwarded traffic: add "forward" to '
+                              "firewall.hooks (and the LAN side: firewall.lan_interfaces or "
+                              "lan_networks)", file=config.path, key=f"gateway.{name}",
+                              line=config.line_of(f"gateway.{name}"))
     uid = None
     if fw.resolver_user:
         try:
@@ -47,7 +54,8 @@ def ruleset_spec(config) -> RulesetSpec:
                        lan_networks=fw.lan_networks,
                        ct_mark=CT_MARK if lc.liveness else None,
                        log_group=lc.log_group if lc.unauthorized else None, log_rate=lc.log_rate,
-                       set_size=config.grants.max_per_set, instances=config.firewall.instances)
+                       set_size=config.grants.max_per_set, instances=config.firewall.instances,
+                       per_client=gw.per_client, open_networks=gw.open_networks)
 
 
 def instance_from_env(config, environ=os.environ) -> int:

@@ -131,8 +131,16 @@ class Service:
     def blocked_response(self, qname: str, qtype: int) -> BlockedResponse:
         return blocked_response(self.blocked_kind, qname, qtype)
 
-    def authorize(self, answer: Answer) -> Decision:
-        return self.authorizer.authorize(answer)
+    def authorize(self, answer: Answer, clients=None) -> Decision:
+        return self.authorizer.authorize(answer, clients)
+
+    @property
+    def per_client(self) -> bool:
+        """Gateway mode: grants per client, cache hits included (the adapter's callback)."""
+        return self.authorizer.per_client
+
+    def cache_hit_granted(self, client: str, addresses) -> bool:
+        return self.authorizer.cache_hit_granted(client, addresses)
 
 
 class _Invalidator:

@@ -228,6 +228,19 @@ class FirewallConfig:
 
 
 @dataclass(frozen=True)
+class GatewayConfig:
+    """A gateway filtering the forward hook for the clients behind it (``firewall.hooks``
+    includes ``"forward"``)."""
+
+    per_client: bool = key(Boolean(), False,
+                           "forward grants are per client: an answer opens its addresses only "
+                           "for the clients that received it (cache hits included)")
+    open_networks: tuple[IPNetwork, ...] = key(
+        Each(network, "networks (CIDR or address)"), [],
+        "forward hook: sources that may connect anywhere without a grant (still our DNS only)")
+
+
+@dataclass(frozen=True)
 class LifecycleConfig:
     """Grant liveness (conntrack), unauthorized-attempt detection and periodic counters."""
 
@@ -339,6 +352,7 @@ class Config:
     reachable: ReachableConfig = section(ReachableConfig)
     grants: GrantsConfig = section(GrantsConfig)
     firewall: FirewallConfig = section(FirewallConfig)
+    gateway: GatewayConfig = section(GatewayConfig)
     lifecycle: LifecycleConfig = section(LifecycleConfig)
     log: LogConfig = section(LogConfig)
     stats: StatsConfig = section(StatsConfig)

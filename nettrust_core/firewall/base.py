@@ -35,6 +35,9 @@ class Grant:
     address: IPAddress
     timeout: float
     comment: str = ""
+    #: Gateway mode (``gateway.per_client``): the client this grant is for, same IP version as
+    #: ``address``; it goes to the ``client . destination`` sets.  None: a grant for everyone.
+    client: IPAddress | None = None
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,11 @@ class RulesetSpec:
     #: Resolver processes sharing the port (firewall.instances): each writes only its own pair
     #: of grant sets and the chains accept an address found in any of them.
     instances: int = 1
+    #: Gateway mode: the forward chain accepts ``ip saddr . ip daddr @clients4`` (and the v6
+    #: twin) instead of the destination-only grant sets: a grant is for the client that asked.
+    per_client: bool = False
+    #: Forward only: sources whose forwarded connections go anywhere (no grant needed).
+    open_networks: tuple[IPNetwork, ...] = ()
 
 
 #: Hands over one part of a listing as the kernel delivers it (may raise to abandon the listing).

@@ -37,7 +37,8 @@ from ..netlink import nftables as nl, nftables_state as nft_state, wire
 from .base import Grant, GrantedElement, IPAddress, OnBatch, RulesetSpec, Status
 from .diagnostics import BaseChain
 from .nftables_rules import (CGROUP_ROOT, COUNTER, FAMILY, HOOKS, STATIC_SETS, ChainState,
-                             all_grant_sets, grant_sets, ruleset_commands,
+                             all_client_sets, all_grant_sets, client_sets, grant_sets,
+                             ruleset_commands,
                              static_set_declarations, validate_spec)
 
 log = logging.getLogger("nettrust.firewall")
@@ -115,6 +116,7 @@ class NftablesBackend:
                               f"(firewall.instances = {self.spec.instances})")
         self.instance = instance
         self.grant_sets = grant_sets(instance)
+        self.client_sets = client_sets(instance)
         self.repairs = 0
         self.errors = 0
         self._timeout = timeout
@@ -182,10 +184,15 @@ class NftablesBackend:
         v6: list[bytes] = []
         a4: list = []
         a6: list = []
+        c4: list[bytes] = []
+        c6: list[bytes] = []
+        ca4: list = []
+        ca6: list = []
         last_comment, udata = None, b""
         element = nl.element
         for g in grants:
             addr = g.address
+            client = g.client
             try:
                 ms = math.ceil(g.timeout * 1000)
             except (TypeError, ValueError, OverflowError):
@@ -195,6 +202,18 @@ class NftablesBackend:
                                   address=str(addr))
             if g.comment != last_comment:
                 last_comment, udata = g.comment, nl.comment_udata(g.comment)
+            if client is not None:
+                if not self.spec.per_client or client.version != addr.version:
+                    raise self._error("a per-client grant needs gateway.per_client and a client "
+                                      "of the destination's IP version", address=str(addr))
+                key = client.packed + addr.packed
+                if addr.version == 4:
+                    c4.append(element(key, ms, udata))
+                    ca4.append(addr)
+                else:
+                    c6.append(element(key, ms, udata))
+                    ca6.append(addr)
+                continue
             if addr.version == 4:
                 v4.append(element(addr.packed, ms, udata))
                 a4.append(addr)
@@ -206,6 +225,10 @@ class NftablesBackend:
             groups.append((self.grant_sets[4], v4, a4))
         if v6:
             groups.append((self.grant_sets[6], v6, a6))
+        if c4:
+            groups.append((self.client_sets[4], c4, ca4))
+        if c6:
+            groups.append((self.client_sets[6], c6, ca6))
         return groups
 
     # -- reads --------------------------------------------------------------------------------
@@ -294,7 +317,8 @@ class NftablesBackend:
             exprs = nft_state.expression_names(self._socket("_ctl"), spec.table, next(iter(chains)))
             action = "reject" if "reject" in exprs else "drop"
         sets = ({name: self._set_size(name)
-                 for name in (*(n for _k, _v, n in all_grant_sets(spec)), *STATIC_SETS.values())}
+                 for name in (*(n for _k, _v, n in all_grant_sets(spec)),
+                              *(n for _k, _v, n in all_client_sets(spec)), *STATIC_SETS.values())}
                 if count_elements else {})
         counter = nft_state.counter(self._socket("_ctl"), spec.table, COUNTER)
         return Status(NAME, True, dormant=bool(flags & nl.NFT_TABLE_F_DORMANT),
@@ -387,8 +411,10 @@ class NftablesBackend:
         that stops must not revoke what the others granted).  Nothing to do when the ruleset
         is absent.
         """
-        names = (self.grant_sets.values() if own_only
-                 else [n for _k, _v, n in all_grant_sets(self.spec)])
+        names = ([*self.grant_sets.values(),
+                  *(self.client_sets.values() if self.spec.per_client else ())] if own_only
+                 else [n for _k, _v, n in (*all_grant_sets(self.spec),
+                                           *all_client_sets(self.spec))])
         reqs = [(nl.nft_type(nl.NFT_MSG_DELSETELEM), 0, wire.NFPROTO_INET,
                  nl.setelem_head(self.spec.table, name)) for name in names]
         fails = self._socket("_ctl").transact(reqs)

@@ -70,6 +70,8 @@ from .base import MAX_INSTANCES, RulesetSpec
 
 FAMILY = "inet"
 GRANT_SETS = {4: "allow4", 6: "allow6"}
+#: Gateway mode (``spec.per_client``): ``client . destination`` grant sets, per instance.
+CLIENT_SETS = {4: "clients4", 6: "clients6"}
 STATIC_SETS = {4: "static4", 6: "static6"}
 COUNTER = "rejected"
 LOG_PREFIX = "nettrust"
@@ -105,6 +107,20 @@ def all_grant_sets(spec: RulesetSpec) -> list[tuple[int, int, str]]:
 
 
 
+def client_sets(instance: int) -> dict[int, str]:
+    """The ``client . destination`` sets one resolver process writes (gateway mode), by version."""
+    if instance == 0:
+        return dict(CLIENT_SETS)
+    return {v: f"{name}_{instance}" for v, name in CLIENT_SETS.items()}
+
+
+def all_client_sets(spec: RulesetSpec) -> list[tuple[int, int, str]]:
+    """``(instance, version, set name)`` of every per-client set (none unless ``per_client``)."""
+    if not spec.per_client:
+        return []
+    return [(k, v, name) for k in range(spec.instances) for v, name in client_sets(k).items()]
+
+
 class ChainState(NamedTuple):
     """A chain of our table as the kernel reports it (``hook`` is None for a regular chain)."""
 
@@ -138,6 +154,8 @@ def validate_spec(spec: RulesetSpec) -> None:
     if spec.resolver_cgroup is not None and (spec.resolver_uid is None
                                              or not _CGROUP.match(spec.resolver_cgroup)):
         problems.append(f"resolver_cgroup {spec.resolver_cgroup!r} (a cgroup path, with a resolver_uid)")
+    if (spec.per_client or spec.open_networks) and "forward" not in spec.hooks:
+        problems.append("per_client / open_networks without the forward hook")
     if problems:
         raise FirewallError("invalid ruleset: " + "; ".join(problems), table=spec.table, family=FAMILY)
 
@@ -235,6 +253,17 @@ def _lan_side_rules(spec: RulesetSpec) -> list[list[dict]]:
     return rules
 
 
+def _open_network_rules(spec: RulesetSpec) -> list[list[dict]]:
+    """Forward only (``gateway.open_networks``): these sources go anywhere without a grant --
+    after the LAN-side check and the DNS/DoT refusal, so they still use our resolver."""
+    rules = []
+    for proto, version in (("ip", 4), ("ip6", 6)):
+        nets = _nets(n for n in spec.open_networks if n.version == version)
+        if nets:
+            rules.append(_accept(_match(_field(proto, "saddr"), {"set": nets})))
+    return rules
+
+
 def _dhcp_rules(spec: RulesetSpec) -> list[list[dict]]:
     """A DHCP client's requests only: 68->67 to broadcast or a configured server, 546->547 to
     ff02::1:2, link-local or a configured server (output only; replies are established)."""
@@ -284,10 +313,18 @@ def chain_rules(spec: RulesetSpec, hook: str) -> list[list[dict]]:
     if out:
         rules += _resolver_rules(spec)
     rules.append(_refuse(spec, _TCP_UDP, _DNS))        # DNS and DoT: the resolver's, nobody else's
-    for sets in (STATIC_SETS, *(grant_sets(k) for k in range(spec.instances))):
+    if not out:
+        rules += _open_network_rules(spec)
+    per_client = spec.per_client and not out
+    for sets in (STATIC_SETS, *((client_sets if per_client else grant_sets)(k)
+                                for k in range(spec.instances))):
         mark = [] if sets is STATIC_SETS or spec.ct_mark is None else [_mark_connection(spec.ct_mark)]
-        rules.append(_accept(_match(_field("ip", "daddr"), "@" + sets[4]), *mark))
-        rules.append(_accept(_match(_field("ip6", "daddr"), "@" + sets[6]), *mark))
+        for proto, v in (("ip", 4), ("ip6", 6)):
+            if per_client and sets is not STATIC_SETS:
+                key = {"concat": [_field(proto, "saddr"), _field(proto, "daddr")]}
+            else:
+                key = _field(proto, "daddr")
+            rules.append(_accept(_match(key, "@" + sets[v]), *mark))
     if spec.log_group is not None:          # no verdict: the refusal below still applies
         rules.append([{"limit": {"rate": spec.log_rate, "per": "second", "burst": spec.log_rate}},
                       {"log": {"group": spec.log_group, "prefix": LOG_PREFIX}}])
@@ -345,6 +382,10 @@ def ruleset_commands(spec: RulesetSpec, chains: dict[str, ChainState]) -> list[d
         size = {} if spec.set_size is None else {"size": spec.set_size}   # updates a live set too
         cmds.append({"add": {"set": {**t, "name": name, "type": f"ipv{v}_addr", "flags": ["timeout"],
                                      **size}}})
+    for _instance, v, name in all_client_sets(spec):
+        size = {} if spec.set_size is None else {"size": spec.set_size}
+        cmds.append({"add": {"set": {**t, "name": name, "type": [f"ipv{v}_addr", f"ipv{v}_addr"],
+                                     "flags": ["timeout"], **size}}})
     for v, name in STATIC_SETS.items():
         cmds.append({"add": {"set": {**t, "name": name, "type": f"ipv{v}_addr", "flags": ["interval"]}}})
         cmds.append({"flush": {"set": {**t, "name": name}}})

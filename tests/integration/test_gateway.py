@@ -1,0 +1,312 @@
+"""Gateway mode (issue 13): grants per client, networks that may go anywhere.
+
+Topology (every part a real namespace; the root namespace is never touched)::
+
+    client A  10.97.1.2 fd97:1::2 ─┐                      the lab's host ns = the gateway:
+    client B  10.97.2.2 fd97:2::2 ─┼─ lana/lanb/lanc ──   Unbound + the module + nftables
+    client C  10.97.3.2 (open)    ─┘                      (forward hook), forwarding on
+                                                            │ veth
+                                                          the lab's internet ns: NSD with
+                                                          signed zones, HTTP :80 and TCP echo :7
+                                                          on 198.18.0.0/15, 198.51.100.0/24, …
+
+What a client would notice is asserted: a connect through the gateway succeeds or is refused,
+a held connection keeps working, and the kernel's ``client . destination`` sets hold exactly
+the pairs an answer justified.  Unbound's own counters (``unbound-control stats_noreset``)
+show that a second client's answer really came from the cache.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+import secnet
+from conftest import require
+from netns_util import NetNS
+from secnet import tcp_probe
+
+pytestmark = pytest.mark.integration
+
+CLIENTS = {  # name: (gateway-side interface, client v4, gateway v4, client v6, gateway v6)
+    "a": ("lana", "10.97.1.2", "10.97.1.1", "fd97:1::2", "fd97:1::1"),
+    "b": ("lanb", "10.97.2.2", "10.97.2.1", "fd97:2::2", "fd97:2::1"),
+    "c": ("lanc", "10.97.3.2", "10.97.3.1", "fd97:3::2", "fd97:3::1"),
+}
+TABLE = "ntgw"
+CONFIG = f"""
+[firewall]
+table = "{TABLE}"
+hooks = ["output", "forward"]
+lan_interfaces = ["lana", "lanb", "lanc"]
+[gateway]
+per_client = true
+open_networks = ["10.97.3.0/24"]
+[grants]
+min_ttl = "1s"
+grace = "0s"
+[lifecycle]
+liveness = false
+unauthorized = false
+[log]
+level = "debug"
+"""
+
+
+def _veth(gw_ns: str, client: NetNS, gw_if: str, c4: str, g4: str, c6: str, g6: str) -> None:
+    client.sh("sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0")
+    client.sh("ip", "link", "add", "eth0", "type", "veth", "peer", "name", gw_if, "netns", gw_ns)
+    client.sh("ip", "addr", "add", f"{c4}/24", "dev", "eth0")
+    client.sh("ip", "addr", "add", f"{c6}/64", "dev", "eth0", "nodad")
+    client.sh("ip", "link", "set", "eth0", "up")
+    gw = ["ip", "netns", "exec", gw_ns, "ip"]
+    subprocess.run([*gw, "addr", "add", f"{g4}/24", "dev", gw_if], check=True)
+    subprocess.run([*gw, "addr", "add", f"{g6}/64", "dev", gw_if, "nodad"], check=True)
+    subprocess.run([*gw, "link", "set", gw_if, "up"], check=True)
+    client.sh("ip", "route", "add", "default", "via", g4)
+    client.sh("ip", "-6", "route", "add", "default", "via", g6)
+    deadline = time.monotonic() + 10
+    while "state UP" not in client.sh("ip", "link", "show", "eth0").stdout:
+        assert time.monotonic() < deadline, "no carrier on the client's veth"
+        time.sleep(0.02)
+
+
+SLOW_SERVER = "198.51.100.53"       # an AnyIP address of the lab's internet ns
+SLOW_ADDRESS = "198.51.100.77"
+
+
+def _unbound_conf(host, ctl: str) -> str:
+    conf = host.unbound_conf()
+    conf += (f'server:\n    domain-insecure: "slow.test"\n    local-zone: "slow.test." nodefault\n'
+             f'stub-zone:\n    name: "slow.test"\n    stub-addr: {SLOW_SERVER}\n')
+    listen = "".join(f"    interface: {c[2]}\n    interface: {c[4]}\n" for c in CLIENTS.values())
+    conf = conf.replace("    interface: ::1\n", "    interface: ::1\n" + listen
+                        + "    access-control: 10.97.0.0/16 allow\n"
+                        + "    access-control: fd97::/16 allow\n", 1)
+    return conf + (f"remote-control:\n    control-enable: yes\n"
+                   f"    control-interface: {ctl}\n    control-use-cert: no\n")
+
+
+class SlowServer:
+    """An authoritative server for ``slow.test`` in the internet ns that answers every query
+    after ``delay`` seconds: a query stays in flight long enough for a second client to join."""
+
+    def __init__(self, lab, delay: float = 0.3) -> None:
+        self.sock = lab.socket("net", socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((SLOW_SERVER, 53))
+        self.delay = delay
+        self.queries = 0
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        import dns.flags
+        import dns.message
+        import dns.rrset
+        while True:
+            try:
+                data, peer = self.sock.recvfrom(4096)
+            except OSError:
+                return
+            try:
+                q = dns.message.from_wire(data)
+            except Exception:                   # noqa: BLE001 - not DNS: ignore
+                continue
+            self.queries += 1
+            r = dns.message.make_response(q)
+            r.flags |= dns.flags.AA
+            name = q.question[0].name
+            if q.question[0].rdtype == 1:
+                r.answer.append(dns.rrset.from_text(name, 300, "IN", "A", SLOW_ADDRESS))
+            threading.Timer(self.delay, self._send, (r.to_wire(), peer)).start()
+
+    def _send(self, wire: bytes, peer) -> None:
+        try:
+            self.sock.sendto(wire, peer)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class Gateway:
+    def __init__(self, lab, host, clients: dict[str, NetNS], conf_path: str) -> None:
+        self.lab, self.host, self.clients, self.conf_path = lab, host, clients, conf_path
+
+    def stats(self) -> dict[str, float]:
+        out = self.lab.run("host", ["unbound-control", "-c", self.conf_path, "stats_noreset"]).stdout
+        return {k: float(v) for k, v in (ln.split("=", 1) for ln in out.split() if "=" in ln)}
+
+    def pairs(self, version: int = 4) -> set[tuple[str, str]]:
+        """The ``client . destination`` pairs in the kernel's per-client set."""
+        out = self.lab.run("host", ["nft", "list", "set", "inet", TABLE, f"clients{version}"]).stdout
+        flat = " ".join(out.split())
+        return set(re.findall(r"([0-9a-f:.]+) \. ([0-9a-f:.]+)", flat))
+
+    def resolve(self, who: str, qname: str, qtype: str = "A", *, cd: bool = False,
+                over: int = 4) -> list[str]:
+        server = CLIENTS[who][2] if over == 4 else CLIENTS[who][4]
+        return self.clients[who].run(resolve, server, qname, qtype, cd)
+
+    def connect(self, who: str, address: str, port: int = 80) -> str:
+        return self.clients[who].run(tcp_probe, address, port)
+
+
+def resolve(server: str, qname: str, qtype: str, cd: bool) -> list[str]:
+    """A recursive query (RD, optionally CD) from inside a client namespace: the addresses."""
+    import dns.flags
+    import dns.message
+    import dns.query
+    q = dns.message.make_query(qname, qtype)
+    if cd:
+        q.flags |= dns.flags.CD
+    r = dns.query.udp(q, server, timeout=10)
+    return [rr.address for rrset in r.answer for rr in rrset if hasattr(rr, "address")]
+
+
+@pytest.fixture(scope="module")
+def gw():
+    from sandbox.lab import Lab, missing_prerequisites
+    from sandbox.product import NetTrustHost
+    require(missing_prerequisites(("unbound", "unbound-control", "nft")))
+    with Lab() as lab:
+        lab.run("host", ["sysctl", "-qw", "net.ipv4.ip_forward=1",
+                         "net.ipv6.conf.all.forwarding=1"])
+        lab.run("net", ["ip", "route", "add", "10.97.0.0/16", "via", lab.host_v4])
+        lab.run("net", ["ip", "-6", "route", "add", "fd97::/16", "via", lab.host_v6])
+        clients: dict[str, NetNS] = {}
+        try:
+            for name, (gw_if, c4, g4, c6, g6) in CLIENTS.items():
+                clients[name] = NetNS(f"ntgw-{name}")
+                _veth(lab.host_ns, clients[name], gw_if, c4, g4, c6, g6)
+            host = NetTrustHost(lab, CONFIG)
+            ctl_dir = lab.work_dir / "ctl"
+            ctl_dir.mkdir(mode=0o777, exist_ok=True)
+            os.chmod(ctl_dir, 0o777)
+            conf_text = _unbound_conf(host, str(ctl_dir / "unbound.ctl"))
+            slow = SlowServer(lab)
+            proc = lab.start_unbound(conf_text, env=host.env())
+            conf_path = str(lab.work_dir / "unbound" / "unbound.conf")
+            assert os.path.exists(conf_path), os.listdir(lab.work_dir / "unbound")
+            g = Gateway(lab, host, clients, conf_path)
+            g.slow = slow
+            yield g
+            assert "Traceback" not in proc.log_text(), proc.log_text()[-3000:]
+        finally:
+            lab.stop_unbound()
+            if "slow" in locals():
+                slow.close()
+            for ns in clients.values():
+                ns.delete()
+
+
+# -- item 1: a grant is for the client that asked; a cache hit grants the next one ----------
+def test_a_grant_is_for_the_client_that_asked_and_a_cache_hit_grants_the_next(gw):
+    assert gw.resolve("a", "www.fw.test") == ["198.51.100.10"]
+    assert gw.connect("a", "198.51.100.10") == "connected"
+    # B never asked: the address A opened stays closed for B
+    assert gw.connect("b", "198.51.100.10") != "connected"
+    assert ("10.97.2.2", "198.51.100.10") not in gw.pairs()
+    hits = gw.stats()["total.num.cachehits"]
+    assert gw.resolve("b", "www.fw.test") == ["198.51.100.10"]
+    assert gw.stats()["total.num.cachehits"] == hits + 1          # served from Unbound's cache
+    assert ("10.97.2.2", "198.51.100.10") in gw.pairs()
+    assert gw.connect("b", "198.51.100.10") == "connected"
+    # the same over IPv6: asked and connected over IPv6
+    assert gw.resolve("a", "www.fw.test", "AAAA", over=6) == ["2001:db8:100::10"]
+    assert gw.connect("a", "2001:db8:100::10") == "connected"
+    assert gw.connect("b", "2001:db8:100::10") != "connected"
+    hits = gw.stats()["total.num.cachehits"]
+    assert gw.resolve("b", "www.fw.test", "AAAA", over=6) == ["2001:db8:100::10"]
+    assert gw.stats()["total.num.cachehits"] == hits + 1
+    assert gw.connect("b", "2001:db8:100::10") == "connected"
+    # a cache hit whose grant is live writes nothing more (the in-process map answers)
+    before = gw.pairs()
+    assert gw.resolve("b", "www.fw.test") == ["198.51.100.10"]
+    assert gw.pairs() == before
+
+
+def test_the_gateway_itself_still_resolves_and_connects_in_output_mode(gw):
+    assert gw.lab.run("host", ["dig", "@127.0.0.1", "+short", "c1.fw.test", "A"]).stdout.split()[-1] \
+        == "198.51.100.10"
+    assert gw.lab.run("host", ["nft", "get", "element", "inet", TABLE, "allow4",
+                               "{ 198.51.100.10 }"], check=False).returncode == 0
+    # ... and that host grant opens nothing for a client
+    assert ("10.97.2.2", "198.51.100.11") not in gw.pairs()
+
+
+# -- item 2: clients that joined one in-flight query are all granted --------------------------
+def test_clients_joining_one_in_flight_query_are_all_granted(gw):
+    results: dict[str, list[str]] = {}
+
+    def ask(who: str) -> None:
+        try:
+            results[who] = gw.resolve(who, "www.slow.test")
+        except Exception as exc:            # noqa: BLE001 - shown in the assertion
+            results[who] = [str(exc).splitlines()[0]]
+    threads = [threading.Thread(target=ask, args=(w,)) for w in ("a", "b")]
+    for t in threads:
+        t.start()
+        time.sleep(0.1)                       # B asks while A's query is in flight
+    for t in threads:
+        t.join(20)
+    assert results == {"a": [SLOW_ADDRESS], "b": [SLOW_ADDRESS]}, (
+        gw.slow.queries, gw.lab.unbound.log_text()[-3000:])
+    # one resolution (one decision logged, B was no cache hit), both clients granted
+    log = gw.lab.unbound.log_text()
+    assert len(re.findall(r"www\.slow\.test A NOERROR .*->", log)) == 1, log[-2000:]
+    assert {("10.97.1.2", SLOW_ADDRESS), ("10.97.2.2", SLOW_ADDRESS)} <= gw.pairs()
+    assert gw.connect("a", SLOW_ADDRESS) == "connected"
+    assert gw.connect("b", SLOW_ADDRESS) == "connected"
+    assert gw.connect("c", SLOW_ADDRESS) == "connected"          # C: open network (item 3)
+
+
+# -- item 3: open networks go anywhere, nobody else does --------------------------------------
+def test_open_networks_reach_a_bare_address_and_others_do_not(gw):
+    assert gw.connect("c", "198.51.100.99") == "connected"
+    assert gw.connect("a", "198.51.100.99") != "connected"
+    assert gw.connect("b", "198.51.100.99", 7) != "connected"
+    # still no DNS but the gateway's, even for an open network
+    assert gw.clients["c"].run(secnet.udp_probe, "198.51.100.99", 53) != "reply"
+
+
+# -- item 6: bogus data served from cache to a CD-bit client is never granted -----------------
+def test_a_cd_bit_client_served_bogus_data_from_cache_is_not_granted(gw):
+    assert gw.resolve("a", "www.bad.test", cd=True) == ["198.51.100.30"]      # bogus, CD: served
+    hits = gw.stats()["total.num.cachehits"]
+    assert gw.resolve("b", "www.bad.test", cd=True) == ["198.51.100.30"]
+    assert gw.stats()["total.num.cachehits"] == hits + 1                     # from cache
+    assert not {p for p in gw.pairs() if p[1] == "198.51.100.30"}
+    assert gw.connect("a", "198.51.100.30") != "connected"
+    assert gw.connect("b", "198.51.100.30") != "connected"
+    # the control: a secure name from the same kind of hit is granted
+    assert gw.resolve("a", "www.sec.test") == ["198.51.100.20"]
+    assert gw.resolve("b", "www.sec.test") == ["198.51.100.20"]
+    assert gw.connect("b", "198.51.100.20") == "connected"
+
+
+# -- item 7: a held connection outlives its grant; new connects after it fail -----------------
+def test_a_held_connection_survives_its_grants_expiry_new_ones_fail(gw):
+    assert gw.resolve("a", "short.fw.test") == ["198.51.100.12"]          # TTL 2 -> grant 2 s
+    held = gw.clients["a"].socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        held.settimeout(3)
+        held.connect(("198.51.100.12", 7))
+        held.sendall(b"before")
+        assert held.recv(100) == b"before"
+        assert secnet.wait_for(lambda: ("10.97.1.2", "198.51.100.12") not in gw.pairs(), 10)
+        held.sendall(b"after")
+        assert held.recv(100) == b"after"                                # established: kept
+        assert gw.connect("a", "198.51.100.12", 7) != "connected"         # new: refused
+    finally:
+        held.close()
+    # the control: asking again opens it again
+    assert gw.resolve("a", "short.fw.test") == ["198.51.100.12"]
+    assert gw.connect("a", "198.51.100.12", 7) == "connected"
