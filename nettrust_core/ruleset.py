@@ -55,7 +55,9 @@ def ruleset_spec(config) -> RulesetSpec:
                        ct_mark=CT_MARK if lc.liveness else None,
                        log_group=lc.log_group if lc.unauthorized else None, log_rate=lc.log_rate,
                        set_size=config.grants.max_per_set, instances=config.firewall.instances,
-                       per_client=gw.per_client, open_networks=gw.open_networks)
+                       per_client=gw.per_client, open_networks=gw.open_networks,
+                       drop_input=gw.drop_input, management_ports=gw.management_ports,
+                       management_networks=gw.management_networks)
 
 
 def instance_from_env(config, environ=os.environ) -> int:

@@ -42,7 +42,7 @@ from .declare import effective, key, section, sections_of
 from .kinds import Boolean, Choice, Duration, Each, HostPort, Integer, Listen, Priority, Text
 from .locate import SourceMap, parse_path
 from .values import (Upstream, address, cgroup_path, interface, nat64_prefix, network, one_of,
-                     server)
+                     server, tcp_port)
 
 MODES = ("denylist", "allowlist")
 UPSTREAM_MODES = ("recurse", "forward")
@@ -238,6 +238,16 @@ class GatewayConfig:
     open_networks: tuple[IPNetwork, ...] = key(
         Each(network, "networks (CIDR or address)"), [],
         "forward hook: sources that may connect anywhere without a grant (still our DNS only)")
+    drop_input: bool = key(Boolean(), False,
+                           "drop everything reaching this machine but established traffic, "
+                           "loopback, DHCP, ICMPv6 ND, DNS/DoT from the LAN side and "
+                           "`management_ports`")
+    management_ports: tuple[int, ...] = key(Each(tcp_port, "TCP port numbers as strings"), [],
+                                            "with `drop_input`: TCP ports of the gateway that "
+                                            "stay reachable (e.g. `[\"22\"]`)")
+    management_networks: tuple[IPNetwork, ...] = key(
+        Each(network, "networks (CIDR or address)"), [],
+        "who reaches `management_ports` (empty: the LAN side)")
 
 
 @dataclass(frozen=True)

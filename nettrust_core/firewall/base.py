@@ -93,6 +93,12 @@ class RulesetSpec:
     per_client: bool = False
     #: Forward only: sources whose forwarded connections go anywhere (no grant needed).
     open_networks: tuple[IPNetwork, ...] = ()
+    #: An input chain, policy drop: established, loopback, DHCP, ICMPv6 ND, DNS/DoT to this
+    #: resolver from the LAN side, ``management_ports`` (TCP) from ``management_networks``
+    #: (empty: from the LAN side); nothing else reaches the gateway.
+    drop_input: bool = False
+    management_ports: tuple[int, ...] = ()
+    management_networks: tuple[IPNetwork, ...] = ()
 
 
 #: Hands over one part of a listing as the kernel delivers it (may raise to abandon the listing).

@@ -36,9 +36,9 @@ from ..errors import FirewallError
 from ..netlink import nftables as nl, nftables_state as nft_state, wire
 from .base import Grant, GrantedElement, IPAddress, OnBatch, RulesetSpec, Status
 from .diagnostics import BaseChain
+from .nftables_gateway import all_client_sets, client_sets
 from .nftables_rules import (CGROUP_ROOT, COUNTER, FAMILY, HOOKS, STATIC_SETS, ChainState,
-                             all_client_sets, all_grant_sets, client_sets, grant_sets,
-                             ruleset_commands,
+                             all_grant_sets, grant_sets, ruleset_commands,
                              static_set_declarations, validate_spec)
 
 log = logging.getLogger("nettrust.firewall")
@@ -179,20 +179,13 @@ class NftablesBackend:
             raise
 
     def _encode(self, grants: Sequence[Grant]) -> list[tuple[str, list[bytes], list]]:
-        """Elements per grant set; timeouts in whole milliseconds, rounded up."""
-        v4: list[bytes] = []
-        v6: list[bytes] = []
-        a4: list = []
-        a6: list = []
-        c4: list[bytes] = []
-        c6: list[bytes] = []
-        ca4: list = []
-        ca6: list = []
+        """Elements per set: a grant for everyone to its version's grant set, a client's (gateway
+        mode) to its ``client . destination`` set; timeouts in whole milliseconds, rounded up."""
+        groups: dict[str, tuple[list[bytes], list]] = {}
         last_comment, udata = None, b""
         element = nl.element
         for g in grants:
-            addr = g.address
-            client = g.client
+            addr, client = g.address, g.client
             try:
                 ms = math.ceil(g.timeout * 1000)
             except (TypeError, ValueError, OverflowError):
@@ -202,34 +195,19 @@ class NftablesBackend:
                                   address=str(addr))
             if g.comment != last_comment:
                 last_comment, udata = g.comment, nl.comment_udata(g.comment)
-            if client is not None:
-                if not self.spec.per_client or client.version != addr.version:
-                    raise self._error("a per-client grant needs gateway.per_client and a client "
-                                      "of the destination's IP version", address=str(addr))
-                key = client.packed + addr.packed
-                if addr.version == 4:
-                    c4.append(element(key, ms, udata))
-                    ca4.append(addr)
-                else:
-                    c6.append(element(key, ms, udata))
-                    ca6.append(addr)
-                continue
-            if addr.version == 4:
-                v4.append(element(addr.packed, ms, udata))
-                a4.append(addr)
+            if client is None:
+                name, key = self.grant_sets[addr.version], addr.packed
+            elif self.spec.per_client and client.version == addr.version:
+                name, key = self.client_sets[addr.version], client.packed + addr.packed
             else:
-                v6.append(element(addr.packed, ms, udata))
-                a6.append(addr)
-        groups = []
-        if v4:
-            groups.append((self.grant_sets[4], v4, a4))
-        if v6:
-            groups.append((self.grant_sets[6], v6, a6))
-        if c4:
-            groups.append((self.client_sets[4], c4, ca4))
-        if c6:
-            groups.append((self.client_sets[6], c6, ca6))
-        return groups
+                raise self._error("a per-client grant needs gateway.per_client and a client of "
+                                  "the destination's IP version", address=str(addr))
+            group = groups.get(name)
+            if group is None:
+                group = groups[name] = ([], [])
+            group[0].append(element(key, ms, udata))
+            group[1].append(addr)
+        return [(name, elems, addrs) for name, (elems, addrs) in groups.items()]
 
     # -- reads --------------------------------------------------------------------------------
     def list_grants(self, on_batch: OnBatch | None = None, *,

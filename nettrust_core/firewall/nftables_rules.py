@@ -53,7 +53,8 @@ What :meth:`NftablesBackend.ensure` programs (``T`` = ``spec.table``)::
         }
     }
 
-Nothing ICMPv6 and nothing DHCP in forward.
+Nothing ICMPv6 and nothing DHCP in forward.  Gateway mode (per-client sets, open networks,
+the input chain of ``drop_input``): :mod:`.nftables_gateway`.
 
 Built from a validated :class:`~.base.RulesetSpec` only, with no kernel involved (golden
 tests: tests/unit/test_ruleset.py; the kernel's view: tests/integration/test_nftables_backend.py).
@@ -70,12 +71,12 @@ from .base import MAX_INSTANCES, RulesetSpec
 
 FAMILY = "inet"
 GRANT_SETS = {4: "allow4", 6: "allow6"}
-#: Gateway mode (``spec.per_client``): ``client . destination`` grant sets, per instance.
-CLIENT_SETS = {4: "clients4", 6: "clients6"}
 STATIC_SETS = {4: "static4", 6: "static6"}
 COUNTER = "rejected"
 LOG_PREFIX = "nettrust"
-HOOKS = {"output": 3, "forward": 2}              # NF_INET_LOCAL_OUT, NF_INET_FORWARD
+HOOKS = {"output": 3, "forward": 2, "input": 1}  # NF_INET_LOCAL_OUT, _FORWARD, _LOCAL_IN
+#: The hooks ``firewall.hooks`` may name; ``input`` comes from ``gateway.drop_input``.
+FILTER_HOOKS = ("output", "forward")
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 ND_TYPES = ("nd-router-solicit", "nd-router-advert", "nd-neighbor-solicit", "nd-neighbor-advert",
             "nd-redirect")
@@ -107,20 +108,6 @@ def all_grant_sets(spec: RulesetSpec) -> list[tuple[int, int, str]]:
 
 
 
-def client_sets(instance: int) -> dict[int, str]:
-    """The ``client . destination`` sets one resolver process writes (gateway mode), by version."""
-    if instance == 0:
-        return dict(CLIENT_SETS)
-    return {v: f"{name}_{instance}" for v, name in CLIENT_SETS.items()}
-
-
-def all_client_sets(spec: RulesetSpec) -> list[tuple[int, int, str]]:
-    """``(instance, version, set name)`` of every per-client set (none unless ``per_client``)."""
-    if not spec.per_client:
-        return []
-    return [(k, v, name) for k in range(spec.instances) for v, name in client_sets(k).items()]
-
-
 class ChainState(NamedTuple):
     """A chain of our table as the kernel reports it (``hook`` is None for a regular chain)."""
 
@@ -138,7 +125,7 @@ def validate_spec(spec: RulesetSpec) -> None:
         problems.append(f"table name {spec.table!r} (letters, digits, _ . -; up to 63)")
     if spec.action not in ("reject", "drop"):
         problems.append(f"action {spec.action!r} (reject or drop)")
-    if not spec.hooks or len(set(spec.hooks)) != len(spec.hooks) or not set(spec.hooks) <= set(HOOKS):
+    if not spec.hooks or len(set(spec.hooks)) != len(spec.hooks) or not set(spec.hooks) <= set(FILTER_HOOKS):
         problems.append(f"hooks {spec.hooks!r} (output, optionally forward)")
     if not isinstance(spec.priority, int) or not -2**31 <= spec.priority < 2**31:
         problems.append(f"priority {spec.priority!r} (a 32-bit integer)")
@@ -156,6 +143,8 @@ def validate_spec(spec: RulesetSpec) -> None:
         problems.append(f"resolver_cgroup {spec.resolver_cgroup!r} (a cgroup path, with a resolver_uid)")
     if (spec.per_client or spec.open_networks) and "forward" not in spec.hooks:
         problems.append("per_client / open_networks without the forward hook")
+    if any(not isinstance(p, int) or not 0 < p < 65536 for p in spec.management_ports):
+        problems.append(f"management_ports {spec.management_ports!r}")
     if problems:
         raise FirewallError("invalid ruleset: " + "; ".join(problems), table=spec.table, family=FAMILY)
 
@@ -253,17 +242,6 @@ def _lan_side_rules(spec: RulesetSpec) -> list[list[dict]]:
     return rules
 
 
-def _open_network_rules(spec: RulesetSpec) -> list[list[dict]]:
-    """Forward only (``gateway.open_networks``): these sources go anywhere without a grant --
-    after the LAN-side check and the DNS/DoT refusal, so they still use our resolver."""
-    rules = []
-    for proto, version in (("ip", 4), ("ip6", 6)):
-        nets = _nets(n for n in spec.open_networks if n.version == version)
-        if nets:
-            rules.append(_accept(_match(_field(proto, "saddr"), {"set": nets})))
-    return rules
-
-
 def _dhcp_rules(spec: RulesetSpec) -> list[list[dict]]:
     """A DHCP client's requests only: 68->67 to broadcast or a configured server, 546->547 to
     ff02::1:2, link-local or a configured server (output only; replies are established)."""
@@ -298,8 +276,16 @@ def nd_chain_rules() -> list[list[dict]]:
             [{"accept": None}]]
 
 
+def base_chains(spec: RulesetSpec) -> tuple[str, ...]:
+    """The base chains the spec wants: its hooks, plus ``input`` with ``drop_input``."""
+    return (*spec.hooks, *(("input",) if spec.drop_input else ()))
+
+
 def chain_rules(spec: RulesetSpec, hook: str) -> list[list[dict]]:
     """The expressions of each rule of one base chain, in order (see the module docstring)."""
+    from .nftables_gateway import client_sets, input_rules, open_network_rules   # (cycle)
+    if hook == "input":
+        return input_rules(spec)
     out = hook == "output"
     rules = [_accept(_match({"ct": {"key": "state"}}, ["established", "related"], "in"))]
     if out:
@@ -314,7 +300,7 @@ def chain_rules(spec: RulesetSpec, hook: str) -> list[list[dict]]:
         rules += _resolver_rules(spec)
     rules.append(_refuse(spec, _TCP_UDP, _DNS))        # DNS and DoT: the resolver's, nobody else's
     if not out:
-        rules += _open_network_rules(spec)
+        rules += open_network_rules(spec)
     per_client = spec.per_client and not out
     for sets in (STATIC_SETS, *((client_sets if per_client else grant_sets)(k)
                                 for k in range(spec.instances))):
@@ -382,6 +368,7 @@ def ruleset_commands(spec: RulesetSpec, chains: dict[str, ChainState]) -> list[d
         size = {} if spec.set_size is None else {"size": spec.set_size}   # updates a live set too
         cmds.append({"add": {"set": {**t, "name": name, "type": f"ipv{v}_addr", "flags": ["timeout"],
                                      **size}}})
+    from .nftables_gateway import all_client_sets
     for _instance, v, name in all_client_sets(spec):
         size = {} if spec.set_size is None else {"size": spec.set_size}
         cmds.append({"add": {"set": {**t, "name": name, "type": [f"ipv{v}_addr", f"ipv{v}_addr"],
@@ -392,7 +379,7 @@ def ruleset_commands(spec: RulesetSpec, chains: dict[str, ChainState]) -> list[d
         cmds.append({"add": {"element": {**t, "name": name, "elem": static_elements(spec, v)}}})
     for name, state in chains.items():
         if name in HOOKS and state.hook is not None and (
-                name not in spec.hooks or state.hook != HOOKS[name]
+                name not in base_chains(spec) or state.hook != HOOKS[name]
                 or state.priority != spec.priority or state.type != "filter"):
             cmds.append({"delete": {"chain": {**t, "name": name}}})   # recreated below if wanted
     if wants_nd_chain(spec):                 # regular chains before the rules that jump to them
@@ -400,7 +387,7 @@ def ruleset_commands(spec: RulesetSpec, chains: dict[str, ChainState]) -> list[d
         cmds.append({"flush": {"chain": {**t, "name": ND_CHAIN}}})
         for expr in nd_chain_rules():
             cmds.append({"add": {"rule": {**t, "chain": ND_CHAIN, "expr": expr}}})
-    for hook in spec.hooks:
+    for hook in base_chains(spec):
         cmds.append({"add": {"chain": {**t, "name": hook, "type": "filter", "hook": hook,
                                        "prio": spec.priority, "policy": "drop"}}})
         cmds.append({"flush": {"chain": {**t, "name": hook}}})

@@ -48,6 +48,9 @@ lan_interfaces = ["lana", "lanb", "lanc"]
 [gateway]
 per_client = true
 open_networks = ["10.97.3.0/24"]
+drop_input = true
+management_ports = ["22"]
+management_networks = ["10.97.2.0/24"]
 [grants]
 min_ttl = "1s"
 grace = "0s"
@@ -83,7 +86,8 @@ SLOW_ADDRESS = "198.51.100.77"
 
 def _unbound_conf(host, ctl: str) -> str:
     conf = host.unbound_conf()
-    conf += (f'server:\n    domain-insecure: "slow.test"\n    local-zone: "slow.test." nodefault\n'
+    # the first try of an unknown server waits 2 s, so the slow server's 1 s is no timeout
+    conf += (f'server:\n    unknown-server-time-limit: 2000\n    domain-insecure: "slow.test"\n    local-zone: "slow.test." nodefault\n'
              f'stub-zone:\n    name: "slow.test"\n    stub-addr: {SLOW_SERVER}\n')
     listen = "".join(f"    interface: {c[2]}\n    interface: {c[4]}\n" for c in CLIENTS.values())
     conf = conf.replace("    interface: ::1\n", "    interface: ::1\n" + listen
@@ -97,7 +101,7 @@ class SlowServer:
     """An authoritative server for ``slow.test`` in the internet ns that answers every query
     after ``delay`` seconds: a query stays in flight long enough for a second client to join."""
 
-    def __init__(self, lab, delay: float = 0.3) -> None:
+    def __init__(self, lab, delay: float = 1.0) -> None:
         self.sock = lab.socket("net", socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind((SLOW_SERVER, 53))
         self.delay = delay
@@ -254,7 +258,7 @@ def test_clients_joining_one_in_flight_query_are_all_granted(gw):
     threads = [threading.Thread(target=ask, args=(w,)) for w in ("a", "b")]
     for t in threads:
         t.start()
-        time.sleep(0.1)                       # B asks while A's query is in flight
+        time.sleep(0.3)                       # B asks while A's query is in flight
     for t in threads:
         t.join(20)
     assert results == {"a": [SLOW_ADDRESS], "b": [SLOW_ADDRESS]}, (
@@ -310,3 +314,72 @@ def test_a_held_connection_survives_its_grants_expiry_new_ones_fail(gw):
     # the control: asking again opens it again
     assert gw.resolve("a", "short.fw.test") == ["198.51.100.12"]
     assert gw.connect("a", "198.51.100.12", 7) == "connected"
+
+
+# -- item 4: with drop_input only the listed services on the gateway are reachable ------------
+def test_drop_input_leaves_only_dns_dhcp_nd_and_management_reachable(gw):
+    gwns = secnet.Existing(gw.lab.host_ns)
+    servers = secnet.Servers(gwns).tcp(22).tcp(8080).udp(5000).start()
+    try:
+        # the controls: DNS to the gateway works from every client; the gateway reaches its
+        # own services over loopback
+        assert gw.resolve("c", "www.fw.test") == ["198.51.100.10"]
+        assert gw.resolve("a", "www.fw.test", "AAAA", over=6) == ["2001:db8:100::10"]
+        assert gwns.run(tcp_probe, "127.0.0.1", 8080) == "connected"
+        # management: from its network only
+        assert gw.connect("b", CLIENTS["b"][2], 22) == "connected"
+        assert gw.connect("a", CLIENTS["a"][2], 22) != "connected"
+        internet = secnet.Existing(gw.lab.net_ns)
+        assert internet.run(tcp_probe, gw.lab.host_v4, 22) != "connected"
+        # anything else on the gateway: from nobody, TCP or UDP, IPv4 or IPv6
+        for who in ("a", "b", "c"):
+            assert gw.connect(who, CLIENTS[who][2], 8080) != "connected"
+            assert gw.connect(who, CLIENTS[who][4], 8080) != "connected"
+            assert gw.clients[who].run(secnet.udp_probe, CLIENTS[who][2], 5000) == "no reply"
+        assert internet.run(secnet.udp_probe, gw.lab.host_v4, 5000) == "no reply"
+        assert not servers.received("udp", 5000, secnet.MARK)
+        # ... and the drops are counted
+        out = gw.lab.run("host", ["nft", "list", "chain", "inet", TABLE, "input"]).stdout
+        assert "policy drop" in out and 'counter name "rejected" drop' in out
+    finally:
+        servers.close()
+
+
+# -- the netlink encoding of concatenated keys, against nft's own ------------------------------
+def test_concatenated_elements_encode_as_nft_writes_them():
+    import ipaddress
+    from nettrust_core.firewall.base import Grant, RulesetSpec
+    from nettrust_core.firewall.nftables import NftablesBackend
+
+    def probe() -> dict:
+        spec = RulesetSpec(table="ntcat", hooks=("output", "forward"), lan_interfaces=("lo",),
+                           per_client=True)
+        b = NftablesBackend(spec)
+        ip = ipaddress.ip_address
+        try:
+            b.ensure()
+            subprocess.run(["nft", "add", "element", "inet", "ntcat", "clients4",
+                            "{ 10.0.0.9 . 192.0.2.9 timeout 30s }"], check=True)
+            subprocess.run(["nft", "add", "element", "inet", "ntcat", "clients6",
+                            "{ fd00::9 . 2001:db8::9 timeout 30s }"], check=True)
+            b.grant([Grant(ip("192.0.2.1"), 60, "ours.example", ip("10.0.0.1")),
+                     Grant(ip("2001:db8::1"), 60, "ours.example", ip("fd00::1"))])
+            sock = b._socket("_ctl")
+            keys = {n: sorted(e.key.hex() for e in sock.dump_elements("ntcat", n))
+                    for n in ("clients4", "clients6")}
+            listed = subprocess.run(["nft", "list", "set", "inet", "ntcat", "clients4"],
+                                    capture_output=True, text=True, check=True).stdout
+            return {"keys": keys, "listed": " ".join(listed.split())}
+        finally:
+            b.close()
+
+    with NetNS("ntgw-nl") as ns:
+        got = ns.run(probe)
+    from nettrust_core.netlink.nftables import concat_key
+    ip = ipaddress.ip_address
+    # what nft wrote, read back over netlink, is exactly our encoding of the same pair
+    assert concat_key(ip("10.0.0.9").packed, ip("192.0.2.9").packed).hex() in got["keys"]["clients4"]
+    assert concat_key(ip("fd00::9").packed, ip("2001:db8::9").packed).hex() in got["keys"]["clients6"]
+    # and what we wrote, nft reads as the pair we meant
+    assert "10.0.0.1 . 192.0.2.1 timeout 1m" in got["listed"] and 'comment "ours.example"' in got["listed"]
+    assert concat_key(ip("fd00::1").packed, ip("2001:db8::1").packed).hex() in got["keys"]["clients6"]

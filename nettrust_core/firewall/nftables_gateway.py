@@ -1,0 +1,110 @@
+"""The gateway's part of the nftables ruleset (issue 13), as data like :mod:`.nftables_rules`.
+
+* ``gateway.per_client``: the forward chain accepts ``ip saddr . ip daddr @clients4`` (and
+  ``ip6 saddr . ip6 daddr @clients6``) instead of the destination-only grant sets; the sets are
+  concatenations with timeouts, one pair per instance like the grant sets
+  (``clients4``/``clients6``, ``clients4_<k>``/``clients6_<k>``).
+* ``gateway.open_networks``: ``ip saddr { … } accept`` in forward, after the LAN-side check
+  and the DNS/DoT refusal (an open network still resolves through this gateway only).
+* ``gateway.drop_input``: an ``input`` chain, policy drop::
+
+      chain input {
+          type filter hook input priority P; policy drop;
+          ct state established,related accept
+          iif "lo" accept
+          icmpv6 type { nd-… } ip6 hoplimit 255 accept            # on-link by construction
+          icmpv6 type { mld-… } ip6 hoplimit 1 ip6 saddr { fe80::/10, :: } accept
+          udp sport 67 udp dport 68 accept                         # the gateway's DHCP client
+          udp sport 547 udp dport 546 accept
+          meta nfproto ipv4 iifname { <lan> } [ip saddr { <lan_networks> }] meta l4proto { tcp, udp } th dport { 53, 853 } accept
+          iifname { <lan> } udp sport 68 udp dport 67 accept       # a DHCP server here
+          meta nfproto ipv4 ip saddr { <management_networks> } tcp dport { <ports> } accept
+          … the same for IPv6 …
+          counter name "rejected" drop
+      }
+"""
+
+from __future__ import annotations
+
+from .base import RulesetSpec
+from .nftables_rules import (COUNTER, MLD_TYPES, ND_TYPES, _DNS, _TCP_UDP, _accept, _field,
+                             _match, _meta, _nets)
+
+#: Gateway mode (``spec.per_client``): ``client . destination`` grant sets, per instance.
+CLIENT_SETS = {4: "clients4", 6: "clients6"}
+
+
+def client_sets(instance: int) -> dict[int, str]:
+    """The ``client . destination`` sets one resolver process writes (gateway mode), by version."""
+    if instance == 0:
+        return dict(CLIENT_SETS)
+    return {v: f"{name}_{instance}" for v, name in CLIENT_SETS.items()}
+
+
+def all_client_sets(spec: RulesetSpec) -> list[tuple[int, int, str]]:
+    """``(instance, version, set name)`` of every per-client set (none unless ``per_client``)."""
+    if not spec.per_client:
+        return []
+    return [(k, v, name) for k in range(spec.instances) for v, name in client_sets(k).items()]
+
+
+def open_network_rules(spec: RulesetSpec) -> list[list[dict]]:
+    """Forward only (``gateway.open_networks``): these sources go anywhere without a grant --
+    after the LAN-side check and the DNS/DoT refusal, so they still use our resolver."""
+    rules = []
+    for proto, version in (("ip", 4), ("ip6", 6)):
+        nets = _nets(n for n in spec.open_networks if n.version == version)
+        if nets:
+            rules.append(_accept(_match(_field(proto, "saddr"), {"set": nets})))
+    return rules
+
+
+def _lan_side(spec: RulesetSpec, proto: str, version: int) -> list[dict] | None:
+    """Matches for "entered from the client-facing side" in one family (None: no such side)."""
+    matches = []
+    if spec.lan_interfaces:
+        matches.append(_match(_meta("iifname"), {"set": list(spec.lan_interfaces)}))
+    if spec.lan_networks:
+        nets = _nets(n for n in spec.lan_networks if n.version == version)
+        if not nets:
+            return None
+        matches.append(_match(_field(proto, "saddr"), {"set": nets}))
+    return matches
+
+
+def input_rules(spec: RulesetSpec) -> list[list[dict]]:
+    """``gateway.drop_input``: what may reach the gateway itself; the chain's policy drops the
+    rest (counted).  DNS and DoT only from the LAN side, management ports only from the
+    management networks (or the LAN side), DHCP (server and client side), ICMPv6 ND and MLD in
+    shapes that cannot come from off-link, and the ICMP errors that belong to connections."""
+    hoplimit = lambda n: _match(_field("ip6", "hoplimit"), n)     # noqa: E731
+    rules = [_accept(_match({"ct": {"key": "state"}}, ["established", "related"], "in")),
+             _accept(_match(_meta("iif"), "lo")),
+             _accept(_match(_field("icmpv6", "type"), {"set": list(ND_TYPES)}), hoplimit(255)),
+             _accept(_match(_field("icmpv6", "type"), {"set": list(MLD_TYPES)}), hoplimit(1),
+                     _match(_field("ip6", "saddr"), {"set": _nets(["fe80::/10", "::/128"])})),
+             # the gateway's own DHCP client (its WAN side): a server's replies
+             _accept(_match(_field("udp", "sport"), 67), _match(_field("udp", "dport"), 68)),
+             _accept(_match(_field("udp", "sport"), 547), _match(_field("udp", "dport"), 546))]
+    for proto, version in (("ip", 4), ("ip6", 6)):
+        family = _match(_meta("nfproto"), f"ipv{version}")
+        side = _lan_side(spec, proto, version)
+        if side is not None:
+            rules.append(_accept(family, *side, _TCP_UDP, _DNS))
+            sport, dport = (68, 67) if version == 4 else (546, 547)
+            # a DHCP server on the gateway: the clients' requests (from 0.0.0.0 / link-local,
+            # so by interface when lan_interfaces is set)
+            dhcp_side = ([m for m in side if "iifname" in repr(m)] or side)
+            rules.append(_accept(*dhcp_side, _match(_field("udp", "sport"), sport),
+                                 _match(_field("udp", "dport"), dport)))
+        if spec.management_ports:
+            ports = _match(_field("tcp", "dport"), {"set": sorted(set(spec.management_ports))})
+            if spec.management_networks:
+                nets = _nets(n for n in spec.management_networks if n.version == version)
+                if nets:
+                    rules.append(_accept(family, _match(_field(proto, "saddr"), {"set": nets}),
+                                         ports))
+            elif side is not None:
+                rules.append(_accept(family, *side, ports))
+    rules.append([{"counter": COUNTER}, {"drop": None}])
+    return rules
