@@ -37,6 +37,7 @@ from .lifecycle.adoption import GrantAdoption
 from .policy import NameCheck, Outcome, Policy, Verdict
 from .registrable import registrable_domain
 from .report import Reporter
+from .strikes import Strikes
 
 log = logging.getLogger("nettrust.authorizer")
 _ANSWER_COUNTER = {o: f"answers_{o.value}" for o in Outcome}
@@ -82,6 +83,8 @@ class Authorizer:
         self.per_client = bool(config.gateway.per_client)
         self.client_grants = ClientGrants(slack=min(1.0, self.timeouts.grace / 2), clock=clock)
         self._client_ips: dict[str, ipaddress.IPv4Address | ipaddress.IPv6Address | None] = {}
+        #: Gateway strikes (gateway.strike_threshold; None: off).
+        self.strikes = Strikes.from_config(config, backend, self.counters, self.reporter)
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -117,6 +120,8 @@ class Authorizer:
         check = self.policy.check_name(qname)
         if not check.allowed:
             self.counters["queries_blocked"] += 1
+            if self.strikes is not None:
+                self.strikes.offence(client, "blocked name " + qname)
             if self.reporter is not None and client is not None:
                 # Answered by the module itself: the agent learns why from this record.
                 self.reporter.send({"t": "decision", "client": client, "qname": qname,
@@ -135,6 +140,8 @@ class Authorizer:
         """
         verdict = self.policy.judge(answer)
         self.counters[_ANSWER_COUNTER[verdict.outcome]] += 1
+        if answer.rcode == 5 and self.strikes is not None:           # REFUSED
+            self.strikes.offence(answer.client, "REFUSED for " + answer.qname)
         if not verdict.grants:
             self._debug(answer, verdict, ())
             if self.reporter is not None:

@@ -57,7 +57,9 @@ def ruleset_spec(config) -> RulesetSpec:
                        set_size=config.grants.max_per_set, instances=config.firewall.instances,
                        per_client=gw.per_client, open_networks=gw.open_networks,
                        drop_input=gw.drop_input, management_ports=gw.management_ports,
-                       management_networks=gw.management_networks)
+                       management_networks=gw.management_networks,
+                       strikes=bool(gw.strike_threshold or gw.strike_dns_rate),
+                       strike_rate=gw.strike_dns_rate, strike_penalty=gw.strike_penalty)
 
 
 def instance_from_env(config, environ=os.environ) -> int:

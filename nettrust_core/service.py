@@ -139,6 +139,11 @@ class Service:
         """Gateway mode: grants per client, cache hits included (the adapter's callback)."""
         return self.authorizer.per_client
 
+    def offence(self, client: str | None, why: str) -> None:
+        """A blocked or invalid query of ``client`` (gateway strikes; nothing when off)."""
+        if self.authorizer.strikes is not None:
+            self.authorizer.strikes.offence(client, why)
+
     def cache_hit_granted(self, client: str, addresses) -> bool:
         return self.authorizer.cache_hit_granted(client, addresses)
 

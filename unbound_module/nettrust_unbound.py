@@ -150,6 +150,7 @@ def _on_query(id, qstate):
         qname = decode_name(qstate.qinfo.qname)
     except WireNameError as exc:
         _log_error("query name refused, SERVFAIL", exc)
+        _service.offence(_client(qstate), "malformed query name")
         _servfail(id, qstate)
         return True
     client = _client(qstate)

@@ -247,7 +247,17 @@ class GatewayConfig:
                                             "stay reachable (e.g. `[\"22\"]`)")
     management_networks: tuple[IPNetwork, ...] = key(
         Each(network, "networks (CIDR or address)"), [],
-        "who reaches `management_ports` (empty: the LAN side)")
+        "who reaches `management_ports` (empty: the LAN side); never struck")
+    strike_threshold: int = key(Integer(0, 1000000), 0,
+                                "blocked or invalid queries within `strike_window` that make a "
+                                "client lose its DNS for `strike_penalty` (0: off)")
+    strike_window: float = key(Duration(), "1m", "the window `strike_threshold` counts in",
+                               check=c.between(1, 86400, "must be between 1s and 1d"))
+    strike_penalty: float = key(Duration(), "5m", "how long a struck client's DNS and DoT are "
+                                "dropped", check=c.between(1, 7 * 86400, "must be between 1s and 7d"))
+    strike_dns_rate: int = key(Integer(0, 1000000), 0,
+                               "the kernel strikes a source sending more DNS packets than this "
+                               "(0: off)", unit="per second")
 
 
 @dataclass(frozen=True)

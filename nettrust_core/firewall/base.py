@@ -99,6 +99,14 @@ class RulesetSpec:
     drop_input: bool = False
     management_ports: tuple[int, ...] = ()
     management_networks: tuple[IPNetwork, ...] = ()
+    #: Strikes (gateway mode): a ``strikes`` chain on prerouting drops DNS and DoT from the
+    #: sources in the timed ``strike4``/``strike6`` sets (the module writes them, see
+    #: nettrust_core.strikes); with ``strike_rate`` a kernel meter strikes sources sending more
+    #: than that many DNS packets per second for ``strike_penalty`` seconds.  Reverse-path check
+    #: on ``lan_interfaces`` (spoofed sources dropped); ``management_networks`` never struck.
+    strikes: bool = False
+    strike_rate: int = 0
+    strike_penalty: float = 300.0
 
 
 #: Hands over one part of a listing as the kernel delivers it (may raise to abandon the listing).

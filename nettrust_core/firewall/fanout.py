@@ -122,6 +122,13 @@ class FanOut:
                           ", ".join(map(str, addresses)))
         return addresses if done else []
 
+    def strike(self, address: IPAddress, seconds: float) -> None:
+        """Strike ``address`` in every backend that can (an optional verb)."""
+        for _name, backend in self.backends:
+            strike = getattr(backend, "strike", None)
+            if strike is not None:
+                strike(address, seconds)
+
     def lookup(self, address: IPAddress) -> float | None:
         only = self._only
         if only is not None:

@@ -36,7 +36,7 @@ from ..errors import FirewallError
 from ..netlink import nftables as nl, nftables_state as nft_state, wire
 from .base import Grant, GrantedElement, IPAddress, OnBatch, RulesetSpec, Status
 from .diagnostics import BaseChain
-from .nftables_gateway import all_client_sets, client_sets
+from .nftables_gateway import STRIKE_SETS, all_client_sets, client_sets, strike_declarations
 from .nftables_rules import (CGROUP_ROOT, COUNTER, FAMILY, HOOKS, STATIC_SETS, ChainState,
                              all_grant_sets, grant_sets, ruleset_commands,
                              static_set_declarations, validate_spec)
@@ -209,6 +209,13 @@ class NftablesBackend:
             group[1].append(addr)
         return [(name, elems, addrs) for name, (elems, addrs) in groups.items()]
 
+    def strike(self, address: IPAddress, seconds: float) -> None:
+        """Put ``address`` into the strike set for ``seconds`` (its DNS/DoT is then dropped)."""
+        ms = max(1000, math.ceil(seconds * 1000))
+        self._socket("_ctl").write_elements(nl.NFT_MSG_NEWSETELEM, self.spec.table,
+                                            [(STRIKE_SETS[address.version],
+                                              [nl.element(address.packed, ms)], [address])])
+
     # -- reads --------------------------------------------------------------------------------
     def list_grants(self, on_batch: OnBatch | None = None, *,
                     own_only: bool = False) -> list[GrantedElement]:
@@ -320,7 +327,8 @@ class NftablesBackend:
                     cgroup_match = resolver_cgroup_match(self.spec)
                 except FirewallError as exc:    # fail closed: the ruleset, nobody exempt
                     cgroup_error = exc
-            self._nft_run(static_set_declarations(self.spec, cgroup_match))
+            self._nft_run(static_set_declarations(self.spec, cgroup_match)
+                          + strike_declarations(self.spec))
             for attempt in (1, 2):
                 cmds = ruleset_commands(self.spec, self._chains())
                 try:

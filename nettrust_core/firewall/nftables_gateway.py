@@ -6,6 +6,22 @@
   (``clients4``/``clients6``, ``clients4_<k>``/``clients6_<k>``).
 * ``gateway.open_networks``: ``ip saddr { … } accept`` in forward, after the LAN-side check
   and the DNS/DoT refusal (an open network still resolves through this gateway only).
+* Strikes (``gateway.strike_threshold`` / ``strike_dns_rate``): in nft syntax (nft 1.0.6's JSON
+  cannot say a meter), run with the static set declarations::
+
+      set strike4 { type ipv4_addr; flags dynamic,timeout; size 65535; }     # and strike6
+      set dnsrate4 { type ipv4_addr; flags dynamic,timeout; timeout 10s; size 65535; }
+      chain strikes {
+          type filter hook prerouting priority P; policy accept;
+          iifname { <lan> } fib saddr . iif oif missing counter name "spoofed" drop
+          iif "lo" return
+          ip saddr { <management_networks> } return                  # never struck
+          meta l4proto { tcp, udp } th dport { 53, 853 } ip saddr @strike4 counter name "struck" drop
+          udp dport 53 update @dnsrate4 { ip saddr limit rate over R/second burst R packets }
+              add @strike4 { ip saddr timeout PENALTY } counter name "struck" drop  # strike_dns_rate
+          … the same for IPv6 …
+      }
+
 * ``gateway.drop_input``: an ``input`` chain, policy drop::
 
       chain input {
@@ -108,3 +124,52 @@ def input_rules(spec: RulesetSpec) -> list[list[dict]]:
                 rules.append(_accept(family, *side, ports))
     rules.append([{"counter": COUNTER}, {"drop": None}])
     return rules
+
+
+#: The strike machinery's names (see the module docstring).
+STRIKE_CHAIN = "strikes"
+STRIKE_SETS = {4: "strike4", 6: "strike6"}
+RATE_SETS = {4: "dnsrate4", 6: "dnsrate6"}
+STRUCK, SPOOFED = "struck", "spoofed"
+
+
+def strike_declarations(spec: RulesetSpec, family: str = "inet") -> str:
+    """The strike sets, counters and chain in nft syntax ("" without strikes).
+
+    Built only from validated values: the table name, interface names, networks, integers.
+    Re-running it is idempotent (the sets are declared as the kernel keeps them once a rule
+    adds to them); the chain is flushed and refilled in the same transaction.
+    """
+    if not spec.strikes:
+        return ""
+    t = f"{family} {spec.table}"
+    penalty = max(1, int(spec.strike_penalty))
+    lines = [f"add table {t}", f"add counter {t} {STRUCK}", f"add counter {t} {SPOOFED}"]
+    for v in (4, 6):
+        lines.append(f"add set {t} {STRIKE_SETS[v]} {{ type ipv{v}_addr; flags dynamic,timeout; "
+                     "size 65535; }")
+        if spec.strike_rate:
+            lines.append(f"add set {t} {RATE_SETS[v]} {{ type ipv{v}_addr; flags dynamic,timeout; "
+                         "timeout 10s; size 65535; }")
+    lines += [f"add chain {t} {STRIKE_CHAIN} {{ type filter hook prerouting priority "
+              f"{spec.priority}; policy accept; }}", f"flush chain {t} {STRIKE_CHAIN}"]
+    rule = f"add rule {t} {STRIKE_CHAIN} "
+    if spec.lan_interfaces:
+        names = ", ".join(f'"{i}"' for i in spec.lan_interfaces)
+        lines.append(rule + f'iifname {{ {names} }} fib saddr . iif oif missing '
+                     f'counter name "{SPOOFED}" drop')
+    lines.append(rule + 'iif "lo" return')
+    for proto, v in (("ip", 4), ("ip6", 6)):
+        nets = [str(n) for n in spec.management_networks if n.version == v]
+        if nets:
+            lines.append(rule + f"{proto} saddr {{ {', '.join(nets)} }} return")
+    for proto, v in (("ip", 4), ("ip6", 6)):
+        lines.append(rule + f"meta l4proto {{ tcp, udp }} th dport {{ 53, 853 }} {proto} saddr "
+                     f'@{STRIKE_SETS[v]} counter name "{STRUCK}" drop')
+        if spec.strike_rate:
+            r = int(spec.strike_rate)
+            lines.append(rule + f"meta nfproto ipv{v} udp dport 53 update @{RATE_SETS[v]} "
+                         f"{{ {proto} saddr limit rate over {r}/second burst {r} packets }} "
+                         f"add @{STRIKE_SETS[v]} {{ {proto} saddr timeout {penalty}s }} "
+                         f'counter name "{STRUCK}" drop')
+    return "\n".join(lines) + "\n"

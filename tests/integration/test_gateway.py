@@ -51,6 +51,11 @@ open_networks = ["10.97.3.0/24"]
 drop_input = true
 management_ports = ["22"]
 management_networks = ["10.97.2.0/24"]
+strike_threshold = 5
+strike_penalty = "3s"
+strike_dns_rate = 50
+[policy]
+deny = ["**.blocked.example"]
 [grants]
 min_ttl = "1s"
 grace = "0s"
@@ -159,8 +164,48 @@ class Gateway:
         server = CLIENTS[who][2] if over == 4 else CLIENTS[who][4]
         return self.clients[who].run(resolve, server, qname, qtype, cd)
 
+    def ask(self, who: str, qname: str, **kw) -> str:
+        return self.clients[who].run(ask, CLIENTS[who][2], qname, **kw)
+
+    def counter(self, name: str) -> int:
+        out = self.lab.run("host", ["nft", "list", "counter", "inet", TABLE, name]).stdout
+        return int(re.search(r"packets (\d+)", out).group(1))
+
+    def struck(self) -> str:
+        return self.lab.run("host", ["nft", "list", "set", "inet", TABLE, "strike4"]).stdout
+
     def connect(self, who: str, address: str, port: int = 80) -> str:
         return self.clients[who].run(tcp_probe, address, port)
+
+
+def ask(server: str, qname: str, wait: float = 1.0, source: str | None = None) -> str:
+    """One recursive query: the rcode's name or "no reply" (``source``: a forged source address
+    the client namespace holds)."""
+    import dns.message
+    import dns.rcode
+    s = socket.socket(socket.AF_INET6 if ":" in server else socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(wait)
+    try:
+        if source:
+            s.bind((source, 0))
+        s.sendto(dns.message.make_query(qname, "A").to_wire(), (server, 53))
+        return dns.rcode.to_text(dns.message.from_wire(s.recvfrom(65535)[0]).rcode())
+    except TimeoutError:
+        return "no reply"
+    finally:
+        s.close()
+
+
+def flood(server: str, count: int) -> int:
+    """``count`` queries as fast as one socket sends them (a DNS flood); how many were sent."""
+    import dns.message
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    wire = dns.message.make_query("www.fw.test", "A").to_wire()
+    sent = 0
+    for _ in range(count):
+        sent += s.sendto(wire, (server, 53)) > 0
+    s.close()
+    return sent
 
 
 def resolve(server: str, qname: str, qtype: str, cd: bool) -> list[str]:
@@ -383,3 +428,48 @@ def test_concatenated_elements_encode_as_nft_writes_them():
     # and what we wrote, nft reads as the pair we meant
     assert "10.0.0.1 . 192.0.2.1 timeout 1m" in got["listed"] and 'comment "ours.example"' in got["listed"]
     assert concat_key(ip("fd00::1").packed, ip("2001:db8::1").packed).hex() in got["keys"]["clients6"]
+
+
+# -- item 5: strikes act, and a forged source cannot get a victim struck ----------------------
+def test_a_client_sending_blocked_names_is_struck_and_recovers_spoofing_frames_nobody(gw):
+    a_addr, c = CLIENTS["a"][1], gw.clients["c"]
+    # a forger on client C's link sends A's address as source, far past the threshold
+    c.sh("ip", "addr", "add", f"{a_addr}/32", "dev", "eth0")
+    try:
+        spoofed = gw.counter("spoofed")
+        for i in range(8):
+            assert c.run(ask, CLIENTS["c"][2], f"f{i}.blocked.example", wait=0.2,
+                         source=a_addr) == "no reply"
+        assert gw.counter("spoofed") >= spoofed + 8           # dropped on entry, never counted
+    finally:
+        c.sh("ip", "addr", "del", f"{a_addr}/32", "dev", "eth0")
+    assert a_addr not in gw.struck()
+    assert gw.ask("a", "www.fw.test") == "NOERROR"
+    # a management network is never struck (the control for the exemption)
+    for i in range(6):
+        assert gw.ask("b", f"m{i}.blocked.example") == "NXDOMAIN"
+    assert gw.ask("b", "www.fw.test") == "NOERROR"
+    # A itself: five blocked names within the window -> struck: its DNS goes unanswered
+    struck_before = gw.counter("struck")
+    for i in range(5):
+        assert gw.ask("a", f"a{i}.blocked.example") == "NXDOMAIN"
+    assert a_addr in gw.struck()
+    assert gw.ask("a", "www.fw.test") == "no reply"
+    assert gw.counter("struck") > struck_before                # the kernel's metric
+    assert re.search(rf"strike: {re.escape(a_addr)} sent 5 blocked", gw.lab.unbound.log_text())
+    assert gw.ask("c", "www.fw.test") == "NOERROR"                # nobody else is affected
+    # ... and recovers after the penalty (3 s)
+    assert secnet.wait_for(lambda: gw.ask("a", "www.fw.test") == "NOERROR", 10)
+    assert a_addr not in gw.struck()
+
+
+def test_the_kernel_meter_strikes_a_dns_flood_without_python(gw):
+    a_addr = CLIENTS["a"][1]
+    assert gw.ask("a", "www.fw.test") == "NOERROR"                # the control: below the rate
+    log_before = gw.lab.unbound.log_text().count("strike:")
+    assert gw.clients["a"].run(flood, CLIENTS["a"][2], 400) == 400
+    assert a_addr in gw.struck()
+    assert gw.ask("a", "www.fw.test") == "no reply"
+    assert gw.lab.unbound.log_text().count("strike:") == log_before   # the kernel did it
+    assert gw.ask("b", "www.fw.test") == "NOERROR"                # exempt: management network
+    assert secnet.wait_for(lambda: gw.ask("a", "www.fw.test") == "NOERROR", 10)
