@@ -83,6 +83,10 @@ class Authorizer:
         self.per_client = bool(config.gateway.per_client)
         self.client_grants = ClientGrants(slack=min(1.0, self.timeouts.grace / 2), clock=clock)
         self._client_ips: dict[str, ipaddress.IPv4Address | ipaddress.IPv6Address | None] = {}
+        #: Cached messages already judged for a client: (client, qname, qtype, the message's
+        #: absolute expiry) -- its grants outlive the cached message, so a later hit of the
+        #: same message by the same client needs no decoding at all (cleared on a reset).
+        self.hits_done: set[tuple] = set()
         #: Gateway strikes (gateway.strike_threshold; None: off).
         self.strikes = Strikes.from_config(config, backend, self.counters, self.reporter)
 
@@ -300,6 +304,13 @@ class Authorizer:
             self._report(answer, verdict, tuple(grants), len(todo), write_s, None)
         return Decision(verdict, tuple(grants), len(todo))
 
+    def hit_done(self, key: tuple) -> None:
+        """Remember a cached message judged for a client (see :attr:`hits_done`)."""
+        done = self.hits_done
+        if len(done) >= 65536:
+            done.clear()
+        done.add(key)
+
     def cache_hit_granted(self, client: str, addresses) -> bool:
         """The ``reply_cache`` callback's first, cheap question: are all of ``addresses``
         (``(address, seconds left)``) already granted to ``client`` at least as long as this
@@ -364,6 +375,7 @@ class Authorizer:
             old.abandon()
         names = self.tracker.clear()
         self.client_grants.clear()          # gateway mode: rewrite every pair on its next hit
+        self.hits_done.clear()
         self.tracker.complete = False
         return names, old
 

@@ -144,6 +144,12 @@ class Service:
         if self.authorizer.strikes is not None:
             self.authorizer.strikes.offence(client, why)
 
+    def hit_known(self, key: tuple) -> bool:
+        return key in self.authorizer.hits_done
+
+    def hit_done(self, key: tuple) -> None:
+        self.authorizer.hit_done(key)
+
     def cache_hit_granted(self, client: str, addresses) -> bool:
         return self.authorizer.cache_hit_granted(client, addresses)
 
