@@ -16,7 +16,6 @@ connects: the revoked question names go to the cache invalidator, and the period
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import time
 from collections import Counter
@@ -29,7 +28,7 @@ from .errors import NetTrustError
 from .firewall.base import FirewallBackend, Grant
 from .firewall.fanout import GrantRefused
 from .grants.caps import Budgets, SetCaps
-from .grants.clients import ClientGrants
+from .grants.gateway import ClientGranter
 from .grants.timeouts import Timeouts, comment
 from .grants.tracker import GrantTracker, Owner
 from .grants.writer import GrantWriter
@@ -79,14 +78,11 @@ class Authorizer:
         #: The background read of the kernel's grants after start (None before start).
         self.adoption: GrantAdoption | None = None
         #: Gateway mode: answers to clients other than this host grant ``client . destination``
-        #: pairs (the forward chain's per-client sets), remembered here (never shortened).
+        #: pairs (the forward chain's per-client sets), never shortened, capped per client.
         self.per_client = bool(config.gateway.per_client)
-        self.client_grants = ClientGrants(slack=min(1.0, self.timeouts.grace / 2), clock=clock)
-        self._client_ips: dict[str, ipaddress.IPv4Address | ipaddress.IPv6Address | None] = {}
-        #: Cached messages already judged for a client: (client, qname, qtype, the message's
-        #: absolute expiry) -- its grants outlive the cached message, so a later hit of the
-        #: same message by the same client needs no decoding at all (cleared on a reset).
-        self.hits_done: set[tuple] = set()
+        self.gateway = ClientGranter(backend, self.timeouts, self.counters, clock,
+                                     cap=g.max_per_client or max(1024, g.max_per_set // 16))
+        self.client_grants = self.gateway.map
         #: Gateway strikes (gateway.strike_threshold; None: off).
         self.strikes = Strikes.from_config(config, backend, self.counters, self.reporter)
 
@@ -152,7 +148,7 @@ class Authorizer:
                 self._report(answer, verdict, (), 0, 0.0, None)
             return Decision(verdict)
         if self.per_client:
-            remote, host = self._split_clients(answer.client if clients is None else clients)
+            remote, host = self.gateway.split(answer.client if clients is None else clients)
             if remote:
                 decision = self._grant_clients(answer, verdict, remote)
                 if decision.error is not None or not host:
@@ -211,129 +207,19 @@ class Authorizer:
             self._report(answer, verdict, grants, len(todo), write_s, None)
         return Decision(verdict, grants, len(todo))
 
-    # -- gateway mode: per-client grants ----------------------------------------------------
-    def _client_ip(self, client: str):
-        """The client's address (None: unparsable), remembered: the cache-hit path is hot."""
-        ips = self._client_ips
-        ip = ips.get(client, False)
-        if ip is False:
-            try:
-                ip = ipaddress.ip_address(client.split("%", 1)[0])
-            except ValueError:
-                ip = None
-            if len(ips) >= 65536:
-                ips.clear()
-            ips[client] = ip
-        return ip
-
-    def _split_clients(self, clients) -> tuple[list[tuple[str, object]], bool]:
-        """(remote clients with their addresses, whether this host itself is among them).
-
-        No client at all (a prefetch) counts as this host: its answer grants as in output mode.
-        An IPv4-mapped IPv6 client is its IPv4 address (that is what the forward hook sees)."""
-        if isinstance(clients, str) or clients is None:
-            clients = () if not clients else (clients,)
-        remote: list[tuple[str, object]] = []
-        host = False
-        seen = set()
-        for c in clients:
-            if c in seen:
-                continue
-            seen.add(c)
-            ip = self._client_ip(c)
-            if ip is None:
-                self.counters["clients_unparsable"] += 1
-                continue
-            mapped = getattr(ip, "ipv4_mapped", None)
-            if mapped is not None:
-                ip = mapped
-            if ip.is_loopback:
-                host = True
-            else:
-                remote.append((c, ip))
-        if not seen:
-            host = True
-        return remote, host
-
+    # -- gateway mode: per-client grants (nettrust_core.grants.gateway) -------------------
     def _grant_clients(self, answer: Answer, verdict: Verdict, remote) -> Decision:
-        """Write the ``client . destination`` pairs that would get longer, in one backend call.
-
-        A pair of different IP versions (an IPv4 client's AAAA answer) cannot match a packet:
-        it is counted, not written (dual-stack clients: see the README's gateway section)."""
-        why = comment(verdict.chain)
-        timeout_for = self.timeouts.for_ttl
-        cg = self.client_grants
-        grants: list[Grant] = []
-        todo: list[Grant] = []
-        pairs: list[tuple[tuple[str, object], float]] = []
-        other_family = 0
-        write_s = 0.0
-        with cg.lock:
-            now = self.clock()
-            for c, ip in remote:
-                for addr, ttl in verdict.grants:
-                    if addr.version != ip.version:
-                        other_family += 1
-                        continue
-                    timeout = timeout_for(ttl)
-                    g = Grant(addr, timeout, why, ip)
-                    grants.append(g)
-                    pair = (c, addr)
-                    if cg.needs_write(pair, now + timeout, now):
-                        todo.append(g)
-                        pairs.append((pair, now + timeout))
-            if todo:
-                started = time.perf_counter()
-                try:
-                    self.backend.grant(todo)
-                except NetTrustError as exc:
-                    self.counters["backend_errors"] += 1
-                    log.error("firewall write failed, answer for %s fails closed: %s",
-                              answer.qname, exc)
-                    if self.reporter is not None:
-                        self._report(answer, verdict, tuple(grants), 0, 0.0, str(exc))
-                    return Decision(verdict, tuple(grants), 0, str(exc))
-                write_s = time.perf_counter() - started
-                for pair, at in pairs:
-                    cg.record(pair, at)
-        if other_family:
-            self.counters["client_grants_other_family"] += other_family
-        self.counters["client_elements_written"] += len(todo)
-        self._debug(answer, verdict, grants)
+        grants, written, write_s, error = self.gateway.grant(verdict, remote)
+        if error is not None:
+            log.error("firewall write failed, answer for %s fails closed: %s", answer.qname, error)
+        else:
+            self._debug(answer, verdict, grants)
         if self.reporter is not None:
-            self._report(answer, verdict, tuple(grants), len(todo), write_s, None)
-        return Decision(verdict, tuple(grants), len(todo))
-
-    def hit_done(self, key: tuple) -> None:
-        """Remember a cached message judged for a client (see :attr:`hits_done`)."""
-        done = self.hits_done
-        if len(done) >= 65536:
-            done.clear()
-        done.add(key)
+            self._report(answer, verdict, grants, written, write_s, error)
+        return Decision(verdict, grants, written, error)
 
     def cache_hit_granted(self, client: str, addresses) -> bool:
-        """The ``reply_cache`` callback's first, cheap question: are all of ``addresses``
-        (``(address, seconds left)``) already granted to ``client`` at least as long as this
-        hit would grant them?  True: nothing to do (no policy, no kernel).  Addresses of the
-        other IP version are never granted per client and are left out."""
-        ip = self._client_ip(client)
-        if ip is None:
-            return True
-        if ip.is_loopback:
-            return True         # this host: output mode, the cache-lifetime invariant holds
-        version = ip.version
-        get = self.client_grants._expiry.get
-        timeout_for = self.timeouts.for_ttl
-        slack = self.client_grants.slack
-        now = self.clock()
-        for addr, ttl in addresses:
-            if addr.version != version:
-                continue
-            known = get((client, addr))
-            if known is None or known <= now or now + timeout_for(ttl) > known + slack:
-                return False
-        self.counters["cache_hits_granted"] += 1
-        return True
+        return self.gateway.cache_hit_granted(client, addresses)
 
     def _report(self, answer: Answer, verdict: Verdict, grants, written: int, write_s: float,
                 error: str | None) -> None:
@@ -374,8 +260,7 @@ class Authorizer:
         if old is not None:
             old.abandon()
         names = self.tracker.clear()
-        self.client_grants.clear()          # gateway mode: rewrite every pair on its next hit
-        self.hits_done.clear()
+        self.gateway.reset()                # gateway mode: rewrite every pair on its next hit
         self.tracker.complete = False
         return names, old
 

@@ -145,10 +145,10 @@ class Service:
             self.authorizer.strikes.offence(client, why)
 
     def hit_known(self, key: tuple) -> bool:
-        return key in self.authorizer.hits_done
+        return key in self.authorizer.gateway.hits_done
 
     def hit_done(self, key: tuple) -> None:
-        self.authorizer.hit_done(key)
+        self.authorizer.gateway.hit_done(key)
 
     def cache_hit_granted(self, client: str, addresses) -> bool:
         return self.authorizer.cache_hit_granted(client, addresses)

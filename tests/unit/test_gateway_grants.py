@@ -184,3 +184,23 @@ def test_bogus_never_grants_a_client_and_a_backend_failure_fails_closed():
     # nothing was remembered for the failed write: the next answer writes it
     d = auth.authorize(answer("www.example", "198.51.100.1", client="10.0.0.2"), ["10.0.0.2"])
     assert d.error is None and d.written == 1
+
+
+def test_one_client_cannot_fill_the_per_client_set():
+    clock = Clock()
+    auth, backend = gateway("max_per_client = 3\n", clock)
+    addrs = [f"198.51.100.{i}" for i in range(1, 6)]
+    d = auth.authorize(answer("many.example", *addrs, client="10.0.0.2"), ["10.0.0.2", "10.0.0.3"])
+    mine = [w for w in written(backend) if w[0] == "10.0.0.2"]
+    assert len(mine) == 3 and auth.counters["refused_per_client_cap"] == 4
+    assert len([w for w in written(backend) if w[0] == "10.0.0.3"]) == 3   # each its own cap
+    # a live pair is still refreshed at the cap; a new one waits until old ones lapse
+    backend.batches.clear()
+    clock.now += 30
+    auth.authorize(answer("many.example", addrs[0], addrs[4], ttl=120, client="10.0.0.2"),
+                   ["10.0.0.2"])
+    assert [w[1] for w in written(backend)] == [addrs[0]]
+    clock.now += 100                                  # the others (70 s) lapsed
+    backend.batches.clear()
+    auth.authorize(answer("many.example", addrs[4], client="10.0.0.2"), ["10.0.0.2"])
+    assert [w[1] for w in written(backend)] == [addrs[4]]
