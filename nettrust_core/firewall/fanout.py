@@ -122,6 +122,19 @@ class FanOut:
                           ", ".join(map(str, addresses)))
         return addresses if done else []
 
+    def lookup_pair(self, client: IPAddress, address: IPAddress) -> float | None:
+        """The least time left on ``client . address`` among the backends that keep pairs."""
+        least: float | None = None
+        for _name, backend in self.backends:
+            lookup = getattr(backend, "lookup_pair", None)
+            if lookup is None:
+                continue
+            left = lookup(client, address)
+            if left is None:
+                return None
+            least = left if least is None else min(least, left)
+        return least
+
     def strike(self, address: IPAddress, seconds: float) -> None:
         """Strike ``address`` in every backend that can (an optional verb)."""
         for _name, backend in self.backends:

@@ -179,8 +179,7 @@ class NftablesBackend:
             raise
 
     def _encode(self, grants: Sequence[Grant]) -> list[tuple[str, list[bytes], list]]:
-        """Elements per set: a grant for everyone to its version's grant set, a client's (gateway
-        mode) to its ``client . destination`` set; timeouts in whole milliseconds, rounded up."""
+        """Elements per set (a client's grant: its ``client . destination`` set); ms rounded up."""
         groups: dict[str, tuple[list[bytes], list]] = {}
         last_comment, udata = None, b""
         element = nl.element
@@ -202,19 +201,22 @@ class NftablesBackend:
             else:
                 raise self._error("a per-client grant needs gateway.per_client and a client of "
                                   "the destination's IP version", address=str(addr))
-            group = groups.get(name)
-            if group is None:
-                group = groups[name] = ([], [])
+            group = groups.setdefault(name, ([], []))
             group[0].append(element(key, ms, udata))
             group[1].append(addr)
         return [(name, elems, addrs) for name, (elems, addrs) in groups.items()]
 
+    def lookup_pair(self, client: IPAddress, address: IPAddress) -> float | None:
+        """Seconds left on this instance's grant of ``client . address`` (None: none)."""
+        e = (self._hot or self._socket("_hot")).get_element(
+            self.spec.table, self.client_sets[address.version], client.packed + address.packed)
+        return e.expiration_ms / 1000 if e is not None and e.expiration_ms else None
+
     def strike(self, address: IPAddress, seconds: float) -> None:
         """Put ``address`` into the strike set for ``seconds`` (its DNS/DoT is then dropped)."""
-        ms = max(1000, math.ceil(seconds * 1000))
+        elem = nl.element(address.packed, max(1000, math.ceil(seconds * 1000)))
         self._socket("_ctl").write_elements(nl.NFT_MSG_NEWSETELEM, self.spec.table,
-                                            [(STRIKE_SETS[address.version],
-                                              [nl.element(address.packed, ms)], [address])])
+                                            [(STRIKE_SETS[address.version], [elem], [address])])
 
     # -- reads --------------------------------------------------------------------------------
     def list_grants(self, on_batch: OnBatch | None = None, *,
@@ -397,10 +399,8 @@ class NftablesBackend:
         that stops must not revoke what the others granted).  Nothing to do when the ruleset
         is absent.
         """
-        names = ([*self.grant_sets.values(),
-                  *(self.client_sets.values() if self.spec.per_client else ())] if own_only
-                 else [n for _k, _v, n in (*all_grant_sets(self.spec),
-                                           *all_client_sets(self.spec))])
+        names = [n for k, _v, n in (*all_grant_sets(self.spec), *all_client_sets(self.spec))
+                 if not own_only or k == self.instance]
         reqs = [(nl.nft_type(nl.NFT_MSG_DELSETELEM), 0, wire.NFPROTO_INET,
                  nl.setelem_head(self.spec.table, name)) for name in names]
         fails = self._socket("_ctl").transact(reqs)

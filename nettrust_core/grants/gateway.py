@@ -39,6 +39,10 @@ class ClientGranter:
         #: absolute expiry) -- its grants outlive the cached message, so a later hit of the
         #: same message by the same client needs no decoding at all (cleared on a reset).
         self.hits_done: set[tuple] = set()
+        #: Until then a pair this process has not written may still be granted in the kernel
+        #: by the process before a restart: asked first (one GETSETELEM), so it is never
+        #: shortened.  After it, any earlier grant has lapsed (none outlives max_ttl + grace).
+        self.ask_kernel_until = clock() + timeouts.max_ttl + timeouts.grace
 
     def reset(self) -> None:
         """Forget every pair (the ruleset was rebuilt or flushed): rewritten on the next hit."""
@@ -112,6 +116,8 @@ class ClientGranter:
                         other_family += 1
                         continue
                     known = cg.get((c, addr))
+                    if known is None and now < self.ask_kernel_until:
+                        known = self._from_kernel(c, ip, addr, now)
                     fresh = known is None or known <= now
                     if fresh and not cg.admits(c, addr, now, pending.get(c, 0)):
                         capped += 1
@@ -141,6 +147,21 @@ class ClientGranter:
             self.counters["refused_per_client_cap"] += capped
         self.counters["client_elements_written"] += len(todo)
         return tuple(grants), len(todo), write_s, None
+
+    def _from_kernel(self, client: str, ip, address, now: float) -> float | None:
+        """The kernel's expiry of a pair unknown here (after a restart), recorded; None: none."""
+        lookup = getattr(self.backend, "lookup_pair", None)
+        if lookup is None:
+            return None
+        try:
+            left = lookup(ip, address)
+        except NetTrustError:
+            return None                     # the write that follows reports the problem
+        self.counters["client_adoption_lookups"] += 1
+        if not left:
+            return None
+        self.map.record((client, address), now + left)
+        return now + left
 
     def hit_done(self, key: tuple) -> None:
         """Remember a cached message judged for a client (see :attr:`hits_done`)."""

@@ -414,7 +414,10 @@ def test_concatenated_elements_encode_as_nft_writes_them():
                     for n in ("clients4", "clients6")}
             listed = subprocess.run(["nft", "list", "set", "inet", "ntcat", "clients4"],
                                     capture_output=True, text=True, check=True).stdout
-            return {"keys": keys, "listed": " ".join(listed.split())}
+            return {"keys": keys, "listed": " ".join(listed.split()),
+                    "lookup": b.lookup_pair(ip("10.0.0.9"), ip("192.0.2.9")),
+                    "lookup6": b.lookup_pair(ip("fd00::1"), ip("2001:db8::1")),
+                    "missing": b.lookup_pair(ip("10.0.0.2"), ip("192.0.2.9"))}
         finally:
             b.close()
 
@@ -428,6 +431,8 @@ def test_concatenated_elements_encode_as_nft_writes_them():
     # and what we wrote, nft reads as the pair we meant
     assert "10.0.0.1 . 192.0.2.1 timeout 1m" in got["listed"] and 'comment "ours.example"' in got["listed"]
     assert concat_key(ip("fd00::1").packed, ip("2001:db8::1").packed).hex() in got["keys"]["clients6"]
+    # one pair asked of the kernel (how a restarted process learns what it must not shorten)
+    assert 25 < got["lookup"] <= 30 and 55 < got["lookup6"] <= 60 and got["missing"] is None
 
 
 # -- item 5: strikes act, and a forged source cannot get a victim struck ----------------------

@@ -204,3 +204,35 @@ def test_one_client_cannot_fill_the_per_client_set():
     backend.batches.clear()
     auth.authorize(answer("many.example", addrs[4], client="10.0.0.2"), ["10.0.0.2"])
     assert [w[1] for w in written(backend)] == [addrs[4]]
+
+
+class KernelHolds(RecordingBackend):
+    """The recording fake, plus pairs a previous process left in the kernel (a fake of
+    GETSETELEM on the per-client set)."""
+
+    def __init__(self, left: dict) -> None:
+        super().__init__()
+        self.left = left
+        self.asked = 0
+
+    def lookup_pair(self, client, address):
+        self.asked += 1
+        return self.left.get((str(client), str(address)))
+
+
+def test_after_a_restart_a_longer_grant_in_the_kernel_is_never_shortened():
+    config = parse_config(GATEWAY + '[gateway]\nper_client = true\n[grants]\nmin_ttl = "30s"\n'
+                          'grace = "10s"\n')
+    clock = Clock()
+    backend = KernelHolds({("10.0.0.2", "198.51.100.1"): 3000.0})
+    auth = Authorizer(config, backend, clock=clock)
+    auth.authorize(answer("www.example", "198.51.100.1", "198.51.100.2", client="10.0.0.2"),
+                   ["10.0.0.2"])
+    # .1 holds 3000 s in the kernel: not rewritten with 70 s; .2 is new: written
+    assert written(backend) == [("10.0.0.2", "198.51.100.2", 70.0)]
+    assert auth.client_grants.expires_in("10.0.0.2", ip("198.51.100.1")) == 3000.0
+    # once every earlier grant must have lapsed (max_ttl + grace), the kernel is not asked
+    clock.now += 3600 + 10 + 1
+    asked = backend.asked
+    auth.authorize(answer("new.example", "198.51.100.3", client="10.0.0.2"), ["10.0.0.2"])
+    assert backend.asked == asked and ("10.0.0.2", "198.51.100.3", 70.0) in written(backend)
