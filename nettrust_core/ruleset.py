@@ -59,7 +59,8 @@ def ruleset_spec(config) -> RulesetSpec:
                        drop_input=gw.drop_input, management_ports=gw.management_ports,
                        management_networks=gw.management_networks,
                        strikes=bool(gw.strike_threshold or gw.strike_dns_rate),
-                       strike_rate=gw.strike_dns_rate, strike_penalty=gw.strike_penalty)
+                       strike_rate=gw.strike_dns_rate, strike_penalty=gw.strike_penalty,
+                       uid_strikes=bool(lc.strike_drop_dns and lc.strikes and lc.unauthorized))
 
 
 def instance_from_env(config, environ=os.environ) -> int:

@@ -277,6 +277,9 @@ class LifecycleConfig:
                         unit="per second")
     strikes: int = key(Integer(0, 1000000), 0,
                        "refused attempts that make a `strike` event (0: off)", unit="per minute")
+    strike_drop_dns: bool = key(Boolean(), False,
+                                "a local user struck by `strikes` loses its DNS and DoT for "
+                                "`gateway.strike_penalty` (never root or the resolver's user)")
     report_interval: float = key(Duration(), "10s", "how often counters go to the agent",
                                  check=c.at_least(1, "must be at least 1s"))
 

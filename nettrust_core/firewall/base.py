@@ -107,6 +107,10 @@ class RulesetSpec:
     strikes: bool = False
     strike_rate: int = 0
     strike_penalty: float = 300.0
+    #: A host's strikes by local user (lifecycle.strike_drop_dns): a ``strikes_out`` chain on
+    #: output drops DNS and DoT of the uids in the timed ``strike_uids`` set (never uid 0 or
+    #: ``resolver_uid``).
+    uid_strikes: bool = False
 
 
 #: Hands over one part of a listing as the kernel delivers it (may raise to abandon the listing).

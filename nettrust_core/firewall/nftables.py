@@ -36,7 +36,7 @@ from ..errors import FirewallError
 from ..netlink import nftables as nl, nftables_state as nft_state, wire
 from .base import Grant, GrantedElement, IPAddress, OnBatch, RulesetSpec, Status
 from .diagnostics import BaseChain
-from .nftables_gateway import STRIKE_SETS, all_client_sets, client_sets, strike_declarations
+from .nftables_gateway import all_client_sets, client_sets, strike_declarations, strike_element
 from .nftables_rules import (CGROUP_ROOT, COUNTER, FAMILY, HOOKS, STATIC_SETS, ChainState,
                              all_grant_sets, grant_sets, ruleset_commands,
                              static_set_declarations, validate_spec)
@@ -212,11 +212,10 @@ class NftablesBackend:
             self.spec.table, self.client_sets[address.version], client.packed + address.packed)
         return e.expiration_ms / 1000 if e is not None and e.expiration_ms else None
 
-    def strike(self, address: IPAddress, seconds: float) -> None:
-        """Put ``address`` into the strike set for ``seconds`` (its DNS/DoT is then dropped)."""
-        elem = nl.element(address.packed, max(1000, math.ceil(seconds * 1000)))
+    def strike(self, address: IPAddress | int, seconds: float) -> None:
+        """Put ``address`` (or a uid) into its strike set for ``seconds`` (DNS/DoT dropped)."""
         self._socket("_ctl").write_elements(nl.NFT_MSG_NEWSETELEM, self.spec.table,
-                                            [(STRIKE_SETS[address.version], [elem], [address])])
+                                            [strike_element(address, seconds)])
 
     # -- reads --------------------------------------------------------------------------------
     def list_grants(self, on_batch: OnBatch | None = None, *,

@@ -42,7 +42,11 @@
 
 from __future__ import annotations
 
-from .base import RulesetSpec
+import math
+import sys
+
+from ..netlink import nftables as nl
+from .base import IPAddress, RulesetSpec
 from .nftables_rules import (COUNTER, MLD_TYPES, ND_TYPES, _DNS, _TCP_UDP, _accept, _field,
                              _match, _meta, _nets)
 
@@ -128,6 +132,7 @@ def input_rules(spec: RulesetSpec) -> list[list[dict]]:
 
 #: The strike machinery's names (see the module docstring).
 STRIKE_CHAIN = "strikes"
+UID_STRIKE_CHAIN, UID_STRIKE_SET = "strikes_out", "strike_uids"
 STRIKE_SETS = {4: "strike4", 6: "strike6"}
 RATE_SETS = {4: "dnsrate4", 6: "dnsrate6"}
 STRUCK, SPOOFED = "struck", "spoofed"
@@ -140,11 +145,21 @@ def strike_declarations(spec: RulesetSpec, family: str = "inet") -> str:
     Re-running it is idempotent (the sets are declared as the kernel keeps them once a rule
     adds to them); the chain is flushed and refilled in the same transaction.
     """
-    if not spec.strikes:
+    if not (spec.strikes or spec.uid_strikes):
         return ""
     t = f"{family} {spec.table}"
-    penalty = max(1, int(spec.strike_penalty))
     lines = [f"add table {t}", f"add counter {t} {STRUCK}", f"add counter {t} {SPOOFED}"]
+    if spec.uid_strikes:
+        exempt = ", ".join(str(u) for u in sorted({0, spec.resolver_uid or 0}))
+        lines += [f"add set {t} {UID_STRIKE_SET} {{ typeof meta skuid; flags timeout; }}",
+                  f"add chain {t} {UID_STRIKE_CHAIN} {{ type filter hook output priority "
+                  f"{spec.priority}; policy accept; }}", f"flush chain {t} {UID_STRIKE_CHAIN}",
+                  f"add rule {t} {UID_STRIKE_CHAIN} meta skuid {{ {exempt} }} return",
+                  f"add rule {t} {UID_STRIKE_CHAIN} meta l4proto {{ tcp, udp }} th dport "
+                  f'{{ 53, 853 }} meta skuid @{UID_STRIKE_SET} counter name "{STRUCK}" drop']
+    if not spec.strikes:
+        return "\n".join(lines) + "\n"
+    penalty = max(1, int(spec.strike_penalty))
     for v in (4, 6):
         lines.append(f"add set {t} {STRIKE_SETS[v]} {{ type ipv{v}_addr; flags dynamic,timeout; "
                      "size 65535; }")
@@ -173,3 +188,12 @@ def strike_declarations(spec: RulesetSpec, family: str = "inet") -> str:
                          f"add @{STRIKE_SETS[v]} {{ {proto} saddr timeout {penalty}s }} "
                          f'counter name "{STRUCK}" drop')
     return "\n".join(lines) + "\n"
+
+
+def strike_element(address: IPAddress | int, seconds: float) -> tuple[str, list[bytes], list]:
+    """``(set, [element], [address])`` striking an address, or a uid (an int: 32 bits in host
+    order, as ``meta skuid`` loads it), for ``seconds``."""
+    uid = isinstance(address, int)
+    key = address.to_bytes(4, sys.byteorder) if uid else address.packed
+    name = UID_STRIKE_SET if uid else STRIKE_SETS[address.version]
+    return name, [nl.element(key, max(1000, math.ceil(seconds * 1000)))], [address]

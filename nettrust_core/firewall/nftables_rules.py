@@ -394,6 +394,7 @@ def ruleset_commands(spec: RulesetSpec, chains: dict[str, ChainState]) -> list[d
         for expr in chain_rules(spec, hook):
             cmds.append({"add": {"rule": {**t, "chain": hook, "expr": expr}}})
     unwanted = {"strikes": not spec.strikes,            # nftables_gateway.STRIKE_CHAIN
+                "strikes_out": not spec.uid_strikes,    # nftables_gateway.UID_STRIKE_CHAIN
                 ND_CHAIN: not wants_nd_chain(spec),
                 RESOLVER_CHAIN: not (spec.resolver_cgroup and spec.resolver_uid is not None)}
     for name, gone in unwanted.items():     # after the flushes above dropped every jump to them

@@ -54,8 +54,12 @@ class Lifecycle(Worker):
         self.liveness = (Liveness(authorizer, self.conntrack, self.counters,
                                   interval=lc.check_interval, max_lifetime=lc.max_lifetime,
                                   grace=config.grants.grace) if lc.liveness else None)
+        penalty = config.gateway.strike_penalty
+        on_strike = ((lambda uid: authorizer.backend.strike(uid, penalty))
+                     if lc.strike_drop_dns else None)
         self.watcher = (UnauthorizedWatcher(lc.log_group, self.reporter, self.counters,
-                                            strikes=lc.strikes) if lc.unauthorized else None)
+                                            strikes=lc.strikes, on_strike=on_strike)
+                        if lc.unauthorized else None)
 
     # -- start / stop ----------------------------------------------------------------------
     def start(self) -> None:

@@ -478,3 +478,64 @@ def test_the_kernel_meter_strikes_a_dns_flood_without_python(gw):
     assert gw.lab.unbound.log_text().count("strike:") == log_before   # the kernel did it
     assert gw.ask("b", "www.fw.test") == "NOERROR"                # exempt: management network
     assert secnet.wait_for(lambda: gw.ask("a", "www.fw.test") == "NOERROR", 10)
+
+
+# -- strikes on a host: by local user, from the refused-connection events ---------------------
+def test_a_struck_local_user_loses_its_dns_root_and_the_resolver_never(tmp_path):
+    import ipaddress
+    import pwd
+    import sys
+    from nettrust_core.firewall.base import RulesetSpec
+    from nettrust_core.firewall.nftables import NftablesBackend
+    nobody, daemon = pwd.getpwnam("nobody").pw_uid, pwd.getpwnam("daemon").pw_uid
+    resolver = pwd.getpwnam("unbound").pw_uid
+    spec = RulesetSpec(table="ntuid", resolver_uid=resolver, uid_strikes=True)
+
+    def load() -> None:
+        b = NftablesBackend(spec)
+        try:
+            b.ensure()
+        finally:
+            b.close()
+
+    def strike(uid: int) -> str:
+        b = NftablesBackend(spec)
+        try:
+            b.strike(uid, 3)
+        finally:
+            b.close()
+        subprocess.run(["nft", "add", "element", "inet", "ntuid", "strike_uids",
+                        "{ 1234 timeout 30s }"], check=True)
+        return b._socket("_ctl").dump_elements("ntuid", "strike_uids")
+
+    with NetNS("ntgw-uid") as ns:
+        servers = secnet.Servers(ns).udp(53).udp(5353).start()
+        try:
+            ns.run(load)
+            for uid in (nobody, daemon, 0):                      # the controls
+                assert ns.run(secnet.udp_probe, "127.0.0.1", 53, uid=uid) == "reply"
+            elements = ns.run(strike, nobody)
+            keys = {e.key for e in elements}
+            # nft's own encoding of a uid is ours (host byte order, 32 bits)
+            assert (1234).to_bytes(4, sys.byteorder) in keys
+            assert nobody.to_bytes(4, sys.byteorder) in keys
+            # dropped on output: the sender is told at once (EPERM), nothing reaches the server
+            assert ns.run(secnet.udp_probe, "127.0.0.1", 53, uid=nobody) == "Operation not permitted"
+            assert ns.run(secnet.udp_probe, "127.0.0.1", 5353, uid=nobody) == "reply"   # not DNS
+            assert ns.run(secnet.udp_probe, "127.0.0.1", 53, uid=daemon) == "reply"
+            # root and the resolver's user are never struck, even when written into the set
+            def strike_exempt() -> None:
+                b = NftablesBackend(spec)
+                try:
+                    b.strike(0, 3)
+                    b.strike(resolver, 3)
+                finally:
+                    b.close()
+            ns.run(strike_exempt)
+            assert ns.run(secnet.udp_probe, "127.0.0.1", 53, uid=0) == "reply"
+            assert ns.run(secnet.udp_probe, "127.0.0.1", 53, uid=resolver) == "reply"
+            # the penalty ends by itself
+            assert secnet.wait_for(lambda: ns.run(secnet.udp_probe, "127.0.0.1", 53,
+                                                  uid=nobody) == "reply", 8)
+        finally:
+            servers.close()

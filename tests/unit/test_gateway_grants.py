@@ -236,3 +236,30 @@ def test_after_a_restart_a_longer_grant_in_the_kernel_is_never_shortened():
     asked = backend.asked
     auth.authorize(answer("new.example", "198.51.100.3", client="10.0.0.2"), ["10.0.0.2"])
     assert backend.asked == asked and ("10.0.0.2", "198.51.100.3", 70.0) in written(backend)
+
+
+def test_a_local_users_strike_calls_the_action_a_clients_does_not():
+    from collections import Counter
+    from nettrust_core.lifecycle.unauthorized import UnauthorizedWatcher
+    from nettrust_core.netlink.nflog import Attempt
+    struck = []
+    w = UnauthorizedWatcher(1, None, Counter(), strikes=3, on_strike=struck.append)
+    for i in range(3):
+        w.handle(Attempt("10.0.0.5", "198.51.100.1", "tcp", 443, "forward", "nettrust", None, None),
+                 now=1000.0 + i)
+        w.handle(Attempt("127.0.0.1", "198.51.100.1", "tcp", 443, "output", "nettrust", 1000, 1000),
+                 now=1000.0 + i)
+    assert struck == [1000]
+    assert w.counters["strikes"] == 2 and w.counters["uids_struck"] == 1
+    failing = UnauthorizedWatcher(1, None, Counter(), strikes=1, on_strike=lambda uid: 1 / 0)
+    failing.handle(Attempt("127.0.0.1", "198.51.100.1", "udp", 53, "output", "nettrust", 7, 7))
+    assert failing.counters["strike_errors"] == 1
+
+
+def test_uid_strikes_render_an_output_chain_that_exempts_root_and_the_resolver():
+    from nettrust_core.firewall.nftables_gateway import strike_declarations
+    text = strike_declarations(RulesetSpec(resolver_uid=105, uid_strikes=True, table="t"))
+    assert "hook output" in text and "meta skuid { 0, 105 } return" in text
+    assert "@strike_uids" in text and "hook prerouting" not in text
+    spec = ruleset_spec(parse_config(GATEWAY + '[lifecycle]\nstrikes = 5\nstrike_drop_dns = true\n'))
+    assert spec.uid_strikes and not spec.strikes
