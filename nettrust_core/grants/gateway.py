@@ -43,11 +43,15 @@ class ClientGranter:
         #: by the process before a restart: asked first (one GETSETELEM), so it is never
         #: shortened.  After it, any earlier grant has lapsed (none outlives max_ttl + grace).
         self.ask_kernel_until = clock() + timeouts.max_ttl + timeouts.grace
+        #: (client, its address, destination, expiry) of the pair written last: what the
+        #: periodic check asks the kernel about to notice a flush (lifecycle.verify).
+        self.last_written: tuple | None = None
 
     def reset(self) -> None:
         """Forget every pair (the ruleset was rebuilt or flushed): rewritten on the next hit."""
         self.map.clear()
         self.hits_done.clear()
+        self.last_written = None
 
     def client_ip(self, client: str):
         """The client's address (None: unparsable), remembered: the cache-hit path is hot."""
@@ -141,6 +145,8 @@ class ClientGranter:
                 write_s = time.perf_counter() - started
                 for pair, at in pairs:
                     cg.record(pair, at)
+                (c, addr), at = pairs[-1]
+                self.last_written = (c, todo[-1].client, addr, at)
         if other_family:
             self.counters["client_grants_other_family"] += other_family
         if capped:

@@ -317,6 +317,20 @@ def test_clients_joining_one_in_flight_query_are_all_granted(gw):
     assert gw.connect("c", SLOW_ADDRESS) == "connected"          # C: open network (item 3)
 
 
+# -- a flush behind the module's back is noticed and the pairs come back on the next hit -----
+def test_flushed_per_client_grants_are_noticed_and_granted_again(gw):
+    assert gw.resolve("b", "www.sec.test") == ["198.51.100.20"]
+    assert ("10.97.2.2", "198.51.100.20") in gw.pairs()
+    gw.lab.run("host", ["nft", "flush", "set", "inet", TABLE, "clients4"])
+    assert gw.connect("b", "198.51.100.20") != "connected"               # really gone
+    # the periodic check (grants.verify_interval, 2 s) notices and forgets what it believed
+    assert secnet.wait_for(lambda: "gone from the kernel" in gw.lab.unbound.log_text(), 10)
+    hits = gw.stats()["total.num.cachehits"]
+    assert gw.resolve("b", "www.sec.test") == ["198.51.100.20"]
+    assert gw.stats()["total.num.cachehits"] == hits + 1                  # a cache hit ...
+    assert gw.connect("b", "198.51.100.20") == "connected"               # ... grants again
+
+
 # -- item 3: open networks go anywhere, nobody else does --------------------------------------
 def test_open_networks_reach_a_bare_address_and_others_do_not(gw):
     assert gw.connect("c", "198.51.100.99") == "connected"
