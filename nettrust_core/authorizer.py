@@ -81,7 +81,8 @@ class Authorizer:
         #: pairs (the forward chain's per-client sets), never shortened, capped per client.
         self.per_client = bool(config.gateway.per_client)
         self.gateway = ClientGranter(backend, self.timeouts, self.counters, clock,
-                                     cap=g.max_per_client or max(1024, g.max_per_set // 16))
+                                     cap=g.max_per_client or max(1024, g.max_per_set // 16),
+                                     prefix6=config.gateway.ipv6_client_prefix)
         self.client_grants = self.gateway.map
         #: Gateway strikes (gateway.strike_threshold; None: off).
         self.strikes = Strikes.from_config(config, backend, self.counters, self.reporter)

@@ -56,6 +56,7 @@ def ruleset_spec(config) -> RulesetSpec:
                        log_group=lc.log_group if lc.unauthorized else None, log_rate=lc.log_rate,
                        set_size=config.grants.max_per_set, instances=config.firewall.instances,
                        per_client=gw.per_client, open_networks=gw.open_networks,
+                       client_prefix6=gw.ipv6_client_prefix,
                        drop_input=gw.drop_input, management_ports=gw.management_ports,
                        management_networks=gw.management_networks,
                        strikes=bool(gw.strike_threshold or gw.strike_dns_rate),

@@ -238,6 +238,9 @@ class GatewayConfig:
     open_networks: tuple[IPNetwork, ...] = key(
         Each(network, "networks (CIDR or address)"), [],
         "forward hook: sources that may connect anywhere without a grant (still our DNS only)")
+    ipv6_client_prefix: int = key(Integer(32, 128), 128,
+                                  "with `per_client`: IPv6 clients are keyed by this prefix of "
+                                  "their address (64: every privacy address of a host)")
     drop_input: bool = key(Boolean(), False,
                            "drop everything reaching this machine but established traffic, "
                            "loopback, DHCP, ICMPv6 ND, DNS/DoT from the LAN side and "

@@ -93,6 +93,9 @@ class RulesetSpec:
     per_client: bool = False
     #: Forward only: sources whose forwarded connections go anywhere (no grant needed).
     open_networks: tuple[IPNetwork, ...] = ()
+    #: Per-client IPv6 keys are the client's address cut to this prefix (64: a host's privacy
+    #: addresses share its grants); the forward rule masks ``ip6 saddr`` the same way.
+    client_prefix6: int = 128
     #: An input chain, policy drop: established, loopback, DHCP, ICMPv6 ND, DNS/DoT to this
     #: resolver from the LAN side, ``management_ports`` (TCP) from ``management_networks``
     #: (empty: from the LAN side); nothing else reaches the gateway.

@@ -307,7 +307,11 @@ def chain_rules(spec: RulesetSpec, hook: str) -> list[list[dict]]:
         mark = [] if sets is STATIC_SETS or spec.ct_mark is None else [_mark_connection(spec.ct_mark)]
         for proto, v in (("ip", 4), ("ip6", 6)):
             if per_client and sets is not STATIC_SETS:
-                key = {"concat": [_field(proto, "saddr"), _field(proto, "daddr")]}
+                saddr = _field(proto, "saddr")
+                if v == 6 and spec.client_prefix6 < 128:     # the client's /N, as it is granted
+                    mask = ipaddress.IPv6Network(f"::/{spec.client_prefix6}").netmask
+                    saddr = {"&": [saddr, str(mask)]}
+                key = {"concat": [saddr, _field(proto, "daddr")]}
             else:
                 key = _field(proto, "daddr")
             rules.append(_accept(_match(key, "@" + sets[v]), *mark))

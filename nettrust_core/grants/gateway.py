@@ -28,13 +28,15 @@ MAX_CLIENT_TEXTS = 65536
 
 class ClientGranter:
     def __init__(self, backend: FirewallBackend, timeouts: Timeouts, counters: Counter[str],
-                 clock: Callable[[], float], *, cap: int) -> None:
+                 clock: Callable[[], float], *, cap: int, prefix6: int = 128) -> None:
         self.backend = backend
         self.timeouts = timeouts
         self.counters = counters
         self.clock = clock
         self.map = ClientGrants(slack=min(1.0, timeouts.grace / 2), clock=clock, cap=cap)
-        self._ips: dict[str, object] = {}
+        #: client text -> (key text, the address granted: IPv6 cut to ``prefix6``) or None
+        self._ips: dict[str, tuple[str, object] | None] = {}
+        self.prefix6 = prefix6
         #: Cached messages already judged for a client: (client, qname, qtype, the message's
         #: absolute expiry) -- its grants outlive the cached message, so a later hit of the
         #: same message by the same client needs no decoding at all (cleared on a reset).
@@ -53,19 +55,28 @@ class ClientGranter:
         self.hits_done.clear()
         self.last_written = None
 
-    def client_ip(self, client: str):
-        """The client's address (None: unparsable), remembered: the cache-hit path is hot."""
+    def client_key(self, client: str) -> tuple[str, object] | None:
+        """(the key its grants are remembered under, the address they are written for), None
+        when unparsable; remembered: the cache-hit path is hot.  An IPv4-mapped IPv6 client is
+        its IPv4 address (what the forward hook sees); an IPv6 one is cut to ``prefix6``."""
         ips = self._ips
-        ip = ips.get(client, False)
-        if ip is False:
+        found = ips.get(client, False)
+        if found is False:
             try:
                 ip = ipaddress.ip_address(client.split("%", 1)[0])
             except ValueError:
-                ip = None
+                found = None
+            else:
+                ip = getattr(ip, "ipv4_mapped", None) or ip
+                if ip.version == 6 and self.prefix6 < 128 and not ip.is_loopback:
+                    ip = ipaddress.IPv6Network(f"{ip}/{self.prefix6}", strict=False).network_address
+                    found = (str(ip), ip)
+                else:
+                    found = (client, ip)
             if len(ips) >= MAX_CLIENT_TEXTS:
                 ips.clear()
-            ips[client] = ip
-        return ip
+            ips[client] = found
+        return found
 
     def split(self, clients) -> tuple[list[tuple[str, object]], bool]:
         """(remote clients with their addresses, whether this host itself is among them).
@@ -77,21 +88,21 @@ class ClientGranter:
         remote: list[tuple[str, object]] = []
         host = False
         seen = set()
+        keys = set()
         for c in clients:
             if c in seen:
                 continue
             seen.add(c)
-            ip = self.client_ip(c)
-            if ip is None:
+            found = self.client_key(c)
+            if found is None:
                 self.counters["clients_unparsable"] += 1
                 continue
-            mapped = getattr(ip, "ipv4_mapped", None)
-            if mapped is not None:
-                ip = mapped
+            key, ip = found
             if ip.is_loopback:
                 host = True
-            else:
-                remote.append((c, ip))
+            elif key not in keys:
+                keys.add(key)
+                remote.append((key, ip))
         if not seen:
             host = True
         return remote, host
@@ -182,10 +193,11 @@ class ClientGranter:
         hit would grant them?  True: nothing to do (no policy, no kernel).  Addresses of the
         other IP version are never granted per client and are left out; this host's own
         hits need nothing (output mode: the cache-lifetime invariant holds)."""
-        ip = self.client_ip(client)
-        if ip is None or ip.is_loopback:
+        found = self.client_key(client)
+        if found is None or found[1].is_loopback:
             return True
-        mine = self.map.by_client.get(client)
+        key, ip = found
+        mine = self.map.by_client.get(key)
         if mine is None:
             return False
         version = ip.version

@@ -47,6 +47,7 @@ hooks = ["output", "forward"]
 lan_interfaces = ["lana", "lanb", "lanc"]
 [gateway]
 per_client = true
+ipv6_client_prefix = 64
 open_networks = ["10.97.3.0/24"]
 drop_input = true
 management_ports = ["22"]
@@ -315,6 +316,34 @@ def test_clients_joining_one_in_flight_query_are_all_granted(gw):
     assert gw.connect("a", SLOW_ADDRESS) == "connected"
     assert gw.connect("b", SLOW_ADDRESS) == "connected"
     assert gw.connect("c", SLOW_ADDRESS) == "connected"          # C: open network (item 3)
+
+
+# -- dual-stack: with ipv6_client_prefix = 64 a host's other (privacy) addresses share its grant
+def connect_from(source: str, address: str, port: int = 80) -> str:
+    s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    s.settimeout(1.5)
+    try:
+        s.bind((source, 0))
+        s.connect((address, port))
+        return "connected"
+    except OSError as exc:
+        return os.strerror(exc.errno) if exc.errno else type(exc).__name__
+    finally:
+        s.close()
+
+
+def test_an_ipv6_clients_privacy_address_shares_the_grant_of_its_64(gw):
+    a = gw.clients["a"]
+    a.sh("ip", "addr", "add", "fd97:1::99/64", "dev", "eth0", "nodad")
+    try:
+        assert gw.resolve("a", "www.ins.sec.test", "AAAA", over=6) == ["2001:db8:100::40"]
+        assert ("fd97:1::", "2001:db8:100::40") in gw.pairs(6)        # keyed by the /64
+        assert a.run(connect_from, "fd97:1::99", "2001:db8:100::40") == "connected"
+        assert a.run(connect_from, "fd97:1::2", "2001:db8:100::40") == "connected"
+        # another LAN's client is still refused (the control)
+        assert gw.connect("b", "2001:db8:100::40") != "connected"
+    finally:
+        a.sh("ip", "addr", "del", "fd97:1::99/64", "dev", "eth0")
 
 
 # -- a flush behind the module's back is noticed and the pairs come back on the next hit -----

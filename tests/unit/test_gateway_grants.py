@@ -263,3 +263,19 @@ def test_uid_strikes_render_an_output_chain_that_exempts_root_and_the_resolver()
     assert "@strike_uids" in text and "hook prerouting" not in text
     spec = ruleset_spec(parse_config(GATEWAY + '[lifecycle]\nstrikes = 5\nstrike_drop_dns = true\n'))
     assert spec.uid_strikes and not spec.strikes
+
+
+def test_ipv6_clients_keyed_by_their_64_share_one_pair_and_the_rule_masks_the_source():
+    config = parse_config(GATEWAY + '[gateway]\nper_client = true\nipv6_client_prefix = 64\n'
+                          '[grants]\nmin_ttl = "30s"\ngrace = "10s"\n')
+    backend = RecordingBackend()
+    auth = Authorizer(config, backend, clock=Clock())
+    auth.authorize(answer("www.example", "2001:db8::1", client="fd00::2"),
+                   ["fd00::2", "fd00::1234:5678", "fd00:0:0:1::2"])
+    assert sorted(written(backend)) == [("fd00:0:0:1::", "2001:db8::1", 70.0),
+                                        ("fd00::", "2001:db8::1", 70.0)]
+    assert auth.cache_hit_granted("fd00::abcd", [(ip("2001:db8::1"), 60)])
+    spec = RulesetSpec(hooks=("output", "forward"), lan_interfaces=("lan0",), per_client=True,
+                       client_prefix6=64)
+    rule = next(repr(r) for r in chain_rules(spec, "forward") if "@clients6" in repr(r))
+    assert "'&'" in rule and "ffff:ffff:ffff:ffff::" in rule
