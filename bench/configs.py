@@ -36,8 +36,6 @@ NETTRUST_DEFAULT = ""
 
 #: Modes the issue asks about that the product (or this machine) does not offer.
 NOT_SUPPORTED = {
-    "NetTrust per-client callbacks": "not supported: the product has no per-client / per-query "
-                                     "callback mode",
     "PowerDNS Recursor": "skipped (optional)",
 }
 
@@ -132,6 +130,40 @@ class NetTrust(Server):
             # must start from an open firewall and empty sets.
             self.host.nettrust("remove", check=False)
             self.host = None
+
+
+#: The gateway configuration: per-client grants, so every cache hit runs the reply_cache callback.
+GATEWAY_CONFIG = """
+[firewall]
+hooks = ["output", "forward"]
+lan_interfaces = ["lo"]
+[gateway]
+per_client = true
+"""
+#: dnsperf's source address for the gateway configuration: a client that is not this host
+#: (the callback returns at once for loopback clients), on the host namespace's lo.
+GATEWAY_CLIENT = "10.255.0.1"
+
+
+class NetTrustGateway(NetTrust):
+    """NetTrust in gateway mode with per-client callbacks (issue 13): dnsperf queries from
+    :data:`GATEWAY_CLIENT`, so each cache hit is checked against the per-client grants (and the
+    first hit of each name writes its ``client . destination`` pair)."""
+
+    client_source = GATEWAY_CLIENT
+
+    def __init__(self, lab) -> None:
+        super().__init__(lab, config_text=GATEWAY_CONFIG)
+        self.key = "nettrust_gateway"
+        self.label = "NetTrust gateway (per-client)"
+
+    def start(self) -> None:
+        self.lab.run("host", ["ip", "addr", "replace", f"{GATEWAY_CLIENT}/32", "dev", "lo"])
+        self.host = self.make_host()
+        render = self.host.unbound_conf
+        self.host.unbound_conf = lambda: (render() + "server:\n    access-control: "
+                                          f"{GATEWAY_CLIENT}/32 allow\n")
+        self.host.start()
 
 
 class Dnsmasq(Server):

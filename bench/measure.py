@@ -86,7 +86,8 @@ class Phase:
 
 
 def dnsperf(lab, queries: Path, *, seconds: float, runs: int | None = None, max_qps: int | None = None,
-            clients: int = 16, outstanding: int = 200, latency: bool = False) -> Phase:
+            clients: int = 16, outstanding: int = 200, latency: bool = False,
+            source: str | None = None) -> Phase:
     """Run dnsperf against 127.0.0.1:53 from the host namespace and measure the servers' CPU.
 
     ``runs``: passes through the file at most (1 = every query once: unique names stay unique).
@@ -94,6 +95,8 @@ def dnsperf(lab, queries: Path, *, seconds: float, runs: int | None = None, max_
     """
     argv = ["dnsperf", "-s", "127.0.0.1", "-d", str(queries), "-l", f"{seconds:g}",
             "-c", str(clients), "-q", str(outstanding), "-t", "2"]
+    if source is not None:           # a client address other than 127.0.0.1 (gateway mode)
+        argv += ["-a", source]
     if runs is not None:
         argv += ["-n", str(runs)]
     if max_qps is not None:

@@ -13,7 +13,8 @@ from pathlib import Path
 from testbed.lab import Lab, missing_prerequisites
 
 from . import machine, micro, profile, race
-from .configs import NOT_SUPPORTED, Dnsmasq, NetTrust, PassThroughModule, PlainUnbound, Unavailable
+from .configs import (NOT_SUPPORTED, Dnsmasq, NetTrust, NetTrustGateway, PassThroughModule,
+                      PlainUnbound, Unavailable)
 from .measure import Phase, dnsperf, server_pids
 from .report import Results
 from .zone import BenchZone, write_queries
@@ -77,19 +78,21 @@ def measure(lab, server, work: Workload, s: Settings, sample: bool = False) -> d
 
     ``sample``: py-spy the server during the miss phase (``server.profile`` gets the summary)."""
     server.start()
+    src = {"source": getattr(server, "client_source", None)}
     try:
-        dnsperf(lab, work.hit, seconds=120, runs=s.warm_passes, clients=s.clients)   # warm-up
-        hit = dnsperf(lab, work.hit, seconds=s.seconds, clients=s.clients, outstanding=s.outstanding)
+        dnsperf(lab, work.hit, seconds=120, runs=s.warm_passes, clients=s.clients, **src)  # warm-up
+        hit = dnsperf(lab, work.hit, seconds=s.seconds, clients=s.clients, outstanding=s.outstanding,
+                      **src)
         sampler = (profile.Sampler(server_pids(lab.host_ns)[0], s.seconds, work.directory / "profile.raw")
                    if sample else None)
         phases = {
             "hit": hit,
             "miss": dnsperf(lab, work.miss, seconds=s.seconds, runs=1, clients=s.clients,
-                            outstanding=s.outstanding),
+                            outstanding=s.outstanding, **src),
             "lat_miss": dnsperf(lab, work.lat_miss, seconds=s.latency_seconds, runs=1, max_qps=s.rate,
-                                clients=4, latency=True),
+                                clients=4, latency=True, **src),
             "lat_hit": dnsperf(lab, work.hit, seconds=s.latency_seconds, max_qps=s.rate, clients=4,
-                               latency=True),
+                               latency=True, **src),
         }
         if isinstance(server, Dnsmasq):
             server.elements = server.set_size()
@@ -121,7 +124,7 @@ def run(s: Settings, output: Path) -> Results:
               flush=True)
         work = Workload(lab.work_dir / "bench", s)
         servers = [PlainUnbound(lab), PassThroughModule(lab), NetTrust(lab), NetTrust(lab, instances=2),
-                   Dnsmasq(lab)]
+                   NetTrustGateway(lab), Dnsmasq(lab)]
         results.labels = {srv.key: srv.label for srv in servers}
         for n in range(s.rounds):
             this_round: dict[str, dict[str, Phase]] = {}

@@ -24,10 +24,11 @@ from typing import TYPE_CHECKING, Callable, Iterable
 
 from .answer import Answer, RCODE_NAMES, TYPE_NAMES
 from .cache_invalidation import CacheInvalidator
-from .errors import NetTrustError
-from .firewall.base import FirewallBackend, Grant
+from .errors import FirewallError, NetTrustError
+from .firewall.base import ClientPairs, FirewallBackend, Grant
 from .firewall.fanout import GrantRefused
 from .grants.caps import Budgets, SetCaps
+from .grants.gateway import ClientGranter
 from .grants.timeouts import Timeouts, comment
 from .grants.tracker import GrantTracker, Owner
 from .grants.writer import GrantWriter
@@ -35,6 +36,7 @@ from .lifecycle.adoption import GrantAdoption
 from .policy import NameCheck, Outcome, Policy, Verdict
 from .registrable import registrable_domain
 from .report import Reporter
+from .strikes import Strikes
 
 if TYPE_CHECKING:
     from .config import Config
@@ -79,6 +81,15 @@ class Authorizer:
         self.writer = GrantWriter(backend, self.tracker, self.set_caps, self.counters)
         #: The background read of the kernel's grants after start (None before start).
         self.adoption: GrantAdoption | None = None
+        #: Gateway mode: answers to clients other than this host grant ``client . destination``
+        #: pairs (the forward chain's per-client sets), never shortened, capped per client.
+        self.per_client = bool(config.gateway.per_client)
+        self.gateway = ClientGranter(backend, self.timeouts, self.counters, clock,
+                                     cap=g.max_per_client or max(1024, g.max_per_set // 16),
+                                     prefix6=config.gateway.ipv6_client_prefix)
+        self.client_grants = self.gateway.map
+        #: Gateway strikes (gateway.strike_threshold; None: off).
+        self.strikes = Strikes.from_config(config, backend, self.counters, self.reporter)
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -114,6 +125,8 @@ class Authorizer:
         check = self.policy.check_name(qname)
         if not check.allowed:
             self.counters["queries_blocked"] += 1
+            if self.strikes is not None:
+                self.strikes.offence(client, "blocked name " + qname)
             if self.reporter is not None and client is not None:
                 # Answered by the module itself: the agent learns why from this record.
                 self.reporter.send({"t": "decision", "client": client, "qname": qname,
@@ -122,14 +135,29 @@ class Authorizer:
                                     "source": "blocked"})
         return check
 
-    def authorize(self, answer: Answer) -> Decision:
+    def authorize(self, answer: Answer, clients: Iterable[str] | None = None) -> Decision:
+        """Judge ``answer`` and grant what it justifies before it is released.
+
+        ``clients``: gateway mode (``gateway.per_client``), every client receiving this answer
+        (the querying one and those that joined the same in-flight query); default: the
+        answer's client.  Clients other than this host get ``client . destination`` grants; this
+        host's own (loopback) queries, and answers nobody waits for, grant as in output mode.
+        """
         verdict = self.policy.judge(answer)
         self.counters[_ANSWER_COUNTER[verdict.outcome]] += 1
+        if answer.rcode == 5 and self.strikes is not None:           # REFUSED
+            self.strikes.offence(answer.client, "REFUSED for " + answer.qname)
         if not verdict.grants:
             self._debug(answer, verdict, ())
             if self.reporter is not None:
                 self._report(answer, verdict, (), 0, 0.0, None)
             return Decision(verdict)
+        if self.per_client:
+            remote, host = self.gateway.split(answer.client if clients is None else clients)
+            if remote:
+                decision = self._grant_clients(answer, verdict, remote)
+                if decision.error is not None or not host:
+                    return decision
 
         chain = verdict.chain
         why = comment(chain)
@@ -184,6 +212,20 @@ class Authorizer:
             self._report(answer, verdict, grants, len(todo), write_s, None)
         return Decision(verdict, grants, len(todo))
 
+    # -- gateway mode: per-client grants (nettrust_core.grants.gateway) -------------------
+    def _grant_clients(self, answer: Answer, verdict: Verdict, remote) -> Decision:
+        grants, written, write_s, error = self.gateway.grant(verdict, remote)
+        if error is not None:
+            log.error("firewall write failed, answer for %s fails closed: %s", answer.qname, error)
+        else:
+            self._debug(answer, verdict, grants)
+        if self.reporter is not None:
+            self._report(answer, verdict, grants, written, write_s, error)
+        return Decision(verdict, grants, written, error)
+
+    def cache_hit_granted(self, client: str, addresses) -> bool:
+        return self.gateway.cache_hit_granted(client, addresses)
+
     def _report(self, answer: Answer, verdict: Verdict, grants, written: int, write_s: float,
                 error: str | None) -> None:
         """One decision record to the agent, after the write (a non-blocking datagram)."""
@@ -226,6 +268,7 @@ class Authorizer:
         if old is not None:
             old.abandon()
         names = self.tracker.clear()
+        self.gateway.reset()                # gateway mode: rewrite every pair on its next hit
         self.tracker.complete = False
         return names, old
 
@@ -239,6 +282,19 @@ class Authorizer:
         self.invalidate(sorted(names))
 
     # -- renewals (lifecycle.liveness) -----------------------------------------------------
+    def strike(self, who: IPAddress | int, seconds: float) -> None:
+        """Drop the DNS of a client address or a local uid for ``seconds`` (gateway strikes);
+        raises FirewallError when no configured backend can."""
+        if not isinstance(self.backend, ClientPairs):
+            raise FirewallError("the firewall backend cannot strike (nftables can)")
+        self.backend.strike(who, seconds)
+
+    def lookup_pair(self, client: IPAddress, address: IPAddress) -> float | None:
+        """Seconds left on ``client . address`` in the kernel (None: none, or no such backend)."""
+        if not isinstance(self.backend, ClientPairs):
+            return None
+        return self.backend.lookup_pair(client, address)
+
     def renew(self, addresses: Iterable[IPAddress], timeout: float) -> int:
         """Extend live grants by ``timeout`` from now; how many needed a write.
 

@@ -36,6 +36,13 @@ def ruleset_spec(config: Config) -> RulesetSpec:
                           "servers); name the user Unbound runs as",
                           file=config.path, key="firewall.resolver_user",
                           line=config.line_of("firewall.resolver_user"))
+    gw = config.gateway
+    for name, value in (("per_client", gw.per_client), ("open_networks", gw.open_networks)):
+        if value and "forward" not in fw.hooks:
+            raise ConfigError(f'gateway.{name} acts on forwarded traffic: add "forward" to '
+                              "firewall.hooks (and the LAN side: firewall.lan_interfaces or "
+                              "lan_networks)", file=config.path, key=f"gateway.{name}",
+                              line=config.line_of(f"gateway.{name}"))
     uid = None
     if fw.resolver_user:
         try:
@@ -53,7 +60,14 @@ def ruleset_spec(config: Config) -> RulesetSpec:
                        ct_mark=CT_MARK if lc.liveness else None,
                        log_group=lc.log_group if lc.unauthorized else None, log_rate=lc.log_rate,
                        set_size=config.grants.max_per_set, instances=config.firewall.instances,
-                       audit=fw.enforcement == "audit")
+                       audit=fw.enforcement == "audit",
+                       per_client=gw.per_client, open_networks=gw.open_networks,
+                       client_prefix6=gw.ipv6_client_prefix,
+                       drop_input=gw.drop_input, management_ports=gw.management_ports,
+                       management_networks=gw.management_networks,
+                       strikes=bool(gw.strike_threshold or gw.strike_dns_rate),
+                       strike_rate=gw.strike_dns_rate, strike_penalty=gw.strike_penalty,
+                       uid_strikes=bool(lc.strike_drop_dns and lc.strikes and lc.unauthorized))
 
 
 def instance_from_env(config: Config, environ: Mapping[str, str] = os.environ) -> int:

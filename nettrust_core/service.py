@@ -171,8 +171,27 @@ class Service:
         kind = "nxdomain" if is_canary(qname) else self.blocked_kind
         return blocked_response(kind, qname, qtype)
 
-    def authorize(self, answer: Answer) -> Decision:
-        return self.authorizer.authorize(answer)
+    def authorize(self, answer: Answer, clients=None) -> Decision:
+        return self.authorizer.authorize(answer, clients)
+
+    @property
+    def per_client(self) -> bool:
+        """Gateway mode: grants per client, cache hits included (the adapter's callback)."""
+        return self.authorizer.per_client
+
+    def offence(self, client: str | None, why: str) -> None:
+        """A blocked or invalid query of ``client`` (gateway strikes; nothing when off)."""
+        if self.authorizer.strikes is not None:
+            self.authorizer.strikes.offence(client, why)
+
+    def hit_known(self, key: tuple) -> bool:
+        return key in self.authorizer.gateway.hits_done
+
+    def hit_done(self, key: tuple) -> None:
+        self.authorizer.gateway.hit_done(key)
+
+    def cache_hit_granted(self, client: str, addresses) -> bool:
+        return self.authorizer.cache_hit_granted(client, addresses)
 
 
 class _Invalidator:

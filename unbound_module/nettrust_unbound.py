@@ -15,6 +15,7 @@ import os
 import site
 import socket
 import sys
+import time
 import traceback
 
 # __file__ exists only while the script loads; keep what we need from it now.
@@ -94,6 +95,10 @@ def init_standard(id, env):
         raise
     _service = service
     register_inplace_cb_reply_local(_on_local_answer, env, id)
+    if service.per_client:
+        # Gateway mode only: cache hits never reach operate(), and this is the one place that
+        # sees the client of a hit (output mode needs no callback: the cache-lifetime invariant).
+        register_inplace_cb_reply_cache(_on_cache_hit, env, id)
     log_info("nettrust: ready, config %s, instance %d of %d; adopting live grants in the background"
              % (service.config.path, service.instance, service.config.firewall.instances))
     return True
@@ -165,6 +170,7 @@ def _on_query(id, qstate):
         qname = decode_name(qstate.qinfo.qname)
     except WireNameError as exc:
         _log_error("query name refused, SERVFAIL", exc)
+        _service.offence(_client(qstate), "malformed query name")
         _servfail(id, qstate)
         return True
     client = _client(qstate)
@@ -193,7 +199,10 @@ def _on_answer(id, qstate):
         _servfail(id, qstate)
         _uncache(qstate, rep)
         return True
-    decision = _service.authorize(answer)
+    if _service.per_client:
+        decision = _service.authorize(answer, _clients(qstate))
+    else:
+        decision = _service.authorize(answer)
     if decision.error is not None:
         _servfail(id, qstate)
         _uncache(qstate, rep)  # else the next client would get the ungranted answer from cache
@@ -258,12 +267,67 @@ def _on_local_answer(qinfo, qstate, rep, rcode, edns, opt_list_out, region, **kw
     return True
 
 
+def _on_cache_hit(qinfo, qstate, rep, rcode, edns, opt_list_out, region, **kwargs):
+    """Gateway mode: a message-cache hit, before it is sent to ``repinfo.addr``.
+
+    Cheap first: the answer's addresses against the per-client grants this process already
+    wrote (a dictionary lookup each); only when a grant would get longer is the answer judged
+    in full and written.  The cached reply's own security status is checked again: a CD-bit
+    client can be served bogus data from cache, and bogus never grants.  A callback cannot veto
+    the answer: on a failure the client gets it without a grant (its connects are refused).
+    TTLs in the cached reply are absolute (epoch seconds).
+    """
+    try:
+        if rep is None or _service is None:
+            return True
+        repinfo = kwargs.get("repinfo")
+        if repinfo is None:
+            return True
+        if rep.security == sec_status_bogus:
+            _service.authorizer.counters["cache_hits_bogus"] += 1
+            return True
+        client = repinfo.addr
+        # The same cached message (its absolute expiry) for the same client: judged already,
+        # and its grants outlive it.  One set lookup, no decoding.
+        # (Not for an expired message served anyway, serve-expired: its grants may be gone.)
+        now = int(time.time())
+        expires = rep.ttl
+        key = (client, qinfo.qname, qinfo.qtype, expires)
+        if expires > now and _service.hit_known(key):
+            return True
+        addresses = []
+        for i in range(min(rep.an_numrrsets, rep.rrset_count)):
+            rrset = rep.rrsets[i]
+            rtype = socket.ntohs(rrset.rk.type)
+            make = _ADDR_TYPE.get(rtype)
+            if make is None:
+                continue
+            data = rrset.entry.data
+            for j in range(data.count):
+                try:
+                    addresses.append((make(data.rr_data[j][2:]), int(data.rr_ttl[j]) - now))
+                except (ValueError, TypeError):
+                    continue
+        if not addresses or _service.cache_hit_granted(client, addresses):
+            _service.hit_done(key)
+            return True
+        answer = Answer(decode_name(qinfo.qname), qinfo.qtype, rcode or (rep.flags & 0xF),
+                        Security.from_unbound(rep.security),
+                        _records(rep, rep.an_numrrsets, now), client, Source.CACHE)
+        if _service.authorize(answer, (client,)).error is None:
+            _service.hit_done(key)
+    except Exception as exc:
+        _log_error("cache hit not granted", exc)
+    return True
+
+
 # -- translation -----------------------------------------------------------------------------
-def _records(rep, count):
+def _records(rep, count, now=0):
     """Answer-section records as core values, every name decoded from wire bytes.
 
     A malformed address is skipped (it can never be granted); a name without an exact text
-    form raises WireNameError: the whole answer is refused.
+    form raises WireNameError: the whole answer is refused.  ``now``: subtracted from each TTL
+    (the cache callback's TTLs are absolute).
     """
     records = []
     for i in range(min(count, rep.rrset_count)):
@@ -284,7 +348,7 @@ def _records(rep, count):
                 raise
             except (ValueError, OSError, TypeError):
                 continue
-            records.append(Record(owner, rtype, int(data.rr_ttl[j]), value))
+            records.append(Record(owner, rtype, max(int(data.rr_ttl[j]) - now, 0), value))
     return tuple(records)
 
 
@@ -296,6 +360,18 @@ def _client(qstate):
     if reply is None:
         return None
     return reply.query_reply.addr
+
+
+def _clients(qstate):
+    """Every client waiting for this answer: ``mesh_info.reply_list`` is a linked list, and
+    clients that joined the query while it was in flight appear only there (latest first)."""
+    mesh = qstate.mesh_info
+    out = []
+    reply = mesh.reply_list if mesh is not None else None
+    while reply is not None:
+        out.append(reply.query_reply.addr)
+        reply = reply.next
+    return out
 
 
 # -- answers the module makes itself ---------------------------------------------------------

@@ -39,6 +39,13 @@ def address(text: str) -> IPAddress:
         raise InvalidValue(f"{text!r} is not an IPv4 or IPv6 address") from None
 
 
+def tcp_port(text: str) -> int:
+    """A port number 1..65535, written as a string ("22")."""
+    if not (text.isascii() and text.isdigit() and 0 < int(text) < 65536):
+        raise InvalidValue(f"{text!r} is not a port number (1 to 65535)")
+    return int(text)
+
+
 def network(text: str) -> IPNetwork:
     """A CIDR network, or a single address as a /32 or /128."""
     try:

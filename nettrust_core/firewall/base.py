@@ -16,7 +16,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -35,6 +35,9 @@ class Grant:
     address: IPAddress
     timeout: float
     comment: str = ""
+    #: Gateway mode (``gateway.per_client``): the client this grant is for, same IP version as
+    #: ``address``; it goes to the ``client . destination`` sets.  None: a grant for everyone.
+    client: IPAddress | None = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,32 @@ class RulesetSpec:
     instances: int = 1
     #: firewall.enforcement = "audit": every refusing rule logs, counts and accepts instead.
     audit: bool = False
+    #: Gateway mode: the forward chain accepts ``ip saddr . ip daddr @clients4`` (and the v6
+    #: twin) instead of the destination-only grant sets: a grant is for the client that asked.
+    per_client: bool = False
+    #: Forward only: sources whose forwarded connections go anywhere (no grant needed).
+    open_networks: tuple[IPNetwork, ...] = ()
+    #: Per-client IPv6 keys are the client's address cut to this prefix (64: a host's privacy
+    #: addresses share its grants); the forward rule masks ``ip6 saddr`` the same way.
+    client_prefix6: int = 128
+    #: An input chain, policy drop: established, loopback, DHCP, ICMPv6 ND, DNS/DoT to this
+    #: resolver from the LAN side, ``management_ports`` (TCP) from ``management_networks``
+    #: (empty: from the LAN side); nothing else reaches the gateway.
+    drop_input: bool = False
+    management_ports: tuple[int, ...] = ()
+    management_networks: tuple[IPNetwork, ...] = ()
+    #: Strikes (gateway mode): a ``strikes`` chain on prerouting drops DNS and DoT from the
+    #: sources in the timed ``strike4``/``strike6`` sets (the module writes them, see
+    #: nettrust_core.strikes); with ``strike_rate`` a kernel meter strikes sources sending more
+    #: than that many DNS packets per second for ``strike_penalty`` seconds.  Reverse-path check
+    #: on ``lan_interfaces`` (spoofed sources dropped); ``management_networks`` never struck.
+    strikes: bool = False
+    strike_rate: int = 0
+    strike_penalty: float = 300.0
+    #: A host's strikes by local user (lifecycle.strike_drop_dns): a ``strikes_out`` chain on
+    #: output drops DNS and DoT of the uids in the timed ``strike_uids`` set (never uid 0 or
+    #: ``resolver_uid``).
+    uid_strikes: bool = False
 
 
 #: Hands over one part of a listing as the kernel delivers it (may raise to abandon the listing).
@@ -177,3 +206,14 @@ class FirewallBackend(Protocol):
 
     def close(self) -> None:
         """Release sockets; the kernel state stays."""
+
+
+@runtime_checkable
+class ClientPairs(Protocol):
+    """Optional verbs of a backend that keeps per-client grants and strikes (gateway mode)."""
+
+    def lookup_pair(self, client: IPAddress, address: IPAddress) -> float | None:
+        """Seconds left on the grant of ``client . address`` (None: none)."""
+
+    def strike(self, address: IPAddress | int, seconds: float) -> None:
+        """Drop the DNS of a client address (or a local uid) for ``seconds``."""

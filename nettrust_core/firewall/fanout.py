@@ -44,7 +44,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 
 from ..errors import FirewallError, NetTrustError
-from .base import FirewallBackend, Grant, GrantedElement, IPAddress, OnBatch, Status
+from .base import ClientPairs, FirewallBackend, Grant, GrantedElement, IPAddress, OnBatch, Status
 from .diagnostics import BaseChain, Diagnostics
 
 log = logging.getLogger("nettrust.firewall")
@@ -121,6 +121,24 @@ class FanOut:
                           "let %s through until the grant expires", name, exc,
                           ", ".join(map(str, addresses)))
         return addresses if done else []
+
+    def lookup_pair(self, client: IPAddress, address: IPAddress) -> float | None:
+        """The least time left on ``client . address`` among the backends that keep pairs."""
+        least: float | None = None
+        for _name, backend in self.backends:
+            if not isinstance(backend, ClientPairs):
+                continue
+            left = backend.lookup_pair(client, address)
+            if left is None:
+                return None
+            least = left if least is None else min(least, left)
+        return least
+
+    def strike(self, address: IPAddress | int, seconds: float) -> None:
+        """Strike ``address`` in every backend that can (an optional verb)."""
+        for _name, backend in self.backends:
+            if isinstance(backend, ClientPairs):
+                backend.strike(address, seconds)
 
     def lookup(self, address: IPAddress) -> float | None:
         only = self._only

@@ -49,7 +49,8 @@ import re
 
 from ..errors import FirewallError
 from .base import RulesetSpec
-from .nftables_rules import DNS_PORTS, LOG_PREFIX, LOOPBACK, validate_spec
+from .nftables_rules import DNS_PORTS, LOG_PREFIX, LOOPBACK
+from .nftables_spec import validate_spec
 
 ND_TYPES = ("router-solicitation", "router-advertisement", "neighbour-solicitation",
             "neighbour-advertisement", "redirect")

@@ -36,9 +36,11 @@ from ..errors import FirewallError
 from ..netlink import nftables as nl, nftables_state as nft_state, wire
 from .base import Grant, GrantedElement, IPAddress, OnBatch, RulesetSpec, Status
 from .diagnostics import BaseChain
+from .nftables_gateway import all_client_sets, client_sets, strike_declarations, strike_element
 from .nftables_rules import (CGROUP_ROOT, COUNTER, FAMILY, HOOKS, STATIC_SETS, ChainState,
                              all_grant_sets, grant_sets, ruleset_commands,
-                             static_set_declarations, validate_spec)
+                             static_set_declarations)
+from .nftables_spec import validate_spec
 
 log = logging.getLogger("nettrust.firewall")
 NAME = "nftables"
@@ -115,6 +117,7 @@ class NftablesBackend:
                               f"(firewall.instances = {self.spec.instances})")
         self.instance = instance
         self.grant_sets = grant_sets(instance)
+        self.client_sets = client_sets(instance)
         self.repairs = 0
         self.errors = 0
         self._timeout = timeout
@@ -177,15 +180,12 @@ class NftablesBackend:
             raise
 
     def _encode(self, grants: Sequence[Grant]) -> list[tuple[str, list[bytes], list]]:
-        """Elements per grant set; timeouts in whole milliseconds, rounded up."""
-        v4: list[bytes] = []
-        v6: list[bytes] = []
-        a4: list = []
-        a6: list = []
+        """Elements per set (a client's grant: its ``client . destination`` set); ms rounded up."""
+        groups: dict[str, tuple[list[bytes], list]] = {}
         last_comment, udata = None, b""
         element = nl.element
         for g in grants:
-            addr = g.address
+            addr, client = g.address, g.client
             try:
                 ms = math.ceil(g.timeout * 1000)
             except (TypeError, ValueError, OverflowError):
@@ -195,18 +195,28 @@ class NftablesBackend:
                                   address=str(addr))
             if g.comment != last_comment:
                 last_comment, udata = g.comment, nl.comment_udata(g.comment)
-            if addr.version == 4:
-                v4.append(element(addr.packed, ms, udata))
-                a4.append(addr)
+            if client is None:
+                name, key = self.grant_sets[addr.version], addr.packed
+            elif self.spec.per_client and client.version == addr.version:
+                name, key = self.client_sets[addr.version], client.packed + addr.packed
             else:
-                v6.append(element(addr.packed, ms, udata))
-                a6.append(addr)
-        groups = []
-        if v4:
-            groups.append((self.grant_sets[4], v4, a4))
-        if v6:
-            groups.append((self.grant_sets[6], v6, a6))
-        return groups
+                raise self._error("a per-client grant needs gateway.per_client and a client of "
+                                  "the destination's IP version", address=str(addr))
+            group = groups.setdefault(name, ([], []))
+            group[0].append(element(key, ms, udata))
+            group[1].append(addr)
+        return [(name, elems, addrs) for name, (elems, addrs) in groups.items()]
+
+    def lookup_pair(self, client: IPAddress, address: IPAddress) -> float | None:
+        """Seconds left on this instance's grant of ``client . address`` (None: none)."""
+        e = (self._hot or self._socket("_hot")).get_element(
+            self.spec.table, self.client_sets[address.version], client.packed + address.packed)
+        return e.expiration_ms / 1000 if e is not None and e.expiration_ms else None
+
+    def strike(self, address: IPAddress | int, seconds: float) -> None:
+        """Put ``address`` (or a uid) into its strike set for ``seconds`` (DNS/DoT dropped)."""
+        self._socket("_ctl").write_elements(nl.NFT_MSG_NEWSETELEM, self.spec.table,
+                                            [strike_element(address, seconds)])
 
     # -- reads --------------------------------------------------------------------------------
     def list_grants(self, on_batch: OnBatch | None = None, *,
@@ -294,7 +304,8 @@ class NftablesBackend:
             exprs = nft_state.expression_names(self._socket("_ctl"), spec.table, next(iter(chains)))
             action = "reject" if "reject" in exprs else "drop"
         sets = ({name: self._set_size(name)
-                 for name in (*(n for _k, _v, n in all_grant_sets(spec)), *STATIC_SETS.values())}
+                 for name in (*(n for _k, _v, n in all_grant_sets(spec)),
+                              *(n for _k, _v, n in all_client_sets(spec)), *STATIC_SETS.values())}
                 if count_elements else {})
         counter = nft_state.counter(self._socket("_ctl"), spec.table, COUNTER)
         return Status(NAME, True, dormant=bool(flags & nl.NFT_TABLE_F_DORMANT),
@@ -318,7 +329,8 @@ class NftablesBackend:
                     cgroup_match = resolver_cgroup_match(self.spec)
                 except FirewallError as exc:    # fail closed: the ruleset, nobody exempt
                     cgroup_error = exc
-            self._nft_run(static_set_declarations(self.spec, cgroup_match))
+            self._nft_run(static_set_declarations(self.spec, cgroup_match)
+                          + strike_declarations(self.spec))
             for attempt in (1, 2):
                 cmds = ruleset_commands(self.spec, self._chains())
                 try:
@@ -387,8 +399,8 @@ class NftablesBackend:
         that stops must not revoke what the others granted).  Nothing to do when the ruleset
         is absent.
         """
-        names = (self.grant_sets.values() if own_only
-                 else [n for _k, _v, n in all_grant_sets(self.spec)])
+        names = [n for k, _v, n in (*all_grant_sets(self.spec), *all_client_sets(self.spec))
+                 if not own_only or k == self.instance]
         reqs = [(nl.nft_type(nl.NFT_MSG_DELSETELEM), 0, wire.NFPROTO_INET,
                  nl.setelem_head(self.spec.table, name)) for name in names]
         fails = self._socket("_ctl").transact(reqs)

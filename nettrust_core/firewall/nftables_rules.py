@@ -55,9 +55,10 @@ What :meth:`NftablesBackend.ensure` programs (``T`` = ``spec.table``)::
         }
     }
 
-Nothing ICMPv6 and nothing DHCP in forward.
+Nothing ICMPv6 and nothing DHCP in forward.  Gateway mode (per-client sets, open networks,
+the input chain of ``drop_input``): :mod:`.nftables_gateway`.
 
-Audit mode (``spec.audit``, firewall.enforcement = "audit", :func:`audit_rules`): the same chains,
+Audit mode (``spec.audit``, firewall.enforcement = "audit", :func:`.nftables_audit.audit_rules`): the same chains,
 but every rule ending in reject or drop becomes ``<its matches> limit rate R/second log group G
 prefix "nettrust-audit"`` followed by ``<its matches> counter name "rejected" accept``, and the
 plain log rule goes: nothing is refused, what would be is logged and counted.
@@ -69,18 +70,18 @@ tests: tests/unit/test_ruleset.py; the kernel's view: tests/integration/test_nft
 from __future__ import annotations
 
 import ipaddress
-import re
 from typing import NamedTuple
 
-from ..errors import FirewallError
-from .base import MAX_INSTANCES, RulesetSpec
+from .base import RulesetSpec
 
 FAMILY = "inet"
 GRANT_SETS = {4: "allow4", 6: "allow6"}
 STATIC_SETS = {4: "static4", 6: "static6"}
 COUNTER = "rejected"
 LOG_PREFIX = "nettrust"
-HOOKS = {"output": 3, "forward": 2}              # NF_INET_LOCAL_OUT, NF_INET_FORWARD
+HOOKS = {"output": 3, "forward": 2, "input": 1}  # NF_INET_LOCAL_OUT, _FORWARD, _LOCAL_IN
+#: The hooks ``firewall.hooks`` may name; ``input`` comes from ``gateway.drop_input``.
+FILTER_HOOKS = ("output", "forward")
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 ND_TYPES = ("nd-router-solicit", "nd-router-advert", "nd-neighbor-solicit", "nd-neighbor-advert",
             "nd-redirect")
@@ -88,9 +89,6 @@ MLD_TYPES = ("mld-listener-query", "mld-listener-report", "mld-listener-done", "
 ND_CHAIN = "nd_kernel"                           # regular chains the output chain jumps to
 RESOLVER_CHAIN = "resolver_cgroup"
 CGROUP_ROOT = "/sys/fs/cgroup"                   # where nft (1.0.6) resolves cgroupv2 paths
-_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,62}\Z")
-_IFNAME = re.compile(r"[A-Za-z0-9_.:@-]{1,15}\Z")
-_CGROUP = re.compile(r"[A-Za-z0-9_.@:-]+(?:/[A-Za-z0-9_.@:-]+)*\Z")
 
 
 def grant_sets(instance: int) -> dict[int, str]:
@@ -122,33 +120,6 @@ class ChainState(NamedTuple):
 
 
 # -- the ruleset as data ----------------------------------------------------------------------------
-def validate_spec(spec: RulesetSpec) -> None:
-    """Refuse a spec nft would reject or misread, before anything touches the kernel."""
-    problems = []
-    if not _NAME.match(spec.table):
-        problems.append(f"table name {spec.table!r} (letters, digits, _ . -; up to 63)")
-    if spec.action not in ("reject", "drop"):
-        problems.append(f"action {spec.action!r} (reject or drop)")
-    if not spec.hooks or len(set(spec.hooks)) != len(spec.hooks) or not set(spec.hooks) <= set(HOOKS):
-        problems.append(f"hooks {spec.hooks!r} (output, optionally forward)")
-    if not isinstance(spec.priority, int) or not -2**31 <= spec.priority < 2**31:
-        problems.append(f"priority {spec.priority!r} (a 32-bit integer)")
-    if spec.resolver_uid is not None and (not isinstance(spec.resolver_uid, int) or spec.resolver_uid < 0):
-        problems.append(f"resolver_uid {spec.resolver_uid!r}")
-    if not isinstance(spec.instances, int) or not 1 <= spec.instances <= MAX_INSTANCES:
-        problems.append(f"instances {spec.instances!r} (1 to {MAX_INSTANCES})")
-    if "forward" in spec.hooks and not (spec.lan_interfaces or spec.lan_networks):
-        problems.append("the forward hook without lan_interfaces or lan_networks (grants would "
-                        "let the internet connect in)")
-    if any(not _IFNAME.match(i) for i in spec.lan_interfaces):
-        problems.append(f"lan_interfaces {spec.lan_interfaces!r}")
-    if spec.resolver_cgroup is not None and (spec.resolver_uid is None
-                                             or not _CGROUP.match(spec.resolver_cgroup)):
-        problems.append(f"resolver_cgroup {spec.resolver_cgroup!r} (a cgroup path, with a resolver_uid)")
-    if problems:
-        raise FirewallError("invalid ruleset: " + "; ".join(problems), table=spec.table, family=FAMILY)
-
-
 def static_elements(spec: RulesetSpec, version: int) -> list:
     """The static set's elements in nft JSON: loopback plus hosts and networks, overlaps merged."""
     nets = [n for n in LOOPBACK if n.version == version]
@@ -284,8 +255,16 @@ def nd_chain_rules() -> list[list[dict]]:
             [{"accept": None}]]
 
 
+def base_chains(spec: RulesetSpec) -> tuple[str, ...]:
+    """The base chains the spec wants: its hooks, plus ``input`` with ``drop_input``."""
+    return (*spec.hooks, *(("input",) if spec.drop_input else ()))
+
+
 def chain_rules(spec: RulesetSpec, hook: str) -> list[list[dict]]:
     """The expressions of each rule of one base chain, in order (see the module docstring)."""
+    from .nftables_gateway import client_sets, input_rules, open_network_rules   # (cycle)
+    if hook == "input":
+        return input_rules(spec)
     out = hook == "output"
     rules = [_accept(_match({"ct": {"key": "state"}}, ["established", "related"], "in"))]
     if out:
@@ -301,10 +280,22 @@ def chain_rules(spec: RulesetSpec, hook: str) -> list[list[dict]]:
     if spec.log_group is not None:          # refused DNS/DoT is reported too (bypass attempts)
         rules.append([_TCP_UDP, _DNS, *_log(spec)])
     rules.append(_refuse(spec, _TCP_UDP, _DNS))        # DNS and DoT: the resolver's, nobody else's
-    for sets in (STATIC_SETS, *(grant_sets(k) for k in range(spec.instances))):
+    if not out:
+        rules += open_network_rules(spec)
+    per_client = spec.per_client and not out
+    for sets in (STATIC_SETS, *((client_sets if per_client else grant_sets)(k)
+                                for k in range(spec.instances))):
         mark = [] if sets is STATIC_SETS or spec.ct_mark is None else [_mark_connection(spec.ct_mark)]
-        rules.append(_accept(_match(_field("ip", "daddr"), "@" + sets[4]), *mark))
-        rules.append(_accept(_match(_field("ip6", "daddr"), "@" + sets[6]), *mark))
+        for proto, v in (("ip", 4), ("ip6", 6)):
+            if per_client and sets is not STATIC_SETS:
+                saddr = _field(proto, "saddr")
+                if v == 6 and spec.client_prefix6 < 128:     # the client's /N, as it is granted
+                    mask = ipaddress.IPv6Network(f"::/{spec.client_prefix6}").netmask
+                    saddr = {"&": [saddr, str(mask)]}
+                key = {"concat": [saddr, _field(proto, "daddr")]}
+            else:
+                key = _field(proto, "daddr")
+            rules.append(_accept(_match(key, "@" + sets[v]), *mark))
     if spec.log_group is not None:          # no verdict: the refusal below still applies
         rules.append(_log(spec))
     if spec.action == "reject":
@@ -314,35 +305,9 @@ def chain_rules(spec: RulesetSpec, hook: str) -> list[list[dict]]:
     else:
         rules.append([{"counter": COUNTER}, {"drop": None}])
     if spec.audit:                          # firewall.enforcement = "audit"
+        from .nftables_audit import audit_rules      # (imported late: it imports this module)
         return audit_rules(spec, rules)
     return rules
-
-
-#: NFLOG prefix of a packet audit mode let through ("would refuse").
-AUDIT_PREFIX = "nettrust-audit"
-
-
-def audit_rules(spec: RulesetSpec, rules: list[list[dict]]) -> list[list[dict]]:
-    """Audit mode: every rule that would refuse (drop or reject) logs, counts and accepts.
-
-    The plain log rule goes (each refusal logs itself, with :data:`AUDIT_PREFIX`); the
-    ``rejected`` counter then counts "would refuse"; the chain's policy stays drop but nothing
-    reaches it.  Rules without a refusal are kept as they are.
-    """
-    out = []
-    for rule in rules:
-        if any("log" in expr for expr in rule):
-            continue
-        if not any("drop" in expr or "reject" in expr for expr in rule):
-            out.append(rule)
-            continue
-        matches = [e for e in rule if not ({"counter", "drop", "reject"} & e.keys())]
-        if spec.log_group is not None:
-            out.append([*matches, {"limit": {"rate": spec.log_rate, "per": "second",
-                                             "burst": spec.log_rate}},
-                        {"log": {"group": spec.log_group, "prefix": AUDIT_PREFIX}}])
-        out.append([*matches, {"counter": COUNTER}, {"accept": None}])
-    return out
 
 
 def wants_nd_chain(spec: RulesetSpec) -> bool:
@@ -390,13 +355,18 @@ def ruleset_commands(spec: RulesetSpec, chains: dict[str, ChainState]) -> list[d
         size = {} if spec.set_size is None else {"size": spec.set_size}   # updates a live set too
         cmds.append({"add": {"set": {**t, "name": name, "type": f"ipv{v}_addr", "flags": ["timeout"],
                                      **size}}})
+    from .nftables_gateway import all_client_sets
+    for _instance, v, name in all_client_sets(spec):
+        size = {} if spec.set_size is None else {"size": spec.set_size}
+        cmds.append({"add": {"set": {**t, "name": name, "type": [f"ipv{v}_addr", f"ipv{v}_addr"],
+                                     "flags": ["timeout"], **size}}})
     for v, name in STATIC_SETS.items():
         cmds.append({"add": {"set": {**t, "name": name, "type": f"ipv{v}_addr", "flags": ["interval"]}}})
         cmds.append({"flush": {"set": {**t, "name": name}}})
         cmds.append({"add": {"element": {**t, "name": name, "elem": static_elements(spec, v)}}})
     for name, state in chains.items():
         if name in HOOKS and state.hook is not None and (
-                name not in spec.hooks or state.hook != HOOKS[name]
+                name not in base_chains(spec) or state.hook != HOOKS[name]
                 or state.priority != spec.priority or state.type != "filter"):
             cmds.append({"delete": {"chain": {**t, "name": name}}})   # recreated below if wanted
     if wants_nd_chain(spec):                 # regular chains before the rules that jump to them
@@ -404,13 +374,15 @@ def ruleset_commands(spec: RulesetSpec, chains: dict[str, ChainState]) -> list[d
         cmds.append({"flush": {"chain": {**t, "name": ND_CHAIN}}})
         for expr in nd_chain_rules():
             cmds.append({"add": {"rule": {**t, "chain": ND_CHAIN, "expr": expr}}})
-    for hook in spec.hooks:
+    for hook in base_chains(spec):
         cmds.append({"add": {"chain": {**t, "name": hook, "type": "filter", "hook": hook,
                                        "prio": spec.priority, "policy": "drop"}}})
         cmds.append({"flush": {"chain": {**t, "name": hook}}})
         for expr in chain_rules(spec, hook):
             cmds.append({"add": {"rule": {**t, "chain": hook, "expr": expr}}})
-    unwanted = {ND_CHAIN: not wants_nd_chain(spec),
+    unwanted = {"strikes": not spec.strikes,            # nftables_gateway.STRIKE_CHAIN
+                "strikes_out": not spec.uid_strikes,    # nftables_gateway.UID_STRIKE_CHAIN
+                ND_CHAIN: not wants_nd_chain(spec),
                 RESOLVER_CHAIN: not (spec.resolver_cgroup and spec.resolver_uid is not None)}
     for name, gone in unwanted.items():     # after the flushes above dropped every jump to them
         if gone and name in chains:

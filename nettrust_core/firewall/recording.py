@@ -42,6 +42,7 @@ class RecordingBackend:
     repairs: int = 0
     errors: int = 0
     revoked: list[IPAddress] = field(default_factory=list)
+    strikes: list[tuple[IPAddress, float]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @classmethod
@@ -71,6 +72,10 @@ class RecordingBackend:
                                 " = true: a fake failure, for tests)", table=self.spec.table)
         self.batches.append(list(grants))
         self._record("grant", grants=[[str(g.address), g.timeout, g.comment] for g in grants])
+
+    def strike(self, address: IPAddress, seconds: float) -> None:
+        self.strikes.append((address, seconds))
+        self._record("strike", address=str(address), seconds=seconds)
 
     def list_grants(self, on_batch: OnBatch | None = None, *,
                     own_only: bool = False) -> list[GrantedElement]:

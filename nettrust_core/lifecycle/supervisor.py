@@ -62,8 +62,12 @@ class Lifecycle(Worker):
         self.liveness = (Liveness(authorizer, self.conntrack, self.counters,
                                   interval=lc.check_interval, max_lifetime=lc.max_lifetime,
                                   grace=config.grants.grace) if self.conntrack is not None else None)
+        penalty = config.gateway.strike_penalty
+        on_strike = ((lambda uid: authorizer.strike(uid, penalty))
+                     if lc.strike_drop_dns else None)
         self.watcher = (UnauthorizedWatcher(lc.log_group, self.reporter, self.counters,
-                                            strikes=lc.strikes) if lc.unauthorized else None)
+                                            strikes=lc.strikes, on_strike=on_strike)
+                        if lc.unauthorized else None)
         #: Connections no grant allows: audited at start and on each policy change.
         self.audit = ConnectionAudit(config, authorizer.backend, reporter=self.reporter,
                                      counters=self.counters)

@@ -15,6 +15,7 @@ import logging
 import pwd
 import time
 from collections import Counter, deque
+from typing import Callable
 
 from ..errors import NetTrustError
 from ..lists.bypass import bypass_kind
@@ -23,7 +24,7 @@ from ..report import Reporter
 from ..worker import Worker
 from .nflog import NflogReader
 
-#: The NFLOG prefix of audit mode's rules (nettrust_core.firewall.nftables_rules.AUDIT_PREFIX).
+#: The NFLOG prefix of audit mode's rules (nettrust_core.firewall.nftables_audit.AUDIT_PREFIX).
 AUDIT_PREFIX = "nettrust-audit"
 
 log = logging.getLogger("nettrust.unauthorized")
@@ -33,12 +34,15 @@ STRIKE_WINDOW = 60.0
 class UnauthorizedWatcher(Worker):
     name = "nettrust-unauthorized"
 
-    def __init__(self, group: int, reporter: Reporter | None, counters: Counter, *, strikes: int = 0) -> None:
+    def __init__(self, group: int, reporter: Reporter | None, counters: Counter, *, strikes: int = 0,
+                 on_strike: Callable[[int], object] | None = None) -> None:
         super().__init__(counters)
         self.group = group
         self.reporter = reporter
         self.counters = counters
         self.strikes = strikes
+        #: Called with the uid of a local user struck (lifecycle.strike_drop_dns), else None.
+        self.on_strike = on_strike
         self._recent: dict[str, deque] = {}
         self._bypass_seen: set[tuple[str, int | None]] = set()
         self._users: dict[int, str | None] = {}
@@ -116,6 +120,14 @@ class UnauthorizedWatcher(Worker):
             if self.reporter is not None:
                 self.reporter.event("strike", who=key, attempts=self.strikes,
                                     destination=a.destination, port=a.port)
+            if self.on_strike is not None and key.startswith("uid "):
+                try:
+                    if a.uid is not None:
+                        self.on_strike(a.uid)
+                    self.counters["uids_struck"] += 1
+                except Exception:                       # noqa: BLE001 - logged and counted
+                    self.counters["strike_errors"] += 1
+                    log.exception("cannot strike %s", key)
         if len(self._recent) > 10000:                   # bounded: forget quiet keys
             for k in [k for k, t in self._recent.items() if not t or t[-1] <= now - STRIKE_WINDOW]:
                 del self._recent[k]

@@ -55,7 +55,8 @@ class RulesetCheck:
         ruleset (fail closed), forgets every grant we believed in, invalidates their cached
         answers and re-adopts what the kernel still holds.  What was wrong, or None.
         """
-        why = self._ruleset_problem() or self._grants_problem()
+        why = (self._ruleset_problem() or self._grants_problem()
+               or self._client_grants_problem())
         if why is None:
             return None
         self.counters["verify_repairs"] += 1
@@ -94,4 +95,29 @@ class RulesetCheck:
             still = tracker.last_written is sample and tracker.expires_in(sample[0]) is not None
         if left is None and still:
             return f"the grant of {sample[0]} is gone from the kernel (grants flushed)"
+        return None
+
+    def _client_grants_problem(self) -> str | None:
+        """Gateway mode: the per-client pair written last still in the kernel?"""
+        gateway = getattr(self.authorizer, "gateway", None)
+        lookup = self.authorizer.lookup_pair
+        if gateway is None or not getattr(self.authorizer, "per_client", False):
+            return None
+        with gateway.map.lock:
+            sample = gateway.last_written
+            now = gateway.clock()
+        if sample is None or sample[3] - now < _VERIFY_MARGIN:
+            return None
+        client, ip, address, _at = sample
+        try:
+            left = lookup(ip, address)
+        except NetTrustError as exc:
+            if getattr(exc, "errno", None) == errno.ENOENT:
+                return f"per-client grant set missing ({exc})"
+            raise
+        with gateway.map.lock:
+            still = (gateway.last_written is sample
+                     and gateway.map.expires_in(client, address) is not None)
+        if left is None and still:
+            return f"the grant of {address} to {client} is gone from the kernel (grants flushed)"
         return None

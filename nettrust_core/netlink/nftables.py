@@ -99,6 +99,13 @@ _KEY16_HDR = NLATTR.pack(24, NFTA_SET_ELEM_KEY | NLA_F_NESTED) + NLATTR.pack(20,
 _TIMEOUTS = struct.Struct("=HH8sHH8s")
 
 
+def concat_key(*parts: bytes) -> bytes:
+    """The key of a concatenated set (``ipv4_addr . ipv4_addr``, ``ether_addr . ipv6_addr``):
+    each part padded with zeros to a multiple of 4 bytes (one nft register each), as nft and
+    the kernel lay it out (nft_set_ext key, ``NFT_REG32_SIZE``)."""
+    return b"".join(p + b"\0" * (-len(p) % 4) for p in parts)
+
+
 def element(key: bytes, timeout_ms: int | None = None, udata: bytes = b"") -> bytes:
     """One ``NFTA_LIST_ELEM``: key, and with ``timeout_ms`` both timeout and expiration.
 

@@ -43,7 +43,7 @@ def test_quick_benchmark_writes_a_report_with_every_target(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     text = report.read_text()
     for label in ("Unbound plain (2 threads)", "Unbound + no-op Python module", "NetTrust default",
-                  "NetTrust x2 processes", "dnsmasq --nftset"):
+                  "NetTrust x2 processes", "NetTrust gateway (per-client)", "dnsmasq --nftset"):
         assert f"| {label} |" in text
     targets = text.split("## Targets", 1)[1].split("##", 1)[0]
     rows = [ln for ln in targets.splitlines() if ln.startswith("| ") and "verdict" not in ln]

@@ -9,7 +9,8 @@ from dataclasses import replace
 
 from nettrust_core.config import parse_config
 from nettrust_core.firewall.base import RulesetSpec
-from nettrust_core.firewall.nftables_rules import AUDIT_PREFIX, COUNTER, chain_rules
+from nettrust_core.firewall.nftables_audit import AUDIT_PREFIX
+from nettrust_core.firewall.nftables_rules import COUNTER, chain_rules
 from nettrust_core.lifecycle import unauthorized
 from nettrust_core.lifecycle.unauthorized import UnauthorizedWatcher
 from nettrust_core.netlink.nflog import Attempt

@@ -1,0 +1,222 @@
+"""Gateway mode's answer path (``gateway.per_client``): who receives an answer, and the write of
+their ``client . destination`` grants.
+
+The authorizer hands over the policy's verdict and the receiving clients; this module splits
+them into this host (loopback, or nobody: a prefetch -- granted as in output mode by the
+authorizer) and the clients behind the gateway, and writes the pairs that would get longer
+(:class:`~.clients.ClientGrants`: never shortened, capped per client) in one backend call.
+It also answers the ``reply_cache`` callback's cheap questions: is this cached message already
+judged for this client (:attr:`ClientGranter.hits_done`), are these pairs granted long enough
+(:meth:`ClientGranter.cache_hit_granted`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections import Counter
+from typing import TYPE_CHECKING, Callable, Iterable
+
+from ..errors import NetTrustError
+from ..firewall.base import ClientPairs, FirewallBackend, Grant, IPAddress
+from .clients import ClientGrants
+from .timeouts import Timeouts, comment
+
+if TYPE_CHECKING:
+    from ..policy import Verdict
+
+#: Client texts whose parsed address is remembered at most (cleared when full).
+MAX_CLIENT_TEXTS = 65536
+
+
+class ClientGranter:
+    def __init__(self, backend: FirewallBackend, timeouts: Timeouts, counters: Counter[str],
+                 clock: Callable[[], float], *, cap: int, prefix6: int = 128) -> None:
+        self.backend = backend
+        self.timeouts = timeouts
+        self.counters = counters
+        self.clock = clock
+        self.map = ClientGrants(slack=min(1.0, timeouts.grace / 2), clock=clock, cap=cap)
+        #: client text -> (key text, the address granted: IPv6 cut to ``prefix6``) or None
+        self._ips: dict[str, tuple[str, IPAddress] | None] = {}
+        self.prefix6 = prefix6
+        #: Cached messages already judged for a client: (client, qname, qtype, the message's
+        #: absolute expiry) -- its grants outlive the cached message, so a later hit of the
+        #: same message by the same client needs no decoding at all (cleared on a reset).
+        self.hits_done: set[tuple[object, ...]] = set()
+        #: Until then a pair this process has not written may still be granted in the kernel
+        #: by the process before a restart: asked first (one GETSETELEM), so it is never
+        #: shortened.  After it, any earlier grant has lapsed (none outlives max_ttl + grace).
+        self.ask_kernel_until = clock() + timeouts.max_ttl + timeouts.grace
+        #: (client, its address, destination, expiry) of the pair written last: what the
+        #: periodic check asks the kernel about to notice a flush (lifecycle.verify).
+        self.last_written: tuple[str, IPAddress | None, IPAddress, float] | None = None
+
+    def reset(self) -> None:
+        """Forget every pair (the ruleset was rebuilt or flushed): rewritten on the next hit."""
+        self.map.clear()
+        self.hits_done.clear()
+        self.last_written = None
+
+    def client_key(self, client: str) -> tuple[str, IPAddress] | None:
+        """(the key its grants are remembered under, the address they are written for), None
+        when unparsable; remembered: the cache-hit path is hot.  An IPv4-mapped IPv6 client is
+        its IPv4 address (what the forward hook sees); an IPv6 one is cut to ``prefix6``."""
+        ips = self._ips
+        if client in ips:
+            return ips[client]
+        found: tuple[str, IPAddress] | None
+        if True:
+            try:
+                ip = ipaddress.ip_address(client.split("%", 1)[0])
+            except ValueError:
+                found = None
+            else:
+                if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+                    ip = ip.ipv4_mapped
+                if ip.version == 6 and self.prefix6 < 128 and not ip.is_loopback:
+                    ip = ipaddress.IPv6Network(f"{ip}/{self.prefix6}", strict=False).network_address
+                    found = (str(ip), ip)
+                else:
+                    found = (client, ip)
+            if len(ips) >= MAX_CLIENT_TEXTS:
+                ips.clear()
+            ips[client] = found
+        return found
+
+    def split(self, clients: str | Iterable[str] | None) -> tuple[list[tuple[str, IPAddress]], bool]:
+        """(remote clients with their addresses, whether this host itself is among them).
+
+        No client at all (a prefetch) counts as this host: its answer grants as in output mode.
+        An IPv4-mapped IPv6 client is its IPv4 address (that is what the forward hook sees)."""
+        if isinstance(clients, str) or clients is None:
+            clients = () if not clients else (clients,)
+        remote: list[tuple[str, IPAddress]] = []
+        host = False
+        seen = set()
+        keys = set()
+        for c in clients:
+            if c in seen:
+                continue
+            seen.add(c)
+            found = self.client_key(c)
+            if found is None:
+                self.counters["clients_unparsable"] += 1
+                continue
+            key, ip = found
+            if ip.is_loopback:
+                host = True
+            elif key not in keys:
+                keys.add(key)
+                remote.append((key, ip))
+        if not seen:
+            host = True
+        return remote, host
+
+    def grant(self, verdict: Verdict, remote: list[tuple[str, IPAddress]]
+              ) -> tuple[tuple[Grant, ...], int, float, str | None]:
+        """Write the pairs that would get longer, in one backend call: (grants justified,
+        written, seconds the write took, error or None).
+
+        A pair of different IP versions (an IPv4 client's AAAA answer) cannot match a packet:
+        it is counted, not written (dual-stack clients: see the README's gateway section).
+        A client at its cap (grants.max_per_client, else max_per_set / 16) gets no new pair."""
+        why = comment(verdict.chain)
+        timeout_for = self.timeouts.for_ttl
+        cg = self.map
+        grants: list[Grant] = []
+        todo: list[Grant] = []
+        pairs: list[tuple[tuple[str, IPAddress], float]] = []
+        other_family = capped = 0
+        pending: dict[str, int] = {}        # new pairs per client in this answer (the cap)
+        write_s = 0.0
+        with cg.lock:
+            now = self.clock()
+            for c, ip in remote:
+                for addr, ttl in verdict.grants:
+                    if addr.version != ip.version:
+                        other_family += 1
+                        continue
+                    known = cg.get((c, addr))
+                    if known is None and now < self.ask_kernel_until:
+                        known = self._from_kernel(c, ip, addr, now)
+                    fresh = known is None or known <= now
+                    if fresh and not cg.admits(c, addr, now, pending.get(c, 0)):
+                        capped += 1
+                        continue
+                    if fresh:
+                        pending[c] = pending.get(c, 0) + 1
+                    timeout = timeout_for(ttl)
+                    g = Grant(addr, timeout, why, ip)
+                    grants.append(g)
+                    pair = (c, addr)
+                    if cg.needs_write(pair, now + timeout, now):
+                        todo.append(g)
+                        pairs.append((pair, now + timeout))
+            if todo:
+                started = time.perf_counter()
+                try:
+                    self.backend.grant(todo)
+                except NetTrustError as exc:
+                    self.counters["backend_errors"] += 1
+                    return tuple(grants), 0, 0.0, str(exc)
+                write_s = time.perf_counter() - started
+                for pair, at in pairs:
+                    cg.record(pair, at)
+                (c, addr), at = pairs[-1]
+                self.last_written = (c, todo[-1].client, addr, at)
+        if other_family:
+            self.counters["client_grants_other_family"] += other_family
+        if capped:
+            self.counters["refused_per_client_cap"] += capped
+        self.counters["client_elements_written"] += len(todo)
+        return tuple(grants), len(todo), write_s, None
+
+    def _from_kernel(self, client: str, ip: IPAddress, address: IPAddress,
+                     now: float) -> float | None:
+        """The kernel's expiry of a pair unknown here (after a restart), recorded; None: none."""
+        if not isinstance(self.backend, ClientPairs):
+            return None
+        try:
+            left = self.backend.lookup_pair(ip, address)
+        except NetTrustError:
+            return None                     # the write that follows reports the problem
+        self.counters["client_adoption_lookups"] += 1
+        if not left:
+            return None
+        self.map.record((client, address), now + left)
+        return now + left
+
+    def hit_done(self, key: tuple[object, ...]) -> None:
+        """Remember a cached message judged for a client (see :attr:`hits_done`)."""
+        done = self.hits_done
+        if len(done) >= 65536:
+            done.clear()
+        done.add(key)
+
+    def cache_hit_granted(self, client: str, addresses: Iterable[tuple[IPAddress, int]]) -> bool:
+        """The ``reply_cache`` callback's first, cheap question: are all of ``addresses``
+        (``(address, seconds left)``) already granted to ``client`` at least as long as this
+        hit would grant them?  True: nothing to do (no policy, no kernel).  Addresses of the
+        other IP version are never granted per client and are left out; this host's own
+        hits need nothing (output mode: the cache-lifetime invariant holds)."""
+        found = self.client_key(client)
+        if found is None or found[1].is_loopback:
+            return True
+        key, ip = found
+        mine = self.map.by_client.get(key)
+        if mine is None:
+            return False
+        version = ip.version
+        get = mine.get
+        timeout_for = self.timeouts.for_ttl
+        slack = self.map.slack
+        now = self.clock()
+        for addr, ttl in addresses:
+            if addr.version != version:
+                continue
+            known = get(addr)
+            if known is None or known <= now or now + timeout_for(ttl) > known + slack:
+                return False
+        self.counters["cache_hits_granted"] += 1
+        return True
