@@ -68,6 +68,19 @@ def _find(d: bytes, p: int, end: int, wanted: int) -> tuple[int, int] | None:
     return None
 
 
+def _address(d: bytes, ip: tuple[int, int], v4: int, v6: int) -> tuple[int, int] | None:
+    """The span of the IPv4 or IPv6 address attribute (``v4``/``v6``) inside a CTA_TUPLE_IP."""
+    return _find(d, ip[0], ip[1], v4) or _find(d, ip[0], ip[1], v6)
+
+
+def _tcp_live(d: bytes, top: int, end: int) -> bool:
+    """A TCP entry's state is one that still carries data (no state reported: live)."""
+    info = _find(d, top, end, CTA_PROTOINFO)
+    tcp = _find(d, info[0], info[1], CTA_PROTOINFO_TCP) if info else None
+    state = _find(d, tcp[0], tcp[1], CTA_PROTOINFO_TCP_STATE) if tcp else None
+    return state is None or d[state[0]] in TCP_LIVE_STATES
+
+
 def parse_entry(msg: Message) -> tuple[bytes, bool] | None:
     """One ctnetlink entry: (original destination's 4 or 16 address bytes, live?), or None."""
     d, top, end = msg.data, msg.start + 4, msg.end        # skip the nfgenmsg
@@ -77,8 +90,7 @@ def parse_entry(msg: Message) -> tuple[bytes, bool] | None:
     ip_span = _find(d, orig[0], orig[1], CTA_TUPLE_IP)
     if ip_span is None:
         return None
-    span = _find(d, ip_span[0], ip_span[1], CTA_IP_V4_DST) or _find(d, ip_span[0], ip_span[1],
-                                                                    CTA_IP_V6_DST)
+    span = _address(d, ip_span, CTA_IP_V4_DST, CTA_IP_V6_DST)
     if span is None or span[1] - span[0] not in (4, 16):
         return None
     address = d[span[0]:span[1]]
@@ -86,10 +98,7 @@ def parse_entry(msg: Message) -> tuple[bytes, bool] | None:
     num = _find(d, proto[0], proto[1], CTA_PROTO_NUM) if proto else None
     if num is None or d[num[0]] != IPPROTO_TCP:
         return address, True                              # UDP and others: alive while tracked
-    info = _find(d, top, end, CTA_PROTOINFO)
-    tcp = _find(d, info[0], info[1], CTA_PROTOINFO_TCP) if info else None
-    state = _find(d, tcp[0], tcp[1], CTA_PROTOINFO_TCP_STATE) if tcp else None
-    return address, state is None or d[state[0]] in TCP_LIVE_STATES
+    return address, _tcp_live(d, top, end)
 
 
 # -- every connection, and deleting one (the conntrack reaction, lifecycle.connections) --------
@@ -124,10 +133,8 @@ def parse_connection(msg: Message) -> Connection | None:
     ip_span = _find(d, orig[0], orig[1], CTA_TUPLE_IP)
     if ip_span is None:
         return None
-    src = _find(d, ip_span[0], ip_span[1], CTA_IP_V4_SRC) or _find(d, ip_span[0], ip_span[1],
-                                                                   CTA_IP_V6_SRC)
-    dst = _find(d, ip_span[0], ip_span[1], CTA_IP_V4_DST) or _find(d, ip_span[0], ip_span[1],
-                                                                   CTA_IP_V6_DST)
+    src = _address(d, ip_span, CTA_IP_V4_SRC, CTA_IP_V6_SRC)
+    dst = _address(d, ip_span, CTA_IP_V4_DST, CTA_IP_V6_DST)
     if src is None or dst is None or src[1] - src[0] not in (4, 16):
         return None
     proto = _find(d, orig[0], orig[1], CTA_TUPLE_PROTO)
@@ -136,12 +143,7 @@ def parse_connection(msg: Message) -> Connection | None:
         return None
     sp = _find(d, proto[0], proto[1], CTA_PROTO_SRC_PORT)
     dp = _find(d, proto[0], proto[1], CTA_PROTO_DST_PORT)
-    live = True
-    if d[num[0]] == IPPROTO_TCP:
-        info = _find(d, top, end, CTA_PROTOINFO)
-        tcp = _find(d, info[0], info[1], CTA_PROTOINFO_TCP) if info else None
-        state = _find(d, tcp[0], tcp[1], CTA_PROTOINFO_TCP_STATE) if tcp else None
-        live = state is None or d[state[0]] in TCP_LIVE_STATES
+    live = d[num[0]] != IPPROTO_TCP or _tcp_live(d, top, end)
     zone = _find(d, top, end, CTA_ZONE)
     return Connection(d[src[0]:src[1]], d[dst[0]:dst[1]], d[num[0]],
                       int.from_bytes(d[sp[0]:sp[0] + 2], "big") if sp else None,
