@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import time
 from typing import NamedTuple
 
 from testbed.lab import Lab
@@ -46,3 +47,14 @@ def resolving_lab(extra_records=None):
     with Lab(extra_records=extra_records) as lab:
         lab.set_resolver(["127.0.0.1", "::1"])
         yield lab
+
+
+def wait_for(check, what: str, timeout: float = 15.0, step: float = 0.2):
+    """Poll ``check()`` until it returns something true (returned); past ``timeout`` seconds
+    the test fails naming ``what`` it waited for."""
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(step)
+    return value

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from pathlib import Path
 
 import pytest
 
-from lab_util import dig, direct
+from lab_util import dig, direct, wait_for
 
 from nettrust_core.agent import stats_view
 from testbed.lab import Lab
@@ -52,14 +51,6 @@ def run_host(lab, name: str, enforcement: str) -> NetTrustHost:
     host.start()
     return host
 
-
-def wait_for(check, what, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
-    return value
 
 
 def attempts(host, address: str) -> list[dict]:

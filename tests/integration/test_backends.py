@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
 import pytest
-from lab_util import dig, direct, resolving_lab
+from lab_util import dig, direct, resolving_lab, wait_for
 
 from testbed.product import NetTrustHost, stats_section
 
@@ -65,14 +64,6 @@ def scrape(lab) -> dict[str, float]:
     return {name: float(value) for name, _, value in
             (ln.rpartition(" ") for ln in out.splitlines() if ln and not ln.startswith("#"))}
 
-
-def wait_for(check, what: str, timeout: float = 15.0):
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
-    return value
 
 
 def test_a_grant_reaches_every_configured_backend(lab):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from lab_util import dig, direct, resolving_lab
+from lab_util import dig, direct, resolving_lab, wait_for
 
 from testbed.product import NetTrustHost, stats_section
 
@@ -104,16 +104,6 @@ def nt(lab, listdir):
     host.stop_agent()
 
 
-
-def wait_for(check, what, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 def stats(nt, *args):

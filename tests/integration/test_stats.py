@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from lab_util import direct
+from lab_util import direct, wait_for
 
 from nettrust_core.agent.schema import SCHEMA_V1
 from testbed.lab import Lab
@@ -86,16 +86,6 @@ def nt(lab, webhook):
     lab.stop_unbound()
     host.stop_agent()
 
-
-def wait_for(check, what, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def dig_batch(lab, queries: list[str]) -> list[str]:

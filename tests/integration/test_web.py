@@ -12,12 +12,11 @@ import json
 import os
 import shutil
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from lab_util import direct
+from lab_util import direct, wait_for
 
 from nettrust_core.agent import stats_view
 from nettrust_core.agent.web.auth import hash_password
@@ -75,14 +74,6 @@ def dashboard(lab):
     lab.stop_unbound()
     host.stop_agent()
 
-
-def wait_for(check, what, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
-    return value
 
 
 @pytest.fixture(scope="module")
