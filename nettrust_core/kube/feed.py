@@ -1,0 +1,46 @@
+"""Where the Kubernetes side learns the grants: one small protocol and the statistics database.
+
+The node agent's resolver records every grant it writes (address, client, name, expiry) in the
+statistics database; :class:`StatsDbFeed` reads the live ones back. Another feed (the fleet's
+shared stream) only has to yield the same :class:`FeedGrant` records.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from typing import Iterable, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class FeedGrant:
+    client: str | None       # the client the grant was for (a pod address), None for the node itself
+    address: str             # the destination opened
+    name: str                # the DNS name whose answer opened it
+    expires: float           # Unix time
+
+
+class GrantFeed(Protocol):
+    def live(self, now: float) -> Iterable[FeedGrant]:
+        """The grants that have not expired at ``now``."""
+        ...
+
+
+class StatsDbFeed:
+    """The live grants of a NetTrust statistics database (read-only, one short query)."""
+
+    _QUERY = """
+        SELECT c.address, g.address, d.name, MAX(g.expires)
+        FROM grants g LEFT JOIN clients c ON c.id = g.client_id LEFT JOIN domains d ON d.id = g.domain_id
+        WHERE g.expires > ? GROUP BY c.address, g.address, d.name"""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def live(self, now: float) -> list[FeedGrant]:
+        db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5)
+        try:
+            rows = db.execute(self._QUERY, (now,)).fetchall()
+        finally:
+            db.close()
+        return [FeedGrant(client, address, name or "", expires) for client, address, name, expires in rows]
