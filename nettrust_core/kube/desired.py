@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 from ..patterns import PatternSet, normalize_name
-from .feed import FeedGrant
+from ..grant_feed import FeedGrant, keep_longest
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,8 +89,4 @@ def desired(policy: Mapping[str, Any], pods: Iterable[Pod], grants: Iterable[Fee
             end = min(end, now + float(ceiling))
         if end > until.get(grant.address, 0.0):
             until[grant.address] = end
-    cap = int(spec.get("maxAddresses", 1000))
-    if len(until) <= cap:
-        return Desired(until, 0)
-    kept = dict(sorted(until.items(), key=lambda item: (-item[1], item[0]))[:cap])
-    return Desired(kept, len(until) - cap)
+    return Desired(*keep_longest(until, int(spec.get("maxAddresses", 1000))))

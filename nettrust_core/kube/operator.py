@@ -22,9 +22,10 @@ import kopf  # type: ignore[import-not-found]
 from kubernetes import client, config  # type: ignore[import-untyped]
 
 from . import apply as kube_apply
+from ..errors import InvalidValue
+from ..grant_feed import GrantFeed, feed_from_spec
 from .crds import GROUP, VERSION
 from .desired import Desired, Pod, desired
-from .feed import GrantFeed, StatsDbFeed
 from .render import agent_pool_objects, calico_network_set, cilium_policy, network_policy, policy_object_name
 
 RECONCILE_SECONDS = float(os.environ.get("NETTRUST_RECONCILE_SECONDS", "5"))
@@ -32,11 +33,10 @@ _previous: dict[tuple[str, str], dict[str, float]] = {}   # (namespace, policy) 
 
 
 def grant_feed() -> GrantFeed:
-    spec = os.environ.get("NETTRUST_GRANT_FEED", "sqlite:/var/lib/nettrust/stats.db")
-    kind, _, where = spec.partition(":")
-    if kind != "sqlite" or not where:
-        raise kopf.PermanentError(f"NETTRUST_GRANT_FEED: unknown feed {spec!r} (sqlite:PATH)")
-    return StatsDbFeed(where)
+    try:
+        return feed_from_spec(os.environ.get("NETTRUST_GRANT_FEED", "sqlite:/var/lib/nettrust/stats.db"))
+    except InvalidValue as exc:
+        raise kopf.PermanentError(f"NETTRUST_GRANT_FEED: {exc}") from None
 
 
 @kopf.on.login()

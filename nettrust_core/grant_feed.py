@@ -1,15 +1,18 @@
-"""Where the Kubernetes side learns the grants: one small protocol and the statistics database.
+"""The live grants, for what enforces outside this host: Kubernetes policies, cloud prefix lists.
 
-The node agent's resolver records every grant it writes (address, client, name, expiry) in the
-statistics database; :class:`StatsDbFeed` reads the live ones back. Another feed (the fleet's
-shared stream) only has to yield the same :class:`FeedGrant` records.
+The resolver records every grant it writes (address, client, name, expiry) in the statistics
+database; :class:`StatsDbFeed` reads the live ones back. Another feed (the fleet's shared stream)
+only has to yield the same :class:`FeedGrant` records. :func:`keep_longest` is the one cap rule of
+every such sink: past the cap keep the addresses that live longest, count the others.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass
-from typing import Iterable, Protocol
+from typing import Iterable, Mapping, Protocol
+
+from .errors import InvalidValue
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,3 +47,20 @@ class StatsDbFeed:
         finally:
             db.close()
         return [FeedGrant(client, address, name or "", expires) for client, address, name, expires in rows]
+
+
+def feed_from_spec(spec: str) -> GrantFeed:
+    """``sqlite:PATH`` (the only feed so far) -> the feed; :class:`InvalidValue` otherwise."""
+    kind, _, where = spec.partition(":")
+    if kind != "sqlite" or not where:
+        raise InvalidValue(f"unknown grant feed {spec!r}: expected sqlite:PATH")
+    return StatsDbFeed(where)
+
+
+def keep_longest(until: Mapping[str, float], cap: int) -> tuple[dict[str, float], int]:
+    """At most ``cap`` of ``until`` (address -> end): the longest-lived, ties by address; and how
+    many were left out."""
+    if len(until) <= cap:
+        return dict(until), 0
+    kept = dict(sorted(until.items(), key=lambda item: (-item[1], item[0]))[:cap])
+    return kept, len(until) - cap
