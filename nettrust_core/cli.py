@@ -91,6 +91,8 @@ def _parser() -> argparse.ArgumentParser:
     register_stats(sub)        # `nettrust agent`, `nettrust stats …`
     from .cli_admin import register as register_admin
     register_admin(sub)        # `nettrust resolver-setup`
+    from .cli_kube import register as register_kube
+    register_kube(sub)         # `nettrust kube …`, `nettrust operator`, `nettrust cloud aws`
     _config_after_verb(p)
     return p
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Mapping
 
-from kubernetes import client  # type: ignore[import-untyped]
-from kubernetes.client.exceptions import ApiException  # type: ignore[import-untyped]
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 
 log = logging.getLogger("nettrust.kube")
 

@@ -18,8 +18,8 @@ import os
 import time
 from typing import Any
 
-import kopf  # type: ignore[import-not-found]
-from kubernetes import client, config  # type: ignore[import-untyped]
+import kopf
+from kubernetes import client, config
 
 from . import apply as kube_apply
 from ..errors import InvalidValue
