@@ -65,6 +65,7 @@ AGENT_POOL_SCHEMA: dict[str, Any] = {
             "enforcement": {"type": "string", "enum": ["nftables", "namespaces", "networkpolicy"],
                             "default": "nftables"},
             "listenAddress": {"type": "string", "default": "169.254.20.10"},
+            "podNetworks": {"type": "array", "items": {"type": "string"}, "maxItems": 16},
             "upstreamDNS": {"type": "array", "items": {"type": "string"}, "maxItems": 8},
             "namespaces": {"type": "array", "items": {"type": "string"}},
             "sharedState": {"type": "object", "properties": {

@@ -112,7 +112,9 @@ def _agent_config(pool: Mapping[str, Any]) -> str:
     lines = ['[general]', 'mode = "denylist"', '', '[upstream]',
              f'mode = "{"forward" if upstreams else "recurse"}"',
              "servers = [" + ", ".join(f'"{u}"' for u in upstreams) + "]", '',
-             '[firewall]', 'hooks = ["output", "forward"]']
+             '[firewall]', 'hooks = ["output", "forward"]',
+             # pods are the clients: the pod networks (a node's pod veths have no fixed names)
+             "lan_networks = [" + ", ".join(f'"{n}"' for n in spec.get("podNetworks") or []) + "]"]
     enforcement = spec.get("enforcement", "nftables")
     if enforcement == "namespaces":
         lines.append('backends = ["namespaces"]')
