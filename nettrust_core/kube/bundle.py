@@ -60,3 +60,41 @@ def operator_objects(image: str, namespace: str = NAMESPACE,
                           "securityContext": {"allowPrivilegeEscalation": False, "runAsNonRoot": True,
                                               "runAsUser": 65534, "capabilities": {"drop": ["ALL"]}}}]}}}},
     ]
+
+
+def write_deploy(root: str) -> list[str]:
+    """Regenerate the shipped YAML under ``root``/deploy from the code (``python -m
+    nettrust_core.kube.bundle --write``); tests/unit/test_kube.py fails when they differ."""
+    import os
+
+    import yaml
+
+    written = []
+    base = os.path.join(root, "deploy")
+
+    def put(rel: str, text: str) -> None:
+        with open(os.path.join(base, rel), "w", encoding="utf-8") as f:
+            f.write(text)
+        written.append(rel)
+    put("kubernetes/nettrust-operator.yaml",
+        "# Generated: python -m nettrust_core.kube.bundle --write (same as `nettrust kube manifests`).\n"
+        + yaml.safe_dump_all(operator_objects("nettrust:latest"), sort_keys=False))
+    for crd in CRDS:
+        put(f"helm/nettrust/crds/{crd['metadata']['name']}.yaml", yaml.safe_dump(crd, sort_keys=False))
+    marks = {"@@IMAGE@@": "{{ .Values.image }}", "@@NS@@": "{{ .Release.Namespace }}",
+             "@@FEED@@": "{{ .Values.grantFeed }}"}
+    text = yaml.safe_dump_all(operator_objects("@@IMAGE@@", "@@NS@@", "@@FEED@@")[1 + len(CRDS):], sort_keys=False)
+    for mark, template in marks.items():
+        text = text.replace(mark, template)
+    put("helm/nettrust/templates/operator.yaml",
+        "# Generated: python -m nettrust_core.kube.bundle --write (the objects of `nettrust kube manifests`).\n"
+        + text)
+    return written
+
+
+if __name__ == "__main__":
+    import sys
+    if sys.argv[1:] != ["--write"]:
+        sys.exit("usage: python -m nettrust_core.kube.bundle --write")
+    here = __file__.rsplit("/nettrust_core/", 1)[0]
+    print("\n".join(write_deploy(here)))

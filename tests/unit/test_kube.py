@@ -128,7 +128,7 @@ def test_custom_resources_and_the_non_builtin_renderings_follow_their_schemas():
 
 def test_committed_manifests_equal_the_rendering():
     shipped = [d for d in yaml.safe_load_all((DEPLOY / "kubernetes" / "nettrust-operator.yaml").read_text()) if d]
-    assert shipped == operator_objects("nettrust:latest"), "regenerate: nettrust kube manifests"
+    assert shipped == operator_objects("nettrust:latest"), "regenerate: python -m nettrust_core.kube.bundle --write"
     crds = [yaml.safe_load(p.read_text()) for p in sorted((DEPLOY / "helm" / "nettrust" / "crds").glob("*.yaml"))]
     assert sorted(crds, key=lambda c: c["metadata"]["name"]) == sorted(CRDS, key=lambda c: c["metadata"]["name"])
 
