@@ -13,6 +13,8 @@ import math
 import os
 from typing import TYPE_CHECKING
 
+from .local_names import local_data_lines
+
 if TYPE_CHECKING:
     from .config import Config
 
@@ -47,18 +49,39 @@ def render(config: Config, *, script: str, server_extra: str = "") -> str:
         lines.append(f'    tls-cert-bundle: "{CA_BUNDLE}"')
     if server_extra:
         lines += ["    " + ln.strip() for ln in server_extra.strip().splitlines()]
+    local = local_data_lines(config)
+    if local:
+        lines += ["    # [local]: names answered here, judged like any answer (nettrust.toml).",
+                  *local]
     if up.mode == "forward":
-        lines += ["forward-zone:", '    name: "."']
-        for s in up.servers:
-            port = s.port or (853 if up.tls else 53)
-            addr = f"{s.address}@{port}" + (f"#{s.tls_name}" if s.tls_name else "")
-            lines.append(f"    forward-addr: {addr}")
-        lines.append("    forward-first: no")
-        if up.tls:
-            lines.append("    forward-tls-upstream: yes")
+        lines += forward_lines(config)
     lines += dnstap_lines(config)
     lines += ["python:", f'    python-script: "{script}"', ""]
     return "\n".join(lines)
+
+
+def forward_lines(config: Config) -> list[str]:
+    """``upstream.servers`` as one forward-zone: Unbound chooses among them itself.
+
+    Unbound keeps a smoothed round-trip time per server and picks at random among those within
+    400 ms of the fastest (its RTT band), so queries spread over servers of similar speed and
+    a slow one is used only when the fast ones fail.  There are no weights and no strict order.
+    A server that stops answering is benched for ``infra-host-ttl``; ``infra-keep-probing``
+    keeps sending it the occasional probe so it comes back as soon as it answers again.
+    """
+    up = config.upstream
+    lines = ["    # upstream.servers: Unbound picks among them by round-trip time (no weights),",
+             "    # and keeps probing a server that stopped answering so it returns.",
+             "    infra-keep-probing: yes"] if len(up.servers) > 1 else []
+    lines += ["forward-zone:", '    name: "."']
+    for s in up.servers:
+        port = s.port or (853 if up.tls else 53)
+        addr = f"{s.address}@{port}" + (f"#{s.tls_name}" if s.tls_name else "")
+        lines.append(f"    forward-addr: {addr}")
+    lines.append("    forward-first: no")
+    if up.tls:
+        lines.append("    forward-tls-upstream: yes")
+    return lines
 
 
 def instance_lines(config: Config) -> list[str]:

@@ -46,6 +46,7 @@ from ..lists.loader import ListSpec
 from .kinds import (Boolean, Choice, Duration, Each, Field, Integer, Priority,
                     Tables, Text)
 from .locate import SourceMap, parse_path
+from .model_resolver import LocalConfig, PtrConfig
 from .model_agent import (AlertsConfig, MetricsConfig, RecordingConfig, StatsConfig,
                           WebConfig)
 from .values import (NamespaceRule, Upstream, address, cgroup_path, interface, namespace_rule,
@@ -372,6 +373,8 @@ class Config:
                     "`allowlist`: only `policy.allow` (minus `deny` carve-outs)")
     upstream: UpstreamConfig = section(UpstreamConfig)
     policy: PolicyConfig = section(PolicyConfig)
+    local: LocalConfig = section(LocalConfig)
+    ptr: PtrConfig = section(PtrConfig)
     reachable: ReachableConfig = section(ReachableConfig)
     grants: GrantsConfig = section(GrantsConfig)
     firewall: FirewallConfig = section(FirewallConfig)
