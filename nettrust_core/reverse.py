@@ -40,8 +40,9 @@ log = logging.getLogger("nettrust.reverse")
 
 #: PTR answers waiting for the confirmer; more are dropped and counted (``ptr_dropped``).
 QUEUE_SIZE = 256
-#: Seconds the confirmer waits for the resolver's answer to one forward query.
-LOOKUP_TIMEOUT = 3.0
+#: Seconds the confirmer waits for the resolver's answer to one forward query (bounds how long
+#: ``Service.stop`` waits for the thread: it checks ``stopping`` between lookups).
+LOOKUP_TIMEOUT = 2.0
 _NIBBLES = frozenset("0123456789abcdef")
 
 
@@ -117,7 +118,7 @@ def resolver_lookup(server: str, timeout: float = LOOKUP_TIMEOUT) -> Callable[[s
             if reply.flags & dns.flags.TC:
                 reply = dns.query.tcp(query, server, timeout=timeout)
         except (dns.exception.DNSException, OSError) as exc:
-            log.info("forward lookup of %s for a PTR answer failed: %s", name, exc)
+            log.debug("forward lookup of %s for a PTR answer failed: %s", name, exc)
             return None
         security = Security.SECURE if reply.flags & dns.flags.AD else Security.INSECURE
         return Answer.from_dns_message(reply, security)
@@ -180,6 +181,8 @@ class Confirmer(Worker):
         self.counters["ptr_lookups"] += 1
         rtype = A if address.version == 4 else AAAA
         for target in targets[:self.max_names]:
+            if self.stopping.is_set():
+                break
             forward = self.lookup(target, rtype)
             if forward is None:
                 continue
@@ -196,6 +199,6 @@ class Confirmer(Worker):
                          target)
                 return [address]
             self.counters["ptr_refused"] += 1
-            log.info("PTR %s -> %s confirms %s but the policy refuses it: %s", ptr.qname,
+            log.debug("PTR %s -> %s confirms %s but the policy refuses it: %s", ptr.qname,
                      target, address, decision.error or decision.verdict.reason)
         return []

@@ -183,3 +183,21 @@ def test_several_upstreams_render_as_one_forward_zone_that_keeps_probing(tmp_pat
     assert "forward-tls-upstream: yes" in zone
     one = conf(tmp_path, '[upstream]\nmode = "forward"\nservers = ["192.0.2.1"]\n')
     assert "infra-keep-probing" not in render(one, script="/x.py")
+
+
+# -- nettrust stats why ----------------------------------------------------------------------------
+def test_why_names_the_reverse_lookup_and_the_forward_name_that_confirmed_it():
+    import argparse
+
+    from nettrust_core.agent import stats_view
+    from nettrust_core.agent.stats_cli import _text
+    grant = {"granted": 1.0, "expires": 2.0, "name": "10.100.51.198.in-addr.arpa", "client": None,
+             "chain": "10.100.51.198.in-addr.arpa > www.fw.test", "rule": None, "timeout": 1.0}
+    plain = dict(grant, name="www.fw.test", chain="www.fw.test")
+    data = {"address": "198.51.100.10", "open": False, "expires": 2.0, "grants": [plain, grant],
+            "answers": []}
+    text = _text(argparse.Namespace(view="why"), data, stats_view)
+    assert ("opened by reverse lookup of 10.100.51.198.in-addr.arpa, confirmed by www.fw.test"
+            in text)
+    data["grants"] = [plain]                      # control: an ordinary grant says nothing of it
+    assert "reverse lookup" not in _text(argparse.Namespace(view="why"), data, stats_view)
