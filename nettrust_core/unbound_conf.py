@@ -66,14 +66,18 @@ def forward_lines(config: Config) -> list[str]:
     Unbound keeps a smoothed round-trip time per server and picks at random among those within
     400 ms of the fastest (its RTT band), so queries spread over servers of similar speed and
     a slow one is used only when the fast ones fail.  There are no weights and no strict order.
-    A server that stops answering is benched for ``infra-host-ttl``; ``infra-keep-probing``
-    keeps sending it the occasional probe so it comes back as soon as it answers again.
+    A server that stops answering is avoided until its entry in Unbound's infrastructure cache
+    expires (``infra-host-ttl`` = ``upstream.down_for``; in forward mode that cache holds only
+    the forwarders, so a short one costs nothing), then tried again; ``infra-keep-probing``
+    keeps down servers in the running while every server is down instead of failing at once.
     """
     up = config.upstream
-    lines = ["    # upstream.servers: Unbound picks among them by round-trip time (no weights),",
-             "    # and keeps probing a server that stopped answering so it returns.",
-             "    infra-keep-probing: yes"] if len(up.servers) > 1 else []
-    lines += ["forward-zone:", '    name: "."']
+    lines = ["    # upstream.servers: Unbound picks among them by round-trip time (no weights, no",
+             "    # order). A server that stopped answering is avoided for upstream.down_for, then",
+             "    # tried again; while every server is down, Unbound keeps probing them.",
+             f"    infra-host-ttl: {max(1, int(up.down_for))}",
+             "    infra-keep-probing: yes",
+             "forward-zone:", '    name: "."']
     for s in up.servers:
         port = s.port or (853 if up.tls else 53)
         addr = f"{s.address}@{port}" + (f"#{s.tls_name}" if s.tls_name else "")

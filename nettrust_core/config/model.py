@@ -116,6 +116,9 @@ class UpstreamConfig:
         Each(server, "ADDRESS[@PORT][#TLS-NAME]", unique=False, uses=("tls",)), [],
         "forwarding servers (port 53, or 853 with `tls`); always reachable")
     tls: bool = key(Boolean(), False, "DNS-over-TLS to the servers (each needs `#TLS-NAME`)")
+    down_for: float = key(Duration(), "1m", "forward mode: how long Unbound avoids a server that "
+                          "stopped answering before trying it again (its `infra-host-ttl`)",
+                          check=c.between(5, 3600, "must be between 5s and 1h"))
     #: Always starts with 0.0.0.0 and ::, then the configured extras.
     sinkhole_addresses: tuple[IPAddress, ...] = key(
         Each(address, "addresses", always=ALWAYS_SINKHOLE), ["0.0.0.0", "::"],

@@ -230,7 +230,7 @@ def test_queries_spread_over_two_upstreams_and_survive_one_going_silent(lab):
     lab.run("net", ["nft", "-f", "-"], input=(
         f"table inet {TALLY} {{\n chain replies {{\n  type filter hook output priority 0;\n"
         f"{rules} }}\n chain silence {{\n  type filter hook input priority -10;\n }}\n}}\n"))
-    config = ('[upstream]\nmode = "forward"\n'
+    config = ('[upstream]\nmode = "forward"\ndown_for = "10s"\n'
               f'servers = ["{UPSTREAMS[0]}", "{UPSTREAMS[1]}"]\n')
     nt = SpreadHost(lab, BASE + config, name="spread")
     silent = UPSTREAMS[1]
@@ -238,6 +238,7 @@ def test_queries_spread_over_two_upstreams_and_survive_one_going_silent(lab):
         for s in servers:
             assert s.wait_for_log("READY", timeout=10)
         assert "infra-keep-probing: yes" in nt.unbound_conf()
+        assert "infra-host-ttl: 10" in nt.unbound_conf()
         nt.start()
         answered = [dig(lab, f"n{i}.spread.test").status for i in range(40)]
         assert answered == ["NOERROR"] * 40
@@ -255,7 +256,7 @@ def test_queries_spread_over_two_upstreams_and_survive_one_going_silent(lab):
         print(f"{silent} silent: 20 lookups in {took:.1f} s, answers per upstream {during}")
         assert answered == ["NOERROR"] * 20
         assert during[silent] == before[silent]                  # it really answered nothing
-        # It answers again: Unbound keeps probing it (infra-keep-probing) and uses it again.
+        # It answers again: once upstream.down_for has passed, Unbound tries it and uses it.
         lab.run("net", ["nft", "flush", "chain", "inet", TALLY, "silence"])
         started = time.monotonic()
         i = 0

@@ -177,12 +177,13 @@ def test_several_upstreams_render_as_one_forward_zone_that_keeps_probing(tmp_pat
                   'servers = ["192.0.2.1#dns.example", "2001:db8::1@8853#dns.example"]\n')
     text = render(config, script="/x.py")
     assert "infra-keep-probing: yes" in text.split("forward-zone:")[0]
+    assert "infra-host-ttl: 60" in text.split("forward-zone:")[0]       # upstream.down_for
     zone = text.split("forward-zone:")[1]
     assert "forward-addr: 192.0.2.1@853#dns.example" in zone
     assert "forward-addr: 2001:db8::1@8853#dns.example" in zone
     assert "forward-tls-upstream: yes" in zone
-    one = conf(tmp_path, '[upstream]\nmode = "forward"\nservers = ["192.0.2.1"]\n')
-    assert "infra-keep-probing" not in render(one, script="/x.py")
+    recurse = conf(tmp_path, "")
+    assert "infra-" not in render(recurse, script="/x.py")
 
 
 # -- nettrust stats why ----------------------------------------------------------------------------
