@@ -345,6 +345,8 @@ def _records(rep, count, now=0):
                 else:
                     value = decode_rdata_name(rd)
             except WireNameError:
+                if rtype == PTR:
+                    continue        # PTR never grants: an unreadable target is just not confirmed
                 raise
             except (ValueError, OSError, TypeError):
                 continue
