@@ -56,6 +56,8 @@ class Source(enum.Enum):
     CACHE = "cache"            # message-cache hit
     LOCAL = "local"            # local-data the administrator declared (not RPZ, not auth-zone:
                                # those are labelled RESOLVED by the adapter and judged in full)
+    CONFIRMED = "confirmed"    # a PTR answer's address that a forward lookup confirmed (made by
+                               # nettrust_core.reverse, never by a client; judged in full)
 
 
 @dataclass(frozen=True, slots=True)

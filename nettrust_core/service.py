@@ -10,7 +10,7 @@ import logging
 import os
 from typing import TYPE_CHECKING
 
-from .answer import Answer
+from .answer import PTR, Answer
 from .authorizer import Authorizer, Decision
 from .cache_invalidation import NoInvalidation, UnboundControlInvalidator
 from .config import load_config
@@ -24,6 +24,7 @@ from .local_names import LocalNames
 from .policy import NameCheck
 from .report import Reporter
 from .responses import BlockedResponse, blocked_response
+from .reverse import Confirmer, resolver_lookup
 from .ruleset import instance_from_env, make_backend
 from .unbound_conf import cache_max_ttl
 from .unbound_settings import control_socket, privilege_problem, problems, read_settings
@@ -67,6 +68,11 @@ class Service:
         #: Names the administrator declared in Unbound's local-data (read in start()): only
         #: their local answers are Source.LOCAL; RPZ and auth-zone answers are judged in full.
         self.local_names = LocalNames()
+        #: ptr.confirm: PTR answers go to this thread, which grants what forward DNS confirms.
+        self.confirmer: Confirmer | None = None
+        if config.ptr.confirm:
+            self.confirmer = Confirmer(self.authorizer, resolver_lookup(config.ptr.resolver),
+                                       max_names=config.ptr.max_names)
 
     @classmethod
     def from_file(cls, path: str | None = None) -> "Service":
@@ -119,6 +125,8 @@ class Service:
         self.lifecycle.start()
         if self.lists is not None:
             self.lists.start()
+        if self.confirmer is not None:
+            self.confirmer.start()
 
     def _load_lists(self) -> ListWatcher | None:
         loader = loader_for(self.config)
@@ -141,6 +149,8 @@ class Service:
         """Unbound's ``deinit``: stop and join every background thread, then leave the firewall
         as ``firewall.on_exit`` says."""
         try:
+            if self.confirmer is not None:
+                self.confirmer.stop()
             if self.lists is not None:
                 self.lists.stop()
             self.lifecycle.stop()
@@ -161,6 +171,8 @@ class Service:
             out.append(self.invalidator.target)
         if self.lists is not None:
             out.append(self.lists)
+        if self.confirmer is not None:
+            out.append(self.confirmer)
         return out
 
     def check_query(self, qname: str, client: str | None = None, qtype: int = 0) -> NameCheck:
@@ -172,7 +184,10 @@ class Service:
         return blocked_response(kind, qname, qtype)
 
     def authorize(self, answer: Answer, clients=None) -> Decision:
-        return self.authorizer.authorize(answer, clients)
+        decision = self.authorizer.authorize(answer, clients)
+        if answer.qtype == PTR and self.confirmer is not None:
+            self.confirmer.submit(answer)          # a queue put: never waits
+        return decision
 
     @property
     def per_client(self) -> bool:

@@ -13,6 +13,8 @@ import math
 import os
 from typing import TYPE_CHECKING
 
+from .local_names import local_data_lines
+
 if TYPE_CHECKING:
     from .config import Config
 
@@ -47,18 +49,43 @@ def render(config: Config, *, script: str, server_extra: str = "") -> str:
         lines.append(f'    tls-cert-bundle: "{CA_BUNDLE}"')
     if server_extra:
         lines += ["    " + ln.strip() for ln in server_extra.strip().splitlines()]
+    local = local_data_lines(config)
+    if local:
+        lines += ["    # [local]: names answered here, judged like any answer (nettrust.toml).",
+                  *local]
     if up.mode == "forward":
-        lines += ["forward-zone:", '    name: "."']
-        for s in up.servers:
-            port = s.port or (853 if up.tls else 53)
-            addr = f"{s.address}@{port}" + (f"#{s.tls_name}" if s.tls_name else "")
-            lines.append(f"    forward-addr: {addr}")
-        lines.append("    forward-first: no")
-        if up.tls:
-            lines.append("    forward-tls-upstream: yes")
+        lines += forward_lines(config)
     lines += dnstap_lines(config)
     lines += ["python:", f'    python-script: "{script}"', ""]
     return "\n".join(lines)
+
+
+def forward_lines(config: Config) -> list[str]:
+    """``upstream.servers`` as one forward-zone: Unbound chooses among them itself.
+
+    Unbound keeps a smoothed round-trip time per server and picks at random among those within
+    400 ms of the fastest (its RTT band), so queries spread over servers of similar speed and
+    a slow one is used only when the fast ones fail.  There are no weights and no strict order.
+    A server that stops answering is avoided until its entry in Unbound's infrastructure cache
+    expires (``infra-host-ttl`` = ``upstream.down_for``; in forward mode that cache holds only
+    the forwarders, so a short one costs nothing), then tried again; ``infra-keep-probing``
+    keeps down servers in the running while every server is down instead of failing at once.
+    """
+    up = config.upstream
+    lines = ["    # upstream.servers: Unbound picks among them by round-trip time (no weights, no",
+             "    # order). A server that stopped answering is avoided for upstream.down_for, then",
+             "    # tried again; while every server is down, Unbound keeps probing them.",
+             f"    infra-host-ttl: {max(1, int(up.down_for))}",
+             "    infra-keep-probing: yes",
+             "forward-zone:", '    name: "."']
+    for s in up.servers:
+        port = s.port or (853 if up.tls else 53)
+        addr = f"{s.address}@{port}" + (f"#{s.tls_name}" if s.tls_name else "")
+        lines.append(f"    forward-addr: {addr}")
+    lines.append("    forward-first: no")
+    if up.tls:
+        lines.append("    forward-tls-upstream: yes")
+    return lines
 
 
 def instance_lines(config: Config) -> list[str]:

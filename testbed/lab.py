@@ -501,6 +501,8 @@ class Lab:
             # Unbound's built-in local zones would answer NXDOMAIN for these.
             '    local-zone: "test." nodefault',
             '    local-zone: "100.51.198.in-addr.arpa." nodefault',
+            # Unbound's built-in zone for the IPv6 documentation prefix would answer NXDOMAIN.
+            '    local-zone: "8.b.d.0.1.0.0.2.ip6.arpa." nodefault',
             '    domain-insecure: "fw.test"',
         f'    trust-anchor-file: "{self.trust_anchor_file}"',
         ]
@@ -508,7 +510,7 @@ class Lab:
             # The lab root (on NSD): names outside the lab zones get NXDOMAIN at once instead
             # of waiting on unreachable root servers.
             lines.append(f'    root-hints: "{self.root_hints_file}"')
-            for zone in ("test", "fw.test", "sec.test", "bad.test", "100.51.198.in-addr.arpa",
+            for zone in ("test", "fw.test", "sec.test", "bad.test", *zonedata.REVERSE_ZONES,
                          *self.extra_zones):
                 lines += ["stub-zone:", f'    name: "{zone}"',
                           *(f"    stub-addr: {a}" for a in self.upstream_addresses)]

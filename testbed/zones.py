@@ -27,7 +27,11 @@ ZONES = {
     "ins.sec.test": False,
     "bad.test": True,
     "100.51.198.in-addr.arpa": False,
+    "0.0.1.0.8.b.d.0.1.0.0.2.ip6.arpa": False,     # reverse of 2001:db8:100::/48
 }
+#: The lab's reverse zones (delegated from the lab root; Unbound's built-in local zones for the
+#: documentation ranges must be switched off for them: ``local-zone: … nodefault``).
+REVERSE_ZONES = ("100.51.198.in-addr.arpa", "0.0.1.0.8.b.d.0.1.0.0.2.ip6.arpa")
 SIGNED_ZONES = tuple(name for name, signed in ZONES.items() if signed)
 
 BULK_H = 3000   # h1 … h3000.fw.test, TTL 300
@@ -53,6 +57,16 @@ def s_address(i: int) -> tuple[str, str]:
 def _check_index(i: int, top: int) -> None:
     if not 1 <= i <= top:
         raise ValueError(f"index {i} outside 1..{top}")
+
+
+def reverse6_label(address: str) -> str:
+    """The owner of ``address``'s PTR relative to the lab's ip6.arpa zone (its last 20
+    nibbles, reversed), e.g. for an ``extra_records`` line."""
+    import ipaddress
+    nibbles = ipaddress.IPv6Address(address).exploded.replace(":", "")
+    if not nibbles.startswith("20010db80100"):
+        raise ValueError(f"{address} is not in 2001:db8:100::/48")
+    return ".".join(reversed(nibbles[12:]))
 
 
 def file_stem(zone: str) -> str:
@@ -130,6 +144,13 @@ def zone_texts() -> dict[str, str]:
         "@ IN NS ns.fw.test.",
         "10 IN PTR www.fw.test.",
     ]
+    rev6 = [
+        f"$ORIGIN {REVERSE_ZONES[1]}.",
+        f"$TTL {DEFAULT_TTL}",
+        f"@ IN SOA ns.fw.test. hostmaster.fw.test. 1 3600 900 604800 {NEGATIVE_TTL}",
+        "@ IN NS ns.fw.test.",
+        f"{reverse6_label('2001:db8:100::10')} IN PTR www.fw.test.",
+    ]
     root = [
         "$ORIGIN .",
         f"$TTL {DEFAULT_TTL}",
@@ -137,13 +158,14 @@ def zone_texts() -> dict[str, str]:
         ". IN NS ns.test.",
         "test. IN NS ns.test.",
         "100.51.198.in-addr.arpa. IN NS ns.test.",
+        f"{REVERSE_ZONES[1]}. IN NS ns.test.",
         f"ns.test. IN A {NSD_V4}",
         f"ns.test. IN AAAA {NSD_V6}",
     ]
     # Unsigned delegations (no DS): the lab's trust anchors sit at sec.test and bad.test.
     apex = _header("test") + [f"{child} IN NS ns.test." for child in ("fw", "sec", "bad")]
     texts = {".": root, "test": apex, "fw.test": fw, "sec.test": sec, "ins.sec.test": ins, "bad.test": bad,
-             "100.51.198.in-addr.arpa": rev}
+             "100.51.198.in-addr.arpa": rev, REVERSE_ZONES[1]: rev6}
     return {name: "\n".join(lines) + "\n" for name, lines in texts.items()}
 
 

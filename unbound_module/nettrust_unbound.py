@@ -47,7 +47,7 @@ if not any(os.path.abspath(nettrust_core.__file__).startswith(os.path.join(os.pa
            for t in _TREE):
     raise ImportError(f"nettrust_core was imported from {nettrust_core.__file__}, outside this "
                       f"module's tree {_ROOT} (a stray copy on sys.path?); refusing to run it")
-from nettrust_core.answer import A, AAAA, CNAME, DNAME, Answer, Record, Security, Source  # noqa: E402
+from nettrust_core.answer import A, AAAA, CNAME, DNAME, PTR, Answer, Record, Security, Source  # noqa: E402
 from nettrust_core.logs import setup_logging  # noqa: E402
 from nettrust_core.service import Service, config_path  # noqa: E402
 from nettrust_core.config import load_config  # noqa: E402
@@ -333,7 +333,7 @@ def _records(rep, count, now=0):
     for i in range(min(count, rep.rrset_count)):
         rrset = rep.rrsets[i]
         rtype = socket.ntohs(rrset.rk.type)
-        if rtype not in (A, AAAA, CNAME, DNAME):
+        if rtype not in (A, AAAA, CNAME, DNAME, PTR):   # PTR: only for ptr.confirm, never granted
             continue
         owner = decode_name(rrset.rk.dname)
         data = rrset.entry.data
@@ -345,6 +345,8 @@ def _records(rep, count, now=0):
                 else:
                     value = decode_rdata_name(rd)
             except WireNameError:
+                if rtype == PTR:
+                    continue        # PTR never grants: an unreadable target is just not confirmed
                 raise
             except (ValueError, OSError, TypeError):
                 continue

@@ -133,6 +133,10 @@ def _text(args, data, v) -> str:
         out = [f"{data['address']}: {state}", "", "grants:"]
         out.append(v.table(data["grants"], ["granted", "expires", "name", "chain", "client",
                                             "rule"], when) if data["grants"] else "  none")
+        out += sorted({f"  opened by reverse lookup of {links[0]}, confirmed by {links[1]}"
+                       for g in data["grants"]
+                       if len(links := (g.get("chain") or "").split(" > ")) > 1
+                       and links[0].endswith(".arpa")})
         out += ["", "answers naming it:"]
         out.append(v.table(data["answers"], ["name", "times", "cached", "clients", "last"], when)
                    if data["answers"] else "  none")

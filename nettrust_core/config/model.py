@@ -46,6 +46,7 @@ from ..lists.loader import ListSpec
 from .kinds import (Boolean, Choice, Duration, Each, Field, Integer, Priority,
                     Tables, Text)
 from .locate import SourceMap, parse_path
+from .model_resolver import LocalConfig, PtrConfig
 from .model_agent import (AlertsConfig, MetricsConfig, RecordingConfig, StatsConfig,
                           WebConfig)
 from .values import (NamespaceRule, Upstream, address, cgroup_path, interface, namespace_rule,
@@ -115,6 +116,9 @@ class UpstreamConfig:
         Each(server, "ADDRESS[@PORT][#TLS-NAME]", unique=False, uses=("tls",)), [],
         "forwarding servers (port 53, or 853 with `tls`); always reachable")
     tls: bool = key(Boolean(), False, "DNS-over-TLS to the servers (each needs `#TLS-NAME`)")
+    down_for: float = key(Duration(), "1m", "forward mode: how long Unbound avoids a server that "
+                          "stopped answering before trying it again (its `infra-host-ttl`)",
+                          check=c.between(5, 3600, "must be between 5s and 1h"))
     #: Always starts with 0.0.0.0 and ::, then the configured extras.
     sinkhole_addresses: tuple[IPAddress, ...] = key(
         Each(address, "addresses", always=ALWAYS_SINKHOLE), ["0.0.0.0", "::"],
@@ -372,6 +376,8 @@ class Config:
                     "`allowlist`: only `policy.allow` (minus `deny` carve-outs)")
     upstream: UpstreamConfig = section(UpstreamConfig)
     policy: PolicyConfig = section(PolicyConfig)
+    local: LocalConfig = section(LocalConfig)
+    ptr: PtrConfig = section(PtrConfig)
     reachable: ReachableConfig = section(ReachableConfig)
     grants: GrantsConfig = section(GrantsConfig)
     firewall: FirewallConfig = section(FirewallConfig)
