@@ -13,6 +13,7 @@ from typing import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 TYPE_NAMES = {1: "A", 2: "NS", 5: "CNAME", 6: "SOA", 12: "PTR", 15: "MX", 16: "TXT",
               28: "AAAA", 33: "SRV", 64: "SVCB", 65: "HTTPS"}
@@ -99,7 +100,8 @@ class Metrics:
         return start_http_server(port, addr=address, registry=self.registry)
 
 
-class _Derived:
+class _Derived(Collector):
+    # a subclass: Debian's prometheus-client 0.16 has Collector as an ABC, newer ones a Protocol
     """Values computed at scrape time: active grants and the store's drop counters."""
 
     def __init__(self, metrics: Metrics, dropped: Callable[[], dict[str, int]]) -> None:

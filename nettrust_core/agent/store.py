@@ -21,7 +21,6 @@ import time
 from collections import Counter
 from typing import Callable
 
-import sqlite_utils
 
 from ..worker import Worker
 from .schema import ensure_schema
@@ -187,7 +186,6 @@ class StatsStore(Worker):
             self._failing = reason
 
     def _write(self, conn: sqlite3.Connection, batch: list[tuple[str, dict]]) -> list[str]:
-        db = sqlite_utils.Database(conn)
         queries = [r for k, r in batch if k == "query"]
         grants = [r for k, r in batch if k == "grant"]
         events = [r for k, r in batch if k == "event"]
@@ -214,22 +212,22 @@ class StatsStore(Worker):
                              "chain": " > ".join(r.get("chain") or ()) or None,
                              "ttl": r.get("ttl"), "count": r.get("count", 1)})
                 answers += [{"query_id": qid, "address": a} for a in r.get("addresses", ())]
-            db.table("queries").insert_all(rows, batch_size=_CHUNK)
+            _insert(conn, "queries", rows)
             if answers:
-                db.table("answers").insert_all(answers, batch_size=_CHUNK)
+                _insert(conn, "answers", answers)
         if grants:
-            db.table("grants").insert_all(({
+            _insert(conn, "grants", [{
                 "ts": r["ts"], "address": r["address"], "family": 6 if ":" in r["address"] else 4,
                 "domain_id": domain_ids[r["qname"]], "client_id": client_ids.get(r.get("client")),
                 "chain": " > ".join(r.get("chain") or ()) or None, "rule": r.get("rule"),
                 "timeout": r.get("timeout"), "expires": r["ts"] + (r.get("timeout") or 0),
-                "written": r.get("written")} for r in grants), batch_size=_CHUNK)
+                "written": r.get("written")} for r in grants])
         if events:
-            db.table("events").insert_all(({
+            _insert(conn, "events", [{
                 "ts": r.get("ts") or now, "kind": str(r.get("kind")), "subject": r.get("subject"),
                 "data": json.dumps({k: v for k, v in r.items()
                                     if k not in ("t", "ts", "kind", "subject")}, default=str)}
-                for r in events), batch_size=_CHUNK)
+                for r in events])
         return sorted(names - before)
 
     def prune(self, conn: sqlite3.Connection, now: float) -> None:
@@ -260,3 +258,12 @@ def _existing(conn, table: str, column: str, values, *, with_id: bool = False):
         marks = ",".join("?" * len(chunk))
         for row in conn.execute(f"SELECT {select} FROM {table} WHERE {column} IN ({marks})", chunk):
             yield (row[1], row[0]) if with_id else row[0]
+
+
+def _insert(conn: sqlite3.Connection, table: str, rows: list[dict]) -> None:
+    """Plain executemany inside the caller's transaction: sqlite-utils' ``insert_all`` commits
+    on its own in some versions (Debian 12 ships 3.30), which would end our BEGIN IMMEDIATE."""
+    if rows:
+        columns = list(rows[0])
+        conn.executemany(f"INSERT INTO {table} ({', '.join(columns)}) "
+                         f"VALUES ({', '.join(':' + c for c in columns)})", rows)
