@@ -62,7 +62,7 @@ def ruleset_spec(config: Config) -> RulesetSpec:
                        set_size=config.grants.max_per_set, instances=config.firewall.instances,
                        audit=fw.enforcement == "audit",
                        per_client=gw.per_client, open_networks=gw.open_networks,
-                       client_prefix6=gw.ipv6_client_prefix,
+                       client_prefix6=gw.ipv6_client_prefix, client_mac=gw.per_client and gw.client_key == "mac",
                        drop_input=gw.drop_input, management_ports=gw.management_ports,
                        management_networks=gw.management_networks,
                        strikes=bool(gw.strike_threshold or gw.strike_dns_rate),

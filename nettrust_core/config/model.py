@@ -58,6 +58,8 @@ FIREWALL_BACKENDS = backend_names()
 ACTIONS = ("reject", "drop")
 #: firewall.enforcement: "audit" drops nothing; what would be refused is logged and counted.
 ENFORCEMENTS = ("enforce", "audit")
+#: gateway.client_key: what a per-client grant is keyed by.
+CLIENT_KEYS = ("address", "mac")
 HOOKS = ("output", "forward")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 #: firewall.on_exit: what stopping Unbound leaves in the kernel.
@@ -303,6 +305,10 @@ class GatewayConfig:
     open_networks: tuple[IPNetwork, ...] = key(
         Each(network, "networks (CIDR or address)"), [],
         "forward hook: sources that may connect anywhere without a grant (still our DNS only)")
+    client_key: str = key(Choice(CLIENT_KEYS), "address",
+                          "with `per_client`: grants are keyed by the client's address, or by "
+                          "its MAC (directly attached clients: one grant serves its IPv4, IPv6 "
+                          "and privacy addresses)")
     ipv6_client_prefix: int = key(Integer(32, 128), 128,
                                   "with `per_client`: IPv6 clients are keyed by this prefix of "
                                   "their address (64: every privacy address of a host)")

@@ -44,7 +44,8 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 
 from ..errors import FirewallError, NetTrustError
-from .base import ClientPairs, FirewallBackend, Grant, GrantedElement, IPAddress, OnBatch, Status
+from .base import (ClientPairs, FirewallBackend, Grant, GrantedElement, IPAddress, MacAddress, OnBatch,
+                   Status)
 from .diagnostics import BaseChain, Diagnostics
 
 log = logging.getLogger("nettrust.firewall")
@@ -122,7 +123,7 @@ class FanOut:
                           ", ".join(map(str, addresses)))
         return addresses if done else []
 
-    def lookup_pair(self, client: IPAddress, address: IPAddress) -> float | None:
+    def lookup_pair(self, client: IPAddress | MacAddress, address: IPAddress) -> float | None:
         """The least time left on ``client . address`` among the backends that keep pairs."""
         least: float | None = None
         for _name, backend in self.backends:

@@ -288,8 +288,8 @@ def chain_rules(spec: RulesetSpec, hook: str) -> list[list[dict]]:
         mark = [] if sets is STATIC_SETS or spec.ct_mark is None else [_mark_connection(spec.ct_mark)]
         for proto, v in (("ip", 4), ("ip6", 6)):
             if per_client and sets is not STATIC_SETS:
-                saddr = _field(proto, "saddr")
-                if v == 6 and spec.client_prefix6 < 128:     # the client's /N, as it is granted
+                saddr = _field("ether" if spec.client_mac else proto, "saddr")
+                if v == 6 and spec.client_prefix6 < 128 and not spec.client_mac:     # the client's /N, as it is granted
                     mask = ipaddress.IPv6Network(f"::/{spec.client_prefix6}").netmask
                     saddr = {"&": [saddr, str(mask)]}
                 key = {"concat": [saddr, _field(proto, "daddr")]}
@@ -358,7 +358,8 @@ def ruleset_commands(spec: RulesetSpec, chains: dict[str, ChainState]) -> list[d
     from .nftables_gateway import all_client_sets
     for _instance, v, name in all_client_sets(spec):
         size = {} if spec.set_size is None else {"size": spec.set_size}
-        cmds.append({"add": {"set": {**t, "name": name, "type": [f"ipv{v}_addr", f"ipv{v}_addr"],
+        cmds.append({"add": {"set": {**t, "name": name, "type": [
+                                         "ether_addr" if spec.client_mac else f"ipv{v}_addr", f"ipv{v}_addr"],
                                      "flags": ["timeout"], **size}}})
     for v, name in STATIC_SETS.items():
         cmds.append({"add": {"set": {**t, "name": name, "type": f"ipv{v}_addr", "flags": ["interval"]}}})

@@ -18,8 +18,9 @@ from collections import Counter
 from typing import TYPE_CHECKING, Callable, Iterable
 
 from ..errors import NetTrustError
-from ..firewall.base import ClientPairs, FirewallBackend, Grant, IPAddress
+from ..firewall.base import ClientPairs, FirewallBackend, Grant, IPAddress, MacAddress
 from .clients import ClientGrants
+from .neighbours import NeighbourTable
 from .timeouts import Timeouts, comment
 
 if TYPE_CHECKING:
@@ -28,10 +29,14 @@ if TYPE_CHECKING:
 #: Client texts whose parsed address is remembered at most (cleared when full).
 MAX_CLIENT_TEXTS = 65536
 
+#: What a pair is granted to: the client's address (or its IPv6 /N), or its MAC.
+Client = IPAddress | MacAddress
+
 
 class ClientGranter:
     def __init__(self, backend: FirewallBackend, timeouts: Timeouts, counters: Counter[str],
-                 clock: Callable[[], float], *, cap: int, prefix6: int = 128) -> None:
+                 clock: Callable[[], float], *, cap: int, prefix6: int = 128,
+                 neighbours: NeighbourTable | None = None) -> None:
         self.backend = backend
         self.timeouts = timeouts
         self.counters = counters
@@ -40,6 +45,8 @@ class ClientGranter:
         #: client text -> (key text, the address granted: IPv6 cut to ``prefix6``) or None
         self._ips: dict[str, tuple[str, IPAddress] | None] = {}
         self.prefix6 = prefix6
+        #: gateway.client_key = "mac": pairs are granted to the client's MAC, read here.
+        self.neighbours = neighbours
         #: Cached messages already judged for a client: (client, qname, qtype, the message's
         #: absolute expiry) -- its grants outlive the cached message, so a later hit of the
         #: same message by the same client needs no decoding at all (cleared on a reset).
@@ -50,7 +57,7 @@ class ClientGranter:
         self.ask_kernel_until = clock() + timeouts.max_ttl + timeouts.grace
         #: (client, its address, destination, expiry) of the pair written last: what the
         #: periodic check asks the kernel about to notice a flush (lifecycle.verify).
-        self.last_written: tuple[str, IPAddress | None, IPAddress, float] | None = None
+        self.last_written: tuple[str, Client | None, IPAddress, float] | None = None
 
     def reset(self) -> None:
         """Forget every pair (the ruleset was rebuilt or flushed): rewritten on the next hit."""
@@ -58,10 +65,21 @@ class ClientGranter:
         self.hits_done.clear()
         self.last_written = None
 
-    def client_key(self, client: str) -> tuple[str, IPAddress] | None:
-        """(the key its grants are remembered under, the address they are written for), None
-        when unparsable; remembered: the cache-hit path is hot.  An IPv4-mapped IPv6 client is
-        its IPv4 address (what the forward hook sees); an IPv6 one is cut to ``prefix6``."""
+    def client_key(self, client: str) -> tuple[str, Client] | None:
+        """(the key its grants are remembered under, the address -- or MAC -- they are written
+        for), None when unparsable or (MAC keys) its MAC is unknown (counted)."""
+        found = self._address_key(client)
+        if found is None or self.neighbours is None or found[1].is_loopback:
+            return found
+        mac = self.neighbours.lookup(found[1])
+        if mac is None:
+            self.counters["clients_without_mac"] += 1
+            return None
+        return str(mac), mac
+
+    def _address_key(self, client: str) -> tuple[str, IPAddress] | None:
+        """Remembered: the cache-hit path is hot.  An IPv4-mapped IPv6 client is its IPv4
+        address (what the forward hook sees); an IPv6 one is cut to ``prefix6``."""
         ips = self._ips
         if client in ips:
             return ips[client]
@@ -84,14 +102,14 @@ class ClientGranter:
             ips[client] = found
         return found
 
-    def split(self, clients: str | Iterable[str] | None) -> tuple[list[tuple[str, IPAddress]], bool]:
+    def split(self, clients: str | Iterable[str] | None) -> tuple[list[tuple[str, Client]], bool]:
         """(remote clients with their addresses, whether this host itself is among them).
 
         No client at all (a prefetch) counts as this host: its answer grants as in output mode.
         An IPv4-mapped IPv6 client is its IPv4 address (that is what the forward hook sees)."""
         if isinstance(clients, str) or clients is None:
             clients = () if not clients else (clients,)
-        remote: list[tuple[str, IPAddress]] = []
+        remote: list[tuple[str, Client]] = []
         host = False
         seen = set()
         keys = set()
@@ -101,7 +119,8 @@ class ClientGranter:
             seen.add(c)
             found = self.client_key(c)
             if found is None:
-                self.counters["clients_unparsable"] += 1
+                if self.neighbours is None or self._address_key(c) is None:
+                    self.counters["clients_unparsable"] += 1
                 continue
             key, ip = found
             if ip.is_loopback:
@@ -113,7 +132,7 @@ class ClientGranter:
             host = True
         return remote, host
 
-    def grant(self, verdict: Verdict, remote: list[tuple[str, IPAddress]]
+    def grant(self, verdict: Verdict, remote: list[tuple[str, Client]]
               ) -> tuple[tuple[Grant, ...], int, float, str | None]:
         """Write the pairs that would get longer, in one backend call: (grants justified,
         written, seconds the write took, error or None).
@@ -134,7 +153,7 @@ class ClientGranter:
             now = self.clock()
             for c, ip in remote:
                 for addr, ttl in verdict.grants:
-                    if addr.version != ip.version:
+                    if ip.version and addr.version != ip.version:      # (a MAC: 0, any)
                         other_family += 1
                         continue
                     known = cg.get((c, addr))
@@ -172,7 +191,7 @@ class ClientGranter:
         self.counters["client_elements_written"] += len(todo)
         return tuple(grants), len(todo), write_s, None
 
-    def _from_kernel(self, client: str, ip: IPAddress, address: IPAddress,
+    def _from_kernel(self, client: str, ip: Client, address: IPAddress,
                      now: float) -> float | None:
         """The kernel's expiry of a pair unknown here (after a restart), recorded; None: none."""
         if not isinstance(self.backend, ClientPairs):
@@ -190,9 +209,16 @@ class ClientGranter:
     def hit_done(self, key: tuple[object, ...]) -> None:
         """Remember a cached message judged for a client (see :attr:`hits_done`)."""
         done = self.hits_done
+        if self.neighbours is not None and not self._has_key(key[0]):
+            return                          # granted nothing (no MAC yet): judge the next hit
         if len(done) >= 65536:
             done.clear()
         done.add(key)
+
+    def _has_key(self, client: object) -> bool:
+        found = self._address_key(client) if isinstance(client, str) else None
+        return found is not None and (found[1].is_loopback or self.neighbours is None
+                                      or self.neighbours.peek(found[1]) is not None)
 
     def cache_hit_granted(self, client: str, addresses: Iterable[tuple[IPAddress, int]]) -> bool:
         """The ``reply_cache`` callback's first, cheap question: are all of ``addresses``
@@ -213,7 +239,7 @@ class ClientGranter:
         slack = self.map.slack
         now = self.clock()
         for addr, ttl in addresses:
-            if addr.version != version:
+            if version and addr.version != version:
                 continue
             known = get(addr)
             if known is None or known <= now or now + timeout_for(ttl) > known + slack:
