@@ -62,11 +62,10 @@ def client_sets(instance: int) -> dict[int, str]:
 
 
 def pair_key(client: IPAddress | MacAddress, address: IPAddress) -> bytes:
-    """A ``client . destination`` element's key: each field padded to 4 bytes (a MAC's 6 to 8),
-    as the kernel lays out concatenations."""
+    """A ``client . destination`` element's key (a MAC's 6 bytes padded to 8)."""
     if isinstance(client, MacAddress):
-        return client.packed + b"\0\0" + address.packed
-    return client.packed + address.packed
+        return nl.concat_key(client.packed, address.packed)
+    return client.packed + address.packed           # already register-aligned
 
 
 def all_client_sets(spec: RulesetSpec) -> list[tuple[int, int, str]]:

@@ -280,3 +280,102 @@ def test_ipv6_clients_keyed_by_their_64_share_one_pair_and_the_rule_masks_the_so
                        client_prefix6=64)
     rule = next(repr(r) for r in chain_rules(spec, "forward") if "@clients6" in repr(r))
     assert "'&'" in rule and "ffff:ffff:ffff:ffff::" in rule
+
+
+# -- gateway.client_key = "mac" ----------------------------------------------------------------
+MAC_A, MAC_B = "02:00:00:00:00:0a", "02:00:00:00:00:0b"
+
+
+def mac_gateway() -> tuple[Authorizer, RecordingBackend]:
+    from nettrust_core.grants.neighbours import parse_mac
+    config = parse_config(GATEWAY + '[gateway]\nper_client = true\nclient_key = "mac"\n'
+                          '[grants]\nmin_ttl = "30s"\ngrace = "10s"\n')
+    backend = RecordingBackend()
+    auth = Authorizer(config, backend, clock=Clock())
+    table = auth.gateway.neighbours
+    assert table is not None
+    table.replace({ip("10.0.0.2"): parse_mac(MAC_A), ip("fd00::2"): parse_mac(MAC_A),
+                   ip("10.0.0.3"): parse_mac(MAC_B)})
+    return auth, backend
+
+
+def test_mac_keys_render_ether_saddr_sets_and_encode_padded_keys():
+    spec = ruleset_spec(parse_config(GATEWAY + '[gateway]\nper_client = true\nclient_key = "mac"\n'))
+    assert spec.client_mac
+    forward = [_text(r) for r in chain_rules(spec, "forward")]
+    for v, proto in ((4, "ip"), (6, "ip6")):
+        rule = [r for r in forward if f"@clients{v}" in r]
+        assert len(rule) == 1 and "'ether'" in rule[0] and f"'{proto}'" in rule[0], rule
+    sets = {c["add"]["set"]["name"]: c["add"]["set"]["type"]
+            for c in ruleset_commands(spec, {}) if "set" in c.get("add", {})}
+    assert sets["clients4"] == ["ether_addr", "ipv4_addr"]
+    assert sets["clients6"] == ["ether_addr", "ipv6_addr"]
+    from nettrust_core.firewall.base import MacAddress
+    from nettrust_core.firewall.nftables_gateway import pair_key
+    assert pair_key(MacAddress(bytes.fromhex("02000000000a")), ip("1.2.3.4")).hex() \
+        == "02000000000a0000" + "01020304"
+    # without per_client the key changes nothing
+    plain = ruleset_spec(parse_config(GATEWAY + '[gateway]\nclient_key = "mac"\n'))
+    assert not plain.client_mac
+
+
+def test_mac_keys_grant_both_families_to_the_asking_clients_mac_only():
+    auth, backend = mac_gateway()
+    # asked over IPv4, both families answered: the MAC gets both (address keys: the AAAA lost)
+    d = auth.authorize(answer("www.example", "198.51.100.1", "2001:db8::1", client="10.0.0.2"),
+                       ["10.0.0.2"])
+    assert d.error is None
+    assert sorted(written(backend)) == [(MAC_A, "198.51.100.1", 70.0), (MAC_A, "2001:db8::1", 70.0)]
+    assert auth.counters["client_grants_other_family"] == 0
+    # the same client over IPv6 is the same key: nothing more to write
+    backend.batches.clear()
+    auth.authorize(answer("www.example", "2001:db8::1", client="fd00::2"), ["fd00::2"])
+    assert written(backend) == []
+    assert auth.cache_hit_granted("fd00::2", [(ip("198.51.100.1"), 30), (ip("2001:db8::1"), 30)])
+    # another MAC is another client
+    assert not auth.cache_hit_granted("10.0.0.3", [(ip("198.51.100.1"), 30)])
+
+
+def test_a_client_without_a_known_mac_gets_nothing_counted_and_asks_for_a_refresh():
+    auth, backend = mac_gateway()
+    table = auth.gateway.neighbours
+    table.wanted.clear()
+    d = auth.authorize(answer("www.example", "198.51.100.1", client="10.0.0.9"), ["10.0.0.9"])
+    assert d.grants == () and written(backend) == []
+    assert len(auth.tracker) == 0                       # not granted for everyone either
+    assert auth.counters["clients_without_mac"] == 1
+    assert auth.counters["clients_unparsable"] == 0
+    assert table.wanted.is_set()                        # the reader is woken
+    # a cache hit of such a client is not remembered as judged: once its MAC is known it is granted
+    key = ("10.0.0.9", b"\x03www\x07example\x00", 1, 2000)
+    auth.gateway.hit_done(key)
+    assert key not in auth.gateway.hits_done
+    from nettrust_core.grants.neighbours import parse_mac
+    table.replace({**table.macs, ip("10.0.0.9"): parse_mac("02:00:00:00:00:09")})
+    auth.authorize(answer("www.example", "198.51.100.1", client="10.0.0.9"), ["10.0.0.9"])
+    assert written(backend) == [("02:00:00:00:00:09", "198.51.100.1", 70.0)]
+
+
+def test_the_neighbour_reader_keeps_entries_with_a_link_layer_address_only():
+    from nettrust_core.lifecycle.neighbours import read_neighbours
+
+    class FakeNeighbourDump:             # a fake of pyroute2's IPRoute (no kernel needed)
+        def get_neighbours(self):
+            return [_Msg(0x02, "10.0.0.2", "02:00:00:00:00:0a"),        # REACHABLE
+                    _Msg(0x04, "fe80::1", "02:00:00:00:00:0b"),          # STALE
+                    _Msg(0x01, "10.0.0.3", None),                        # INCOMPLETE
+                    _Msg(0x20, "10.0.0.4", "02:00:00:00:00:0c"),         # FAILED
+                    _Msg(0x02, "10.0.0.5", "00:00:00:00:00:00")]         # no real MAC
+
+    macs = read_neighbours(FakeNeighbourDump())
+    assert {str(k): str(v) for k, v in macs.items()} == {"10.0.0.2": "02:00:00:00:00:0a",
+                                                         "fe80::1": "02:00:00:00:00:0b"}
+
+
+class _Msg(dict):
+    def __init__(self, state: int, dst: str, lladdr: str | None) -> None:
+        super().__init__(state=state)
+        self.attrs = {"NDA_DST": dst, "NDA_LLADDR": lladdr}
+
+    def get_attr(self, name: str):
+        return self.attrs.get(name)
