@@ -89,7 +89,8 @@ class Authorizer:
         self.gateway = ClientGranter(backend, self.timeouts, self.counters, clock,
                                      cap=g.max_per_client or max(1024, g.max_per_set // 16),
                                      prefix6=(128 if mac else config.gateway.ipv6_client_prefix),
-                                     neighbours=NeighbourTable() if mac else None)
+                                     neighbours=NeighbourTable() if mac else None,
+                                     set_size=g.max_per_set, per_domain=g.max_per_domain)
         self.client_grants = self.gateway.map
         #: Gateway strikes (gateway.strike_threshold; None: off).
         self.strikes = Strikes.from_config(config, backend, self.counters, self.reporter)
@@ -219,7 +220,8 @@ class Authorizer:
 
     # -- gateway mode: per-client grants (nettrust_core.grants.gateway) -------------------
     def _grant_clients(self, answer: Answer, verdict: Verdict, remote) -> Decision:
-        grants, written, write_s, error = self.gateway.grant(verdict, remote)
+        grants, written, write_s, error = self.gateway.grant(
+            verdict, remote, registrable_domain(verdict.chain[0]) if verdict.chain else "")
         if error is not None:
             log.error("firewall write failed, answer for %s fails closed: %s", answer.qname, error)
         else:

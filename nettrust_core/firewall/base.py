@@ -55,6 +55,26 @@ class Grant:
 
 
 @dataclass(frozen=True)
+class ClientPair:
+    """One live ``client . destination`` grant (gateway mode), as the kernel reports it."""
+
+    client: IPAddress | MacAddress      # an IPv6 client keyed by its /N: the network address
+    address: IPAddress
+    expires_in: float                   # seconds left
+    timeout: float                      # the timeout it was added with, seconds
+    comment: str = ""
+    instance: int = 0
+
+
+@dataclass(frozen=True)
+class StruckClient:
+    """A client address (or a local uid) whose DNS and DoT are dropped for ``expires_in`` s."""
+
+    who: IPAddress | int
+    expires_in: float
+
+
+@dataclass(frozen=True)
 class GrantedElement:
     """One live element of a grant set, as the kernel reports it."""
 
@@ -234,3 +254,12 @@ class ClientPairs(Protocol):
 
     def strike(self, address: IPAddress | int, seconds: float) -> None:
         """Drop the DNS of a client address (or a local uid) for ``seconds``."""
+
+    def revoke_pairs(self, pairs: Sequence[tuple[IPAddress | MacAddress, IPAddress]]) -> None:
+        """Remove ``client . destination`` grants now (this instance's; gone ones ignored)."""
+
+    def list_pairs(self) -> list[ClientPair]:
+        """Every live ``client . destination`` grant (every instance's)."""
+
+    def list_strikes(self) -> list[StruckClient]:
+        """Every struck client address and local uid, with the time left."""

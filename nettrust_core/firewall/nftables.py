@@ -34,9 +34,10 @@ from typing import Any
 
 from ..errors import FirewallError
 from ..netlink import nftables as nl, nftables_state as nft_state, wire
-from .base import Grant, GrantedElement, IPAddress, MacAddress, OnBatch, RulesetSpec, Status
+from .base import Grant, GrantedElement, IPAddress, OnBatch, RulesetSpec, Status
 from .diagnostics import BaseChain
-from .nftables_gateway import all_client_sets, client_sets, pair_key, strike_declarations, strike_element
+from .nftables_gateway import all_client_sets, client_sets, pair_key, strike_declarations
+from .nftables_pairs import GatewayVerbs
 from .nftables_rules import (CGROUP_ROOT, COUNTER, FAMILY, HOOKS, STATIC_SETS, ChainState,
                              all_grant_sets, grant_sets, ruleset_commands,
                              static_set_declarations)
@@ -98,7 +99,7 @@ def _granted(elements: list[nl.Element], version: int, instance: int) -> list[Gr
 
 
 # -- the backend ------------------------------------------------------------------------------------
-class NftablesBackend:
+class NftablesBackend(GatewayVerbs):
     """:class:`~nettrust_core.firewall.base.FirewallBackend` on nf_tables.
 
     ``repairs`` counts grants that found the ruleset missing and rebuilt it; ``errors`` counts
@@ -207,17 +208,6 @@ class NftablesBackend:
             group[0].append(element(key, ms, udata))
             group[1].append(addr)
         return [(name, elems, addrs) for name, (elems, addrs) in groups.items()]
-
-    def lookup_pair(self, client: IPAddress | MacAddress, address: IPAddress) -> float | None:
-        """Seconds left on this instance's grant of ``client . address`` (None: none)."""
-        e = (self._hot or self._socket("_hot")).get_element(
-            self.spec.table, self.client_sets[address.version], pair_key(client, address))
-        return e.expiration_ms / 1000 if e is not None and e.expiration_ms else None
-
-    def strike(self, address: IPAddress | int, seconds: float) -> None:
-        """Put ``address`` (or a uid) into its strike set for ``seconds`` (DNS/DoT dropped)."""
-        self._socket("_ctl").write_elements(nl.NFT_MSG_NEWSETELEM, self.spec.table,
-                                            [strike_element(address, seconds)])
 
     # -- reads --------------------------------------------------------------------------------
     def list_grants(self, on_batch: OnBatch | None = None, *,

@@ -21,6 +21,7 @@ from ..errors import NetTrustError
 from ..firewall.base import ClientPairs, FirewallBackend, Grant, IPAddress, MacAddress
 from .clients import ClientGrants
 from .neighbours import NeighbourTable
+from .caps import EVICT_SHARE, HIGH_WATER
 from .timeouts import Timeouts, comment
 
 if TYPE_CHECKING:
@@ -36,14 +37,21 @@ Client = IPAddress | MacAddress
 class ClientGranter:
     def __init__(self, backend: FirewallBackend, timeouts: Timeouts, counters: Counter[str],
                  clock: Callable[[], float], *, cap: int, prefix6: int = 128,
-                 neighbours: NeighbourTable | None = None) -> None:
+                 neighbours: NeighbourTable | None = None, set_size: int = 0,
+                 per_domain: int = 0) -> None:
         self.backend = backend
         self.timeouts = timeouts
         self.counters = counters
         self.clock = clock
-        self.map = ClientGrants(slack=min(1.0, timeouts.grace / 2), clock=clock, cap=cap)
+        self.map = ClientGrants(slack=min(1.0, timeouts.grace / 2), clock=clock, cap=cap,
+                                per_domain=per_domain)
+        #: grants.max_per_set: each per-client set's kernel size (0: none, no eviction).
+        self.set_size = set_size
         #: client text -> (key text, the address granted: IPv6 cut to ``prefix6``) or None
         self._ips: dict[str, tuple[str, IPAddress] | None] = {}
+        #: key -> what the kernel's pairs are keyed by, and back (eviction revokes by it)
+        self._objects: dict[str, Client] = {}
+        self._keys: dict[object, str] = {}
         self.prefix6 = prefix6
         #: gateway.client_key = "mac": pairs are granted to the client's MAC, read here.
         self.neighbours = neighbours
@@ -128,25 +136,33 @@ class ClientGranter:
             elif key not in keys:
                 keys.add(key)
                 remote.append((key, ip))
+                if key not in self._objects:
+                    if len(self._objects) >= MAX_CLIENT_TEXTS:
+                        self._objects.clear()
+                        self._keys.clear()
+                    self._objects[key], self._keys[ip] = ip, key
         if not seen:
             host = True
         return remote, host
 
-    def grant(self, verdict: Verdict, remote: list[tuple[str, Client]]
+    def grant(self, verdict: Verdict, remote: list[tuple[str, Client]], domain: str = ""
               ) -> tuple[tuple[Grant, ...], int, float, str | None]:
         """Write the pairs that would get longer, in one backend call: (grants justified,
         written, seconds the write took, error or None).
 
         A pair of different IP versions (an IPv4 client's AAAA answer) cannot match a packet:
         it is counted, not written (dual-stack clients: see the README's gateway section).
-        A client at its cap (grants.max_per_client, else max_per_set / 16) gets no new pair."""
+        A client at its cap (grants.max_per_client, else max_per_set / 16), or at
+        grants.max_per_domain pairs under ``domain`` (the question's registrable domain), gets
+        no new pair; a per-client set nearly full (grants.max_per_set) loses 5 % first
+        (:meth:`_evict`)."""
         why = comment(verdict.chain)
         timeout_for = self.timeouts.for_ttl
         cg = self.map
         grants: list[Grant] = []
         todo: list[Grant] = []
         pairs: list[tuple[tuple[str, IPAddress], float]] = []
-        other_family = capped = 0
+        other_family = capped = over_domain = 0
         pending: dict[str, int] = {}        # new pairs per client in this answer (the cap)
         write_s = 0.0
         with cg.lock:
@@ -160,9 +176,15 @@ class ClientGranter:
                     if known is None and now < self.ask_kernel_until:
                         known = self._from_kernel(c, ip, addr, now)
                     fresh = known is None or known <= now
-                    if fresh and not cg.admits(c, addr, now, pending.get(c, 0)):
-                        capped += 1
-                        continue
+                    if fresh:
+                        refused = cg.refuses(c, addr, now, pending.get(c, 0), domain,
+                                             pending.get(c, 0))
+                        if refused is not None:
+                            if refused == "client":
+                                capped += 1
+                            else:
+                                over_domain += 1
+                            continue
                     if fresh:
                         pending[c] = pending.get(c, 0) + 1
                     timeout = timeout_for(ttl)
@@ -175,21 +197,51 @@ class ClientGranter:
             if todo:
                 started = time.perf_counter()
                 try:
+                    if self.set_size:
+                        self._evict(todo)
                     self.backend.grant(todo)
                 except NetTrustError as exc:
                     self.counters["backend_errors"] += 1
                     return tuple(grants), 0, 0.0, str(exc)
                 write_s = time.perf_counter() - started
                 for pair, at in pairs:
-                    cg.record(pair, at)
+                    cg.record(pair, at, domain)
                 (c, addr), at = pairs[-1]
                 self.last_written = (c, todo[-1].client, addr, at)
         if other_family:
             self.counters["client_grants_other_family"] += other_family
         if capped:
             self.counters["refused_per_client_cap"] += capped
+        if over_domain:
+            self.counters["refused_per_client_domain"] += over_domain
         self.counters["client_elements_written"] += len(todo)
         return tuple(grants), len(todo), write_s, None
+
+    def _evict(self, todo: list[Grant]) -> None:
+        """Before writing ``todo``: when a family's per-client set would pass 95 % of its size,
+        revoke 5 % of it (plus room for the new pairs) in one batch, chosen by
+        :meth:`.clients.ClientGrants.eviction_candidates`; counted as ``client_pairs_evicted``.
+        Without a backend that can revoke pairs the kernel refuses the write when full, and
+        the answer fails closed.  Called with the map's lock held."""
+        cg, backend = self.map, self.backend
+        high, batch = int(self.set_size * HIGH_WATER), max(1, int(self.set_size * EVICT_SHARE))
+        for v in (4, 6):
+            new = sum(1 for g in todo if g.address.version == v)
+            if cg.per_version[v] + new <= high or not isinstance(backend, ClientPairs):
+                continue
+            cg.prune()
+            if cg.per_version[v] + new <= high:
+                continue
+            keep = {(self._key_of(g.client), g.address) for g in todo}
+            victims = [p for p in cg.eviction_candidates(v, batch + new + len(keep))
+                       if p not in keep][:batch + new]
+            known = [(self._objects[c], a) for c, a in victims if c in self._objects]
+            backend.revoke_pairs(known)
+            cg.forget(victims)
+            self.counters["client_pairs_evicted"] += len(victims)
+
+    def _key_of(self, client: object) -> str:
+        return self._keys.get(client, "") if client is not None else ""
 
     def _from_kernel(self, client: str, ip: Client, address: IPAddress,
                      now: float) -> float | None:

@@ -37,6 +37,7 @@ client_key = "mac"
 [grants]
 min_ttl = "1s"
 grace = "0s"
+max_per_domain = 6
 [lifecycle]
 liveness = false
 unauthorized = false
@@ -147,3 +148,24 @@ def test_a_client_with_no_known_mac_gets_nothing_until_its_mac_is_known(gw):
     assert gw.resolve("b", "h3.fw.test", "A", over=4) == ["198.18.0.3"]
     assert (gw.mac("b"), "198.18.0.3") in gw.pairs(4)
     assert gw.connect("b", "198.18.0.3") == "connected"
+
+
+def test_a_clients_pairs_under_one_domain_are_budgeted_another_domain_is_not(gw):
+    # grants.max_per_domain = 6 per client: C holds www.fw.test's two + four more
+    c_mac = gw.mac("c")
+    gw.resolve("c", "www.fw.test", "A", over=4)
+    gw.resolve("c", "www.fw.test", "AAAA", over=6)
+    assert (c_mac, "198.51.100.10") in gw.pairs(4) and (c_mac, "2001:db8:100::10") in gw.pairs(6)
+    for i in range(10, 14):
+        v4 = f"198.18.0.{i}"
+        assert gw.resolve("c", f"h{i}.fw.test", "A", over=4) == [v4]
+        assert gw.connect("c", v4) == "connected"
+    # the seventh address under fw.test is answered but not opened for C ...
+    assert gw.resolve("c", "h14.fw.test", "A", over=4) == ["198.18.0.14"]
+    assert gw.connect("c", "198.18.0.14") != "connected"
+    assert not {p for p in gw.pairs(4) if p[1] == "198.18.0.14"}
+    # ... while another client (its own budget) and another domain still get theirs
+    assert gw.resolve("a", "h14.fw.test", "A", over=4) == ["198.18.0.14"]
+    assert gw.connect("a", "198.18.0.14") == "connected"
+    assert gw.resolve("c", "www.ins.sec.test", "A", over=4) == ["198.51.100.40"]
+    assert gw.connect("c", "198.51.100.40") == "connected"

@@ -207,7 +207,28 @@ def test_one_client_cannot_fill_the_per_client_set():
     assert [w[1] for w in written(backend)] == [addrs[4]]
 
 
-class KernelHolds(RecordingBackend):
+class PairsFake(RecordingBackend):
+    """The recording fake with the optional per-client verbs (ClientPairs): revoked pairs are
+    recorded, the reads return nothing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.revoked_pairs: list[tuple[str, str]] = []
+
+    def lookup_pair(self, client, address):
+        return None
+
+    def revoke_pairs(self, pairs):
+        self.revoked_pairs += [(str(c), str(a)) for c, a in pairs]
+
+    def list_pairs(self):
+        return []
+
+    def list_strikes(self):
+        return []
+
+
+class KernelHolds(PairsFake):
     """The recording fake, plus pairs a previous process left in the kernel (a fake of
     GETSETELEM on the per-client set)."""
 
@@ -379,3 +400,46 @@ class _Msg(dict):
 
     def get_attr(self, name: str):
         return self.attrs.get(name)
+
+
+# -- the host's caps, per client: per-domain budget and set-size eviction ----------------------
+def test_a_flooding_zone_fills_only_its_own_per_client_budget():
+    auth, backend = gateway("max_per_domain = 4\nmax_per_client = 100\n")
+    flood = [f"198.51.100.{i}" for i in range(1, 11)]
+    auth.authorize(answer("a.flood.example", *flood[:6], client="10.0.0.2"), ["10.0.0.2"])
+    auth.authorize(answer("b.flood.example", *flood[6:], client="10.0.0.2"), ["10.0.0.2"])
+    assert len(written(backend)) == 4                       # one budget for the whole zone
+    assert auth.counters["refused_per_client_domain"] == 6
+    # another domain of the same client, and the same zone for another client: untouched
+    auth.authorize(answer("www.other.example", "203.0.113.1", client="10.0.0.2"), ["10.0.0.2"])
+    auth.authorize(answer("a.flood.example", *flood[:2], client="10.0.0.3"), ["10.0.0.3"])
+    assert ("10.0.0.2", "203.0.113.1", 70.0) in written(backend)
+    assert [w for w in written(backend) if w[0] == "10.0.0.3"] == [
+        ("10.0.0.3", flood[0], 70.0), ("10.0.0.3", flood[1], 70.0)]
+
+
+def test_a_nearly_full_per_client_set_evicts_from_the_biggest_client_and_domain_first():
+    config = parse_config(GATEWAY + '[gateway]\nper_client = true\n[grants]\nmin_ttl = "30s"\n'
+                          'grace = "10s"\nmax_per_set = 40\nmax_per_client = 100\n')
+    clock = Clock()
+    backend = PairsFake()
+    auth = Authorizer(config, backend, clock=clock)
+    # a flooder holds 30 pairs of one zone, a small client 5 of another (35 < 38 = 95 %)
+    auth.authorize(answer("x.flood.example", *[f"198.18.0.{i}" for i in range(1, 31)],
+                          client="10.0.0.66"), ["10.0.0.66"])
+    clock.now += 1
+    auth.authorize(answer("www.small.example", *[f"203.0.113.{i}" for i in range(1, 6)],
+                          client="10.0.0.2"), ["10.0.0.2"])
+    assert backend.revoked_pairs == []
+    # 5 more pairs would pass 38: 2 (5 % of 40) + 5 revoked first, all the flooder's
+    clock.now += 1
+    auth.authorize(answer("y.flood.example", *[f"198.18.1.{i}" for i in range(1, 6)],
+                          client="10.0.0.66"), ["10.0.0.66"])
+    assert len(backend.revoked_pairs) == 7
+    assert {c for c, _a in backend.revoked_pairs} == {"10.0.0.66"}
+    assert auth.counters["client_pairs_evicted"] == 7
+    assert all(auth.client_grants.expires_in("10.0.0.2", ip(f"203.0.113.{i}")) for i in range(1, 6))
+    assert len(auth.client_grants) == 35 - 7 + 5
+    # an evicted pair is written again when its client is answered again (a cache hit)
+    gone = ip(backend.revoked_pairs[0][1])
+    assert not auth.cache_hit_granted("10.0.0.66", [(gone, 60)])
