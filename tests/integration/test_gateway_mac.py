@@ -169,3 +169,44 @@ def test_a_clients_pairs_under_one_domain_are_budgeted_another_domain_is_not(gw)
     assert gw.connect("a", "198.18.0.14") == "connected"
     assert gw.resolve("c", "www.ins.sec.test", "A", over=4) == ["198.51.100.40"]
     assert gw.connect("c", "198.51.100.40") == "connected"
+
+
+def test_mac_pairs_encode_as_nft_writes_them_list_and_revoke():
+    """Our netlink encoding of ``ether_addr . ipvN_addr`` elements against nft's own, and the
+    people's read (list_pairs) and the eviction's revoke (revoke_pairs) on the real kernel."""
+    import ipaddress
+    import subprocess
+    from nettrust_core.firewall.base import Grant, MacAddress, RulesetSpec
+    from nettrust_core.firewall.nftables import NftablesBackend
+
+    def probe() -> dict:
+        spec = RulesetSpec(table="ntmac", hooks=("output", "forward"), lan_interfaces=("lo",),
+                           per_client=True, client_mac=True)
+        b = NftablesBackend(spec)
+        ip = ipaddress.ip_address
+        mac = MacAddress(bytes.fromhex("020000000001"))
+        try:
+            b.ensure()
+            subprocess.run(["nft", "add", "element", "inet", "ntmac", "clients6",
+                            "{ 02:00:00:00:00:09 . 2001:db8::9 timeout 30s }"], check=True)
+            b.grant([Grant(ip("192.0.2.1"), 60, "ours.example", mac),
+                     Grant(ip("2001:db8::1"), 60, "ours.example", mac),
+                     Grant(ip("192.0.2.2"), 60, "ours.example", mac)])
+            listed = subprocess.run(["nft", "list", "set", "inet", "ntmac", "clients4"],
+                                    capture_output=True, text=True, check=True).stdout
+            before = sorted((str(p.client), str(p.address)) for p in b.list_pairs())
+            b.revoke_pairs([(mac, ip("192.0.2.1")), (MacAddress(bytes.fromhex("020000000009")),
+                                                      ip("2001:db8::9"))])
+            after = sorted((str(p.client), str(p.address)) for p in b.list_pairs())
+            return {"listed": " ".join(listed.split()), "before": before, "after": after,
+                    "lookup": b.lookup_pair(mac, ip("2001:db8::1"))}
+        finally:
+            b.close()
+
+    with NetNS(f"g13{os.getpid()}nl") as ns:
+        got = ns.run(probe)
+    assert "02:00:00:00:00:01 . 192.0.2.1 timeout 1m" in got["listed"]
+    assert got["before"] == [("02:00:00:00:00:01", "192.0.2.1"), ("02:00:00:00:00:01", "192.0.2.2"),
+                             ("02:00:00:00:00:01", "2001:db8::1"), ("02:00:00:00:00:09", "2001:db8::9")]
+    assert got["after"] == [("02:00:00:00:00:01", "192.0.2.2"), ("02:00:00:00:00:01", "2001:db8::1")]
+    assert 55 < got["lookup"] <= 60
