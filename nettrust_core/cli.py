@@ -86,6 +86,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--write", metavar="FILE",
                    help="write the include to FILE (atomically, only when it changed) instead of "
                         "printing it; the unit's ExecStartPre= runs this on every start")
+    c.add_argument("--group", type=int, metavar="K",
+                   help="[[gateway.groups]]: the include of group K's instance (its addresses)")
     c.set_defaults(func=cmd_unbound_conf)
 
     from .agent.stats_cli import register as register_stats
@@ -370,7 +372,7 @@ def cmd_explain(args) -> int:
 
 def cmd_unbound_conf(args) -> int:
     from .unbound_conf import render
-    text = render(load_config(args.config), script=os.path.abspath(args.script))
+    text = render(load_config(args.config), script=os.path.abspath(args.script), group=args.group)
     if not args.write:
         sys.stdout.write(text)
         return 0

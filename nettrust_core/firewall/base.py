@@ -135,6 +135,9 @@ class RulesetSpec:
     #: ``gateway.client_key = "mac"``: the per-client sets are ``ether_addr . ipvN_addr`` and
     #: the forward chain matches ``ether saddr . ip daddr`` (directly attached clients).
     client_mac: bool = False
+    #: Group mode (``[[gateway.groups]]``): the source networks of each instance's group; the
+    #: forward chain accepts instance k's grants only from group k's networks.
+    groups: tuple[tuple[IPNetwork, ...], ...] = ()
     #: An input chain, policy drop: established, loopback, DHCP, ICMPv6 ND, DNS/DoT to this
     #: resolver from the LAN side, ``management_ports`` (TCP) from ``management_networks``
     #: (empty: from the LAN side); nothing else reaches the gateway.

@@ -295,7 +295,9 @@ def chain_rules(spec: RulesetSpec, hook: str) -> list[list[dict]]:
                 key = {"concat": [saddr, _field(proto, "daddr")]}
             else:
                 key = _field(proto, "daddr")
-            rules.append(_accept(_match(key, "@" + sets[v]), *mark))
+            group = _group_match(spec, sets, out, proto, v)
+            if group is not None:
+                rules.append(_accept(*group, _match(key, "@" + sets[v]), *mark))
     if spec.log_group is not None:          # no verdict: the refusal below still applies
         rules.append(_log(spec))
     if spec.action == "reject":
@@ -308,6 +310,17 @@ def chain_rules(spec: RulesetSpec, hook: str) -> list[list[dict]]:
         from .nftables_audit import audit_rules      # (imported late: it imports this module)
         return audit_rules(spec, rules)
     return rules
+
+
+def _group_match(spec: RulesetSpec, sets: dict[int, str], out: bool, proto: str,
+                 v: int) -> list[dict] | None:
+    """Group mode, forward: instance k's grants only for group k's sources ([] no condition,
+    None: the group has no network of this family, no rule)."""
+    if out or not spec.groups or sets is STATIC_SETS:
+        return []
+    k = next(k for k in range(spec.instances) if grant_sets(k) == sets)
+    nets = _nets(n for n in spec.groups[k] if n.version == v)
+    return [_match(_field(proto, "saddr"), {"set": nets})] if nets else None
 
 
 def wants_nd_chain(spec: RulesetSpec) -> bool:

@@ -443,3 +443,51 @@ def test_a_nearly_full_per_client_set_evicts_from_the_biggest_client_and_domain_
     # an evicted pair is written again when its client is answered again (a cache hit)
     gone = ip(backend.revoked_pairs[0][1])
     assert not auth.cache_hit_granted("10.0.0.66", [(gone, 60)])
+
+
+# -- [[gateway.groups]]: one resolver instance per client group ---------------------------------
+GROUPS = GATEWAY.replace('resolver_user = ""\n', 'resolver_user = ""\ninstances = 2\n') + """
+[[gateway.groups]]
+networks = ["10.1.0.0/24", "fd00:1::/64"]
+listen = ["10.1.0.1"]
+[[gateway.groups]]
+networks = ["10.2.0.0/24"]
+listen = ["10.2.0.1", "fd00:2::1"]
+"""
+
+
+def test_groups_accept_each_instances_grants_only_from_its_groups_sources():
+    spec = ruleset_spec(parse_config(GROUPS))
+    forward = [_text(r) for r in chain_rules(spec, "forward")]
+    g0 = [r for r in forward if "@allow4'" in r or "@allow6'" in r]
+    g1 = [r for r in forward if "@allow4_1" in r or "@allow6_1" in r]
+    assert len(g0) == 2 and all("10.1.0.0" in r or "fd00:1::" in r for r in g0), g0
+    assert len(g1) == 1 and "10.2.0.0" in g1[0]          # group 1 has no IPv6 network: no rule
+    assert not any("10.2.0.0" in r for r in g0)
+    # the output hook (the gateway's own traffic) accepts every instance's sets as before
+    assert not any("10.1.0.0" in _text(r) for r in chain_rules(spec, "output"))
+
+
+def test_groups_need_one_instance_each_and_exclude_per_client():
+    with pytest.raises(ConfigError, match="instances = 2"):
+        ruleset_spec(parse_config(GROUPS.replace("instances = 2\n", "")))
+    with pytest.raises(ConfigError, match="per_client"):
+        ruleset_spec(parse_config(GROUPS.replace("[[gateway.groups]]", "[gateway]\nper_client = true\n"
+                                                 "[[gateway.groups]]", 1)))
+    with pytest.raises(ConfigError, match="at least one network"):
+        parse_config(GATEWAY + "[[gateway.groups]]\nnetworks = []\nlisten = [\"10.0.0.1\"]\n")
+
+
+def test_each_groups_unbound_include_listens_on_its_addresses_and_answers_its_networks():
+    from nettrust_core.unbound_conf import render
+    config = parse_config(GROUPS)
+    one = render(config, script="/x.py", group=1)
+    assert "    interface: 10.2.0.1\n    interface: fd00:2::1\n" in one
+    assert "    access-control: 10.2.0.0/24 allow\n" in one and "10.1.0" not in one
+    zero = render(config, script="/x.py", group=0)
+    assert "access-control: fd00:1::/64 allow" in zero and "10.2.0" not in zero
+    with pytest.raises(ConfigError, match="--group"):
+        render(config, script="/x.py")
+    with pytest.raises(ConfigError, match="no group 2"):
+        render(config, script="/x.py", group=2)
+    assert "interface:" not in render(parse_config(GATEWAY), script="/x.py")
