@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import InvalidValue
 from ..firewall.base import IPAddress, IPNetwork
 from . import checks as c
 from .declare import key
@@ -27,9 +28,9 @@ class ClientGroup:
 
 def _group(networks: tuple[IPNetwork, ...], listen: tuple[IPAddress, ...]) -> ClientGroup:
     if not networks:
-        raise ValueError("a group needs at least one network (its clients)")
+        raise InvalidValue("a group needs at least one network (its clients)")
     if not listen:
-        raise ValueError("a group needs at least one listen address (its resolver)")
+        raise InvalidValue("a group needs at least one listen address (its resolver)")
     return ClientGroup(tuple(networks), tuple(listen))
 
 
