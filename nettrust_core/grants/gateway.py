@@ -40,6 +40,9 @@ class ClientGranter:
                  neighbours: NeighbourTable | None = None, set_size: int = 0,
                  per_domain: int = 0) -> None:
         self.backend = backend
+        #: The backend's optional per-client verbs (None: it has none).  Asked once: an
+        #: isinstance check against a runtime Protocol costs microseconds per call.
+        self.pairs: ClientPairs | None = backend if isinstance(backend, ClientPairs) else None
         self.timeouts = timeouts
         self.counters = counters
         self.clock = clock
@@ -79,11 +82,10 @@ class ClientGranter:
         found = self._address_key(client)
         if found is None or self.neighbours is None or found[1].is_loopback:
             return found
-        mac = self.neighbours.lookup(found[1])
-        if mac is None:
+        keyed = self.neighbours.lookup(found[1])
+        if keyed is None:
             self.counters["clients_without_mac"] += 1
-            return None
-        return str(mac), mac
+        return keyed
 
     def _address_key(self, client: str) -> tuple[str, IPAddress] | None:
         """Remembered: the cache-hit path is hot.  An IPv4-mapped IPv6 client is its IPv4
@@ -223,11 +225,11 @@ class ClientGranter:
         :meth:`.clients.ClientGrants.eviction_candidates`; counted as ``client_pairs_evicted``.
         Without a backend that can revoke pairs the kernel refuses the write when full, and
         the answer fails closed.  Called with the map's lock held."""
-        cg, backend = self.map, self.backend
+        cg, backend = self.map, self.pairs
         high, batch = int(self.set_size * HIGH_WATER), max(1, int(self.set_size * EVICT_SHARE))
         for v in (4, 6):
             new = sum(1 for g in todo if g.address.version == v)
-            if cg.per_version[v] + new <= high or not isinstance(backend, ClientPairs):
+            if cg.per_version[v] + new <= high or backend is None:
                 continue
             cg.prune()
             if cg.per_version[v] + new <= high:
@@ -246,10 +248,10 @@ class ClientGranter:
     def _from_kernel(self, client: str, ip: Client, address: IPAddress,
                      now: float) -> float | None:
         """The kernel's expiry of a pair unknown here (after a restart), recorded; None: none."""
-        if not isinstance(self.backend, ClientPairs):
+        if self.pairs is None:
             return None
         try:
-            left = self.backend.lookup_pair(ip, address)
+            left = self.pairs.lookup_pair(ip, address)
         except NetTrustError:
             return None                     # the write that follows reports the problem
         self.counters["client_adoption_lookups"] += 1

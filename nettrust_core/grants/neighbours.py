@@ -22,21 +22,25 @@ class NeighbourTable:
 
     def __init__(self) -> None:
         self.macs: dict[IPAddress, MacAddress] = {}
+        #: address -> (the MAC's text: the per-client key, the MAC), built with each table
+        self.keys: dict[IPAddress, tuple[str, MacAddress]] = {}
         #: Set by a miss (and by stop): the watcher reads the kernel's table at once.
         self.wanted = threading.Event()
 
-    def lookup(self, address: IPAddress) -> MacAddress | None:
-        mac = self.macs.get(address)
-        if mac is None:
+    def lookup(self, address: IPAddress) -> tuple[str, MacAddress] | None:
+        """(the MAC's text, the MAC) of ``address``; a miss asks the reader for a fresh table."""
+        found = self.keys.get(address)
+        if found is None:
             self.wanted.set()
-        return mac
+        return found
 
     def peek(self, address: IPAddress) -> MacAddress | None:
         """The MAC without asking for a refresh on a miss."""
         return self.macs.get(address)
 
     def replace(self, macs: dict[IPAddress, MacAddress]) -> None:
-        self.macs = macs                    # one reference swap: readers never see a half table
+        self.keys = {a: (str(m), m) for a, m in macs.items()}
+        self.macs = macs                    # reference swaps: readers never see a half table
 
 
 def parse_mac(text: str) -> MacAddress | None:
