@@ -25,10 +25,11 @@ from typing import TYPE_CHECKING, Callable, Iterable
 from .answer import Answer, RCODE_NAMES, TYPE_NAMES
 from .cache_invalidation import CacheInvalidator
 from .errors import FirewallError, NetTrustError
-from .firewall.base import ClientPairs, FirewallBackend, Grant
+from .firewall.base import ClientPairs, FirewallBackend, Grant, MacAddress
 from .firewall.fanout import GrantRefused
 from .grants.caps import Budgets, SetCaps
 from .grants.gateway import ClientGranter
+from .grants.neighbours import NeighbourTable
 from .grants.timeouts import Timeouts, comment
 from .grants.tracker import GrantTracker, Owner
 from .grants.writer import GrantWriter
@@ -84,9 +85,12 @@ class Authorizer:
         #: Gateway mode: answers to clients other than this host grant ``client . destination``
         #: pairs (the forward chain's per-client sets), never shortened, capped per client.
         self.per_client = bool(config.gateway.per_client)
+        mac = self.per_client and config.gateway.client_key == "mac"
         self.gateway = ClientGranter(backend, self.timeouts, self.counters, clock,
                                      cap=g.max_per_client or max(1024, g.max_per_set // 16),
-                                     prefix6=config.gateway.ipv6_client_prefix)
+                                     prefix6=(128 if mac else config.gateway.ipv6_client_prefix),
+                                     neighbours=NeighbourTable() if mac else None,
+                                     set_size=g.max_per_set, per_domain=g.max_per_domain)
         self.client_grants = self.gateway.map
         #: Gateway strikes (gateway.strike_threshold; None: off).
         self.strikes = Strikes.from_config(config, backend, self.counters, self.reporter)
@@ -158,6 +162,8 @@ class Authorizer:
                 decision = self._grant_clients(answer, verdict, remote)
                 if decision.error is not None or not host:
                     return decision
+            elif not host:                  # unparsable, or no MAC known yet: nothing (counted)
+                return Decision(verdict)
 
         chain = verdict.chain
         why = comment(chain)
@@ -214,7 +220,8 @@ class Authorizer:
 
     # -- gateway mode: per-client grants (nettrust_core.grants.gateway) -------------------
     def _grant_clients(self, answer: Answer, verdict: Verdict, remote) -> Decision:
-        grants, written, write_s, error = self.gateway.grant(verdict, remote)
+        grants, written, write_s, error = self.gateway.grant(
+            verdict, remote, registrable_domain(verdict.chain[0]) if verdict.chain else "")
         if error is not None:
             log.error("firewall write failed, answer for %s fails closed: %s", answer.qname, error)
         else:
@@ -289,7 +296,7 @@ class Authorizer:
             raise FirewallError("the firewall backend cannot strike (nftables can)")
         self.backend.strike(who, seconds)
 
-    def lookup_pair(self, client: IPAddress, address: IPAddress) -> float | None:
+    def lookup_pair(self, client: IPAddress | MacAddress, address: IPAddress) -> float | None:
         """Seconds left on ``client . address`` in the kernel (None: none, or no such backend)."""
         if not isinstance(self.backend, ClientPairs):
             return None

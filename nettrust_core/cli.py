@@ -14,6 +14,7 @@ import sys
 
 from . import __version__
 from .config import load_config
+from .cli_gateway import format_gateway, gateway_state
 from .durations import format_duration
 from .errors import NetTrustError
 from .service import DEFAULT_CONFIG
@@ -85,6 +86,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--write", metavar="FILE",
                    help="write the include to FILE (atomically, only when it changed) instead of "
                         "printing it; the unit's ExecStartPre= runs this on every start")
+    c.add_argument("--group", type=int, metavar="K",
+                   help="[[gateway.groups]]: the include of group K's instance (its addresses)")
     c.set_defaults(func=cmd_unbound_conf)
 
     from .agent.stats_cli import register as register_stats
@@ -153,10 +156,11 @@ def cmd_status(args) -> int:
     with _backend(args) as backend:
         st = backend.status()
         lifecycle = lifecycle_status(config, backend)
+        gateway = gateway_state(backend) if config.gateway.per_client and st.present else None
     bypass = _bypass_status(config)
     if args.json:
-        print(json.dumps({**st.to_dict(), "lifecycle": lifecycle, "encrypted_dns_bypass": bypass},
-                         indent=2, default=str))
+        print(json.dumps({**st.to_dict(), "lifecycle": lifecycle, "encrypted_dns_bypass": bypass,
+                          **(gateway or {})}, indent=2, default=str))
         return 0 if st.present else 1
     audit = config.firewall.enforcement == "audit"
     if audit:
@@ -180,6 +184,8 @@ def cmd_status(args) -> int:
     for line in format_lifecycle(lifecycle, st.table):
         print(line)
     for line in _format_bypass(bypass):
+        print(line)
+    for line in format_gateway(gateway) if gateway is not None else ():
         print(line)
     return 0
 
@@ -232,11 +238,15 @@ def cmd_hosts(args) -> int:
             print(f"nettrust: {absent}", file=sys.stderr)
             return 1
         grants = _longest_per_address(backend.list_grants())
+        gateway = gateway_state(backend) if load_config(args.config).gateway.per_client else None
     grants.sort(key=lambda g: (g.address.version, g.address))
-    if args.json:
+    if args.json:     # gateway mode: the pairs as rows with a "client", then the struck clients
         print(json.dumps([{"address": str(g.address), "name": g.comment, "expires_in": round(g.expires_in, 3),
-                           "timeout": g.timeout, "instance": g.instance} for g in grants], indent=2))
+                           "timeout": g.timeout, "instance": g.instance} for g in grants]
+                         + (gateway["client_pairs"] + gateway["struck"] if gateway else []), indent=2))
         return 0
+    for line in format_gateway(gateway) if gateway is not None else ():
+        print(line)
     if not grants:
         print("no granted addresses")
         return 0
@@ -364,7 +374,7 @@ def cmd_explain(args) -> int:
 
 def cmd_unbound_conf(args) -> int:
     from .unbound_conf import render
-    text = render(load_config(args.config), script=os.path.abspath(args.script))
+    text = render(load_config(args.config), script=os.path.abspath(args.script), group=args.group)
     if not args.write:
         sys.stdout.write(text)
         return 0

@@ -43,6 +43,12 @@ def ruleset_spec(config: Config) -> RulesetSpec:
                               "firewall.hooks (and the LAN side: firewall.lan_interfaces or "
                               "lan_networks)", file=config.path, key=f"gateway.{name}",
                               line=config.line_of(f"gateway.{name}"))
+    if gw.groups and (len(gw.groups) != fw.instances or gw.per_client
+                      or "forward" not in fw.hooks):
+        raise ConfigError(f"{len(gw.groups)} [[gateway.groups]]: group k is resolver instance k, "
+                          f"so set firewall.instances = {len(gw.groups)} (it is {fw.instances}), "
+                          'hooks with "forward", and per_client = false (groups replace it)',
+                          file=config.path, key="gateway.groups", line=config.line_of("gateway.groups"))
     uid = None
     if fw.resolver_user:
         try:
@@ -62,7 +68,8 @@ def ruleset_spec(config: Config) -> RulesetSpec:
                        set_size=config.grants.max_per_set, instances=config.firewall.instances,
                        audit=fw.enforcement == "audit",
                        per_client=gw.per_client, open_networks=gw.open_networks,
-                       client_prefix6=gw.ipv6_client_prefix,
+                       client_prefix6=gw.ipv6_client_prefix, client_mac=gw.per_client and gw.client_key == "mac",
+                       groups=tuple(g.networks for g in gw.groups),
                        drop_input=gw.drop_input, management_ports=gw.management_ports,
                        management_networks=gw.management_networks,
                        strikes=bool(gw.strike_threshold or gw.strike_dns_rate),

@@ -154,7 +154,7 @@ class NetTrustHost:
     def grants(self) -> dict[str, dict]:
         """address → {name, expires_in, timeout}, from the kernel via ``nettrust hosts --json``."""
         out = self.nettrust("hosts", "--json").stdout
-        return {g["address"]: g for g in json.loads(out)}
+        return {g["address"]: g for g in json.loads(out) if "client" not in g and "struck" not in g}
 
 
 def stats_section(lab, **keys) -> str:

@@ -46,11 +46,12 @@ from ..lists.loader import ListSpec
 from .kinds import (Boolean, Choice, Duration, Each, Field, Integer, Priority,
                     Tables, Text)
 from .locate import SourceMap, parse_path
+from .model_gateway import GatewayConfig
 from .model_resolver import LocalConfig, PtrConfig
 from .model_agent import (AlertsConfig, MetricsConfig, RecordingConfig, StatsConfig,
                           WebConfig)
 from .values import (NamespaceRule, Upstream, address, cgroup_path, interface, namespace_rule,
-                     nat64_prefix, network, one_of, server, tcp_port)
+                     nat64_prefix, network, one_of, server)
 
 MODES = ("denylist", "allowlist")
 UPSTREAM_MODES = ("recurse", "forward")
@@ -294,42 +295,6 @@ class FirewallConfig:
 
     CHECKS: ClassVar[Checks] = (c.forward_needs_lan_side, c.resolver_cgroup_needs_user,
                                 c.namespaces_need_backend)
-
-
-@dataclass(frozen=True)
-class GatewayConfig:
-    """A gateway filtering the forward hook for the clients behind it (``firewall.hooks``
-    includes ``"forward"``)."""
-
-    per_client: bool = key(Boolean(), False,
-                           "forward grants are per client: an answer opens its addresses only "
-                           "for the clients that received it (cache hits included)")
-    open_networks: tuple[IPNetwork, ...] = key(
-        Each(network, "networks (CIDR or address)"), [],
-        "forward hook: sources that may connect anywhere without a grant (still our DNS only)")
-    ipv6_client_prefix: int = key(Integer(32, 128), 128,
-                                  "with `per_client`: IPv6 clients are keyed by this prefix of "
-                                  "their address (64: every privacy address of a host)")
-    drop_input: bool = key(Boolean(), False,
-                           "drop everything reaching this machine but established traffic, "
-                           "loopback, DHCP, ICMPv6 ND, DNS/DoT from the LAN side and "
-                           "`management_ports`")
-    management_ports: tuple[int, ...] = key(Each(tcp_port, "TCP port numbers as strings"), [],
-                                            "with `drop_input`: TCP ports of the gateway that "
-                                            "stay reachable (e.g. `[\"22\"]`)")
-    management_networks: tuple[IPNetwork, ...] = key(
-        Each(network, "networks (CIDR or address)"), [],
-        "who reaches `management_ports` (empty: the LAN side); never struck")
-    strike_threshold: int = key(Integer(0, 1000000), 0,
-                                "blocked or invalid queries within `strike_window` that make a "
-                                "client lose its DNS for `strike_penalty` (0: off)")
-    strike_window: float = key(Duration(), "1m", "the window `strike_threshold` counts in",
-                               check=c.between(1, 86400, "must be between 1s and 1d"))
-    strike_penalty: float = key(Duration(), "5m", "how long a struck client's DNS and DoT are "
-                                "dropped", check=c.between(1, 7 * 86400, "must be between 1s and 7d"))
-    strike_dns_rate: int = key(Integer(0, 1000000), 0,
-                               "the kernel strikes a source sending more DNS packets than this "
-                               "(0: off)", unit="per second")
 
 
 @dataclass(frozen=True)

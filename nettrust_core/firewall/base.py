@@ -16,7 +16,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -29,6 +29,19 @@ MAX_INSTANCES = 64
 
 
 @dataclass(frozen=True)
+class MacAddress:
+    """A client's link-layer address (``gateway.client_key = "mac"``): 6 bytes.  Shaped like an
+    address where the gateway code asks (``version`` 0: any destination family)."""
+
+    packed: bytes
+    version: ClassVar[int] = 0
+    is_loopback: ClassVar[bool] = False
+
+    def __str__(self) -> str:
+        return ":".join(f"{b:02x}" for b in self.packed)
+
+
+@dataclass(frozen=True)
 class Grant:
     """One address to let through for ``timeout`` seconds, opened by ``comment`` (a name)."""
 
@@ -36,8 +49,29 @@ class Grant:
     timeout: float
     comment: str = ""
     #: Gateway mode (``gateway.per_client``): the client this grant is for, same IP version as
-    #: ``address``; it goes to the ``client . destination`` sets.  None: a grant for everyone.
-    client: IPAddress | None = None
+    #: ``address`` (or its MAC, any version); it goes to the ``client . destination`` sets.
+    #: None: a grant for everyone.
+    client: IPAddress | MacAddress | None = None
+
+
+@dataclass(frozen=True)
+class ClientPair:
+    """One live ``client . destination`` grant (gateway mode), as the kernel reports it."""
+
+    client: IPAddress | MacAddress      # an IPv6 client keyed by its /N: the network address
+    address: IPAddress
+    expires_in: float                   # seconds left
+    timeout: float                      # the timeout it was added with, seconds
+    comment: str = ""
+    instance: int = 0
+
+
+@dataclass(frozen=True)
+class StruckClient:
+    """A client address (or a local uid) whose DNS and DoT are dropped for ``expires_in`` s."""
+
+    who: IPAddress | int
+    expires_in: float
 
 
 @dataclass(frozen=True)
@@ -98,6 +132,12 @@ class RulesetSpec:
     #: Per-client IPv6 keys are the client's address cut to this prefix (64: a host's privacy
     #: addresses share its grants); the forward rule masks ``ip6 saddr`` the same way.
     client_prefix6: int = 128
+    #: ``gateway.client_key = "mac"``: the per-client sets are ``ether_addr . ipvN_addr`` and
+    #: the forward chain matches ``ether saddr . ip daddr`` (directly attached clients).
+    client_mac: bool = False
+    #: Group mode (``[[gateway.groups]]``): the source networks of each instance's group; the
+    #: forward chain accepts instance k's grants only from group k's networks.
+    groups: tuple[tuple[IPNetwork, ...], ...] = ()
     #: An input chain, policy drop: established, loopback, DHCP, ICMPv6 ND, DNS/DoT to this
     #: resolver from the LAN side, ``management_ports`` (TCP) from ``management_networks``
     #: (empty: from the LAN side); nothing else reaches the gateway.
@@ -212,8 +252,17 @@ class FirewallBackend(Protocol):
 class ClientPairs(Protocol):
     """Optional verbs of a backend that keeps per-client grants and strikes (gateway mode)."""
 
-    def lookup_pair(self, client: IPAddress, address: IPAddress) -> float | None:
+    def lookup_pair(self, client: IPAddress | MacAddress, address: IPAddress) -> float | None:
         """Seconds left on the grant of ``client . address`` (None: none)."""
 
     def strike(self, address: IPAddress | int, seconds: float) -> None:
         """Drop the DNS of a client address (or a local uid) for ``seconds``."""
+
+    def revoke_pairs(self, pairs: Sequence[tuple[IPAddress | MacAddress, IPAddress]]) -> None:
+        """Remove ``client . destination`` grants now (this instance's; gone ones ignored)."""
+
+    def list_pairs(self) -> list[ClientPair]:
+        """Every live ``client . destination`` grant (every instance's)."""
+
+    def list_strikes(self) -> list[StruckClient]:
+        """Every struck client address and local uid, with the time left."""

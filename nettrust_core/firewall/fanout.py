@@ -44,7 +44,8 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 
 from ..errors import FirewallError, NetTrustError
-from .base import ClientPairs, FirewallBackend, Grant, GrantedElement, IPAddress, OnBatch, Status
+from .base import (ClientPair, ClientPairs, FirewallBackend, Grant, GrantedElement, IPAddress,
+                   MacAddress, OnBatch, Status, StruckClient)
 from .diagnostics import BaseChain, Diagnostics
 
 log = logging.getLogger("nettrust.firewall")
@@ -122,7 +123,7 @@ class FanOut:
                           ", ".join(map(str, addresses)))
         return addresses if done else []
 
-    def lookup_pair(self, client: IPAddress, address: IPAddress) -> float | None:
+    def lookup_pair(self, client: IPAddress | MacAddress, address: IPAddress) -> float | None:
         """The least time left on ``client . address`` among the backends that keep pairs."""
         least: float | None = None
         for _name, backend in self.backends:
@@ -139,6 +140,24 @@ class FanOut:
         for _name, backend in self.backends:
             if isinstance(backend, ClientPairs):
                 backend.strike(address, seconds)
+
+    def revoke_pairs(self, pairs: Sequence[tuple[IPAddress | MacAddress, IPAddress]]) -> None:
+        for _name, backend in self.backends:
+            if isinstance(backend, ClientPairs):
+                backend.revoke_pairs(pairs)
+
+    def list_pairs(self) -> list[ClientPair]:
+        """The pairs of the first backend that keeps them (each keeps the same ones)."""
+        for _name, backend in self.backends:
+            if isinstance(backend, ClientPairs):
+                return backend.list_pairs()
+        return []
+
+    def list_strikes(self) -> list[StruckClient]:
+        for _name, backend in self.backends:
+            if isinstance(backend, ClientPairs):
+                return backend.list_strikes()
+        return []
 
     def lookup(self, address: IPAddress) -> float | None:
         only = self._only

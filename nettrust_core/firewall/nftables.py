@@ -36,7 +36,8 @@ from ..errors import FirewallError
 from ..netlink import nftables as nl, nftables_state as nft_state, wire
 from .base import Grant, GrantedElement, IPAddress, OnBatch, RulesetSpec, Status
 from .diagnostics import BaseChain
-from .nftables_gateway import all_client_sets, client_sets, strike_declarations, strike_element
+from .nftables_gateway import all_client_sets, client_sets, pair_key, strike_declarations
+from .nftables_pairs import GatewayVerbs
 from .nftables_rules import (CGROUP_ROOT, COUNTER, FAMILY, HOOKS, STATIC_SETS, ChainState,
                              all_grant_sets, grant_sets, ruleset_commands,
                              static_set_declarations)
@@ -98,7 +99,7 @@ def _granted(elements: list[nl.Element], version: int, instance: int) -> list[Gr
 
 
 # -- the backend ------------------------------------------------------------------------------------
-class NftablesBackend:
+class NftablesBackend(GatewayVerbs):
     """:class:`~nettrust_core.firewall.base.FirewallBackend` on nf_tables.
 
     ``repairs`` counts grants that found the ruleset missing and rebuilt it; ``errors`` counts
@@ -118,6 +119,7 @@ class NftablesBackend:
         self.instance = instance
         self.grant_sets = grant_sets(instance)
         self.client_sets = client_sets(instance)
+        self._mac_version = 0 if self.spec.client_mac else -1   # a MAC client: either family
         self.repairs = 0
         self.errors = 0
         self._timeout = timeout
@@ -197,8 +199,8 @@ class NftablesBackend:
                 last_comment, udata = g.comment, nl.comment_udata(g.comment)
             if client is None:
                 name, key = self.grant_sets[addr.version], addr.packed
-            elif self.spec.per_client and client.version == addr.version:
-                name, key = self.client_sets[addr.version], client.packed + addr.packed
+            elif self.spec.per_client and client.version in (addr.version, self._mac_version):
+                name, key = self.client_sets[addr.version], pair_key(client, addr)
             else:
                 raise self._error("a per-client grant needs gateway.per_client and a client of "
                                   "the destination's IP version", address=str(addr))
@@ -206,17 +208,6 @@ class NftablesBackend:
             group[0].append(element(key, ms, udata))
             group[1].append(addr)
         return [(name, elems, addrs) for name, (elems, addrs) in groups.items()]
-
-    def lookup_pair(self, client: IPAddress, address: IPAddress) -> float | None:
-        """Seconds left on this instance's grant of ``client . address`` (None: none)."""
-        e = (self._hot or self._socket("_hot")).get_element(
-            self.spec.table, self.client_sets[address.version], client.packed + address.packed)
-        return e.expiration_ms / 1000 if e is not None and e.expiration_ms else None
-
-    def strike(self, address: IPAddress | int, seconds: float) -> None:
-        """Put ``address`` (or a uid) into its strike set for ``seconds`` (DNS/DoT dropped)."""
-        self._socket("_ctl").write_elements(nl.NFT_MSG_NEWSETELEM, self.spec.table,
-                                            [strike_element(address, seconds)])
 
     # -- reads --------------------------------------------------------------------------------
     def list_grants(self, on_batch: OnBatch | None = None, *,

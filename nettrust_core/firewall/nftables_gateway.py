@@ -46,7 +46,7 @@ import math
 import sys
 
 from ..netlink import nftables as nl
-from .base import IPAddress, RulesetSpec
+from .base import IPAddress, MacAddress, RulesetSpec
 from .nftables_rules import (COUNTER, MLD_TYPES, ND_TYPES, _DNS, _TCP_UDP, _accept, _field,
                              _match, _meta, _nets)
 
@@ -59,6 +59,13 @@ def client_sets(instance: int) -> dict[int, str]:
     if instance == 0:
         return dict(CLIENT_SETS)
     return {v: f"{name}_{instance}" for v, name in CLIENT_SETS.items()}
+
+
+def pair_key(client: IPAddress | MacAddress, address: IPAddress) -> bytes:
+    """A ``client . destination`` element's key (a MAC's 6 bytes padded to 8)."""
+    if isinstance(client, MacAddress):
+        return nl.concat_key(client.packed, address.packed)
+    return client.packed + address.packed           # already register-aligned
 
 
 def all_client_sets(spec: RulesetSpec) -> list[tuple[int, int, str]]:

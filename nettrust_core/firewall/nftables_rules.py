@@ -288,14 +288,16 @@ def chain_rules(spec: RulesetSpec, hook: str) -> list[list[dict]]:
         mark = [] if sets is STATIC_SETS or spec.ct_mark is None else [_mark_connection(spec.ct_mark)]
         for proto, v in (("ip", 4), ("ip6", 6)):
             if per_client and sets is not STATIC_SETS:
-                saddr = _field(proto, "saddr")
-                if v == 6 and spec.client_prefix6 < 128:     # the client's /N, as it is granted
+                saddr = _field("ether" if spec.client_mac else proto, "saddr")
+                if v == 6 and spec.client_prefix6 < 128 and not spec.client_mac:     # the client's /N, as it is granted
                     mask = ipaddress.IPv6Network(f"::/{spec.client_prefix6}").netmask
                     saddr = {"&": [saddr, str(mask)]}
                 key = {"concat": [saddr, _field(proto, "daddr")]}
             else:
                 key = _field(proto, "daddr")
-            rules.append(_accept(_match(key, "@" + sets[v]), *mark))
+            group = _group_match(spec, sets, out, proto, v)
+            if group is not None:
+                rules.append(_accept(*group, _match(key, "@" + sets[v]), *mark))
     if spec.log_group is not None:          # no verdict: the refusal below still applies
         rules.append(_log(spec))
     if spec.action == "reject":
@@ -308,6 +310,17 @@ def chain_rules(spec: RulesetSpec, hook: str) -> list[list[dict]]:
         from .nftables_audit import audit_rules      # (imported late: it imports this module)
         return audit_rules(spec, rules)
     return rules
+
+
+def _group_match(spec: RulesetSpec, sets: dict[int, str], out: bool, proto: str,
+                 v: int) -> list[dict] | None:
+    """Group mode, forward: instance k's grants only for group k's sources ([] no condition,
+    None: the group has no network of this family, no rule)."""
+    if out or not spec.groups or sets is STATIC_SETS:
+        return []
+    k = next(k for k in range(spec.instances) if grant_sets(k) == sets)
+    nets = _nets(n for n in spec.groups[k] if n.version == v)
+    return [_match(_field(proto, "saddr"), {"set": nets})] if nets else None
 
 
 def wants_nd_chain(spec: RulesetSpec) -> bool:
@@ -358,7 +371,8 @@ def ruleset_commands(spec: RulesetSpec, chains: dict[str, ChainState]) -> list[d
     from .nftables_gateway import all_client_sets
     for _instance, v, name in all_client_sets(spec):
         size = {} if spec.set_size is None else {"size": spec.set_size}
-        cmds.append({"add": {"set": {**t, "name": name, "type": [f"ipv{v}_addr", f"ipv{v}_addr"],
+        cmds.append({"add": {"set": {**t, "name": name, "type": [
+                                         "ether_addr" if spec.client_mac else f"ipv{v}_addr", f"ipv{v}_addr"],
                                      "flags": ["timeout"], **size}}})
     for v, name in STATIC_SETS.items():
         cmds.append({"add": {"set": {**t, "name": name, "type": f"ipv{v}_addr", "flags": ["interval"]}}})

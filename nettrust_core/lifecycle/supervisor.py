@@ -22,6 +22,7 @@ from . import chains
 from .connections import ConnectionAudit
 from .conntrack import Conntrack
 from .liveness import Liveness
+from .neighbours import NeighbourWatcher
 from .unauthorized import UnauthorizedWatcher
 from .verify import RulesetCheck
 
@@ -68,6 +69,10 @@ class Lifecycle(Worker):
         self.watcher = (UnauthorizedWatcher(lc.log_group, self.reporter, self.counters,
                                             strikes=lc.strikes, on_strike=on_strike)
                         if lc.unauthorized else None)
+        #: gateway.client_key = "mac": the neighbour table's reader (None: not keyed by MAC).
+        table = authorizer.gateway.neighbours
+        self.neighbours = (NeighbourWatcher(table, self.counters)
+                           if table is not None else None)
         #: Connections no grant allows: audited at start and on each policy change.
         self.audit = ConnectionAudit(config, authorizer.backend, reporter=self.reporter,
                                      counters=self.counters)
@@ -93,6 +98,8 @@ class Lifecycle(Worker):
                     log.error("refused attempts will not be reported: %s", exc)
         super().start()
         self.audit.start()
+        if self.neighbours is not None:
+            self.neighbours.start()
 
     def policy_changed(self) -> None:
         """A policy change (blocklist update, revoked grants): audit the connections again."""
@@ -101,11 +108,13 @@ class Lifecycle(Worker):
     def workers(self) -> list[Worker]:
         """The threads this object started (the ticker, the connection audit, and the reader
         when it runs)."""
-        return [self, self.audit] + ([self.watcher] if self.watcher is not None else [])
+        return [self, self.audit] + [w for w in (self.watcher, self.neighbours) if w is not None]
 
     def stop(self, timeout: float = 5.0) -> None:
         super().stop(timeout)
         self.audit.stop(timeout)
+        if self.neighbours is not None:
+            self.neighbours.stop(timeout)
         if self.watcher is not None:
             self.watcher.stop(timeout)
         if self.conntrack is not None:

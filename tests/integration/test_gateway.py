@@ -18,6 +18,7 @@ show that a second client's answer really came from the cache.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -520,7 +521,20 @@ def test_the_kernel_meter_strikes_a_dns_flood_without_python(gw):
     assert gw.ask("a", "www.fw.test") == "no reply"
     assert gw.lab.unbound.log_text().count("strike:") == log_before   # the kernel did it
     assert gw.ask("b", "www.fw.test") == "NOERROR"                # exempt: management network
+    # what an administrator sees meanwhile: A struck, and the per-client pairs (B's included)
+    rows = json.loads(gw.host.nettrust("hosts", "--json").stdout)
+    assert {r["struck"] for r in rows if "struck" in r} == {a_addr}
+    pairs = {(r["client"], r["address"]): r for r in rows if "client" in r}
+    assert ("10.97.2.2", "198.51.100.10") in pairs
+    assert 0 < pairs["10.97.2.2", "198.51.100.10"]["expires_in"] <= pairs["10.97.2.2", "198.51.100.10"]["timeout"]
+    assert gw.pairs(4) | gw.pairs(6) <= pairs.keys()              # the kernel's (read later:
+    assert {c for c, _a in pairs} <= {"10.97.1.2", "10.97.2.2", "10.97.3.2", "fd97:1::", "fd97:2::",
+                                      "fd97:3::"}                  # some lapse)
+    text = gw.host.nettrust("status").stdout
+    assert re.search(rf"struck clients: 1\n  {re.escape(a_addr)}  DNS and DoT dropped", text), text
+    assert re.search(r"10\.97\.2\.2 +198\.51\.100\.10 ", text), text
     assert secnet.wait_for(lambda: gw.ask("a", "www.fw.test") == "NOERROR", 10)
+    assert "struck clients: 0" in gw.host.nettrust("hosts").stdout
 
 
 # -- strikes on a host: by local user, from the refused-connection events ---------------------

@@ -207,7 +207,28 @@ def test_one_client_cannot_fill_the_per_client_set():
     assert [w[1] for w in written(backend)] == [addrs[4]]
 
 
-class KernelHolds(RecordingBackend):
+class PairsFake(RecordingBackend):
+    """The recording fake with the optional per-client verbs (ClientPairs): revoked pairs are
+    recorded, the reads return nothing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.revoked_pairs: list[tuple[str, str]] = []
+
+    def lookup_pair(self, client, address):
+        return None
+
+    def revoke_pairs(self, pairs):
+        self.revoked_pairs += [(str(c), str(a)) for c, a in pairs]
+
+    def list_pairs(self):
+        return []
+
+    def list_strikes(self):
+        return []
+
+
+class KernelHolds(PairsFake):
     """The recording fake, plus pairs a previous process left in the kernel (a fake of
     GETSETELEM on the per-client set)."""
 
@@ -280,3 +301,193 @@ def test_ipv6_clients_keyed_by_their_64_share_one_pair_and_the_rule_masks_the_so
                        client_prefix6=64)
     rule = next(repr(r) for r in chain_rules(spec, "forward") if "@clients6" in repr(r))
     assert "'&'" in rule and "ffff:ffff:ffff:ffff::" in rule
+
+
+# -- gateway.client_key = "mac" ----------------------------------------------------------------
+MAC_A, MAC_B = "02:00:00:00:00:0a", "02:00:00:00:00:0b"
+
+
+def mac_gateway() -> tuple[Authorizer, RecordingBackend]:
+    from nettrust_core.grants.neighbours import parse_mac
+    config = parse_config(GATEWAY + '[gateway]\nper_client = true\nclient_key = "mac"\n'
+                          '[grants]\nmin_ttl = "30s"\ngrace = "10s"\n')
+    backend = RecordingBackend()
+    auth = Authorizer(config, backend, clock=Clock())
+    table = auth.gateway.neighbours
+    assert table is not None
+    table.replace({ip("10.0.0.2"): parse_mac(MAC_A), ip("fd00::2"): parse_mac(MAC_A),
+                   ip("10.0.0.3"): parse_mac(MAC_B)})
+    return auth, backend
+
+
+def test_mac_keys_render_ether_saddr_sets_and_encode_padded_keys():
+    spec = ruleset_spec(parse_config(GATEWAY + '[gateway]\nper_client = true\nclient_key = "mac"\n'))
+    assert spec.client_mac
+    forward = [_text(r) for r in chain_rules(spec, "forward")]
+    for v, proto in ((4, "ip"), (6, "ip6")):
+        rule = [r for r in forward if f"@clients{v}" in r]
+        assert len(rule) == 1 and "'ether'" in rule[0] and f"'{proto}'" in rule[0], rule
+    sets = {c["add"]["set"]["name"]: c["add"]["set"]["type"]
+            for c in ruleset_commands(spec, {}) if "set" in c.get("add", {})}
+    assert sets["clients4"] == ["ether_addr", "ipv4_addr"]
+    assert sets["clients6"] == ["ether_addr", "ipv6_addr"]
+    from nettrust_core.firewall.base import MacAddress
+    from nettrust_core.firewall.nftables_gateway import pair_key
+    assert pair_key(MacAddress(bytes.fromhex("02000000000a")), ip("1.2.3.4")).hex() \
+        == "02000000000a0000" + "01020304"
+    # without per_client the key changes nothing
+    plain = ruleset_spec(parse_config(GATEWAY + '[gateway]\nclient_key = "mac"\n'))
+    assert not plain.client_mac
+
+
+def test_mac_keys_grant_both_families_to_the_asking_clients_mac_only():
+    auth, backend = mac_gateway()
+    # asked over IPv4, both families answered: the MAC gets both (address keys: the AAAA lost)
+    d = auth.authorize(answer("www.example", "198.51.100.1", "2001:db8::1", client="10.0.0.2"),
+                       ["10.0.0.2"])
+    assert d.error is None
+    assert sorted(written(backend)) == [(MAC_A, "198.51.100.1", 70.0), (MAC_A, "2001:db8::1", 70.0)]
+    assert auth.counters["client_grants_other_family"] == 0
+    # the same client over IPv6 is the same key: nothing more to write
+    backend.batches.clear()
+    auth.authorize(answer("www.example", "2001:db8::1", client="fd00::2"), ["fd00::2"])
+    assert written(backend) == []
+    assert auth.cache_hit_granted("fd00::2", [(ip("198.51.100.1"), 30), (ip("2001:db8::1"), 30)])
+    # another MAC is another client
+    assert not auth.cache_hit_granted("10.0.0.3", [(ip("198.51.100.1"), 30)])
+
+
+def test_a_client_without_a_known_mac_gets_nothing_counted_and_asks_for_a_refresh():
+    auth, backend = mac_gateway()
+    table = auth.gateway.neighbours
+    table.wanted.clear()
+    d = auth.authorize(answer("www.example", "198.51.100.1", client="10.0.0.9"), ["10.0.0.9"])
+    assert d.grants == () and written(backend) == []
+    assert len(auth.tracker) == 0                       # not granted for everyone either
+    assert auth.counters["clients_without_mac"] == 1
+    assert auth.counters["clients_unparsable"] == 0
+    assert table.wanted.is_set()                        # the reader is woken
+    # a cache hit of such a client is not remembered as judged: once its MAC is known it is granted
+    key = ("10.0.0.9", b"\x03www\x07example\x00", 1, 2000)
+    auth.gateway.hit_done(key)
+    assert key not in auth.gateway.hits_done
+    from nettrust_core.grants.neighbours import parse_mac
+    table.replace({**table.macs, ip("10.0.0.9"): parse_mac("02:00:00:00:00:09")})
+    auth.authorize(answer("www.example", "198.51.100.1", client="10.0.0.9"), ["10.0.0.9"])
+    assert written(backend) == [("02:00:00:00:00:09", "198.51.100.1", 70.0)]
+
+
+def test_the_neighbour_reader_keeps_entries_with_a_link_layer_address_only():
+    from nettrust_core.lifecycle.neighbours import read_neighbours
+
+    class FakeNeighbourDump:             # a fake of pyroute2's IPRoute (no kernel needed)
+        def get_neighbours(self):
+            return [_Msg(0x02, "10.0.0.2", "02:00:00:00:00:0a"),        # REACHABLE
+                    _Msg(0x04, "fe80::1", "02:00:00:00:00:0b"),          # STALE
+                    _Msg(0x01, "10.0.0.3", None),                        # INCOMPLETE
+                    _Msg(0x20, "10.0.0.4", "02:00:00:00:00:0c"),         # FAILED
+                    _Msg(0x02, "10.0.0.5", "00:00:00:00:00:00")]         # no real MAC
+
+    macs = read_neighbours(FakeNeighbourDump())
+    assert {str(k): str(v) for k, v in macs.items()} == {"10.0.0.2": "02:00:00:00:00:0a",
+                                                         "fe80::1": "02:00:00:00:00:0b"}
+
+
+class _Msg(dict):
+    def __init__(self, state: int, dst: str, lladdr: str | None) -> None:
+        super().__init__(state=state)
+        self.attrs = {"NDA_DST": dst, "NDA_LLADDR": lladdr}
+
+    def get_attr(self, name: str):
+        return self.attrs.get(name)
+
+
+# -- the host's caps, per client: per-domain budget and set-size eviction ----------------------
+def test_a_flooding_zone_fills_only_its_own_per_client_budget():
+    auth, backend = gateway("max_per_domain = 4\nmax_per_client = 100\n")
+    flood = [f"198.51.100.{i}" for i in range(1, 11)]
+    auth.authorize(answer("a.flood.example", *flood[:6], client="10.0.0.2"), ["10.0.0.2"])
+    auth.authorize(answer("b.flood.example", *flood[6:], client="10.0.0.2"), ["10.0.0.2"])
+    assert len(written(backend)) == 4                       # one budget for the whole zone
+    assert auth.counters["refused_per_client_domain"] == 6
+    # another domain of the same client, and the same zone for another client: untouched
+    auth.authorize(answer("www.other.example", "203.0.113.1", client="10.0.0.2"), ["10.0.0.2"])
+    auth.authorize(answer("a.flood.example", *flood[:2], client="10.0.0.3"), ["10.0.0.3"])
+    assert ("10.0.0.2", "203.0.113.1", 70.0) in written(backend)
+    assert [w for w in written(backend) if w[0] == "10.0.0.3"] == [
+        ("10.0.0.3", flood[0], 70.0), ("10.0.0.3", flood[1], 70.0)]
+
+
+def test_a_nearly_full_per_client_set_evicts_from_the_biggest_client_and_domain_first():
+    config = parse_config(GATEWAY + '[gateway]\nper_client = true\n[grants]\nmin_ttl = "30s"\n'
+                          'grace = "10s"\nmax_per_set = 40\nmax_per_client = 100\n')
+    clock = Clock()
+    backend = PairsFake()
+    auth = Authorizer(config, backend, clock=clock)
+    # a flooder holds 30 pairs of one zone, a small client 5 of another (35 < 38 = 95 %)
+    auth.authorize(answer("x.flood.example", *[f"198.18.0.{i}" for i in range(1, 31)],
+                          client="10.0.0.66"), ["10.0.0.66"])
+    clock.now += 1
+    auth.authorize(answer("www.small.example", *[f"203.0.113.{i}" for i in range(1, 6)],
+                          client="10.0.0.2"), ["10.0.0.2"])
+    assert backend.revoked_pairs == []
+    # 5 more pairs would pass 38: 2 (5 % of 40) + 5 revoked first, all the flooder's
+    clock.now += 1
+    auth.authorize(answer("y.flood.example", *[f"198.18.1.{i}" for i in range(1, 6)],
+                          client="10.0.0.66"), ["10.0.0.66"])
+    assert len(backend.revoked_pairs) == 7
+    assert {c for c, _a in backend.revoked_pairs} == {"10.0.0.66"}
+    assert auth.counters["client_pairs_evicted"] == 7
+    assert all(auth.client_grants.expires_in("10.0.0.2", ip(f"203.0.113.{i}")) for i in range(1, 6))
+    assert len(auth.client_grants) == 35 - 7 + 5
+    # an evicted pair is written again when its client is answered again (a cache hit)
+    gone = ip(backend.revoked_pairs[0][1])
+    assert not auth.cache_hit_granted("10.0.0.66", [(gone, 60)])
+
+
+# -- [[gateway.groups]]: one resolver instance per client group ---------------------------------
+GROUPS = GATEWAY.replace('resolver_user = ""\n', 'resolver_user = ""\ninstances = 2\n') + """
+[[gateway.groups]]
+networks = ["10.1.0.0/24", "fd00:1::/64"]
+listen = ["10.1.0.1"]
+[[gateway.groups]]
+networks = ["10.2.0.0/24"]
+listen = ["10.2.0.1", "fd00:2::1"]
+"""
+
+
+def test_groups_accept_each_instances_grants_only_from_its_groups_sources():
+    spec = ruleset_spec(parse_config(GROUPS))
+    forward = [_text(r) for r in chain_rules(spec, "forward")]
+    g0 = [r for r in forward if "@allow4'" in r or "@allow6'" in r]
+    g1 = [r for r in forward if "@allow4_1" in r or "@allow6_1" in r]
+    assert len(g0) == 2 and all("10.1.0.0" in r or "fd00:1::" in r for r in g0), g0
+    assert len(g1) == 1 and "10.2.0.0" in g1[0]          # group 1 has no IPv6 network: no rule
+    assert not any("10.2.0.0" in r for r in g0)
+    # the output hook (the gateway's own traffic) accepts every instance's sets as before
+    assert not any("10.1.0.0" in _text(r) for r in chain_rules(spec, "output"))
+
+
+def test_groups_need_one_instance_each_and_exclude_per_client():
+    with pytest.raises(ConfigError, match="instances = 2"):
+        ruleset_spec(parse_config(GROUPS.replace("instances = 2\n", "")))
+    with pytest.raises(ConfigError, match="per_client"):
+        ruleset_spec(parse_config(GROUPS.replace("[[gateway.groups]]", "[gateway]\nper_client = true\n"
+                                                 "[[gateway.groups]]", 1)))
+    with pytest.raises(ConfigError, match="at least one network"):
+        parse_config(GATEWAY + "[[gateway.groups]]\nnetworks = []\nlisten = [\"10.0.0.1\"]\n")
+
+
+def test_each_groups_unbound_include_listens_on_its_addresses_and_answers_its_networks():
+    from nettrust_core.unbound_conf import render
+    config = parse_config(GROUPS)
+    one = render(config, script="/x.py", group=1)
+    assert "    interface: 10.2.0.1\n    interface: fd00:2::1\n" in one
+    assert "    access-control: 10.2.0.0/24 allow\n" in one and "10.1.0" not in one
+    zero = render(config, script="/x.py", group=0)
+    assert "access-control: fd00:1::/64 allow" in zero and "10.2.0" not in zero
+    with pytest.raises(ConfigError, match="--group"):
+        render(config, script="/x.py")
+    with pytest.raises(ConfigError, match="no group 2"):
+        render(config, script="/x.py", group=2)
+    assert "interface:" not in render(parse_config(GATEWAY), script="/x.py")
