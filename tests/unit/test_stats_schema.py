@@ -4,6 +4,7 @@ and its three example queries return what they say on a fixture database."""
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 from pathlib import Path
@@ -153,3 +154,22 @@ def test_the_three_example_queries_answer_their_questions(fixture_db):
         ("www.fw.test", "www.fw.test", "192.0.2.20", 1)]
     assert [r[:3] for r in conn.execute(refused)] == [("alice", 3, 1), ("bob", 1, 1),
                                                       ("client 192.0.2.20", 1, 1)]
+
+
+def test_datasette_canned_queries_read_the_views(fixture_db):
+    metadata = json.loads((README.parent / "conf" / "datasette-metadata.json").read_text())
+    db = metadata["databases"]["stats"]
+    conn = sqlite3.connect(f"file:{fixture_db}?mode=ro", uri=True)
+    params = {"hours": 24 * 30, "address": stats_fixture.GRANTED}
+    results = {}
+    for name, canned in db["queries"].items():
+        sql = canned["sql"]
+        tables = set(re.findall(r"\b(?:FROM|JOIN)\s+(\w+)", sql, re.I))
+        assert tables and tables <= set(VIEWS), (name, tables)
+        results[name] = conn.execute(sql, {k: v for k, v in params.items()
+                                           if f":{k}" in sql}).fetchall()
+    assert results["why"][0][3:6] == ("www.fw.test", "www.fw.test", "192.0.2.20")
+    assert results["why_refused"][0][1:4] == ("refused", "192.0.2.1", "bob")
+    assert results["refused_per_user"][0][:2] == ("alice", 3)
+    assert sum(r[2] for r in results["summary"]) == 10
+    assert set(db["tables"]) >= set(VIEWS)
