@@ -56,7 +56,8 @@ def problems(config: Config, allowed: Callable[[str], bool],
         if host:
             targets.append(("alerts.webhook", host))
     if config.alerts.syslog:
-        targets += [("alerts.syslog (forwarded by rsyslog)", h) for h in syslog_targets(syslog_files)]
+        targets += [("alerts.syslog (forwarded by rsyslog)", h)
+                    for h in syslog_targets(syslog_files)]
     out = []
     for key, host in targets:
         why = _unreachable(config, host, allowed)

@@ -160,14 +160,14 @@ def _text(args, data, v) -> str:
 WHY_SECTIONS = (
     ("grants", "grants:", ["granted", "expires", "name", "chain", "client", "rule"]),
     ("answers", "answers naming it:", ["name", "times", "cached", "clients", "last"]),
-    ("refused", "refused connection attempts:", ["ts", "verdict", "source", "user", "protocol",
-                                                  "port", "hook"]),
+    ("refused", "refused connection attempts:", ["attempted", "verdict", "source", "user",
+                                                  "protocol", "port", "hook"]),
 )
 
 
 def why_text(data: dict, v) -> str:
     """``stats why``: one state line, then each section of :data:`WHY_SECTIONS` that has rows."""
-    when = {k: v.when for k in ("granted", "expires", "last", "ts")}
+    when = {k: v.when for k in ("granted", "expires", "last", "attempted")}
     return "\n".join([f"{data['address']}: {_why_state(data, v)}"]
                      + [f"\n{heading}\n" + v.table(data[key], columns, when)
                         for key, heading, columns in WHY_SECTIONS if data.get(key)])

@@ -131,8 +131,8 @@ def why(conn, address: str, start: float = 0.0) -> dict:
                     "cached, GROUP_CONCAT(DISTINCT client) AS clients, MAX(ts) AS last "
                     "FROM answer_log WHERE address = ? AND ts >= ? GROUP BY name "
                     "ORDER BY times DESC, name", address, start)
-    refused = _rows(conn, "SELECT ts, verdict, source, user, uid, protocol, port, hook "
-                    "FROM refused_attempts WHERE destination = ? AND ts >= ? ORDER BY ts",
+    refused = _rows(conn, "SELECT ts AS attempted, verdict, source, user, uid, protocol, port, "
+                    "hook FROM refused_attempts WHERE destination = ? AND ts >= ? ORDER BY ts",
                     address, start)
     expires = max((g["expires"] or 0 for g in grants), default=None)
     return {"address": address, "open": bool(expires and expires > time.time()),

@@ -138,7 +138,7 @@ const pages = {
       el("div", {class: "grid"},
         card("Grants", table("why-grants", [["Granted", r => when(r.granted)], ["Until", r => when(r.expires)], ["Name", "name", "mono"], ["Chain", "chain", "mono"], ["Client", "client", "mono"], ["Rule", "rule"]], w.grants, "none")),
         card("Answers naming it", table("why-answers", [["Name", "name", "mono"], ["Times", "times", "num"], ["Cached", "cached", "num"], ["Clients", "clients", "mono"], ["Last", r => when(r.last)]], w.answers, "none")),
-        card("Refused connection attempts", table("why-refused", [["Time", r => when(r.ts)], ["Verdict", r => verdict(r.verdict)], ["Source", "source", "mono"], ["User", r => r.user || (r.uid ?? "–")],
+        card("Refused connection attempts", table("why-refused", [["Time", r => when(r.attempted)], ["Verdict", r => verdict(r.verdict)], ["Source", "source", "mono"], ["User", r => r.user || (r.uid ?? "–")],
                                                                  ["Port", r => (r.protocol || "") + "/" + (r.port ?? "–"), "mono"], ["Hook", "hook"]], w.refused || [], "none"))));
   },
 
