@@ -136,6 +136,9 @@ def cmd_check(args) -> int:
         print(f"{path}: OK ({config.mode} mode, upstream {config.upstream.mode}, "
               f"{len(config.policy.allow)} allow / {len(config.policy.deny)} deny patterns, "
               f"{len(config.policy.lists)} lists)")
+    from .agent.alert_targets import problems as alert_problems
+    for warning in alert_problems(config, _policy_allows(config)):
+        print(f"nettrust: warning: {warning}", file=sys.stderr)
     if args.unbound:
         from .unbound_settings import control_socket, problems, read_settings
         settings = read_settings(args.unbound)
@@ -148,6 +151,21 @@ def cmd_check(args) -> int:
         print(f"{args.unbound}: OK for NetTrust (cache invalidation via "
               f"{sock or 'nothing: no local control socket'})")
     return 0
+
+
+def _policy_allows(config):
+    """name -> whether the policy answers it (the lists are read at the first call)."""
+    policy = None
+
+    def allowed(name: str) -> bool:
+        nonlocal policy
+        if policy is None:
+            from .lists import loader_for
+            from .policy import Policy
+            policy = Policy(config, loader_for(config).load()[0])
+        from .answer import normalize
+        return policy.check_name(normalize(name)).allowed
+    return allowed
 
 
 def cmd_status(args) -> int:

@@ -18,8 +18,10 @@ Record shapes (``"t"`` names the type; ``ts`` is the Unix time; every other fiel
   "security", "source", "chain": [...], "grants": [[address, timeout], ...], "written", "error"}``
 - ``{"t": "event", "ts", "kind", ...}`` — ``kind`` names the event (``unauthorized``,
   ``backend_error``, ``renewal`` …); the other fields depend on it.
-- ``{"t": "counters", "ts", "pid", "values": {name: number}}`` — cumulative counters of one
-  resolver process; the agent turns them into metrics.
+- ``{"t": "counters", "ts", "pid", "values": {name: number}, "levels": {name: number}}`` —
+  one resolver process's counts since it started and its current levels (live grants, names
+  holding grants …); the agent turns them into metrics labelled with the sender's pid (as the
+  kernel reports the peer) and drops them when the process disconnects.
 """
 
 from __future__ import annotations
@@ -112,8 +114,12 @@ class Reporter:
         fields["kind"] = kind
         return self.send(fields)
 
-    def counters(self, values: dict[str, float]) -> bool:
-        return self.send({"t": "counters", "pid": os.getpid(), "values": values})
+    def counters(self, values: dict[str, float], levels: dict[str, float] | None = None) -> bool:
+        """``values`` count since this process started; ``levels`` are current values."""
+        record: dict = {"t": "counters", "pid": os.getpid(), "values": values}
+        if levels is not None:
+            record["levels"] = levels
+        return self.send(record)
 
     def close(self) -> None:
         with self._lock:

@@ -15,6 +15,7 @@ import pwd
 import signal
 import socket
 import stat
+import struct
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -44,7 +45,8 @@ class Agent:
         self.store = StatsStore(st.database, flush_interval=st.flush_interval,
                                 queue_size=st.queue_size, retention=st.retention,
                                 retention_rows=st.retention_rows,
-                                on_new_domain=self.alerts.new_domain)
+                                on_new_domain=self.alerts.new_domain,
+                                on_event=lambda kind: self.metrics.events.labels(kind).inc())
         self.collector = Collector(emit_query=self._query, direct=not st.cache_hits)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -139,23 +141,32 @@ class Agent:
             self._spawn(handler, conn, name=f"{threading.current_thread().name}-conn")
 
     def _read_reports(self, conn: socket.socket) -> None:
-        """Records from one resolver process, one JSON object per SEQPACKET message."""
-        with conn:
-            while not self._stop.is_set():
-                try:
-                    data = conn.recv(65536)
-                except socket.timeout:
-                    continue
-                except OSError:
-                    return
-                if not data:
-                    return
-                self.metrics.records.labels("report").inc()
-                try:
-                    self.report(json.loads(data))
-                except (ValueError, TypeError, KeyError, AttributeError) as exc:
-                    self.metrics.bad_records.labels("report").inc()
-                    log.debug("bad report record dropped: %s", exc)
+        """Records from one resolver process, one JSON object per SEQPACKET message.
+
+        Its counters are labelled with the pid the kernel gives for the peer (SO_PEERCRED),
+        and dropped when the connection ends: a process that exited (a restarted resolver, a
+        one-shot tool that loaded the module) leaves no series behind."""
+        pid = _peer_pid(conn)
+        try:
+            with conn:
+                while not self._stop.is_set():
+                    try:
+                        data = conn.recv(65536)
+                    except socket.timeout:
+                        continue
+                    except OSError:
+                        return
+                    if not data:
+                        return
+                    self.metrics.records.labels("report").inc()
+                    try:
+                        self.report(json.loads(data), pid=pid)
+                    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                        self.metrics.bad_records.labels("report").inc()
+                        log.debug("bad report record dropped: %s", exc)
+        finally:
+            if pid is not None:
+                self.metrics.forget(pid)
 
     def _read_dnstap(self, conn: socket.socket) -> None:
         conn.settimeout(None)
@@ -185,7 +196,8 @@ class Agent:
         ts = msg.response_time or time.time()
         self.collector.response(msg.client, ts, parse_response(msg.response))
 
-    def report(self, record: dict) -> None:
+    def report(self, record: dict, pid: int | None = None) -> None:
+        """One record from a resolver process (``pid``: the sender, as the kernel says)."""
         kind = record.get("t")
         if kind == "decision":
             record.setdefault("ts", time.time())
@@ -206,7 +218,8 @@ class Agent:
             self.store.put("event", record)
             self.alerts.event(record)
         elif kind == "counters":
-            self.metrics.counters(record.get("pid"), record.get("values") or {})
+            self.metrics.counters(pid if pid is not None else record.get("pid"),
+                                  record.get("values") or {}, record.get("levels"))
         else:
             raise InvalidValue(f"unknown record type {kind!r}")
 
@@ -217,7 +230,18 @@ class Agent:
         self.store.put("query", record)
 
     def _alert_event(self, event: dict) -> None:
+        self.metrics.events.labels(str(event.get("kind"))).inc()
         self.store.put("event", event)
+
+
+def _peer_pid(conn: socket.socket) -> int | None:
+    """The pid of the process at the other end of a Unix socket (None when unknown)."""
+    try:
+        creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except OSError:
+        return None
+    pid = struct.unpack("3i", creds)[0]
+    return pid or None
 
 
 def _unlink_socket(path: str) -> None:

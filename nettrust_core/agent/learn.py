@@ -125,8 +125,8 @@ def _sort_key(pattern: str) -> tuple:
 def propose(conn, start: float = 0.0, siblings: int = SIBLINGS) -> Proposal:
     """The proposal from a read-only connection (:func:`..stats_view.connect`)."""
     used = {r[0]: r[1] for r in conn.execute(
-        "SELECT d.name, COUNT(*) FROM grants g JOIN domains d ON d.id = g.domain_id "
-        "WHERE g.ts >= ? GROUP BY g.domain_id", (start,))}
+        "SELECT name, COUNT(*) FROM grant_log WHERE ts >= ? AND name IS NOT NULL "
+        "GROUP BY name", (start,))}
     proposal = Proposal(since=start, names_used=len(used))
     proposal.entries = collapse(used, siblings)
     proposal.bare = bare_addresses(conn, start)
@@ -142,23 +142,19 @@ def bare_addresses(conn, start: float = 0.0) -> list[BareAddress]:
     """Refused / would-refuse attempts to addresses that no recorded answer named (DNS and DoT
     attempts left out: they are bypass attempts, which no reachable host would let through)."""
     found: dict[str, dict] = {}
-    for (data,) in conn.execute("SELECT data FROM events WHERE kind = 'unauthorized' "
-                                 "AND ts >= ? ORDER BY ts", (start,)):
-        try:
-            d = json.loads(data or "{}")
-        except ValueError:
-            continue
-        address = str(d.get("destination") or "")
-        if not address or d.get("port") in DNS_PORTS:
+    for d in conn.execute("SELECT destination, protocol, port, user, uid, verdict "
+                          "FROM refused_attempts WHERE ts >= ? ORDER BY ts", (start,)):
+        address = str(d["destination"] or "")
+        if not address or d["port"] in DNS_PORTS:
             continue
         f = found.setdefault(address, {"n": 0, "ports": set(), "users": set(), "verdicts": set()})
         f["n"] += 1
-        f["ports"].add(f"{d.get('protocol') or '?'}/{d.get('port') or '-'}")
-        if d.get("user") or d.get("uid") is not None:
-            f["users"].add(str(d.get("user") or f"uid {d['uid']}"))
-        f["verdicts"].add(str(d.get("verdict") or "refused"))
+        f["ports"].add(f"{d['protocol'] or '?'}/{d['port'] or '-'}")
+        if d["user"] or d["uid"] is not None:
+            f["users"].add(str(d["user"] or f"uid {d['uid']}"))
+        f["verdicts"].add(str(d["verdict"] or "refused"))
     named = {r[0] for r in conn.execute(
-        "SELECT DISTINCT address FROM answers WHERE address IN (%s)" % ",".join("?" * len(found)),
+        "SELECT DISTINCT address FROM answer_log WHERE address IN (%s)" % ",".join("?" * len(found)),
         tuple(found))} if found else set()
     return sorted((BareAddress(a, f["n"], tuple(sorted(f["ports"])), tuple(sorted(f["users"])),
                                tuple(sorted(f["verdicts"])))

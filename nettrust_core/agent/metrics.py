@@ -43,8 +43,6 @@ class Metrics:
                              buckets=TTL_BUCKETS, registry=r)
         self.backend_errors = Counter("nettrust_backend_errors", "Firewall writes that failed "
                                       "(the answer failed closed)", registry=r)
-        self.events = Counter("nettrust_events", "Events reported by the resolver process",
-                              ["kind"], registry=r)
         self.records = Counter("nettrust_agent_records", "Records received by the agent",
                                ["stream"], registry=r)
         self.bad_records = Counter("nettrust_agent_bad_records", "Records the agent could not "
@@ -52,8 +50,19 @@ class Metrics:
         self.alerts = Counter("nettrust_alerts", "Alerts notified", ["rule"], registry=r)
         self.alerts_suppressed = Counter("nettrust_alerts_suppressed", "Alerts not notified "
                                          "because of the rate limit", ["rule"], registry=r)
-        self.resolver = Gauge("nettrust_resolver_counter", "Counters reported by resolver "
-                              "processes (cumulative per process)", ["name", "pid"], registry=r)
+        self.events = Counter("nettrust_events", "Events recorded, by kind: the resolver's "
+                              "(unauthorized, strike, ...) and the agent's own (alert, "
+                              "stats_dropped); the kinds nettrust stats summary lists",
+                              ["kind"], registry=r)
+        self.resolver = Gauge("nettrust_resolver_counter", "Counts since it started of each "
+                              "running resolver process (pid); a process's series go when it "
+                              "exits", ["name", "pid"], registry=r)
+        self.resolver_levels = Gauge("nettrust_resolver_level", "Current levels reported by "
+                                     "each running resolver process (grants, names_granted, "
+                                     "hosts_live, ...); a process's series go when it exits",
+                                     ["name", "pid"], registry=r)
+        #: pid -> the (gauge, name) series it reported, removed when it disconnects.
+        self._series: dict[str, set[tuple[Gauge, str]]] = {}
         self._expiry: dict[str, float] = {}
         self._lock = threading.Lock()
         r.register(_Derived(self, dropped))
@@ -78,10 +87,31 @@ class Metrics:
         if record.get("error"):
             self.backend_errors.inc()
 
-    def counters(self, pid, values: dict) -> None:
-        for name, value in values.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                self.resolver.labels(str(name), str(pid)).set(value)
+    def counters(self, pid, values: dict, levels: dict | None = None) -> None:
+        """A resolver process's snapshot: ``values`` count since it started, ``levels`` are
+        current (a snapshot without ``levels`` is all counts, as older modules send)."""
+        pid = str(pid)
+        with self._lock:
+            series = self._series.setdefault(pid, set())
+            for gauge, items in ((self.resolver, values), (self.resolver_levels, levels or {})):
+                for name, value in items.items():
+                    if isinstance(value, (int, float)) and not isinstance(value, bool):
+                        gauge.labels(str(name), pid).set(value)
+                        series.add((gauge, str(name)))
+
+    def forget(self, pid) -> None:
+        """Drop every series of resolver process ``pid`` (it exited or disconnected)."""
+        with self._lock:
+            for gauge, name in self._series.pop(str(pid), ()):
+                try:
+                    gauge.remove(name, str(pid))
+                except KeyError:
+                    pass
+
+    @property
+    def resolver_pids(self) -> set[str]:
+        with self._lock:
+            return set(self._series)
 
     def active(self) -> dict[str, int]:
         """Granted addresses still live, per family (as far as decisions told the agent)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import sqlite3
 
 from ..errors import NetTrustError
+from .views import install as install_views
 
 VERSION = 2
 
@@ -101,13 +102,25 @@ def _v1_to_v2(conn: sqlite3.Connection) -> None:
 MIGRATIONS = {1: _v1_to_v2}
 
 
+def _views(conn: sqlite3.Connection) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        install_views(conn)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
 def ensure_schema(conn: sqlite3.Connection) -> int:
-    """Create or migrate the schema; returns the version found (0: new database)."""
+    """Create or migrate the schema and (re)create the readable views (nettrust_core.agent.views);
+    returns the version found (0: new database)."""
     found = conn.execute("PRAGMA user_version").fetchone()[0]
     if found > VERSION:
         raise SchemaError(f"the database has schema version {found}, newer than this "
                           f"NetTrust's {VERSION}; upgrade NetTrust or use another database")
     if found == VERSION:
+        _views(conn)
         return found
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -118,6 +131,7 @@ def ensure_schema(conn: sqlite3.Connection) -> int:
             MIGRATIONS[version](conn)
             version += 1
         conn.execute(f"PRAGMA user_version = {VERSION}")
+        install_views(conn)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")

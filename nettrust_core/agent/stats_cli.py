@@ -6,6 +6,7 @@ prometheus-client) happen only when these commands run.
 
 from __future__ import annotations
 
+import argparse
 import json
 
 from ..config import load_config
@@ -17,21 +18,30 @@ def register(sub) -> None:
     c.set_defaults(func=cmd_agent)
 
     st = sub.add_parser("stats", help="what was asked, answered and granted, and why")
-    st.add_argument("--since", help='only this recent ("1h", "7d") or since a date/time')
-    st.add_argument("--json", action="store_true", help="machine-readable output")
-    st.add_argument("--database", help="statistics database (default: stats.database)")
+    _shared_options(st, None)
     views = st.add_subparsers(dest="view", metavar="VIEW")
-    views.add_parser("summary", help="totals: queries by source and verdict, grants, events")
-    t = views.add_parser("top", help="busiest domains, clients or blocked names")
+    # The shared options are accepted after the view too (`stats summary --since 1h`): each
+    # view's copy has no default of its own, so one given before the view is kept.
+    after = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    _shared_options(after, argparse.SUPPRESS)
+    views.add_parser("summary", parents=[after],
+                     help="totals: queries by source and verdict, grants, events")
+    t = views.add_parser("top", parents=[after], help="busiest domains, clients or blocked names")
     t.add_argument("what", choices=("domains", "clients", "blocked"))
     t.add_argument("-n", "--limit", type=int, default=10)
-    h = views.add_parser("hosts", help="per address: times queried, names, last grant, expiry")
+    h = views.add_parser("hosts", parents=[after],
+                         help="per address: times queried, names, last grant, expiry")
     h.add_argument("-n", "--limit", type=int, default=100)
-    c = views.add_parser("clients", help="per client: queries, blocked, names")
+    c = views.add_parser("clients", parents=[after], help="per client: queries, blocked, names")
     c.add_argument("-n", "--limit", type=int, default=100)
-    w = views.add_parser("why", help="which names, answers, clients and rules opened an address")
+    w = views.add_parser("why", parents=[after], help="the story of an address: the names, "
+                         "answers, clients and rules that opened it, and refused attempts")
     w.add_argument("address")
     st.set_defaults(func=cmd_stats, view="summary")
+    w = sub.add_parser("why", help="why an address is open, or was refused (= `stats why`)")
+    w.add_argument("address")
+    _shared_options(w, None)
+    w.set_defaults(func=cmd_stats, view="why")
 
     c = sub.add_parser("learn", help="propose allow patterns from the grants recorded (a TOML "
                        "snippet to review)")
@@ -48,6 +58,16 @@ def register(sub) -> None:
                    help="read a password (twice, or once from stdin) and print the "
                         "web.password_hash value to put in the config")
     c.set_defaults(func=cmd_web)
+
+
+def _shared_options(parser, default) -> None:
+    """--since, --json and --database, for ``stats`` and (``default`` SUPPRESS) each view."""
+    parser.add_argument("--since", default=default,
+                        help='only this recent ("1h", "7d") or since a date/time')
+    parser.add_argument("--json", action="store_true", default=default or False,
+                        help="machine-readable output")
+    parser.add_argument("--database", default=default,
+                        help="statistics database (default: stats.database)")
 
 
 def cmd_learn(args) -> int:
@@ -126,21 +146,7 @@ def _text(args, data, v) -> str:
                  "events:    " + (_pairs(data["events"]) or "none")]
         return "\n".join(lines)
     if args.view == "why":
-        if not data["grants"] and not data["answers"]:
-            return f"{data['address']}: never answered or granted (in the recorded period)"
-        state = f"open until {v.when(data['expires'])}" if data["open"] else \
-            f"closed (last grant expired {v.when(data['expires'])})"
-        out = [f"{data['address']}: {state}", "", "grants:"]
-        out.append(v.table(data["grants"], ["granted", "expires", "name", "chain", "client",
-                                            "rule"], when) if data["grants"] else "  none")
-        out += sorted({f"  opened by reverse lookup of {links[0]}, confirmed by {links[1]}"
-                       for g in data["grants"]
-                       if len(links := (g.get("chain") or "").split(" > ")) > 1
-                       and links[0].endswith(".arpa")})
-        out += ["", "answers naming it:"]
-        out.append(v.table(data["answers"], ["name", "times", "cached", "clients", "last"], when)
-                   if data["answers"] else "  none")
-        return "\n".join(out)
+        return why_text(data, v)
     if not data:
         return "nothing recorded" + (f" since {args.since}" if args.since else "")
     columns = {"hosts": ["address", "queried", "names", "last_grant", "expires"],
@@ -148,6 +154,42 @@ def _text(args, data, v) -> str:
     if columns is None:
         columns = list(data[0])
     return v.table(data, columns, when)
+
+
+#: The sections of ``why``'s story, in order: (key in the data, heading, columns).
+WHY_SECTIONS = (
+    ("grants", "grants:", ["granted", "expires", "name", "chain", "client", "rule"]),
+    ("answers", "answers naming it:", ["name", "times", "cached", "clients", "last"]),
+    ("refused", "refused connection attempts:", ["attempted", "verdict", "source", "user",
+                                                  "protocol", "port", "hook"]),
+)
+
+
+def why_text(data: dict, v) -> str:
+    """``stats why``: one state line, then each section of :data:`WHY_SECTIONS` that has rows."""
+    when = {k: v.when for k in ("granted", "expires", "last", "attempted")}
+    return "\n".join([f"{data['address']}: {_why_state(data, v)}"] + _why_origins(data)
+                     + [f"\n{heading}\n" + v.table(data[key], columns, when)
+                        for key, heading, columns in WHY_SECTIONS if data.get(key)])
+
+
+def _why_origins(data: dict) -> list[str]:
+    """Grants a reverse lookup opened (ptr.confirm): their chain is PTR name > forward name."""
+    return sorted({f"  opened by reverse lookup of {links[0]}, confirmed by {links[1]}"
+                   for g in data["grants"]
+                   if len(links := (g.get("chain") or "").split(" > ")) > 1
+                   and links[0].endswith(".arpa")})
+
+
+def _why_state(data: dict, v) -> str:
+    refused = len(data.get("refused") or ())
+    attempts = f"{refused} refused connection attempt{'s' * (refused != 1)}"
+    if not data["grants"]:
+        never = "never granted" + (", never answered" if not data["answers"] else "")
+        return f"{never}; {attempts} (in the recorded period)"
+    state = (f"open until {v.when(data['expires'])}" if data["open"] else
+             f"closed (last grant expired {v.when(data['expires'])})")
+    return state + (f"; {attempts}" if refused else "")
 
 
 def _pairs(d: dict) -> str:

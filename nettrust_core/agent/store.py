@@ -58,6 +58,7 @@ class StatsStore(Worker):
     def __init__(self, path: str, *, flush_interval: float = 1.0, queue_size: int = 100_000,
                  retention: float = 30 * 86400.0, retention_rows: int = 1_000_000,
                  on_new_domain: Callable[[str], None] | None = None,
+                 on_event: Callable[[str], None] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         super().__init__()
         self.path = path
@@ -65,6 +66,8 @@ class StatsStore(Worker):
         self.retention = retention
         self.retention_rows = retention_rows
         self.on_new_domain = on_new_domain
+        #: Told the kind of each event the store records of its own (``stats_dropped``).
+        self.on_event = on_event
         self.clock = clock
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._lock = threading.Lock()
@@ -150,6 +153,8 @@ class StatsStore(Worker):
                                                 "subject": None, "dropped": drops}))
                     new_domains = self._write(conn, batch)
                     conn.execute("COMMIT")
+                    if drops and self.on_event is not None:
+                        self.on_event("stats_dropped")
                 except BaseException:
                     if conn.in_transaction:
                         conn.execute("ROLLBACK")

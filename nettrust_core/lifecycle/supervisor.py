@@ -35,6 +35,16 @@ log = logging.getLogger("nettrust.lifecycle")
 
 #: Upper bounds (seconds) of the remaining-TTL buckets sent with the counters.
 REMAINING_BUCKETS = (10, 30, 60, 300, 900, 3600)
+#: Snapshot values that say what is now (sent as levels), not what happened since the start:
+#: live grants (all, per family, per remaining-TTL bucket), names and registrable domains
+#: holding live grants, live hosts, whether conntrack answers, list entries loaded.
+LEVELS = frozenset({"grants", "grants_v4", "grants_v6", "names_granted", "domains_granted",
+                    "hosts_live", "conntrack_available", "lists_entries"}
+                   | {f"grants_remaining_le_{b}s" for b in REMAINING_BUCKETS})
+
+
+def is_level(name: str) -> bool:
+    return name in LEVELS
 
 
 class Lifecycle(Worker):
@@ -73,6 +83,8 @@ class Lifecycle(Worker):
         table = authorizer.gateway.neighbours
         self.neighbours = (NeighbourWatcher(table, self.counters)
                            if table is not None else None)
+        #: Set by start(): counters go to the agent only from a started resolver.
+        self._reporting = False
         #: Connections no grant allows: audited at start and on each policy change.
         self.audit = ConnectionAudit(config, authorizer.backend, reporter=self.reporter,
                                      counters=self.counters)
@@ -100,6 +112,7 @@ class Lifecycle(Worker):
         self.audit.start()
         if self.neighbours is not None:
             self.neighbours.start()
+        self._reporting = True
 
     def policy_changed(self) -> None:
         """A policy change (blocklist update, revoked grants): audit the connections again."""
@@ -119,7 +132,9 @@ class Lifecycle(Worker):
             self.watcher.stop(timeout)
         if self.conntrack is not None:
             self.conntrack.close()
-        self.report()
+        if self._reporting:         # only a resolver that ran reports its last counters
+            self._reporting = False
+            self.report()
 
     def _log_chains(self) -> None:
         fw, backend = self.config.firewall, self.authorizer.backend
@@ -180,7 +195,7 @@ class Lifecycle(Worker):
         values["grants"] = len(remaining)
         for bound in REMAINING_BUCKETS:
             values[f"grants_remaining_le_{bound}s"] = sum(1 for r in remaining if r <= bound)
-        values["names_capped"] = len(tracker.per_name)
+        values["names_granted"] = len(tracker.per_name)
         values["domains_granted"] = len(tracker.per_domain)
         if self.liveness is not None:
             values["hosts_live"] = self.liveness.live_hosts
@@ -189,4 +204,6 @@ class Lifecycle(Worker):
 
     def report(self) -> None:
         if self.reporter is not None:
-            self.reporter.counters(self.snapshot())
+            values = self.snapshot()
+            levels = {k: v for k, v in values.items() if is_level(k)}
+            self.reporter.counters({k: v for k, v in values.items() if k not in levels}, levels)

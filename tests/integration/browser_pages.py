@@ -42,7 +42,8 @@ def rows(driver, table_id: str) -> list[list[str]]:
             for tr in driver.find_elements(By.CSS_SELECTOR, f"#{table_id} tbody tr")]
 
 
-def main(base: str, password: str, profile: str, shots: str, follow: str, why: str) -> dict:
+def main(base: str, password: str, profile: str, shots: str, follow: str, why: str,
+         refused: str = "") -> dict:
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
     for flag in FLAGS + [f"--user-data-dir={profile}"]:
@@ -95,6 +96,11 @@ def main(base: str, password: str, profile: str, shots: str, follow: str, why: s
             out.setdefault("errors", []).extend(e.text for e in errors)
             time.sleep(0.3)
             driver.save_screenshot(f"{shots}/{page}.png")
+        if refused:                                     # the story of a refused address
+            driver.get(base + "/why?address=" + refused)
+            wait.until(lambda d: d.find_elements(By.ID, "why-refused"))
+            out["why_refused_state"] = driver.find_element(By.ID, "why-state").text
+            out["why-refused"] = rows(driver, "why-refused")
         out["console"] = [e["message"] for e in driver.get_log("browser")
                           if e.get("level") == "SEVERE"]
     finally:
@@ -103,4 +109,4 @@ def main(base: str, password: str, profile: str, shots: str, follow: str, why: s
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(*sys.argv[1:7])))
+    print(json.dumps(main(*sys.argv[1:8])))

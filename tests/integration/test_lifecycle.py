@@ -169,7 +169,7 @@ def test_live_connection_renews_grant_past_ttl_then_lapses_after_close(nt, lab, 
     assert direct(lab, address, ECHO) == "ConnectionRefusedError"
     counters = reports.wait_for(lambda r: r["t"] == "counters" and r["values"].get("renewals", 0) > 0
                                 and r["values"].get("expiries", 0) > 0)
-    assert counters["values"]["conntrack_available"] == 1
+    assert counters["levels"]["conntrack_available"] == 1
 
 
 # -- unauthorized attempts -----------------------------------------------------------------------
@@ -383,8 +383,9 @@ def test_flood_of_unique_names_holds_the_caps_and_dns_keeps_answering(nt, lab, r
         rss_after = rss_kib(pid)
         st = json.loads(host.nettrust("status", "--json").stdout)
         sizes = {k: v for k, v in st["sets"].items() if k.startswith("allow")}
-        counters = reports.wait_for(lambda r: r["t"] == "counters" and r["pid"] == pid
-                                    and r["values"].get("evicted", 0) > 0, timeout=15)["values"]
+        record = reports.wait_for(lambda r: r["t"] == "counters" and r["pid"] == pid
+                                  and r["values"].get("evicted", 0) > 0, timeout=15)
+        counters = {**record["values"], **record["levels"]}
         print(f"\nflood: {completed} queries in {FLOOD_SECONDS}s ({qps:.0f}/s = "
               f"{qps * 60:.0f} names/min), sets {sizes}, evicted {counters.get('evicted')}, "
               f"set_full {counters.get('set_full', 0)}, Unbound RSS {rss_before} -> {rss_after} KiB")

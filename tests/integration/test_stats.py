@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import re
 import socket
 import subprocess
 import threading
@@ -33,6 +34,8 @@ deny = ["**.blocked.fw.test"]
 min_ttl = "1s"
 max_ttl = "1h"
 grace = "2s"
+[lifecycle]
+report_interval = "1s"
 [alerts]
 webhook = "http://127.0.0.1:{port}/hook"
 blocked_per_minute = 3
@@ -275,6 +278,18 @@ def test_unauthorized_attempt_becomes_an_event_a_metric_and_an_alert(nt, lab, we
     assert alert[0]["subject"] == target and "port 80" in alert[0]["message"]
     assert scrape(lab).get('nettrust_events_total{kind="unauthorized"}', 0) >= 1
     assert wait_for(lambda: stats(nt, "summary")["events"].get("unauthorized"), "stored event")
+    # why tells the refused address's story: never granted, the attempt, its port and source
+    story = wait_for(lambda: (w := stats(nt, "why", target))["refused"] and w, "why")
+    assert story["grants"] == [] and story["answers"] == []
+    attempt = story["refused"][0]
+    assert (attempt["verdict"], attempt["protocol"], attempt["port"]) == ("refused", "tcp", 80)
+    text = nt.nettrust("why", target).stdout
+    assert text.startswith(f"{target}: never granted, never answered; ")
+    assert "refused connection attempts:" in text and " 80 " in text
+    # every alert is an event, and the metric counts what the summary lists
+    summary = stats(nt, "summary")["events"]
+    metrics = scrape(lab)
+    assert metrics.get('nettrust_events_total{kind="alert"}', 0) >= summary.get("alert", 0) >= 1
 
 
 
@@ -304,3 +319,36 @@ def test_without_cache_hits_only_judged_answers_are_recorded(nt, lab):
         lab.stop_unbound()
         host.stop_agent()
         nt.start()
+
+
+def resolver_series(lab) -> dict[str, set[str]]:
+    """pid -> the names of the resolver series the agent serves now."""
+    out: dict[str, set[str]] = {}
+    for key in scrape(lab):
+        m = re.match(r'nettrust_resolver_(?:counter|level)\{name="([^"]+)",pid="(\d+)"\}', key)
+        if m:
+            out.setdefault(m[2], set()).add(m[1])
+    return out
+
+
+def test_only_the_running_resolver_has_metric_series(nt, lab):
+    """unbound-checkconf (which loads the module) reports nothing and leaves no series; a
+    stopped resolver's series go; the restarted one reports under its own pid."""
+    first = wait_for(lambda: resolver_series(lab), "the resolver's counters")
+    assert len(first) == 1 and "names_granted" in next(iter(first.values()))
+    old_pid = next(iter(first))
+    lab.stop_unbound()
+    try:
+        wait_for(lambda: not resolver_series(lab), "the stopped resolver's series to go")
+        received = 'nettrust_agent_records_total{stream="report"}'
+        before = scrape(lab).get(received, 0)
+        conf = Path(lab.work_dir) / "unbound" / "unbound.conf"
+        res = lab.run("host", ["unbound-checkconf", str(conf)], env=nt.env())
+        assert "no errors" in res.stdout
+        time.sleep(2.5)                              # > report_interval (1 s)
+        after = scrape(lab)
+        assert after.get(received, 0) == before and resolver_series(lab) == {}
+    finally:
+        nt.start()
+    now = wait_for(lambda: resolver_series(lab), "the restarted resolver's counters")
+    assert list(now) == [str(nt.process.pid)] != [old_pid]

@@ -84,7 +84,7 @@ def seen(lab, dashboard):
     shots.mkdir(parents=True)
     granted = h_address(601)[0]
     out = lab.run("host", [sys.executable, str(SCRIPT), f"http://127.0.0.1:{PORT}", PASSWORD,
-                           str(work / "profile"), str(shots), "h610.fw.test", granted],
+                           str(work / "profile"), str(shots), "h610.fw.test", granted, REFUSED],
                   timeout=180, env={"PYTHONPATH": str(dashboard.code_dir)})
     result = json.loads(out.stdout)
     keep = os.environ.get("NETTRUST_WEB_SCREENSHOTS")
@@ -135,6 +135,11 @@ def test_granted_hosts_refused_attempts_and_why(seen):
     assert refused and refused[0][1] == "refused" and refused[0][3] == "tcp/80"
     assert seen["why_state"].startswith(h_address(601)[0] + ": open until")
     assert seen["why-grants"][0][2] == NAMES[0]
+    # why tells a refused address's story too: never granted, the attempt with its port
+    assert seen["why_refused_state"].startswith(f"{REFUSED}: never granted")
+    assert "refused connection attempt" in seen["why_refused_state"]
+    assert seen["why-refused"] and {(r[1], r[4]) for r in seen["why-refused"]} == {("refused",
+                                                                                   "tcp/80")}
 
 
 def test_learn_page_shows_the_proposal(seen):

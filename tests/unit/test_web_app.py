@@ -95,6 +95,8 @@ def test_json_views_over_the_recorded_rows(db):
     tl = client.get("/api/timeline?since=1h").json()
     assert sum(tl["queries"]) == 1 and sum(tl["grants"]) == 1 and sum(tl["refused"]) == 1
     assert client.get("/api/why?address=198.51.100.1").json()["open"] is True
+    story = client.get("/api/why?address=203.0.113.7").json()
+    assert story["grants"] == [] and [r["verdict"] for r in story["refused"]] == ["would refuse"]
     assert client.get("/api/why?address=nope").status_code == 400
     assert client.get("/api/log?limit=x").status_code == 400
     learn = client.get("/api/learn").json()

@@ -131,12 +131,15 @@ const pages = {
     let w;
     try { w = await get("/api/why?address=" + encodeURIComponent(address)); }
     catch (e) { app.append(el("p", {class: "error", text: e.message})); return; }
-    const state = !w.grants.length && !w.answers.length ? "never answered or granted (in the last 30 days)"
-      : w.open ? "open until " + when(w.expires) : "closed (last grant ended " + when(w.expires) + ")";
+    const n = (w.refused || []).length, attempts = n + " refused connection attempt" + (n === 1 ? "" : "s");
+    const state = !w.grants.length ? (w.answers.length ? "never granted" : "never granted, never answered") + "; " + attempts + " (in the last 30 days)"
+      : (w.open ? "open until " + when(w.expires) : "closed (last grant ended " + when(w.expires) + ")") + (n ? "; " + attempts : "");
     app.append(el("p", {id: "why-state"}, el("strong", {class: "mono", text: w.address}), ": " + state),
       el("div", {class: "grid"},
         card("Grants", table("why-grants", [["Granted", r => when(r.granted)], ["Until", r => when(r.expires)], ["Name", "name", "mono"], ["Chain", "chain", "mono"], ["Client", "client", "mono"], ["Rule", "rule"]], w.grants, "none")),
-        card("Answers naming it", table("why-answers", [["Name", "name", "mono"], ["Times", "times", "num"], ["Cached", "cached", "num"], ["Clients", "clients", "mono"], ["Last", r => when(r.last)]], w.answers, "none"))));
+        card("Answers naming it", table("why-answers", [["Name", "name", "mono"], ["Times", "times", "num"], ["Cached", "cached", "num"], ["Clients", "clients", "mono"], ["Last", r => when(r.last)]], w.answers, "none")),
+        card("Refused connection attempts", table("why-refused", [["Time", r => when(r.attempted)], ["Verdict", r => verdict(r.verdict)], ["Source", "source", "mono"], ["User", r => r.user || (r.uid ?? "–")],
+                                                                 ["Port", r => (r.protocol || "") + "/" + (r.port ?? "–"), "mono"], ["Hook", "hook"]], w.refused || [], "none"))));
   },
 
   async learn() {
