@@ -23,6 +23,7 @@ from .lists.watcher import publish
 from .local_names import LocalNames
 from .policy import NameCheck
 from .report import Reporter
+from .resolv_guard import ResolvGuard
 from .responses import BlockedResponse, blocked_response
 from .ruleset import instance_from_env, make_backend
 from .unbound_conf import cache_max_ttl
@@ -67,6 +68,10 @@ class Service:
         #: Names the administrator declared in Unbound's local-data (read in start()): only
         #: their local answers are Source.LOCAL; RPZ and auth-zone answers are judged in full.
         self.local_names = LocalNames()
+        #: [resolv_conf] watch: alerts (and reverts) when the host stops using this resolver.
+        self.resolv_guard = (ResolvGuard(config.resolv_conf, reporter=self.reporter,
+                                         counters=self.authorizer.counters)
+                             if config.resolv_conf.watch else None)
 
     @classmethod
     def from_file(cls, path: str | None = None) -> "Service":
@@ -119,6 +124,8 @@ class Service:
         self.lifecycle.start()
         if self.lists is not None:
             self.lists.start()
+        if self.resolv_guard is not None:
+            self.resolv_guard.start()
 
     def _load_lists(self) -> ListWatcher | None:
         loader = loader_for(self.config)
@@ -141,6 +148,8 @@ class Service:
         """Unbound's ``deinit``: stop and join every background thread, then leave the firewall
         as ``firewall.on_exit`` says."""
         try:
+            if self.resolv_guard is not None:
+                self.resolv_guard.stop()
             if self.lists is not None:
                 self.lists.stop()
             self.lifecycle.stop()
@@ -161,6 +170,8 @@ class Service:
             out.append(self.invalidator.target)
         if self.lists is not None:
             out.append(self.lists)
+        if self.resolv_guard is not None:
+            out.append(self.resolv_guard)
         return out
 
     def check_query(self, qname: str, client: str | None = None, qtype: int = 0) -> NameCheck:

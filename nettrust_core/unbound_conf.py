@@ -13,6 +13,8 @@ import math
 import os
 from typing import TYPE_CHECKING
 
+from . import dot
+
 if TYPE_CHECKING:
     from .config import Config
 
@@ -43,6 +45,7 @@ def render(config: Config, *, script: str, server_extra: str = "") -> str:
         '    chroot: ""',
     ]
     lines += instance_lines(config)
+    lines += dot.unbound_lines(config)
     if up.mode == "forward" and up.tls:
         lines.append(f'    tls-cert-bundle: "{CA_BUNDLE}"')
     if server_extra:

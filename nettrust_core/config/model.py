@@ -48,6 +48,7 @@ from .kinds import (Boolean, Choice, Duration, Each, Field, Integer, Priority,
 from .locate import SourceMap, parse_path
 from .model_agent import (AlertsConfig, MetricsConfig, RecordingConfig, StatsConfig,
                           WebConfig)
+from .model_resolver import DotConfig, ResolvConfConfig
 from .values import (NamespaceRule, Upstream, address, cgroup_path, interface, namespace_rule,
                      nat64_prefix, network, one_of, server, tcp_port)
 
@@ -383,6 +384,8 @@ class Config:
     alerts: AlertsConfig = section(AlertsConfig)
     recording: RecordingConfig = section(RecordingConfig)
     web: WebConfig = section(WebConfig)
+    dot: DotConfig = section(DotConfig)
+    resolv_conf: ResolvConfConfig = section(ResolvConfConfig)
     #: The text it was parsed from, for :meth:`line_of`; not part of the value.
     source: SourceMap | None = field(default=None, repr=False, compare=False)
 
