@@ -60,7 +60,7 @@ def haproxy_config(config: Config) -> str:
         "# DoT for clients holding a certificate of the site CA; each connection goes to",
         "# Unbound's PROXY v2 port on loopback, carrying the client's real address.",
         "global",
-        "    log stderr format short local0 notice",
+        "    log stderr format short local0 info",
         "    maxconn 4096",
         "    # Binds and reads the certificates as root, then runs as Debian's haproxy user.",
         "    user haproxy",
