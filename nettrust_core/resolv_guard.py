@@ -152,6 +152,8 @@ class ResolvGuard(Worker):
         self.counters: Counter[str] = counters if counters is not None else Counter()
         super().__init__(self.counters)
         self.path, self.revert, self.interval = config.path, config.revert, config.check_interval
+        for name in ("resolv_conf_diverted", "resolv_conf_reverts"):    # a metric from the start
+            self.counters.setdefault(name, 0)
         self.reporter = reporter
         self.state: State | None = None
         #: The last good contents and the link it came through (what a revert restores).
@@ -270,7 +272,7 @@ class ResolvGuard(Worker):
 
     def _event(self, what: str, state: State) -> None:
         if self.reporter is not None:
-            self.reporter.event("resolv_conf", state=what, path=self.path, why=state.why,
+            self.reporter.event("resolv_conf", subject=self.path, state=what, why=state.why,
                                 servers=list(state.servers))
 
     def _revert(self) -> None:
