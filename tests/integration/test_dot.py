@@ -29,6 +29,7 @@ import pytest
 
 from conftest import require
 from netns_util import NetNS
+from lab_util import wait_for
 from secnet import tcp_probe
 from testbed.zones import h_address
 
@@ -191,7 +192,7 @@ class DotGateway:
 @pytest.fixture(scope="module")
 def dot(tmp_path_factory):
     from testbed.lab import Lab, missing_prerequisites
-    from testbed.product import NetTrustHost
+    from testbed.product import NetTrustHost, stats_section
     require(missing_prerequisites(("unbound", "nft", "haproxy", "kdig", "openssl")))
     certs = tmp_path_factory.mktemp("dot-certs")
     certificates(certs)
@@ -205,7 +206,7 @@ def dot(tmp_path_factory):
             for name, (gw_if, c4, g4, c6, g6) in CLIENTS.items():
                 clients[name] = NetNS(f"ntdot-{name}")
                 _veth(lab.host_ns, clients[name], gw_if, c4, g4, c6, g6)
-            config = CONFIG + (f'certificate = "{certs}/server.pem"\n'
+            config = stats_section(lab) + CONFIG + (f'certificate = "{certs}/server.pem"\n'
                                f'client_ca = "{certs}/site-ca.pem"\n'
                                f'haproxy_config = "{lab.work_dir}/haproxy-dot.cfg"\n')
             host = NetTrustHost(lab, config)
@@ -214,6 +215,7 @@ def dot(tmp_path_factory):
                 "    interface: ::1\n", "    interface: ::1\n    access-control: 10.98.0.0/16 allow\n"
                 "    access-control: fd98::/16 allow\n", 1)
             assert f"proxy-protocol-port: {PROXY_PORT}" in conf
+            host.start_agent()                 # statistics: dnstap carries the client too
             proc = lab.start_unbound(conf, env=host.env())
             # the product's own renderer writes HAProxy's configuration
             host.nettrust("haproxy-conf", "--write", f"{lab.work_dir}/haproxy-dot.cfg")
@@ -300,3 +302,25 @@ def test_a_struck_client_is_its_real_address(dot):
         assert dot.python_dot("a", "x.blocked.example", "alice") == "rcode: NXDOMAIN"
     out = dot.lab.run("host", ["nft", "list", "set", "inet", TABLE, "strike4"]).stdout
     assert "10.98.1.2" in out and "127.0.0.1" not in out, out
+
+
+def test_statistics_record_the_real_clients(dot):
+    import sqlite3
+
+    def asked() -> set[tuple[str, str]]:
+        """(client, name) of every query the agent stored."""
+        db = sqlite3.connect(dot.host.config.stats.database)
+        try:
+            return {(c, n.rstrip(".")) for c, n in db.execute(
+                "SELECT c.address, d.name FROM queries q JOIN clients c ON c.id = q.client_id "
+                "JOIN domains d ON d.id = q.domain_id")}
+        except sqlite3.OperationalError:          # not created yet
+            return set()
+        finally:
+            db.close()
+    assert dot.python_dot("a", "h2.fw.test", "alice") == f"answer: {h_address(2)[0]}"
+    seen = wait_for(lambda: ("10.98.1.2", "h2.fw.test") in asked() and asked(),
+                    "the agent's query rows", timeout=10)
+    assert ("10.98.1.2", "www.fw.test") in seen and ("fd98:1::2", "www.fw.test") in seen
+    # HAProxy's loopback address asked nothing: 127.0.0.1 is only the lab's readiness probe
+    assert {n for c, n in seen if c.startswith("127.")} <= {"localhost"}, seen
