@@ -123,11 +123,11 @@ UPGRADE=no
 
 step "Debian packages"
 # The set the container image installs (docker/Containerfile), plus the dashboard's server
-# (`nettrust web`): no other package index.
+# (`nettrust web`) and HAProxy (DoT with client certificates, [dot]): no other package index.
 PACKAGES="unbound python3-unbound python3-nftables nftables dns-root-data ca-certificates
           python3-venv python3-setuptools python3-wheel util-linux
           python3-dnspython python3-prometheus-client python3-rich sqlite-utils publicsuffix
-          python3-starlette python3-uvicorn"
+          python3-starlette python3-uvicorn haproxy"
 missing=$(for p in $PACKAGES; do dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed' || echo "$p"; done)
 if [ -n "$missing" ]; then
     export DEBIAN_FRONTEND=noninteractive

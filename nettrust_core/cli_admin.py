@@ -1,14 +1,17 @@
-"""``nettrust resolver-setup``: the administration verbs around the firewall (one function each)."""
+"""``nettrust resolver-setup`` (alias ``install-resolver``), ``haproxy-conf``, ``resolv-guard``:
+the administration verbs around the resolver (one function each)."""
 
 from __future__ import annotations
 
+import os
 import sys
 
 from . import resolver_setup as rs
+from .config import load_config
 
 
 def register(sub) -> None:
-    c = sub.add_parser("resolver-setup",
+    c = sub.add_parser("resolver-setup", aliases=["install-resolver"],
                        help="point this host's lookups at the local resolver: detect "
                             "systemd-resolved / NetworkManager / ifupdown-dhclient and print "
                             "(or --apply) the one setting it needs")
@@ -20,6 +23,79 @@ def register(sub) -> None:
     c.add_argument("--address", default="127.0.0.1", help="the local resolver (default 127.0.0.1)")
     c.add_argument("--root", default="/", help="act on the system under this directory (tests)")
     c.set_defaults(func=cmd_resolver_setup)
+
+    c = sub.add_parser("haproxy-conf",
+                       help="print HAProxy's configuration for DoT with client certificates "
+                            "([dot]), or its systemd unit")
+    c.add_argument("--write", metavar="FILE",
+                   help="write it to FILE (atomically, only when it changed) instead of printing")
+    c.add_argument("--unit", action="store_true",
+                   help="the systemd unit running HAProxy with it instead (" + UNIT + ")")
+    c.add_argument("--nettrust", default="/usr/local/bin/nettrust",
+                   help="with --unit: the nettrust command the unit runs")
+    c.set_defaults(func=cmd_haproxy_conf)
+
+    c = sub.add_parser("resolv-guard",
+                       help="watch [resolv_conf] path in the foreground (as root, so that "
+                            "`revert = true` can rewrite it); Ctrl-C or SIGTERM stops")
+    c.set_defaults(func=cmd_resolv_guard)
+
+
+UNIT = "nettrust-dot.service"
+
+
+def write_if_changed(path: str, text: str, source: str) -> str:
+    """Write ``text`` to ``path`` atomically unless it already holds it; one line saying which."""
+    try:
+        with open(path) as f:
+            if f.read() == text:
+                return f"{path}: up to date with {source}"
+    except FileNotFoundError:
+        pass
+    tmp = f"{path}.nettrust-tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+    return f"{path}: regenerated from {source}"
+
+
+def cmd_haproxy_conf(args) -> int:
+    from . import dot
+    config = load_config(args.config)
+    if not config.dot.enabled:
+        print(f"nettrust: {args.config}: [dot] enabled is false: Unbound has no PROXY port for "
+              "HAProxy to reach (set it, then regenerate the Unbound include too)",
+              file=sys.stderr)
+        return 1
+    text = (dot.systemd_unit(config, args.nettrust) if args.unit else dot.haproxy_config(config))
+    if args.write:
+        print(write_if_changed(args.write, text, args.config))
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_resolv_guard(args) -> int:
+    import signal
+    import threading
+
+    from .resolv_guard import ResolvGuard
+    from .report import Reporter
+    config = load_config(args.config)
+    reporter = Reporter(config.stats.report_socket if config.stats.enabled else None)
+    guard = ResolvGuard(config.resolv_conf, reporter=reporter)
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    guard.start()
+    try:
+        while not done.wait(1.0) and guard.alive:
+            pass
+    finally:
+        guard.stop()
+        reporter.close()
+    return 1 if guard.died else 0
 
 
 def cmd_resolver_setup(args) -> int:

@@ -27,6 +27,7 @@ from .errors import NetTrustError
 MARK = "# nettrust resolver-setup"
 BACKUP = ".nettrust-orig"
 RESOLVED_STUB = ipaddress.ip_address("127.0.0.53")
+RESOLVED_DROPIN = "etc/systemd/resolved.conf.d/nettrust.conf"
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,7 @@ def apply(setting: Setting, root: str = "/") -> str:
 def undo(root: str = "/") -> list[str]:
     """Remove what :func:`apply` wrote (any of the four cases); lines saying what was done."""
     done = []
-    for rel in ("etc/systemd/resolved.conf.d/nettrust.conf",
+    for rel in (RESOLVED_DROPIN,
                 "etc/NetworkManager/conf.d/90-nettrust.conf"):
         if os.path.exists(_p(root, rel)):
             os.unlink(_p(root, rel))
@@ -133,7 +134,10 @@ def undo(root: str = "/") -> list[str]:
 
 
 def nameservers(root: str = "/") -> list[str]:
-    text = _read(_p(root, "etc/resolv.conf")) or ""
+    return parse_nameservers(_read(_p(root, "etc/resolv.conf")) or "")
+
+
+def parse_nameservers(text: str) -> list[str]:
     out = []
     for line in text.splitlines():
         parts = line.split("#", 1)[0].split()
@@ -144,21 +148,26 @@ def nameservers(root: str = "/") -> list[str]:
 
 def points_at_local(root: str = "/") -> tuple[bool, str]:
     """Whether every nameserver in resolv.conf is the local resolver; and why not."""
-    servers = nameservers(root)
+    return judge(nameservers(root), os.path.exists(_p(root, RESOLVED_DROPIN)))
+
+
+def judge(servers: list[str], resolved_forwards: bool,
+          path: str = "/etc/resolv.conf") -> tuple[bool, str]:
+    """Whether these nameservers (of ``path``) are all the local resolver; and why not.
+    ``resolved_forwards``: systemd-resolved's stub forwards to it (our drop-in exists)."""
     if not servers:
-        return False, "/etc/resolv.conf names no nameserver"
+        return False, f"{path} names no nameserver"
     for text in servers:
         try:
             addr = ipaddress.ip_address(text.split("%", 1)[0])
         except ValueError:
-            return False, f"/etc/resolv.conf names {text!r}, not an address"
+            return False, f"{path} names {text!r}, not an address"
         if not addr.is_loopback:
-            return False, f"/etc/resolv.conf names {text}, not the local resolver"
-        if addr == RESOLVED_STUB and not os.path.exists(
-                _p(root, "etc/systemd/resolved.conf.d/nettrust.conf")):
-            return False, ("/etc/resolv.conf names systemd-resolved's stub 127.0.0.53, which "
-                           "does not forward to the local resolver (no resolved.conf.d/nettrust.conf)")
-    return True, f"/etc/resolv.conf names the local resolver ({', '.join(servers)})"
+            return False, f"{path} names {text}, not the local resolver"
+        if addr == RESOLVED_STUB and not resolved_forwards:
+            return False, (f"{path} names systemd-resolved's stub 127.0.0.53, which does not "
+                           "forward to the local resolver (no resolved.conf.d/nettrust.conf)")
+    return True, f"{path} names the local resolver ({', '.join(servers)})"
 
 
 def _resolv_link(root: str) -> str | None:

@@ -23,6 +23,7 @@ from .lists.watcher import publish
 from .local_names import LocalNames
 from .policy import NameCheck
 from .report import Reporter
+from .resolv_guard import ResolvGuard
 from .responses import BlockedResponse, blocked_response
 from .reverse import Confirmer, resolver_lookup
 from .ruleset import instance_from_env, make_backend
@@ -73,6 +74,10 @@ class Service:
         if config.ptr.confirm:
             self.confirmer = Confirmer(self.authorizer, resolver_lookup(config.ptr.resolver),
                                        max_names=config.ptr.max_names)
+        #: [resolv_conf] watch: alerts (and reverts) when the host stops using this resolver.
+        self.resolv_guard = (ResolvGuard(config.resolv_conf, reporter=self.reporter,
+                                         counters=self.authorizer.counters)
+                             if config.resolv_conf.watch else None)
 
     @classmethod
     def from_file(cls, path: str | None = None) -> "Service":
@@ -127,6 +132,8 @@ class Service:
             self.lists.start()
         if self.confirmer is not None:
             self.confirmer.start()
+        if self.resolv_guard is not None:
+            self.resolv_guard.start()
 
     def _load_lists(self) -> ListWatcher | None:
         loader = loader_for(self.config)
@@ -151,6 +158,8 @@ class Service:
         try:
             if self.confirmer is not None:
                 self.confirmer.stop()
+            if self.resolv_guard is not None:
+                self.resolv_guard.stop()
             if self.lists is not None:
                 self.lists.stop()
             self.lifecycle.stop()
@@ -173,6 +182,8 @@ class Service:
             out.append(self.lists)
         if self.confirmer is not None:
             out.append(self.confirmer)
+        if self.resolv_guard is not None:
+            out.append(self.resolv_guard)
         return out
 
     def check_query(self, qname: str, client: str | None = None, qtype: int = 0) -> NameCheck:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from .errors import ConfigError
 from .local_names import local_data_lines
+from . import dot
 
 if TYPE_CHECKING:
     from .config import Config
@@ -48,6 +49,7 @@ def render(config: Config, *, script: str, server_extra: str = "", group: int | 
     ]
     lines += instance_lines(config)
     lines += group_lines(config, group)
+    lines += dot.unbound_lines(config)
     if up.mode == "forward" and up.tls:
         lines.append(f'    tls-cert-bundle: "{CA_BUNDLE}"')
     if server_extra:

@@ -50,6 +50,7 @@ from .model_gateway import GatewayConfig
 from .model_resolver import LocalConfig, PtrConfig
 from .model_agent import (AlertsConfig, MetricsConfig, RecordingConfig, StatsConfig,
                           WebConfig)
+from .model_resolver import DotConfig, ResolvConfConfig
 from .values import (NamespaceRule, Upstream, address, cgroup_path, interface, namespace_rule,
                      nat64_prefix, network, one_of, server)
 
@@ -354,6 +355,8 @@ class Config:
     alerts: AlertsConfig = section(AlertsConfig)
     recording: RecordingConfig = section(RecordingConfig)
     web: WebConfig = section(WebConfig)
+    dot: DotConfig = section(DotConfig)
+    resolv_conf: ResolvConfConfig = section(ResolvConfConfig)
     #: The text it was parsed from, for :meth:`line_of`; not part of the value.
     source: SourceMap | None = field(default=None, repr=False, compare=False)
 
