@@ -328,6 +328,31 @@ class GatewayConfig:
                                "(0: off)", unit="per second")
 
 
+XDP_MODES = ("generic", "native")
+
+
+@dataclass(frozen=True)
+class EbpfConfig:
+    """The ``"ebpf"`` firewall backend: cgroup hooks (``firewall.hooks`` output) and XDP on
+    ``firewall.lan_interfaces`` (forward), fed from pinned maps."""
+
+    pin_path: str = key(Text(), "/sys/fs/bpf/nettrust",
+                        "where the maps and links are pinned (a directory on a mounted bpffs)",
+                        check=c.absolute_path())
+    cgroup: str = key(Text(), "/sys/fs/cgroup",
+                      "the cgroup v2 directory whose processes (and its descendants') are "
+                      "filtered: the hierarchy's root filters the whole host",
+                      check=c.absolute_path())
+    map_size: int = key(Integer(1024, 16777216), 65536,
+                        "grants each map holds (IPv4, IPv6, and per-client twins); the least "
+                        "recently used go first when full", unit="elements")
+    xdp_mode: str = key(Choice(XDP_MODES), "generic",
+                        "`generic` (any interface; native XDP on veth disables TSO) or "
+                        "`native` (NICs whose driver supports XDP)")
+    conntrack: bool = key(Boolean(), True,
+                          "XDP lets flows conntrack knows through after their grant expired")
+
+
 @dataclass(frozen=True)
 class LifecycleConfig:
     """Grant liveness (conntrack), unauthorized-attempt detection and periodic counters."""
@@ -376,6 +401,7 @@ class Config:
     grants: GrantsConfig = section(GrantsConfig)
     firewall: FirewallConfig = section(FirewallConfig)
     gateway: GatewayConfig = section(GatewayConfig)
+    ebpf: EbpfConfig = section(EbpfConfig)
     lifecycle: LifecycleConfig = section(LifecycleConfig)
     log: LogConfig = section(LogConfig)
     stats: StatsConfig = section(StatsConfig)
