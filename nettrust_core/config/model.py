@@ -46,6 +46,7 @@ from ..lists.loader import ListSpec
 from .kinds import (Boolean, Choice, Duration, Each, Field, Integer, Priority,
                     Tables, Text)
 from .locate import SourceMap, parse_path
+from .model_ebpf import EbpfConfig
 from .model_agent import (AlertsConfig, MetricsConfig, RecordingConfig, StatsConfig,
                           WebConfig)
 from .values import (NamespaceRule, Upstream, address, cgroup_path, interface, namespace_rule,
@@ -326,31 +327,6 @@ class GatewayConfig:
     strike_dns_rate: int = key(Integer(0, 1000000), 0,
                                "the kernel strikes a source sending more DNS packets than this "
                                "(0: off)", unit="per second")
-
-
-XDP_MODES = ("generic", "native")
-
-
-@dataclass(frozen=True)
-class EbpfConfig:
-    """The ``"ebpf"`` firewall backend: cgroup hooks (``firewall.hooks`` output) and XDP on
-    ``firewall.lan_interfaces`` (forward), fed from pinned maps."""
-
-    pin_path: str = key(Text(), "/sys/fs/bpf/nettrust",
-                        "where the maps and links are pinned (a directory on a mounted bpffs)",
-                        check=c.absolute_path())
-    cgroup: str = key(Text(), "/sys/fs/cgroup",
-                      "the cgroup v2 directory whose processes (and its descendants') are "
-                      "filtered: the hierarchy's root filters the whole host",
-                      check=c.absolute_path())
-    map_size: int = key(Integer(1024, 16777216), 65536,
-                        "grants each map holds (IPv4, IPv6, and per-client twins); the least "
-                        "recently used go first when full", unit="elements")
-    xdp_mode: str = key(Choice(XDP_MODES), "generic",
-                        "`generic` (any interface; native XDP on veth disables TSO) or "
-                        "`native` (NICs whose driver supports XDP)")
-    conntrack: bool = key(Boolean(), True,
-                          "XDP lets flows conntrack knows through after their grant expired")
 
 
 @dataclass(frozen=True)

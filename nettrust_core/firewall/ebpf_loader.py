@@ -17,6 +17,8 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from ..errors import FirewallError
+
 BPF_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bpf")
 #: The object with the conntrack kfunc, and the one for kernels without it (before 5.18).
 OBJECTS = ("nettrust.bpf.o", "nettrust-noct.bpf.o")
@@ -49,10 +51,11 @@ def libbpf() -> ctypes.CDLL:
     return lib
 
 
-class LoadError(Exception):
+class LoadError(FirewallError):
+    """The object could not be opened or the kernel refused it."""
+
     def __init__(self, message: str, err: int) -> None:
-        super().__init__(message)
-        self.errno = err
+        super().__init__(message, errno=err)
 
 
 @dataclass
