@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 import uuid
 
 from conftest import require
@@ -46,27 +47,25 @@ def bpffs():
         shutil.rmtree(d, ignore_errors=True)
 
 
-def cgroup2_root() -> str:
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            if fields[fields.index("-") + 1] == "cgroup2":
-                return fields[4]
-    raise RuntimeError("no cgroup v2 hierarchy mounted")
-
-
 @contextlib.contextmanager
-def test_cgroup():
-    """A new, uniquely named cgroup v2 child (never the root); removed afterwards."""
-    path = os.path.join(cgroup2_root(), f"nettrust-test-{uuid.uuid4().hex[:8]}")
-    os.mkdir(path)
+def scratch_cgroup():
+    """A new, uniquely named cgroup v2 child (never the root), made in the cgroup2 hierarchy
+    mounted again on a temporary directory: ``ip netns exec`` remounts /sys, so a path under
+    /sys/fs/cgroup is not visible to the lab's processes.  Removed (and unmounted) afterwards."""
+    mnt = tempfile.mkdtemp(prefix="nt-cgroup2-")
+    subprocess.run(["mount", "-t", "cgroup2", "none", mnt], check=True)
+    path = os.path.join(mnt, f"nettrust-test-{uuid.uuid4().hex[:8]}")
     try:
-        yield path
+        os.mkdir(path)
+        try:
+            yield path
+        finally:
+            for _ in range(50):             # its last processes may still be exiting
+                try:
+                    os.rmdir(path)
+                    break
+                except OSError:
+                    time.sleep(0.1)
     finally:
-        for _ in range(50):
-            try:
-                os.rmdir(path)
-                break
-            except OSError:
-                import time
-                time.sleep(0.1)
+        subprocess.run(["umount", "-l", mnt], check=False)
+        os.rmdir(mnt)
