@@ -170,6 +170,12 @@ def cmd_status(args) -> int:
         print(f"hooks: {', '.join(member.hooks)}  priority: {member.priority}  "
               f"policy: {member.policy}  action: {member.action}")
         print("sets: " + "  ".join(f"{k}={v}" for k, v in member.sets.items()))
+        if member.family == "bpf":          # the ebpf backend: pinned links, per-reason counts
+            print(f"maps: {config.ebpf.map_size} grants each")
+            for name, link in member.chains.items():
+                print(f"attached {name}: program {link.get('prog_id')} link {link.get('link_id')}")
+            print("counts: " + "  ".join(f"{k}={c['packets']}" for k, c in member.counters.items()))
+            continue
         for name, c in member.counters.items():
             label = f"{name} (would refuse)" if audit else name
             print(f"counter {label}: {c.get('packets', 0)} packets, {c.get('bytes', 0)} bytes")

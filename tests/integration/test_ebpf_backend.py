@@ -144,6 +144,8 @@ def test_status_shows_links_map_fill_and_refusals(host_env):
     out = json.loads(nt.nettrust("status", "--json").stdout)
     text = json.dumps(out)
     assert "cgroup_nt_connect4" in text and "cgroup_nt_sendmsg6" in text
+    text_out = nt.nettrust("status").stdout
+    assert "attached cgroup_nt_connect4: program" in text_out and "drop_no_grant=" in text_out
     status = env.maps().status()
     assert status.present and status.hooks == ("output",)
     assert status.counters["drop_no_grant"]["packets"] >= 2
