@@ -7,13 +7,22 @@
   the writing instance.  A program meeting an expired grant treats it as absent and deletes it.
 * **Host** (``firewall.hooks`` has ``"output"``): cgroup/connect4, connect6, sendmsg4 and
   sendmsg6 on ``ebpf.cgroup`` refuse (EPERM) destinations without a live grant; loopback,
-  ``reachable`` networks and the resolver's own DNS (port 53/853, by its uid) pass.
+  ``reachable`` networks, the resolver's own DNS (port 53/853, by its uid) and, with
+  ``firewall.allow_dhcp``, DHCP's broadcast and DHCPv6's multicast pass.
 * **Gateway** (``"forward"``): XDP (``ebpf.xdp_mode``) on ``firewall.lan_interfaces`` drops new
   flows without a live grant; this machine's addresses, DHCP, ICMPv6 ND, multicast pass; flows
   conntrack knows pass after expiry (``ebpf.conntrack``, the ``bpf_xdp_ct_lookup`` kfunc).
 * **Answer path**: :meth:`EbpfBackend.grant` is one lookup and one update ``bpf()`` syscall per
   address on buffers allocated once (:class:`~.ebpf_sys.Map`); a live grant is never
   shortened.
+* **Measured** (bench/ebpf_figures.py, one run, 2 vCPUs shared with other jobs): a new grant
+  4.9 us (eBPF) against 11.0 us (nftables backend, same run); extending one 5.1 against 7.4 us.
+  iperf3 through a veth gateway: 33.1/38.5 Gbit/s without XDP, 28.8/29.5 with generic XDP.
+  A raw-socket SYN flood to an address without a grant: all 613 k pps the sender managed were
+  dropped at XDP (the sender is the limit; it shares the 2 vCPUs).
+* A lazily deleted entry races a concurrent write: a program that read the grant as expired
+  deletes the key even if the answer path extended it in between (a window of one map
+  operation); the next answer writes it again.
 * Links are pinned (``links/``): a killed resolver leaves enforcement in place (fail closed);
   ``remove`` detaches them and unpins everything.
 
@@ -43,7 +52,7 @@ GRANT = struct.Struct("=QII")
 #: struct conf: resolver uid (NO_UID: none), flags.
 CONF = struct.Struct("=II")
 NO_UID = 0xFFFFFFFF
-CONF_CONNTRACK, CONF_AUDIT = 1, 2
+CONF_CONNTRACK, CONF_AUDIT, CONF_DHCP = 1, 2, 4
 #: enum stat of nettrust.bpf.c, in order.
 STATS = ("pass_allowed", "pass_pair", "pass_static", "pass_local", "pass_dns", "pass_loopback",
          "pass_nonip", "pass_conntrack", "pass_control", "drop_no_grant", "expired_deleted",
@@ -151,8 +160,8 @@ class EbpfBackend:
     def _write_config(self, conntrack: bool) -> None:
         s = self.spec
         uid = NO_UID if s.resolver_uid is None else s.resolver_uid
-        flags = (CONF_CONNTRACK if conntrack and self.conntrack else 0) | (
-            CONF_AUDIT if s.audit else 0)
+        flags = ((CONF_CONNTRACK if conntrack and self.conntrack else 0)
+                 | (CONF_AUDIT if s.audit else 0) | (CONF_DHCP if s.allow_dhcp else 0))
         self._map("conf").update(struct.pack("=I", 0), CONF.pack(uid, flags))
         nets = [*s.static_networks, *(ipaddress.ip_network(h) for h in s.static_hosts),
                 *(ipaddress.ip_network(a) for a, _p in s.upstreams)]

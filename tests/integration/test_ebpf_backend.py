@@ -196,3 +196,18 @@ def test_both_backends_get_the_grant():
         assert nt.grants()[address]["expires_in"] > 290                        # the nft set
         assert env.probe(address)["tcp"] == "ok"
         assert env.probe(address, inside=False)["tcp"] == "ok"
+
+
+def test_dhcp_broadcast_passes_other_broadcasts_refused(host_env):
+    _nt, env = host_env
+    code = ("import socket, sys\n"
+            "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+            "s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)\n"
+            "try:\n    s.sendto(b'x', ('255.255.255.255', int(sys.argv[1]))); print('ok')\n"
+            "except OSError as exc:\n    print(exc.errno)\n")
+    def send(port: int) -> str:
+        argv = ["sh", "-c", f'echo $$ > {env.cgroup}/cgroup.procs && exec "$@"', "sh",
+                "/usr/bin/python3", "-c", code, str(port)]
+        return env.lab.run("host", argv).stdout.strip()
+    assert send(67) == "ok"                                   # a DHCP client's DISCOVER
+    assert send(68) == str(errno.EPERM)                       # control: any other broadcast

@@ -48,6 +48,7 @@ struct conf {
 #define NO_UID 0xffffffffu
 #define CONF_CONNTRACK 1u  /* XDP: flows conntrack knows pass after their grant expired */
 #define CONF_AUDIT     2u  /* count what would be refused, refuse nothing */
+#define CONF_DHCP      4u  /* cgroup: a DHCP client's broadcast / DHCPv6 multicast passes */
 
 enum stat {
     ST_PASS_ALLOWED, ST_PASS_PAIR, ST_PASS_STATIC, ST_PASS_LOCAL, ST_PASS_DNS,
@@ -155,6 +156,10 @@ static __always_inline int check4(struct bpf_sock_addr *ctx, __u32 ip)
         count(ST_PASS_DNS);
         return 1;
     }
+    if (c && (c->flags & CONF_DHCP) && ip == 0xffffffff && ctx->user_port == bpf_htons(67)) {
+        count(ST_PASS_CONTROL);           /* a DHCP client's broadcast */
+        return 1;
+    }
     if (static4_has(ip)) {
         count(ST_PASS_STATIC);
         return 1;
@@ -181,6 +186,12 @@ static __always_inline int check6(struct bpf_sock_addr *ctx)
     }
     if (resolver_dns(c, ctx->user_port)) {
         count(ST_PASS_DNS);
+        return 1;
+    }
+    if (c && (c->flags & CONF_DHCP) && ctx->user_port == bpf_htons(547) &&
+        k.a[0] == bpf_htonl(0xff020000) && k.a[1] == 0 && k.a[2] == 0 &&
+        k.a[3] == bpf_htonl(0x00010002)) {
+        count(ST_PASS_CONTROL);           /* DHCPv6 to All_DHCP_Relay_Agents_and_Servers */
         return 1;
     }
     if (static6_has(k.a)) {
