@@ -34,11 +34,9 @@ IPv6 prefixes shorter than 128.
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
 import socket
 import struct
-import subprocess
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -61,21 +59,6 @@ CGROUP_HOOKS = (("nt_connect4", sys_.ATTACH_INET4_CONNECT),
                 ("nt_connect6", sys_.ATTACH_INET6_CONNECT),
                 ("nt_sendmsg4", sys_.ATTACH_UDP4_SENDMSG),
                 ("nt_sendmsg6", sys_.ATTACH_UDP6_SENDMSG))
-BPFFS_MAGIC = 0xCAFE4A11
-
-
-def on_bpffs(path: str) -> bool:
-    """Whether ``path`` lies on a mounted bpffs (the longest mount point above it)."""
-    best, fstype = "", ""
-    path = os.path.realpath(path)
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            mnt = fields[4]
-            typ = fields[fields.index("-") + 1]
-            if (path == mnt or path.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best):
-                best, fstype = mnt, typ
-    return fstype == "bpf"
 
 
 def _key(address: IPAddress) -> bytes:
@@ -139,7 +122,7 @@ class EbpfBackend:
         """Load the programs (reusing pinned maps: grants survive), write the configuration
         maps, and attach (or upgrade in place) the pinned links."""
         from . import ebpf_loader
-        if not on_bpffs(self.pin_path):
+        if not ebpf_loader.on_bpffs(self.pin_path):
             raise FirewallError(f"ebpf.pin_path {self.pin_path} is not on a bpffs (mount "
                                     f"one: mount -t bpf bpf {os.path.dirname(self.pin_path)})")
         for d in (self.pin_path, self._maps_dir(), self._links_dir()):
@@ -180,13 +163,8 @@ class EbpfBackend:
     def _write_local(self) -> None:
         """This machine's own addresses (in this namespace): XDP lets traffic to them through
         (what reaches the gateway itself is the input hook's business, not forwarding's)."""
-        out = subprocess.run(["ip", "-j", "address", "show"], capture_output=True, text=True,
-                             check=False)
-        addrs = set()
-        if out.returncode == 0:
-            for link in json.loads(out.stdout or "[]"):
-                for a in link.get("addr_info", []):
-                    addrs.add(ipaddress.ip_address(a["local"].split("%")[0]))
+        from .ebpf_loader import local_addresses
+        addrs = local_addresses()
         for v, name in ((4, "local4"), (6, "local6")):
             m = self._map(name)
             want = {a.packed for a in addrs if a.version == v}

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import ipaddress
+import json
 import os
+import subprocess
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -108,3 +111,29 @@ def load(pin_dir: str, map_size: int, objects: Iterable[str] = OBJECTS) -> Loade
             last = exc
     assert last is not None
     raise last
+
+
+def on_bpffs(path: str) -> bool:
+    """Whether ``path`` lies on a mounted bpffs (the longest mount point above it)."""
+    best, fstype = "", ""
+    path = os.path.realpath(path)
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            mnt = fields[4]
+            typ = fields[fields.index("-") + 1]
+            if (path == mnt or path.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best):
+                best, fstype = mnt, typ
+    return fstype == "bpf"
+
+
+def local_addresses() -> set[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """This machine's addresses in the current network namespace (``ip -j address``)."""
+    out = subprocess.run(["ip", "-j", "address", "show"], capture_output=True, text=True,
+                         check=False)
+    addrs: set[ipaddress.IPv4Address | ipaddress.IPv6Address] = set()
+    if out.returncode == 0:
+        for link in json.loads(out.stdout or "[]"):
+            for a in link.get("addr_info", []):
+                addrs.add(ipaddress.ip_address(a["local"].split("%")[0]))
+    return addrs

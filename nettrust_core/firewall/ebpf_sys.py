@@ -88,10 +88,9 @@ def info(fd: int, size: int = 88) -> bytes:
 
 
 def map_info(fd: int) -> tuple[int, int, int, int, str]:
-    """(type, id, key_size, value_size, max_entries, name) of a map fd: type..max_entries and
-    the name."""
+    """(type, key_size, value_size, max_entries, name) of a map fd."""
     raw = info(fd, 64)
-    mtype, mid, ksize, vsize, max_entries, _flags = struct.unpack_from("=6I", raw)
+    mtype, _id, ksize, vsize, max_entries, _flags = struct.unpack_from("=6I", raw)
     return mtype, ksize, vsize, max_entries, raw[24:40].split(b"\0")[0].decode()
 
 
