@@ -127,7 +127,7 @@ step "Debian packages"
 PACKAGES="unbound python3-unbound python3-nftables nftables dns-root-data ca-certificates
           python3-venv python3-setuptools python3-wheel util-linux
           python3-dnspython python3-prometheus-client python3-rich sqlite-utils publicsuffix
-          python3-starlette python3-uvicorn haproxy"
+          python3-starlette python3-uvicorn haproxy libbpf1"
 missing=$(for p in $PACKAGES; do dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed' || echo "$p"; done)
 if [ -n "$missing" ]; then
     export DEBIAN_FRONTEND=noninteractive
@@ -141,6 +141,13 @@ fi
 
 step "venv for Unbound's embedded Python (/usr/bin/python3) in $VENV"
 [ -x "$VENV/bin/python" ] || /usr/bin/python3 -m venv --system-site-packages "$VENV"
+# The eBPF backend's compiled programs ship as package data: built where clang is (./run-tests,
+# CI); a host without the objects can still use every other backend.
+BPF="$SRC/nettrust_core/firewall/bpf"
+if [ ! -e "$BPF/nettrust.bpf.o" ] && command -v clang >/dev/null && command -v llvm-strip >/dev/null \
+        && [ -e /usr/include/bpf/bpf_helpers.h ]; then
+    "$BPF/build.sh" || echo "note: the eBPF programs did not build (firewall backend \"ebpf\" unavailable)"
+fi
 # Debian's packages satisfy the dependencies: no package index is asked for the project itself.
 "$VENV/bin/pip" install -q --no-index --no-deps --no-build-isolation --force-reinstall "$SRC" 2>&1 \
     | grep -v "^ *$" || true

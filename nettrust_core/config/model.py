@@ -46,6 +46,7 @@ from ..lists.loader import ListSpec
 from .kinds import (Boolean, Choice, Duration, Each, Field, Integer, Priority,
                     Tables, Text)
 from .locate import SourceMap, parse_path
+from .model_ebpf import EbpfConfig
 from .model_gateway import GatewayConfig
 from .model_resolver import LocalConfig, PtrConfig
 from .model_agent import (AlertsConfig, MetricsConfig, RecordingConfig, StatsConfig,
@@ -348,6 +349,7 @@ class Config:
     grants: GrantsConfig = section(GrantsConfig)
     firewall: FirewallConfig = section(FirewallConfig)
     gateway: GatewayConfig = section(GatewayConfig)
+    ebpf: EbpfConfig = section(EbpfConfig)
     lifecycle: LifecycleConfig = section(LifecycleConfig)
     log: LogConfig = section(LogConfig)
     stats: StatsConfig = section(StatsConfig)

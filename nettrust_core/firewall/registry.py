@@ -26,6 +26,7 @@ BACKENDS: Mapping[str, str] = {
     "namespaces": "namespaces:NamespacesBackend",
     "iptables-legacy": "iptables:IptablesLegacyBackend",
     "iptables-nft": "iptables:IptablesNftBackend",
+    "ebpf": "ebpf:EbpfBackend",
 }
 
 
