@@ -91,6 +91,8 @@ def _parser() -> argparse.ArgumentParser:
     register_stats(sub)        # `nettrust agent`, `nettrust stats …`
     from .cli_admin import register as register_admin
     register_admin(sub)        # `nettrust resolver-setup`
+    from .fleet.cli import register as register_fleet
+    register_fleet(sub)        # `nettrust follow`, `nettrust fleet …`
     _config_after_verb(p)
     return p
 

@@ -48,6 +48,7 @@ from .kinds import (Boolean, Choice, Duration, Each, Field, Integer, Priority,
 from .locate import SourceMap, parse_path
 from .model_agent import (AlertsConfig, MetricsConfig, RecordingConfig, StatsConfig,
                           WebConfig)
+from .model_fleet import FleetConfig
 from .values import (NamespaceRule, Upstream, address, cgroup_path, interface, namespace_rule,
                      nat64_prefix, network, one_of, server, tcp_port)
 
@@ -383,6 +384,7 @@ class Config:
     alerts: AlertsConfig = section(AlertsConfig)
     recording: RecordingConfig = section(RecordingConfig)
     web: WebConfig = section(WebConfig)
+    fleet: FleetConfig = section(FleetConfig)
     #: The text it was parsed from, for :meth:`line_of`; not part of the value.
     source: SourceMap | None = field(default=None, repr=False, compare=False)
 
