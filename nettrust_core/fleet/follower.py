@@ -88,6 +88,7 @@ class Follower:
         self.stopping.set()
         if self.adoption is not None:
             self.adoption.stop()
+        self.connected = False
         self.write_status()
 
     def run(self) -> None:
@@ -108,7 +109,7 @@ class Follower:
                 backoff = 0.1
                 self.follow(client)
             except errors as exc:
-                if self.connected:
+                if self.connected or not self.counters["redis_errors"]:
                     log.warning("follower %s: Redis unreachable (%s); keeping the current "
                                 "grants, new names fail closed until it is back", self.node, exc)
                 self.connected = False
