@@ -44,7 +44,7 @@ def cmd_follow(args) -> int:
                           file=config.path)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    follower = Follower(config, make_backend(config), lambda: connect(config.fleet))
+    follower = Follower(config, make_backend(config), lambda: connect(config.fleet, name=f"{config.fleet.node}-follower"))
     done = threading.Event()
 
     def on_signal(_signo, _frame) -> None:

@@ -19,10 +19,11 @@ class FleetUnavailable(NetTrustError):
     """Redis cannot be reached (down, refused our certificate, timed out)."""
 
 
-def connect(fleet: FleetConfig, *, timeout: float = 2.0) -> Any:
+def connect(fleet: FleetConfig, *, timeout: float = 2.0, name: str | None = None) -> Any:
     """A ``redis.Redis`` for ``fleet.redis_url`` (no connection is made until it is used).
 
-    ``timeout`` bounds connecting and every command that does not block by itself.
+    ``timeout`` bounds connecting and every command that does not block by itself; ``name``
+    is the connection's CLIENT SETNAME (what ``CLIENT LIST`` shows an operator).
     """
     why = redis_url_problem(fleet.redis_url, fleet.allow_plaintext)
     if why:
@@ -33,7 +34,7 @@ def connect(fleet: FleetConfig, *, timeout: float = 2.0) -> Any:
         raise ConfigError("the fleet needs redis-py: apt-get install python3-redis",
                           key="fleet.role") from None
     kwargs: dict[str, Any] = {"socket_connect_timeout": timeout, "socket_timeout": timeout,
-                              "socket_keepalive": True}
+                              "socket_keepalive": True, "client_name": name}
     if fleet.redis_url.startswith("rediss:"):
         kwargs.update(ssl_ca_certs=fleet.ca_file, ssl_certfile=fleet.cert_file,
                       ssl_keyfile=fleet.key_file, ssl_cert_reqs="required",

@@ -14,7 +14,7 @@ import logging
 import socket
 import time
 from collections import Counter
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from ..worker import Worker
 from .connect import connect
@@ -44,12 +44,12 @@ class FleetMaster:
         # Every grant has expired once it is older than this: the stream keeps no more.
         retention = config.grants.max_ttl + config.grants.grace + 60
 
-        def factory() -> Any:
-            return connect(fleet)
+        def factory(role: str) -> Callable[[], Any]:
+            return lambda: connect(fleet, name=f"{self.node}-{role}")
 
-        self.publisher = Publisher(factory, keys, self.node, queue_size=fleet.queue_size,
+        self.publisher = Publisher(factory("publisher"), keys, self.node, queue_size=fleet.queue_size,
                                    retention=retention, counters=counters, config=config)
-        self.acks = AckReader(factory, keys.acks(self.node), counters)
+        self.acks = AckReader(factory("acks"), keys.acks(self.node), counters)
         self.hold = fleet.hold
         self.follower_of = fleet.follower_of if fleet.followers else None
         self._seq = itertools.count(1)
