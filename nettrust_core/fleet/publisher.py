@@ -51,6 +51,7 @@ class Publisher(Worker):
         self.config_version = 0
         self._client: Any = None
         self._trimmed_at = 0.0
+        self._pinged = 0.0
 
     # -- the answer path ---------------------------------------------------------------
     def offer(self, item: Item) -> bool:
@@ -83,6 +84,9 @@ class Publisher(Worker):
                     self._write(batch)
                     self.counters["fleet_published"] += len(batch)
                     batch = []
+                elif self.clock() - self._pinged > 1.0:     # notice an outage while idle
+                    self._pinged = self.clock()
+                    self._client.ping()
                 backoff = 0.1
             except errors as exc:
                 if self.connected:

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import logging
 import queue
+import socket
 import time
+from ipaddress import IPv4Address, IPv6Address
 from collections import Counter
 from typing import Any, Callable, Sequence
 
-from ..firewall.base import Grant, GrantedElement
+from ..firewall.base import Grant
 from ..grants.tracker import GrantTracker, Owner
 from ..lifecycle.adoption import GrantAdoption
 from ..worker import Worker
@@ -86,22 +88,32 @@ class TrackerWriter(Worker):
                 pending[str(g.address)] = f"{sent + g.timeout:.3f} {name}"
 
 
-def read_hosts(client: Any, key: str, wall: float) -> tuple[list[GrantedElement], list[bytes]]:
-    """The live grants in the hash (seconds left from ``wall``) and the expired fields."""
-    import ipaddress
+def read_hosts(client: Any, key: str, wall: float, clock: float,
+               owner_of: Callable[[str], Owner]) -> tuple[list[tuple], list[bytes]]:
+    """The live grants in the hash as ``(address, expiry on the tracker's clock, owner)`` (one
+    owner per name), and the fields that expired or do not parse."""
     live, dead = [], []
+    owners: dict[bytes, Owner] = {}
+    v4, v6, pton = IPv4Address, IPv6Address, socket.inet_pton
+    inet, inet6 = socket.AF_INET, socket.AF_INET6
+    shift = clock - wall
     for field, value in client.hgetall(key).items():
         try:
-            at, _, name = value.decode().partition(" ")
-            left = float(at) - wall
-            address = ipaddress.ip_address(field.decode())
-        except (ValueError, UnicodeDecodeError):
+            at, _, name = value.partition(b" ")
+            expires = float(at)
+            address = (v6(pton(inet6, field.decode())) if b":" in field
+                       else v4(pton(inet, field.decode())))
+        except (ValueError, OSError, UnicodeDecodeError):
             dead.append(field)
             continue
-        if left > 0:
-            live.append(GrantedElement(address, left, left, name))
-        else:
+        if expires <= wall:
             dead.append(field)
+            continue
+        owner = owners.get(name)
+        if owner is None:
+            owner = owners[name] = owner_of(name.decode(errors="replace"))
+            owner.answered = clock
+        live.append((address, expires + shift, owner))
     return live, dead
 
 
@@ -122,7 +134,9 @@ class RedisAdoption(GrantAdoption):
         started = time.monotonic()
         try:
             client = self.connect()
-            live, dead = read_hosts(client, self.key, time.time())
+            tracker = self.tracker
+            live, dead = read_hosts(client, self.key, time.time(), tracker.clock(),
+                                    tracker.owner_for)
         except redis_errors() as exc:
             log.warning("shared tracker unreadable (%s): adopting from the kernel", exc)
             self.source = "kernel"
@@ -133,7 +147,7 @@ class RedisAdoption(GrantAdoption):
                 with self.tracker.lock:
                     if self.stopping.is_set():
                         return
-                    self.adopted += self.tracker.adopt(live[i:i + 20000])
+                    self.adopted += self.tracker.load(live[i:i + 20000])
             with self.tracker.lock:
                 if not self.stopping.is_set():
                     self.tracker.complete = True
