@@ -50,7 +50,9 @@ class AckReader(Worker):
             try:
                 if client is None:
                     client = self.connect()
-                    client.ping()
+                    if last == "$":             # "$" between two reads would miss acks
+                        newest = client.xrevrange(self.stream, count=1)
+                        last = newest[0][0] if newest else "0-0"
                     self.connected = True
                 got = client.xread({self.stream: last}, block=500, count=1024)
             except errors as exc:

@@ -88,7 +88,9 @@ class FollowerNode:
     def write_config(self, certs: Path, extra: str = "", cert: str | None = None) -> None:
         self.config_path.write_text(
             '[reachable]\nhosts = ["192.0.2.2"]\n[lifecycle]\nliveness = false\n'
-            'unauthorized = false\n[log]\nlevel = "debug"\n' + extra
+            'unauthorized = false\n[log]\nlevel = "debug"\n'
+            # The follower's host asks the master (as root here): its ruleset lets root's DNS out.
+            '[firewall]\nresolver_user = "root"\n' + extra
             + fleet_section(certs, self.node, "follower", cert,
                             status_file=str(self.status_file)))
 
