@@ -29,7 +29,7 @@ pytestmark = pytest.mark.integration
 
 RACE = Path(__file__).parents[2] / "bench"
 TRIALS = int(os.environ.get("FLEET_RACE_TRIALS", "2000"))
-NAMES = max(TRIALS, 2000) + 1200     # the hold-off control uses the last 1200
+NAMES = max(TRIALS, 2000) + 1400     # the latency probes and the hold-off use the last 1400
 
 
 def _address(i: int) -> str:
@@ -141,7 +141,7 @@ def test_resolve_through_master_connect_through_follower_first_syn(fleet):
         st = f.status()
         print(f"{f.node} publish-to-apply p50/p99 (s): {st['latency_p50']} {st['latency_p99']} "
               f"({st['latency_samples']} entries)")
-    print("master answer latency, hold 1s:", _answer_latency(fleet, range(TRIALS, TRIALS + 200)))
+    print("master answer latency, hold 1s:", _answer_latency(fleet, range(NAMES - 1400, NAMES - 1200)))
     assert counts.get("ok", 0) == TRIALS, result["failures"][:5]
 
 
