@@ -82,6 +82,11 @@ class Authorizer:
         self.writer = GrantWriter(backend, self.tracker, self.set_caps, self.counters)
         #: The background read of the kernel's grants after start (None before start).
         self.adoption: GrantAdoption | None = None
+        #: What builds that read at start (the fleet's shared tracker replaces it).
+        self.first_adoption: Callable[..., GrantAdoption] = GrantAdoption
+        #: Told every answer's kernel writes, after the lock (the fleet's publisher: enqueue
+        #: only, and the bounded hold for a follower; see nettrust_core.fleet.master).
+        self.sinks: list = []
         #: Gateway mode: answers to clients other than this host grant ``client . destination``
         #: pairs (the forward chain's per-client sets), never shortened, capped per client.
         self.per_client = bool(config.gateway.per_client)
@@ -103,7 +108,7 @@ class Authorizer:
         does not know is looked up in the kernel before writing (see nettrust_core.grants.writer).
         """
         self.backend.ensure()
-        self.adoption = GrantAdoption(self.backend, self.tracker)
+        self.adoption = self.first_adoption(self.backend, self.tracker)
         self.adoption.start()
         log.info("ruleset ready; adopting the live grants in the background")
 
@@ -212,6 +217,9 @@ class Authorizer:
             self.invalidate(revoked)
         if reset is not None:
             self._reset_finish(*reset, why="ruleset rebuilt on a grant")
+        if self.sinks and todo:
+            for sink in self.sinks:
+                sink.granted(todo, owner)
         self.counters["elements_written"] += len(todo)
         self._debug(answer, verdict, grants)
         if self.reporter is not None:

@@ -97,6 +97,8 @@ def _parser() -> argparse.ArgumentParser:
     register_admin(sub)        # `nettrust resolver-setup`
     from .cli_kube import register as register_kube
     register_kube(sub)         # `nettrust kube …`, `nettrust operator`, `nettrust cloud aws`
+    from .fleet.cli import register as register_fleet
+    register_fleet(sub)        # `nettrust follow`, `nettrust fleet …`
     _config_after_verb(p)
     return p
 

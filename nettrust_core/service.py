@@ -15,6 +15,7 @@ from .authorizer import Authorizer, Decision
 from .cache_invalidation import NoInvalidation, UnboundControlInvalidator
 from .config import load_config
 from .errors import ConfigError
+from .fleet.master import fleet_for
 from .lifecycle.supervisor import Lifecycle
 from .lists import ListWatcher, loader_for
 from .lists.bypass import is_canary
@@ -65,6 +66,8 @@ class Service:
         self.lists: ListWatcher | None = None
         #: Liveness renewals, refused-attempt events, counters: threads between start and stop.
         self.lifecycle = Lifecycle(config, self.authorizer, self.reporter, conntrack=conntrack)
+        #: [fleet]: the master's publisher and hold, the shared tracker (None: standalone).
+        self.fleet = fleet_for(config, self.authorizer)
         self.blocked_kind = config.policy.blocked_answer
         #: Names the administrator declared in Unbound's local-data (read in start()): only
         #: their local answers are Source.LOCAL; RPZ and auth-zone answers are judged in full.
@@ -126,6 +129,8 @@ class Service:
                 file=self.config.path, key="grants.max_ttl")
         self.lists = self._load_lists()
         self.invalidator.start()
+        if self.fleet is not None:
+            self.fleet.start()
         self.authorizer.start()
         self.lifecycle.start()
         if self.lists is not None:
@@ -164,6 +169,8 @@ class Service:
                 self.lists.stop()
             self.lifecycle.stop()
             self.authorizer.stop()
+            if self.fleet is not None:
+                self.fleet.stop()           # after the last answer: the queues drain
         finally:
             self.invalidator.stop()
             self.reporter.close()
@@ -184,6 +191,8 @@ class Service:
             out.append(self.confirmer)
         if self.resolv_guard is not None:
             out.append(self.resolv_guard)
+        if self.fleet is not None:
+            out += self.fleet.workers()
         return out
 
     def check_query(self, qname: str, client: str | None = None, qtype: int = 0) -> NameCheck:

@@ -52,6 +52,7 @@ from .model_resolver import LocalConfig, PtrConfig
 from .model_agent import (AlertsConfig, MetricsConfig, RecordingConfig, StatsConfig,
                           WebConfig)
 from .model_resolver import DotConfig, ResolvConfConfig
+from .model_fleet import FleetConfig
 from .values import (NamespaceRule, Upstream, address, cgroup_path, interface, namespace_rule,
                      nat64_prefix, network, one_of, server)
 
@@ -359,6 +360,7 @@ class Config:
     web: WebConfig = section(WebConfig)
     dot: DotConfig = section(DotConfig)
     resolv_conf: ResolvConfConfig = section(ResolvConfConfig)
+    fleet: FleetConfig = section(FleetConfig)
     #: The text it was parsed from, for :meth:`line_of`; not part of the value.
     source: SourceMap | None = field(default=None, repr=False, compare=False)
 

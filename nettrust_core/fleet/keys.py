@@ -1,0 +1,33 @@
+"""The Redis keys of one fleet (``fleet.prefix``), named in one place."""
+
+from __future__ import annotations
+
+
+class Keys:
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        #: Every grant and config announcement, in order (``XADD … MINID``).
+        self.stream = f"{prefix}:grants"
+        #: address → latest expiry (wall clock), for followers whose cursor was trimmed.
+        self.snapshot = f"{prefix}:snapshot"
+        #: The current configuration document (JSON, see :mod:`.config_doc`).
+        self.config = f"{prefix}:config"
+
+    def cursor(self, node: str) -> str:
+        return f"{self.prefix}:cursor:{node}"
+
+    def acks(self, master: str) -> str:
+        """The stream a master reads its followers' confirmations from."""
+        return f"{self.prefix}:acks:{master}"
+
+    def hosts(self, node: str) -> str:
+        """The shared host tracker of one host (every resolver instance on it)."""
+        return f"{self.prefix}:hosts:{node}"
+
+
+def stream_id(text: bytes | str) -> tuple[int, int]:
+    """``"1700000000000-3"`` as a comparable pair."""
+    if isinstance(text, bytes):
+        text = text.decode()
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)

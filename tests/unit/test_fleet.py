@@ -1,0 +1,121 @@
+"""The fleet's pure parts: stream entries (hostile ones refused), the [fleet] keys (plaintext
+refused off loopback), the configuration document (an invalid one refused), and the follower's
+apply step (never shortens) over the recording fake backend (a FAKE: programs nothing)."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import time
+
+import pytest
+
+from nettrust_core.config import parse_config
+from nettrust_core.errors import ConfigError
+from nettrust_core.firewall.recording import RecordingBackend
+from nettrust_core.fleet import config_doc
+from nettrust_core.fleet.config_doc import BadDocument
+from nettrust_core.fleet.entries import BadEntry, GrantEntry, decode, encode
+from nettrust_core.fleet.follower import Follower
+
+A = ipaddress.ip_address
+
+
+def test_an_entry_round_trips():
+    e = GrantEntry((A("198.51.100.7"), A("2001:db8::7")), (100.5, 200.25), "a.example",
+                   "10.0.0.2", "m1", 7, "f1", 99.0)
+    fields = {k.encode(): v.encode() for k, v in encode(e).items()}
+    assert decode(fields) == e
+
+
+@pytest.mark.parametrize("fields", [
+    {b"k": b"g", b"a": b"198.51.100.7", b"e": b""},                    # no expiry
+    {b"k": b"g", b"a": b"198.51.100.7 1.2.3.4", b"e": b"1"},            # counts differ
+    {b"k": b"g", b"a": b"not-an-address", b"e": b"1"},
+    {b"k": b"g", b"a": b"198.51.100.7", b"e": b"nan"},
+    {b"k": b"g", b"a": b"198.51.100.7", b"e": b"inf"},
+    {b"k": b"g", b"a": b"198.51.100.7", b"e": b"1", b"s": b"x"},
+    {b"k": b"g", b"a": "198.51.100.\u0661".encode(), b"e": b"1"},        # not ASCII
+    {b"k": b"z"},
+    {b"k": b"c", b"v": b"x"},
+])
+def test_a_hostile_entry_is_refused(fields):
+    with pytest.raises(BadEntry):
+        decode(fields)
+
+
+FLEET = '[fleet]\nrole = "follower"\nnode = "f1"\n'
+
+
+@pytest.mark.parametrize("url, plaintext, ok", [
+    ("rediss://192.0.2.2:6390/0", False, True),
+    ("redis://127.0.0.1:6379/0", True, True),
+    ("redis://127.0.0.1:6379/0", False, False),          # plaintext needs allow_plaintext
+    ("redis://192.0.2.2:6379/0", True, False),           # and loopback
+    ("http://192.0.2.2/", True, False),
+])
+def test_plaintext_redis_only_on_loopback_and_only_when_asked(url, plaintext, ok):
+    tls = ('ca_file = "/c/ca.crt"\ncert_file = "/c/f1.crt"\nkey_file = "/c/f1.key"\n'
+           if url.startswith("rediss") else "")
+    text = FLEET + f'redis_url = "{url}"\nallow_plaintext = {str(plaintext).lower()}\n' + tls
+    if ok:
+        parse_config(text)
+    else:
+        with pytest.raises(ConfigError, match="redis_url"):
+            parse_config(text)
+
+
+def test_rediss_needs_the_client_certificate():
+    with pytest.raises(ConfigError, match="cert_file"):
+        parse_config(FLEET + 'redis_url = "rediss://192.0.2.2:6390/0"\nca_file = "/c/ca.crt"\n')
+
+
+def test_follower_networks_map_clients():
+    cfg = parse_config('[fleet]\nfollowers = ["gw1=10.1.0.0/24", "gw2=2001:db8:1::/64"]\n')
+    assert cfg.fleet.follower_of("10.1.0.9") == "gw1"
+    assert cfg.fleet.follower_of("2001:db8:1::5") == "gw2"
+    assert cfg.fleet.follower_of("10.2.0.1") is None
+    with pytest.raises(ConfigError, match="NAME=NETWORK"):
+        parse_config('[fleet]\nfollowers = ["10.1.0.0/24"]\n')
+
+
+def _document(config, version=1):
+    body = config_doc.body_of(config)
+    return json.dumps({"version": version, "digest": config_doc._digest(body), "body": body})
+
+
+def test_a_valid_document_validates_and_an_invalid_one_is_refused():
+    config = parse_config('[policy]\ndeny = ["bad.example"]\ndeny_networks = ["192.0.2.0/24"]\n')
+    doc = config_doc.validate(_document(config, 3))
+    assert doc.version == 3 and doc.deny == ("bad.example",)
+    assert doc.denies(A("192.0.2.9")) and not doc.denies(A("198.51.100.1"))
+    good = json.loads(_document(config))
+    for broken in ("not json", json.dumps({**good, "digest": "0" * 64}),
+                   json.dumps({**good, "version": 0}), json.dumps({**good, "version": True}),
+                   json.dumps({**good, "body": []}), None):
+        with pytest.raises(BadDocument):
+            config_doc.validate(broken)
+    body = dict(good["body"], deny_networks=["not a network"])
+    with pytest.raises(BadDocument, match="deny_networks"):
+        config_doc.validate(json.dumps({"version": 2, "digest": config_doc._digest(body),
+                                        "body": body}))
+
+
+def _follower():
+    config = parse_config('[firewall]\nbackends = ["recording"]\n' + FLEET
+                          + 'redis_url = "redis://127.0.0.1:1/0"\nallow_plaintext = true\n')
+    backend = RecordingBackend()
+    return Follower(config, backend, connect=lambda: None), backend
+
+
+def test_follower_apply_never_shortens_and_skips_expired_entries():
+    follower, backend = _follower()
+    now = time.time()
+    ip = A("198.51.100.7")
+    assert follower.apply(GrantEntry((ip,), (now + 300,), "a.example")) == 1
+    assert follower.apply(GrantEntry((ip,), (now + 5,), "a.example")) == 0     # replayed, shorter
+    assert follower.apply(GrantEntry((ip,), (now - 5,), "a.example")) == 0     # expired
+    assert follower.counters["expired_entries"] == 1
+    left = follower.tracker.expires_in(ip)
+    assert left is not None and left > 290
+    assert len(backend.batches) == 1 and backend.batches[0][0].timeout > 290
