@@ -101,9 +101,11 @@ def load(backend_kind: str, stats: bool):
     text = ""
     if stats:
         sock = cfg_dir / "report.sock"
-        recv = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)   # a sink that never reads
+        # The agent's listening socket, never accepted: the reporter connects and its records
+        # queue in the connection (SOCK_SEQPACKET, as the agent's) as long as the buffer lasts.
+        recv = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         recv.bind(str(sock))
-        recv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        recv.listen(4)
         globals()["_sink"] = recv
         text += f'[stats]\nenabled = true\nreport_socket = "{sock}"\n'
     conf = cfg_dir / "nettrust.toml"
@@ -145,16 +147,6 @@ class RecordingBackend:
         raise AttributeError(name)
 
 
-def drive(mod, answers: int, mixed: bool, start: int = 0) -> None:
-    operate = mod["operate"]
-    for i in range(start, start + answers):
-        q = fake_qstate(i, mixed)
-        operate(0, 0, q, {})
-        operate(0, 5, q, {})
-        if q.ext_state[0] != 6 or q.return_msg is None:
-            raise SystemExit(f"answer {i} was not released (ext_state {q.ext_state[0]})")
-
-
 def build_states(answers: int, mixed: bool, start: int = 0) -> list:
     return [fake_qstate(i, mixed) for i in range(start, start + answers)]
 
@@ -162,8 +154,9 @@ def build_states(answers: int, mixed: bool, start: int = 0) -> list:
 def run_states(mod, states) -> None:
     operate = mod["operate"]
     for q in states:
-        operate(0, 0, q, {})
-        operate(0, 5, q, {})
+        qdata: dict = {}                # one per query, kept from NEW to MODDONE (as pythonmod)
+        operate(0, 0, q, qdata)
+        operate(0, 5, q, qdata)
         if q.ext_state[0] != 6 or q.return_msg is None:
             raise SystemExit(f"an answer was not released (ext_state {q.ext_state[0]})")
 
@@ -208,7 +201,8 @@ def main(argv=None) -> int:
     run_states(mod, states)
     cpu = time.process_time() - t0
     print(json.dumps({"answers": args.answers, "cpu_us_per_answer": cpu / args.answers * 1e6,
-                      "written": service.authorizer.counters["elements_written"]}))
+                      "written": service.authorizer.counters["elements_written"],
+                      "reports_sent": service.reporter.sent, "reports_dropped": service.reporter.dropped}))
     return 0
 
 
