@@ -16,7 +16,7 @@ from pathlib import Path
 
 from testbed import netns
 from testbed.errors import LabError
-from testbed.product import NetTrustHost
+from testbed.product import NetTrustHost, stats_section
 
 from .zone import ZONE
 
@@ -164,6 +164,29 @@ class NetTrustGateway(NetTrust):
         self.host.unbound_conf = lambda: (render() + "server:\n    access-control: "
                                           f"{GATEWAY_CLIENT}/32 allow\n")
         self.host.start()
+
+
+class NetTrustStats(NetTrust):
+    """NetTrust default with statistics on (``[stats]``, cache hits collected through dnstap)
+    and ``nettrust agent`` receiving them: what statistics cost against NetTrust default."""
+
+    def __init__(self, lab) -> None:
+        super().__init__(lab, config_text=stats_section(lab))
+        self.key = "nettrust_stats"
+        self.label = "NetTrust + statistics"
+
+    def start(self) -> None:
+        self.host = self.make_host()
+        self.host.start_agent()         # first: Unbound's dnstap connects to its socket at start
+        self.host.start()
+
+    def stop(self) -> None:
+        host = self.host
+        try:
+            super().stop()
+        finally:
+            if host is not None:
+                host.stop_agent()
 
 
 class Dnsmasq(Server):

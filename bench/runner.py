@@ -13,8 +13,8 @@ from pathlib import Path
 from testbed.lab import Lab, missing_prerequisites
 
 from . import machine, micro, profile, race
-from .configs import (NOT_SUPPORTED, Dnsmasq, NetTrust, NetTrustGateway, PassThroughModule,
-                      PlainUnbound, Unavailable)
+from .configs import (NOT_SUPPORTED, Dnsmasq, NetTrust, NetTrustGateway, NetTrustStats,
+                      PassThroughModule, PlainUnbound, Unavailable)
 from .measure import Phase, dnsperf, server_pids
 from .report import Results
 from .zone import BenchZone, write_queries
@@ -124,7 +124,7 @@ def run(s: Settings, output: Path) -> Results:
               flush=True)
         work = Workload(lab.work_dir / "bench", s)
         servers = [PlainUnbound(lab), PassThroughModule(lab), NetTrust(lab), NetTrust(lab, instances=2),
-                   NetTrustGateway(lab), Dnsmasq(lab)]
+                   NetTrustGateway(lab), NetTrustStats(lab), Dnsmasq(lab)]
         results.labels = {srv.key: srv.label for srv in servers}
         for n in range(s.rounds):
             this_round: dict[str, dict[str, Phase]] = {}
