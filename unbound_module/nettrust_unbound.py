@@ -148,9 +148,9 @@ def inform_super(id, qstate, superqstate, qdata):
 def operate(id, event, qstate, qdata):
     try:
         if event == MODULE_EVENT_NEW or event == MODULE_EVENT_PASS:
-            return _on_query(id, qstate)
+            return _on_query(id, qstate, qdata)
         if event == MODULE_EVENT_MODDONE:
-            return _on_answer(id, qstate)
+            return _on_answer(id, qstate, qdata)
     except Exception as exc:
         _log_error("error, failing closed (SERVFAIL)", exc)
         msg = qstate.return_msg
@@ -162,12 +162,14 @@ def operate(id, event, qstate, qdata):
     return True
 
 
-def _on_query(id, qstate):
+def _on_query(id, qstate, qdata):
     if qstate.is_valrec:
         qstate.ext_state[id] = MODULE_WAIT_MODULE
         return True
+    qinfo = qstate.qinfo
     try:
-        qname = decode_name(qstate.qinfo.qname)
+        wire = qinfo.qname
+        qname = decode_name(wire)
     except WireNameError as exc:
         _log_error("query name refused, SERVFAIL", exc)
         _service.offence(_client(qstate), "malformed query name")
@@ -175,25 +177,36 @@ def _on_query(id, qstate):
         return True
     client = _client(qstate)
     if client is not None:
-        if not _service.check_query(qname, client, qstate.qinfo.qtype).allowed:
-            _reply_blocked(id, qstate, qname, qstate.qinfo.qtype)
+        qtype = qinfo.qtype
+        if not _service.check_query(qname, client, qtype).allowed:
+            _reply_blocked(id, qstate, qname, qtype)
             return True
+    # The decoded name travels with the query to MODDONE (qdata lives as long as the query):
+    # the answer path decodes the question once.  Keyed by its wire form, so a changed qinfo
+    # (never seen; cheap to guard) is decoded afresh.
+    qdata["nt_q"] = (wire, qname)
     qstate.ext_state[id] = MODULE_WAIT_MODULE
     return True
 
 
-def _on_answer(id, qstate):
+def _on_answer(id, qstate, qdata):
     msg = qstate.return_msg
-    if qstate.is_valrec or msg is None or msg.rep is None:
+    if qstate.is_valrec or msg is None:
         qstate.ext_state[id] = MODULE_FINISHED
         return True
     rep = msg.rep
+    if rep is None:
+        qstate.ext_state[id] = MODULE_FINISHED
+        return True
     client = _client(qstate)
+    qinfo = qstate.qinfo
+    wire = qinfo.qname
     rcode = qstate.return_rcode or (rep.flags & 0xF)
     try:
-        answer = Answer(decode_name(qstate.qinfo.qname), qstate.qinfo.qtype, rcode,
-                        Security.from_unbound(rep.security), _records(rep, rep.an_numrrsets),
-                        client, Source.RESOLVED)
+        known = qdata.get("nt_q") if qdata is not None else None
+        qname = known[1] if known is not None and known[0] == wire else decode_name(wire)
+        answer = Answer(qname, qinfo.qtype, rcode, Security.from_unbound(rep.security),
+                        _records(rep, rep.an_numrrsets, 0, wire, qname), client, Source.RESOLVED)
     except WireNameError as exc:
         _log_error("answer with a name that has no exact form refused, SERVFAIL", exc)
         _servfail(id, qstate)
@@ -322,20 +335,24 @@ def _on_cache_hit(qinfo, qstate, rep, rcode, edns, opt_list_out, region, **kwarg
 
 
 # -- translation -----------------------------------------------------------------------------
-def _records(rep, count, now=0):
+def _records(rep, count, now=0, qwire=None, qname=None):
     """Answer-section records as core values, every name decoded from wire bytes.
 
     A malformed address is skipped (it can never be granted); a name without an exact text
     form raises WireNameError: the whole answer is refused.  ``now``: subtracted from each TTL
-    (the cache callback's TTLs are absolute).
+    (the cache callback's TTLs are absolute).  ``qwire``/``qname``: the question's wire name
+    and its decoded form, reused for records it owns (the usual case: one decode per answer).
     """
     records = []
+    rrsets = rep.rrsets
     for i in range(min(count, rep.rrset_count)):
-        rrset = rep.rrsets[i]
-        rtype = socket.ntohs(rrset.rk.type)
+        rrset = rrsets[i]
+        rk = rrset.rk
+        rtype = socket.ntohs(rk.type)
         if rtype not in (A, AAAA, CNAME, DNAME):
             continue
-        owner = decode_name(rrset.rk.dname)
+        dname = rk.dname
+        owner = qname if qwire is not None and dname == qwire else decode_name(dname)
         data = rrset.entry.data
         for j in range(data.count):
             rd = data.rr_data[j]
