@@ -22,7 +22,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterable
 
-from .answer import Answer, RCODE_NAMES, TYPE_NAMES
+from .answer import Answer, RCODE_NAMES, TYPE_NAMES, Security, Source
 from .cache_invalidation import CacheInvalidator
 from .errors import FirewallError, NetTrustError
 from .firewall.base import ClientPairs, FirewallBackend, Grant
@@ -45,6 +45,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("nettrust.authorizer")
 _ANSWER_COUNTER = {o: f"answers_{o.value}" for o in Outcome}
 _REFUSED_COUNTER = {w: f"refused_per_{w}_cap" for w in ("name", "domain", "client")}
+#: The decision record's text fields, looked up once per record instead of through the enums'
+#: ``value``/``name`` descriptors (measured: a third of the record's cost before encoding).
+_OUTCOME_TEXT = {o: o.value for o in Outcome}
+_SECURITY_TEXT = {s: s.name.lower() for s in Security}
+_SOURCE_TEXT = {s: s.value for s in Source}
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,9 +239,9 @@ class Authorizer:
             return
         reporter.send({
             "t": "decision", "client": answer.client, "qname": answer.qname,
-            "qtype": answer.qtype, "rcode": answer.rcode, "outcome": verdict.outcome.value,
+            "qtype": answer.qtype, "rcode": answer.rcode, "outcome": _OUTCOME_TEXT[verdict.outcome],
             "reason": verdict.reason, "rule": verdict.rule,
-            "security": answer.security.name.lower(), "source": answer.source.value,
+            "security": _SECURITY_TEXT[answer.security], "source": _SOURCE_TEXT[answer.source],
             "chain": verdict.chain, "grants": [(str(g.address), g.timeout) for g in grants],
             "written": written, "write_s": write_s, "error": error})
 
