@@ -64,6 +64,10 @@ class Verdict:
     replace_answer: bool = False
 
 
+#: Verdicts on names kept between a query's NEW and its answer (more than ever in flight).
+DECIDED_NAMES = 4096
+
+
 class Policy:
     def __init__(self, config: Config, lists: ListIndex | None = None) -> None:
         p = config.policy
@@ -78,6 +82,8 @@ class Policy:
         self.rebinding_guard = p.rebinding_guard
         self.rebinding_allow = p.rebinding_allow_set
         self.deny_networks = NetworkSet(p.deny_networks)
+        #: name -> (the list index, its verdict): see check_name.
+        self._decided: dict[str, tuple[ListIndex, NameCheck]] = {}
         self.sinkholes = frozenset(SINKHOLES | set(config.upstream.sinkhole_addresses))
         self.classes = AddressClasses(getattr(p, "nat64_prefixes", ()))
         r = config.reachable
@@ -87,9 +93,23 @@ class Policy:
 
     # -- names -----------------------------------------------------------------------------
     def check_name(self, name: str) -> NameCheck:
+        """The verdict on ``name``, decided once per query: the question is checked at NEW and
+        again (with its CNAME targets) when the answer arrives, so the last verdicts are kept,
+        each with the list index it was decided under (a swapped index decides afresh)."""
+        lists = self.lists                   # read once: the watcher may swap it meanwhile
+        known = self._decided.get(name)
+        if known is not None and known[0] is lists:
+            return known[1]
+        check = self._check_name(name, lists)
+        decided = self._decided
+        if len(decided) >= DECIDED_NAMES:
+            decided.clear()                  # amortised O(1); the in-flight names come back
+        decided[name] = (lists, check)
+        return check
+
+    def _check_name(self, name: str, lists: ListIndex) -> NameCheck:
         if name in self.canaries:
             return NameCheck(False, "canary name", CANARY_RULE, name)
-        lists = self.lists                   # read once: the watcher may swap it meanwhile
         if self.allowlist:
             rule = self.allow.matches(name)
             if rule is None and lists.allow.size:
