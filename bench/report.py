@@ -174,6 +174,14 @@ class Results:
                      self.ratio(k, PLAIN, "hit", cpu), self.ratio(k, PLAIN, "miss", cpu)]
             d = self.difference(k, PLAIN, "lat_miss", lambda p: p.percentile_ms(50))
             out.append(f"| {self.labels[k]} | " + " | ".join(_x(c) for c in cells) + f" | {d:+.3f} ms |")
+        spread = [k for k in keys if not math.isnan(self.figure(k, "hit", _busiest))]
+        if spread:
+            # Several processes behind so-reuseport: the kernel hashes each dnsperf client port
+            # to one of them; an uneven share saturates one process while the other idles.
+            out += ["", "| several processes: busiest one's share of the server CPU | hits | misses |",
+                    "|---|---:|---:|"]
+            out += [f"| {self.labels[k]} | {self.figure(k, 'hit', _busiest):.0%} "
+                    f"| {self.figure(k, 'miss', _busiest):.0%} |" for k in spread]
         return "\n".join(out)
 
     def targets_table(self) -> str:
@@ -267,6 +275,10 @@ def qps(p: Phase) -> float:
 
 def cpu(p: Phase) -> float:
     return p.cpu_us_per_query
+
+
+def _busiest(p: Phase) -> float:
+    return p.busiest_share
 
 
 def _pcts(res: Results, key: str, phase: str) -> str:

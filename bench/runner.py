@@ -105,9 +105,11 @@ def measure(lab, server, work: Workload, s: Settings, sample: bool = False) -> d
 
 def progress(n: int, rounds: int, label: str, phases: dict[str, Phase]) -> None:
     h, m, lm = phases["hit"], phases["miss"], phases["lat_miss"]
+    split = "" if h.busiest_share != h.busiest_share else \
+        f"   busiest process: {h.busiest_share:.0%} of hit CPU, {m.busiest_share:.0%} of miss CPU"
     print(f"round {n}/{rounds}  {label:<30} hit {h.qps:>8,.0f} q/s {h.cpu_us_per_query:5.1f} µs/q   "
-          f"miss {m.qps:>7,.0f} q/s {m.cpu_us_per_query:5.1f} µs/q   miss p50 {lm.percentile_ms(50):.3f} ms",
-          flush=True)
+          f"miss {m.qps:>7,.0f} q/s {m.cpu_us_per_query:5.1f} µs/q   miss p50 {lm.percentile_ms(50):.3f} ms"
+          + split, flush=True)
 
 
 def run(s: Settings, output: Path) -> Results:

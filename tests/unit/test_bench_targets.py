@@ -57,3 +57,15 @@ def test_a_missed_target_says_not_met():
     hits = rows["statistics on (cache hits collected): hit QPS ≥ 0.85× statistics off"]
     assert hits[1] == "**missed**"
     assert rows["cache-hit QPS, NetTrust x2 processes ≥ 0.95× plain Unbound"][1] == "**met**"
+
+
+def test_the_busiest_process_share_is_reported_for_several_processes():
+    res = _results(nettrust_miss_cpu=70.0, x2_hit_qps=74_000, stats_hit_qps=90_000)
+    for r in res.rounds:
+        r["nettrust_x2"]["hit"].cpu_split = [0.6, 0.2]          # 75 % in one process
+        r["nettrust_x2"]["hit"].cpu = 0.8
+        r["nettrust_x2"]["miss"].cpu_split = [0.5, 0.5]
+        r["nettrust_x2"]["miss"].cpu = 1.0
+    tables = res.tables()
+    assert "| NetTrust x2 processes | 75% | 50% |" in tables
+    assert "| NetTrust default | " in tables and "| NetTrust default | 7" not in tables
