@@ -123,7 +123,7 @@ def dnsperf(lab, queries: Path, *, seconds: float, runs: int | None = None, max_
     before = cpu_each(pids)
     out = lab.run("host", argv, timeout=seconds + 60).stdout
     phase = parse(out)
-    spent = [a - b for a, b in zip(cpu_each(pids), before)]
+    spent = [a - b for a, b in zip(cpu_each(pids), before, strict=True)]
     phase.cpu = sum(spent)
     phase.cpu_split = sorted(spent, reverse=True)
     return phase
