@@ -170,10 +170,15 @@ class NetTrustStats(NetTrust):
     """NetTrust default with statistics on (``[stats]``, cache hits collected through dnstap)
     and ``nettrust agent`` receiving them: what statistics cost against NetTrust default."""
 
-    def __init__(self, lab) -> None:
-        super().__init__(lab, config_text=stats_section(lab))
-        self.key = "nettrust_stats"
-        self.label = "NetTrust + statistics"
+    def __init__(self, lab, *, cache_hits: bool = True) -> None:
+        # stats.cache_hits = false: no dnstap; only the answers the module judges are recorded
+        # (Unbound's own counters still count every hit: `unbound-control stats_noreset`).
+        key = "nettrust_stats" if cache_hits else "nettrust_stats_nohits"
+        database = str(Path(lab.work_dir) / "stats" / f"{key}.db")     # one per configuration
+        super().__init__(lab, config_text=stats_section(lab, cache_hits=cache_hits, database=database))
+        self.key = key
+        self.label = ("NetTrust + statistics" if cache_hits
+                      else "NetTrust + statistics (cache_hits = false)")
 
     def start(self) -> None:
         self.host = self.make_host()

@@ -126,7 +126,8 @@ def run(s: Settings, output: Path) -> Results:
               flush=True)
         work = Workload(lab.work_dir / "bench", s)
         servers = [PlainUnbound(lab), PassThroughModule(lab), NetTrust(lab), NetTrust(lab, instances=2),
-                   NetTrustGateway(lab), NetTrustStats(lab), Dnsmasq(lab)]
+                   NetTrustGateway(lab), NetTrustStats(lab),
+                   NetTrustStats(lab, cache_hits=False), Dnsmasq(lab)]
         results.labels = {srv.key: srv.label for srv in servers}
         for n in range(s.rounds):
             this_round: dict[str, dict[str, Phase]] = {}
