@@ -90,6 +90,8 @@ class Answer:
         for r in self.records:
             if r.rtype == CNAME and r.owner not in cnames:
                 cnames[r.owner] = str(r.data)       # a name: only A/AAAA data are addresses
+        if not cnames:
+            return (self.qname,)                    # the usual answer: no CNAME at all
         names = [self.qname]
         seen = {self.qname}
         while (target := cnames.get(names[-1])) is not None and target not in seen:

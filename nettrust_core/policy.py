@@ -78,6 +78,7 @@ class Policy:
         self.allow = p.allow_set
         self.deny = p.deny_set
         self.require_dnssec = p.require_dnssec_set
+        self._dnssec_zones = bool(self.require_dnssec.zones)
         self.local_zones = p.local_zones_set
         self.rebinding_guard = p.rebinding_guard
         self.rebinding_allow = p.rebinding_allow_set
@@ -157,9 +158,11 @@ class Policy:
         if not addresses:
             return Verdict(Outcome.NO_ADDRESS, "no address in answer", None, chain)
 
-        if any(addr in self.sinkholes for addr, _ in addresses):
-            return Verdict(Outcome.BLOCKED, "sinkhole answer from upstream", None, chain,
-                           refused=tuple((a, "sinkhole") for a, _ in addresses))
+        sinkholes = self.sinkholes
+        for addr, _ in addresses:
+            if addr in sinkholes:
+                return Verdict(Outcome.BLOCKED, "sinkhole answer from upstream", None, chain,
+                               refused=tuple((a, "sinkhole") for a, _ in addresses))
 
         if answer.security == Security.BOGUS:
             return _refuse_all(addresses, chain, "DNSSEC bogus")
@@ -185,6 +188,8 @@ class Policy:
                        tuple(refused))
 
     def _dnssec_zone(self, chain: tuple[str, ...]) -> str | None:
+        if not self._dnssec_zones:
+            return None
         for name in chain:
             zone = self.require_dnssec.matches(name)
             if zone is not None:
