@@ -175,12 +175,15 @@ def _on_query(id, qstate, qdata):
         _service.offence(_client(qstate), "malformed query name")
         _servfail(id, qstate)
         return True
-    client = _client(qstate)
-    if client is not None:
-        qtype = qinfo.qtype
-        if not _service.check_query(qname, client, qtype).allowed:
-            _reply_blocked(id, qstate, qname, qtype)
-            return True
+    if not _service.name_allowed(qname):
+        # Blocked: only a client's query gets the blocked answer (counted, reported); the
+        # resolver's own (prefetch) goes on and its answer is refused in MODDONE.
+        client = _client(qstate)
+        if client is not None:
+            qtype = qinfo.qtype
+            if not _service.check_query(qname, client, qtype).allowed:
+                _reply_blocked(id, qstate, qname, qtype)
+                return True
     # The decoded name travels with the query to MODDONE (qdata lives as long as the query):
     # the answer path decodes the question once.  Keyed by its wire form, so a changed qinfo
     # (never seen; cheap to guard) is decoded afresh.
