@@ -182,7 +182,14 @@ class NetTrustStats(NetTrust):
 
     def start(self) -> None:
         self.host = self.make_host()
-        self.host.start_agent()         # first: Unbound's dnstap connects to its socket at start
+        try:
+            # First: Unbound's dnstap connects to the agent's socket when it starts.
+            self.host.start_agent()
+        except RuntimeError as exc:     # e.g. python3-prometheus-client missing (bench/run installs it)
+            self.host.stop_agent()
+            self.host = None
+            last = str(exc).strip().splitlines()[-1:] or [""]
+            raise Unavailable(f"unavailable: nettrust agent did not start: {last[0]}") from exc
         self.host.start()
 
     def stop(self) -> None:
