@@ -22,6 +22,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterable
 
+from . import decision_record
 from .answer import Answer, RCODE_NAMES, TYPE_NAMES, Security, Source
 from .cache_invalidation import CacheInvalidator
 from .errors import FirewallError, NetTrustError
@@ -236,6 +237,15 @@ class Authorizer:
         """One decision record to the agent, after the write (a non-blocking datagram)."""
         reporter = self.reporter
         if reporter is None:                        # the callers check; this keeps the type honest
+            return
+        data = decision_record.encode(
+            ts=time.time(), client=answer.client, qname=answer.qname, qtype=answer.qtype,
+            rcode=answer.rcode, outcome=_OUTCOME_TEXT[verdict.outcome], reason=verdict.reason,
+            rule=verdict.rule, security=int(answer.security), source=_SOURCE_TEXT[answer.source],
+            chain=verdict.chain, grants=[(g.address.packed, g.timeout) for g in grants],
+            written=written, write_s=write_s, error=error)
+        if data is not None:
+            reporter.send_encoded(data)
             return
         reporter.send({
             "t": "decision", "client": answer.client, "qname": answer.qname,

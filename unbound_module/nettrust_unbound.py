@@ -184,9 +184,8 @@ def _on_query(id, qstate, qdata):
             if not _service.check_query(qname, client, qtype).allowed:
                 _reply_blocked(id, qstate, qname, qtype)
                 return True
-    # The decoded name travels with the query to MODDONE (qdata lives as long as the query):
-    # the answer path decodes the question once.  Keyed by its wire form, so a changed qinfo
-    # (never seen; cheap to guard) is decoded afresh.
+    # The decoded name travels with the query to MODDONE (qdata lives as long as the query),
+    # keyed by its wire form: a changed qinfo (never seen; cheap to guard) is decoded afresh.
     qdata["nt_q"] = (wire, qname)
     qstate.ext_state[id] = MODULE_WAIT_MODULE
     return True

@@ -19,6 +19,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
+from .. import decision_record
 from ..errors import InvalidValue
 from .alerts import Alerts
 from .collector import Collector
@@ -139,7 +140,8 @@ class Agent:
             self._spawn(handler, conn, name=f"{threading.current_thread().name}-conn")
 
     def _read_reports(self, conn: socket.socket) -> None:
-        """Records from one resolver process, one JSON object per SEQPACKET message."""
+        """Records from one resolver process, one per SEQPACKET message: a JSON object, or a
+        binary decision record (:mod:`nettrust_core.decision_record`, starts with a NUL)."""
         with conn:
             while not self._stop.is_set():
                 try:
@@ -152,7 +154,8 @@ class Agent:
                     return
                 self.metrics.records.labels("report").inc()
                 try:
-                    self.report(json.loads(data))
+                    self.report(decision_record.decode(data) if data[:1] == b"\0"
+                                else json.loads(data))
                 except (ValueError, TypeError, KeyError, AttributeError) as exc:
                     self.metrics.bad_records.labels("report").inc()
                     log.debug("bad report record dropped: %s", exc)
