@@ -114,7 +114,8 @@ def load(backend_kind: str, stats: bool):
     from nettrust_core.service import Service
     config = load_config(str(conf))
     backend = None
-    if backend_kind == "record":
+    if backend_kind == "record":        # the project's in-memory backend (nothing written)
+        from nettrust_core.firewall.recording import RecordingBackend
         backend = RecordingBackend()
     service = Service(config, backend)
     service.authorizer.backend.ensure()
@@ -124,27 +125,6 @@ def load(backend_kind: str, stats: bool):
     # runpy returns a copy of the namespace: the functions see their own globals dict.
     mod["operate"].__globals__["_service"] = service
     return mod, service
-
-
-class RecordingBackend:
-    """FAKE backend (``--backend record``): remembers the grants, writes nothing."""
-
-    repairs = 0
-
-    def __init__(self) -> None:
-        self.written = 0
-
-    def ensure(self) -> None:
-        pass
-
-    def grant(self, grants) -> None:
-        self.written += len(grants)
-
-    def close(self) -> None:
-        pass
-
-    def __getattr__(self, name):
-        raise AttributeError(name)
 
 
 def build_states(answers: int, mixed: bool, start: int = 0) -> list:
