@@ -33,7 +33,7 @@ class Security(enum.IntEnum):
     SECURE = 5
 
     @classmethod
-    def from_unbound(cls, value: int) -> "Security":
+    def from_unbound(cls, value: object) -> "Security":
         """Unbound's status as a member; any value without one is BOGUS.
 
         Unbound has more statuses than pythonmod exports: 4 is ``sec_status_secure_sentinel_fail``
@@ -41,7 +41,7 @@ class Security(enum.IntEnum):
         module does not know is never trusted.
         """
         try:
-            return _SECURITY_BY_VALUE[value]
+            return _SECURITY_BY_VALUE[value]  # type: ignore[index]  # any value: unknown ones are BOGUS
         except (KeyError, TypeError):
             return cls.BOGUS
 

@@ -30,10 +30,11 @@ class WireNameError(NetTrustError, ValueError):
     """A wire-format name that is malformed or has no exact text form here."""
 
 
-def decode_name(wire: bytes) -> str:
+def decode_name(wire: object) -> str:
     """``b"\\x03www\\x07example\\x03com\\x00"`` -> ``"www.example.com"`` (root: ``""``).
 
-    ``wire`` must hold exactly one uncompressed name, ending with the root label.
+    ``wire`` must hold exactly one uncompressed name, ending with the root label; anything else
+    (not bytes: annotated ``object`` so the compiled module refuses it the same way) raises.
 
     On the answer path: the labels are cut from the lower-cased wire (length bytes are at most
     63, below any letter, so lower-casing leaves them alone) and checked with one match over the
@@ -66,7 +67,7 @@ def decode_name(wire: bytes) -> str:
 _NAME_BYTES = re.compile(rb"[a-z0-9_.-]*")
 
 
-def _decode_name_checked(wire: bytes) -> str:
+def _decode_name_checked(wire: object) -> str:
     """:func:`decode_name` label by label, raising the error that names what is wrong."""
     if not isinstance(wire, (bytes, bytearray, memoryview)):
         raise WireNameError(f"a wire name must be bytes, not {type(wire).__name__}")
