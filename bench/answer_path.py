@@ -212,8 +212,10 @@ def callgrind(args, base: list[str], rest: list[str]) -> int:
                 return 1
             counts.append(int(m.group(1)))
     per = (counts[1] - counts[0]) / n
+    import nettrust_core.compiled    # the same tree and environment as the measured runs
     print(json.dumps({"answers": n, "instructions_per_answer": round(per),
-                      "mixed": args.mixed, "backend": args.backend, "stats": args.stats}))
+                      "mixed": args.mixed, "backend": args.backend, "stats": args.stats,
+                      "answer_path": nettrust_core.compiled.STATUS}))
     return 0
 
 
