@@ -53,6 +53,9 @@ MODULES = (
     "nettrust_core.netlink.wire",
     "nettrust_core.netlink.core",
     "nettrust_core.netlink.nftables",
+    # Not hot, but its IpsetSocket subclasses netlink.core's NetlinkSocket: a compiled class can
+    # have compiled subclasses only (test_compiled.py checks every class of the package).
+    "nettrust_core.netlink.ipset",
 )
 
 STATUS = "pure Python (no compiled build)"
@@ -78,6 +81,8 @@ def check(build_dir: Path = BUILD_DIR, package_dir: Path = PACKAGE_DIR) -> tuple
     suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
     if manifest.get("suffix") != suffix:
         return None, f"pure Python: compiled for {manifest.get('suffix')}, this interpreter needs {suffix}"
+    if sorted(manifest.get("modules", {})) != sorted(MODULES):
+        return None, "pure Python: the compiled build is of another module list (rebuild it)"
     files: dict[str, Path] = {}
     for module, sha in manifest.get("modules", {}).items():
         src = source_path(module, package_dir)

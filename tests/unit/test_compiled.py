@@ -159,3 +159,29 @@ def test_clients_walk_the_reply_list():
     assert client(q) == "192.0.2.7" and clients(q) == ["192.0.2.7", "192.0.2.8"]
     none = _Obj(mesh_info=None)
     assert client(none) is None and clients(none) == []
+
+
+def test_no_interpreted_class_subclasses_a_compiled_one():
+    """mypyc: an interpreted class cannot inherit from a compiled one (TypeError at the first
+    instance, e.g. the iptables backend's IpsetSocket once netlink.core was compiled)."""
+    import importlib
+    import inspect
+    import pkgutil
+    if not compiled.ACTIVE:
+        if os.environ.get("CI") == "true" and os.environ.get("NETTRUST_PURE", "") in ("", "0"):
+            pytest.fail(f"CI: the compiled answer path is not in use: {compiled.STATUS}")
+        pytest.skip(compiled.STATUS)
+    bad = []
+    for info in pkgutil.walk_packages(nettrust_core.__path__, "nettrust_core."):
+        if info.name in compiled.MODULES or "._mypyc" in info.name:
+            continue
+        try:
+            mod = importlib.import_module(info.name)
+        except ImportError:
+            continue                # an optional dependency (the dashboard's server) absent
+        for name, cls in vars(mod).items():
+            if inspect.isclass(cls) and cls.__module__ == info.name:
+                bad += [f"{info.name}.{name} <- {b.__module__}.{b.__name__}"
+                        for b in cls.__mro__[1:] if b.__module__ in compiled.MODULES
+                        and not issubclass(b, BaseException)]
+    assert bad == []
