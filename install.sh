@@ -177,6 +177,20 @@ for req in $UNMET; do
         echo "  PyPI unreachable: $req not installed"
     fi
 done
+# The answer path compiled with mypyc when a mypyc and python3-dev are at hand (the source tree's
+# .venv of ./run-tests, or Debian's python3-mypy); else it runs as pure Python, and says so.
+# An upgrade keeps a build whose sources are unchanged (compiled.py checks their hashes).
+for MYPYC_PY in "$SRC/.venv/bin/python" /usr/bin/python3; do
+    if [ -x "$MYPYC_PY" ] && "$MYPYC_PY" -c "import mypyc.build" 2>/dev/null \
+        && [ -e /usr/include/python3.11/Python.h ] && command -v gcc >/dev/null; then
+        (cd "$SRC" && "$MYPYC_PY" -m nettrust_core.compiled_build \
+            --package-dir "$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/nettrust_core") \
+            || true
+        break
+    fi
+    MYPYC_PY=""
+done
+[ -n "$MYPYC_PY" ] || echo "nettrust: no mypyc/python3-dev here: the answer path runs as pure Python"
 ln -sf "$VENV/bin/nettrust" /usr/local/bin/nettrust
 SITE="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')"
 SCRIPT="$SITE/unbound_module/nettrust_unbound.py"

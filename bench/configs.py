@@ -16,7 +16,7 @@ from pathlib import Path
 
 from testbed import netns
 from testbed.errors import LabError
-from testbed.product import NetTrustHost
+from testbed.product import NetTrustHost, stats_section
 
 from .zone import ZONE
 
@@ -164,6 +164,41 @@ class NetTrustGateway(NetTrust):
         self.host.unbound_conf = lambda: (render() + "server:\n    access-control: "
                                           f"{GATEWAY_CLIENT}/32 allow\n")
         self.host.start()
+
+
+class NetTrustStats(NetTrust):
+    """NetTrust default with statistics on (``[stats]``, cache hits collected through dnstap)
+    and ``nettrust agent`` receiving them: what statistics cost against NetTrust default."""
+
+    def __init__(self, lab, *, cache_hits: bool = True) -> None:
+        # stats.cache_hits = false: no dnstap; only the answers the module judges are recorded
+        # (Unbound's own counters still count every hit: `unbound-control stats_noreset`).
+        key = "nettrust_stats" if cache_hits else "nettrust_stats_nohits"
+        database = str(Path(lab.work_dir) / "stats" / f"{key}.db")     # one per configuration
+        super().__init__(lab, config_text=stats_section(lab, cache_hits=cache_hits, database=database))
+        self.key = key
+        self.label = ("NetTrust + statistics" if cache_hits
+                      else "NetTrust + statistics (cache_hits = false)")
+
+    def start(self) -> None:
+        self.host = self.make_host()
+        try:
+            # First: Unbound's dnstap connects to the agent's socket when it starts.
+            self.host.start_agent()
+        except RuntimeError as exc:     # e.g. python3-prometheus-client missing (bench/run installs it)
+            self.host.stop_agent()
+            self.host = None
+            last = str(exc).strip().splitlines()[-1:] or [""]
+            raise Unavailable(f"unavailable: nettrust agent did not start: {last[0]}") from exc
+        self.host.start()
+
+    def stop(self) -> None:
+        host = self.host
+        try:
+            super().stop()
+        finally:
+            if host is not None:
+                host.stop_agent()
 
 
 class Dnsmasq(Server):

@@ -39,15 +39,21 @@ def server_pids(ns_name: str) -> list[int]:
 
 def cpu_seconds(pids: list[int]) -> float:
     """utime+stime of ``pids`` (threads included) in seconds; a vanished PID counts 0."""
-    total = 0
+    return sum(cpu_each(pids))
+
+
+def cpu_each(pids: list[int]) -> list[float]:
+    """utime+stime of each of ``pids`` in seconds (0 for a vanished one)."""
+    out = []
     for pid in pids:
         try:
             stat = Path(f"/proc/{pid}/stat").read_text()
         except OSError:
+            out.append(0.0)
             continue
         fields = stat[stat.rindex(")") + 2:].split()   # the command name may contain spaces
-        total += int(fields[11]) + int(fields[12])     # fields 14 and 15 of proc(5)
-    return total / _TICK
+        out.append((int(fields[11]) + int(fields[12])) / _TICK)   # fields 14 and 15 of proc(5)
+    return out
 
 
 @dataclass
@@ -61,6 +67,16 @@ class Phase:
     cpu: float = 0.0
     rcodes: dict[str, int] = field(default_factory=dict)
     latencies: list[float] = field(default_factory=list)   # seconds, only with latency=True
+    #: CPU seconds of each server process, busiest first: with several processes behind
+    #: so-reuseport, how evenly the kernel spread dnsperf's client ports over them.
+    cpu_split: list[float] = field(default_factory=list)
+
+    @property
+    def busiest_share(self) -> float:
+        """The busiest server process's share of the CPU (1/n: perfectly even; NaN: one)."""
+        if len(self.cpu_split) < 2 or not self.cpu:
+            return float("nan")
+        return self.cpu_split[0] / self.cpu
 
     @property
     def qps(self) -> float:
@@ -104,10 +120,12 @@ def dnsperf(lab, queries: Path, *, seconds: float, runs: int | None = None, max_
     if latency:
         argv.append("-v")
     pids = server_pids(lab.host_ns)
-    before = cpu_seconds(pids)
+    before = cpu_each(pids)
     out = lab.run("host", argv, timeout=seconds + 60).stdout
     phase = parse(out)
-    phase.cpu = cpu_seconds(pids) - before
+    spent = [a - b for a, b in zip(cpu_each(pids), before, strict=True)]
+    phase.cpu = sum(spent)
+    phase.cpu_split = sorted(spent, reverse=True)
     return phase
 
 

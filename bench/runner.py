@@ -13,8 +13,8 @@ from pathlib import Path
 from testbed.lab import Lab, missing_prerequisites
 
 from . import machine, micro, profile, race
-from .configs import (NOT_SUPPORTED, Dnsmasq, NetTrust, NetTrustGateway, PassThroughModule,
-                      PlainUnbound, Unavailable)
+from .configs import (NOT_SUPPORTED, Dnsmasq, NetTrust, NetTrustGateway, NetTrustStats,
+                      PassThroughModule, PlainUnbound, Unavailable)
 from .measure import Phase, dnsperf, server_pids
 from .report import Results
 from .zone import BenchZone, write_queries
@@ -105,9 +105,11 @@ def measure(lab, server, work: Workload, s: Settings, sample: bool = False) -> d
 
 def progress(n: int, rounds: int, label: str, phases: dict[str, Phase]) -> None:
     h, m, lm = phases["hit"], phases["miss"], phases["lat_miss"]
+    split = "" if h.busiest_share != h.busiest_share else \
+        f"   busiest process: {h.busiest_share:.0%} of hit CPU, {m.busiest_share:.0%} of miss CPU"
     print(f"round {n}/{rounds}  {label:<30} hit {h.qps:>8,.0f} q/s {h.cpu_us_per_query:5.1f} µs/q   "
-          f"miss {m.qps:>7,.0f} q/s {m.cpu_us_per_query:5.1f} µs/q   miss p50 {lm.percentile_ms(50):.3f} ms",
-          flush=True)
+          f"miss {m.qps:>7,.0f} q/s {m.cpu_us_per_query:5.1f} µs/q   miss p50 {lm.percentile_ms(50):.3f} ms"
+          + split, flush=True)
 
 
 def run(s: Settings, output: Path) -> Results:
@@ -124,7 +126,8 @@ def run(s: Settings, output: Path) -> Results:
               flush=True)
         work = Workload(lab.work_dir / "bench", s)
         servers = [PlainUnbound(lab), PassThroughModule(lab), NetTrust(lab), NetTrust(lab, instances=2),
-                   NetTrustGateway(lab), Dnsmasq(lab)]
+                   NetTrustGateway(lab), NetTrustStats(lab),
+                   NetTrustStats(lab, cache_hits=False), Dnsmasq(lab)]
         results.labels = {srv.key: srv.label for srv in servers}
         for n in range(s.rounds):
             this_round: dict[str, dict[str, Phase]] = {}

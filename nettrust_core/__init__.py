@@ -5,3 +5,8 @@ A plain library, importable and testable without Unbound or root.  The Unbound a
 """
 
 __version__ = "0.1.0"
+
+# The answer path's mypyc-compiled modules, when built and current (nettrust_core/compiled.py).
+from nettrust_core import compiled as _compiled  # noqa: E402
+
+_compiled.install()

@@ -33,7 +33,7 @@ class Security(enum.IntEnum):
     SECURE = 5
 
     @classmethod
-    def from_unbound(cls, value: int) -> "Security":
+    def from_unbound(cls, value: object) -> "Security":
         """Unbound's status as a member; any value without one is BOGUS.
 
         Unbound has more statuses than pythonmod exports: 4 is ``sec_status_secure_sentinel_fail``
@@ -41,7 +41,7 @@ class Security(enum.IntEnum):
         module does not know is never trusted.
         """
         try:
-            return _SECURITY_BY_VALUE[value]
+            return _SECURITY_BY_VALUE[value]  # type: ignore[index]  # any value: unknown ones are BOGUS
         except (KeyError, TypeError):
             return cls.BOGUS
 
@@ -92,6 +92,8 @@ class Answer:
         for r in self.records:
             if r.rtype == CNAME and r.owner not in cnames:
                 cnames[r.owner] = str(r.data)       # a name: only A/AAAA data are addresses
+        if not cnames:
+            return (self.qname,)                    # the usual answer: no CNAME at all
         names = [self.qname]
         seen = {self.qname}
         while (target := cnames.get(names[-1])) is not None and target not in seen:

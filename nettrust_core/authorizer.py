@@ -22,7 +22,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterable
 
-from .answer import Answer, RCODE_NAMES, TYPE_NAMES
+from . import decision_record
+from .answer import Answer, RCODE_NAMES, TYPE_NAMES, Security, Source
 from .cache_invalidation import CacheInvalidator
 from .errors import FirewallError, NetTrustError
 from .firewall.base import ClientPairs, FirewallBackend, Grant, MacAddress
@@ -46,6 +47,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("nettrust.authorizer")
 _ANSWER_COUNTER = {o: f"answers_{o.value}" for o in Outcome}
 _REFUSED_COUNTER = {w: f"refused_per_{w}_cap" for w in ("name", "domain", "client")}
+#: The decision record's text fields, looked up once per record instead of through the enums'
+#: ``value``/``name`` descriptors (measured: a third of the record's cost before encoding).
+_OUTCOME_TEXT = {o: o.value for o in Outcome}
+_SECURITY_TEXT = {s: s.name.lower() for s in Security}
+_SOURCE_TEXT = {s: s.value for s in Source}
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,11 +253,20 @@ class Authorizer:
         reporter = self.reporter
         if reporter is None:                        # the callers check; this keeps the type honest
             return
+        data = decision_record.encode(
+            ts=time.time(), client=answer.client, qname=answer.qname, qtype=answer.qtype,
+            rcode=answer.rcode, outcome=_OUTCOME_TEXT[verdict.outcome], reason=verdict.reason,
+            rule=verdict.rule, security=int(answer.security), source=_SOURCE_TEXT[answer.source],
+            chain=verdict.chain, grants=[(g.address.packed, g.timeout) for g in grants],
+            written=written, write_s=write_s, error=error)
+        if data is not None:
+            reporter.send_encoded(data)
+            return
         reporter.send({
             "t": "decision", "client": answer.client, "qname": answer.qname,
-            "qtype": answer.qtype, "rcode": answer.rcode, "outcome": verdict.outcome.value,
+            "qtype": answer.qtype, "rcode": answer.rcode, "outcome": _OUTCOME_TEXT[verdict.outcome],
             "reason": verdict.reason, "rule": verdict.rule,
-            "security": answer.security.name.lower(), "source": answer.source.value,
+            "security": _SECURITY_TEXT[answer.security], "source": _SOURCE_TEXT[answer.source],
             "chain": verdict.chain, "grants": [(str(g.address), g.timeout) for g in grants],
             "written": written, "write_s": write_s, "error": error})
 

@@ -40,3 +40,26 @@ class _CallbackHandler(logging.Handler):
             self._emit(record.levelno, self.format(record))
         except Exception:  # logging must never break the answer path
             pass
+
+
+class FailureLog:
+    """The answer path's failures, one line per kind (``what`` and the exception's type), at most
+    ``burst`` per ``interval`` seconds each (a hostile zone can make every query fail the same
+    way; a traceback per query would flood the log); the traceback only on a kind's first line,
+    and never for a ValueError (a malformed name or address says all in its message)."""
+
+    def __init__(self, emit: Callable[[str], None], interval: float = 10.0, burst: int = 3) -> None:
+        from .ratelimit import RateLimiter
+        self._emit = emit
+        self._limit = RateLimiter(interval=interval, burst=burst)
+
+    def __call__(self, what: str, exc: BaseException) -> None:
+        ok, suppressed = self._limit.allow((what, type(exc).__name__))
+        if not ok:
+            return
+        more = " (%d similar suppressed)" % suppressed if suppressed else ""
+        text = "nettrust: %s: %s: %s%s" % (what, type(exc).__name__, exc, more)
+        if not isinstance(exc, ValueError) and suppressed == 0:
+            import traceback
+            text += " | " + "".join(traceback.format_exception(exc)).replace("\n", " | ")
+        self._emit(text)

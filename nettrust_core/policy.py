@@ -64,6 +64,10 @@ class Verdict:
     replace_answer: bool = False
 
 
+#: Verdicts on names kept between a query's NEW and its answer (more than ever in flight).
+DECIDED_NAMES = 4096
+
+
 class Policy:
     def __init__(self, config: Config, lists: ListIndex | None = None) -> None:
         p = config.policy
@@ -74,10 +78,13 @@ class Policy:
         self.allow = p.allow_set
         self.deny = p.deny_set
         self.require_dnssec = p.require_dnssec_set
+        self._dnssec_zones = bool(self.require_dnssec.zones)
         self.local_zones = p.local_zones_set
         self.rebinding_guard = p.rebinding_guard
         self.rebinding_allow = p.rebinding_allow_set
         self.deny_networks = NetworkSet(p.deny_networks)
+        #: name -> (the list index, its verdict): see check_name.
+        self._decided: dict[str, tuple[ListIndex, NameCheck]] = {}
         self.sinkholes = frozenset(SINKHOLES | set(config.upstream.sinkhole_addresses))
         self.classes = AddressClasses(getattr(p, "nat64_prefixes", ()))
         r = config.reachable
@@ -87,9 +94,23 @@ class Policy:
 
     # -- names -----------------------------------------------------------------------------
     def check_name(self, name: str) -> NameCheck:
+        """The verdict on ``name``, decided once per query: the question is checked at NEW and
+        again (with its CNAME targets) when the answer arrives, so the last verdicts are kept,
+        each with the list index it was decided under (a swapped index decides afresh)."""
+        lists = self.lists                   # read once: the watcher may swap it meanwhile
+        known = self._decided.get(name)
+        if known is not None and known[0] is lists:
+            return known[1]
+        check = self._check_name(name, lists)
+        decided = self._decided
+        if len(decided) >= DECIDED_NAMES:
+            decided.clear()                  # amortised O(1); the in-flight names come back
+        decided[name] = (lists, check)
+        return check
+
+    def _check_name(self, name: str, lists: ListIndex) -> NameCheck:
         if name in self.canaries:
             return NameCheck(False, "canary name", CANARY_RULE, name)
-        lists = self.lists                   # read once: the watcher may swap it meanwhile
         if self.allowlist:
             rule = self.allow.matches(name)
             if rule is None and lists.allow.size:
@@ -137,9 +158,11 @@ class Policy:
         if not addresses:
             return Verdict(Outcome.NO_ADDRESS, "no address in answer", None, chain)
 
-        if any(addr in self.sinkholes for addr, _ in addresses):
-            return Verdict(Outcome.BLOCKED, "sinkhole answer from upstream", None, chain,
-                           refused=tuple((a, "sinkhole") for a, _ in addresses))
+        sinkholes = self.sinkholes
+        for addr, _ in addresses:
+            if addr in sinkholes:
+                return Verdict(Outcome.BLOCKED, "sinkhole answer from upstream", None, chain,
+                               refused=tuple((a, "sinkhole") for a, _ in addresses))
 
         if answer.security == Security.BOGUS:
             return _refuse_all(addresses, chain, "DNSSEC bogus")
@@ -165,6 +188,8 @@ class Policy:
                        tuple(refused))
 
     def _dnssec_zone(self, chain: tuple[str, ...]) -> str | None:
+        if not self._dnssec_zones:
+            return None
         for name in chain:
             zone = self.require_dnssec.matches(name)
             if zone is not None:

@@ -16,6 +16,8 @@ Record shapes (``"t"`` names the type; ``ts`` is the Unix time; every other fiel
 
 - ``{"t": "decision", "ts", "client", "qname", "qtype", "rcode", "outcome", "reason", "rule",
   "security", "source", "chain": [...], "grants": [[address, timeout], ...], "written", "error"}``
+  — the answer path sends it in the fixed binary layout of :mod:`nettrust_core.decision_record`
+  (a third of JSON's cost), which the agent decodes into this same dictionary.
 - ``{"t": "event", "ts", "kind", ...}`` — ``kind`` names the event (``unauthorized``,
   ``backend_error``, ``renewal`` …); the other fields depend on it.
 - ``{"t": "counters", "ts", "pid", "values": {name: number}, "levels": {name: number}}`` —
@@ -87,6 +89,13 @@ class Reporter:
             data = _dumps(record).encode("utf-8")
         except (ValueError, TypeError):
             data = b""
+        return self.send_encoded(data)
+
+    def send_encoded(self, data: bytes) -> bool:
+        """Send one record already encoded (JSON, or a binary decision record:
+        :mod:`nettrust_core.decision_record`); False when it was dropped."""
+        if not self._enabled:
+            return False
         with self._lock:
             try:
                 if not data or len(data) > MAX_DATAGRAM:

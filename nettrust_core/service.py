@@ -198,6 +198,11 @@ class Service:
     def check_query(self, qname: str, client: str | None = None, qtype: int = 0) -> NameCheck:
         return self.authorizer.check_query(qname, client, qtype)
 
+    def name_allowed(self, qname: str) -> bool:
+        """The name check alone (nothing counted or reported): an allowed name needs nothing
+        more at query time, so the adapter reads the client only for a blocked one."""
+        return self.authorizer.policy.check_name(qname).allowed
+
     def blocked_response(self, qname: str, qtype: int) -> BlockedResponse:
         # Canary names must be NXDOMAIN: an address answer would not switch a browser's DoH off.
         kind = "nxdomain" if is_canary(qname) else self.blocked_kind

@@ -30,11 +30,45 @@ class WireNameError(NetTrustError, ValueError):
     """A wire-format name that is malformed or has no exact text form here."""
 
 
-def decode_name(wire: bytes) -> str:
+def decode_name(wire: object) -> str:
     """``b"\\x03www\\x07example\\x03com\\x00"`` -> ``"www.example.com"`` (root: ``""``).
 
-    ``wire`` must hold exactly one uncompressed name, ending with the root label.
+    ``wire`` must hold exactly one uncompressed name, ending with the root label; anything else
+    (not bytes: annotated ``object`` so the compiled module refuses it the same way) raises.
+
+    On the answer path: the labels are cut from the lower-cased wire (length bytes are at most
+    63, below any letter, so lower-casing leaves them alone) and checked with one match over the
+    joined name; a name that fails is decoded again by :func:`_decode_name_checked`, whose
+    error says which label is wrong.
     """
+    if not isinstance(wire, bytes):
+        return _decode_name_checked(wire)
+    end = len(wire)
+    if end == 0 or end > MAX_WIRE_NAME:
+        return _decode_name_checked(wire)
+    low = wire.lower()
+    labels = []
+    pos = 0
+    while pos < end:
+        length = low[pos]
+        if length == 0 or length > MAX_LABEL:
+            break
+        start = pos + 1
+        pos = start + length
+        labels.append(low[start:pos])
+    text = b".".join(labels)
+    if (pos + 1 == end and low[pos] == 0 and _NAME_BYTES.fullmatch(text)
+            and text.count(b".") == len(labels) - (1 if labels else 0)):
+        return text.decode("ascii")
+    return _decode_name_checked(wire)
+
+
+#: A whole name's allowed bytes (each label's are :data:`_LABEL_BYTES`; dots only between them).
+_NAME_BYTES = re.compile(rb"[a-z0-9_.-]*")
+
+
+def _decode_name_checked(wire: object) -> str:
+    """:func:`decode_name` label by label, raising the error that names what is wrong."""
     if not isinstance(wire, (bytes, bytearray, memoryview)):
         raise WireNameError(f"a wire name must be bytes, not {type(wire).__name__}")
     wire = bytes(wire)

@@ -13,10 +13,8 @@ Unbound 1.17.1 must be restarted, not reloaded, after any change.
 
 import os
 import site
-import socket
 import sys
 import time
-import traceback
 
 # __file__ exists only while the script loads; keep what we need from it now.
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -39,7 +37,6 @@ if "/usr/lib/python3/dist-packages" not in sys.path:
     sys.path.append("/usr/lib/python3/dist-packages")   # python3-nftables, for the control plane
 
 import logging  # noqa: E402
-from ipaddress import IPv4Address, IPv6Address  # noqa: E402
 
 import nettrust_core  # noqa: E402
 
@@ -47,19 +44,18 @@ if not any(os.path.abspath(nettrust_core.__file__).startswith(os.path.join(os.pa
            for t in _TREE):
     raise ImportError(f"nettrust_core was imported from {nettrust_core.__file__}, outside this "
                       f"module's tree {_ROOT} (a stray copy on sys.path?); refusing to run it")
-from nettrust_core.answer import A, AAAA, CNAME, DNAME, PTR, Answer, Record, Security, Source  # noqa: E402
-from nettrust_core.logs import setup_logging  # noqa: E402
+from nettrust_core.answer import Answer, Security, Source  # noqa: E402
+from nettrust_core.logs import FailureLog, setup_logging  # noqa: E402
 from nettrust_core.service import Service, config_path  # noqa: E402
 from nettrust_core.config import load_config  # noqa: E402
-from nettrust_core.ratelimit import RateLimiter  # noqa: E402
 from nettrust_core.unbound_settings import own_cap_eff, own_conf_path, problems  # noqa: E402
-from nettrust_core.wire import WireNameError, decode_name, decode_rdata_name  # noqa: E402
+from nettrust_core.unbound_reply import addresses, client as _client, clients as _clients  # noqa: E402
+from nettrust_core.unbound_reply import records as _records, under_checkconf  # noqa: E402
+from nettrust_core.wire import WireNameError, decode_name  # noqa: E402
 
 _service = None
-#: Failures on the answer path are logged at most a few times per 10 s per kind (a hostile zone
-#: can make every query fail the same way; a traceback per query would flood the log).
-_errors = RateLimiter(interval=10.0, burst=3)
-_ADDR_TYPE = {A: IPv4Address, AAAA: IPv6Address}   # raise ValueError unless 4 / 16 bytes
+#: Answer-path failures: one line per kind, at most 3 per 10 s each (nettrust_core.logs).
+_log_error = FailureLog(lambda text: log_err(text))
 
 
 def _unbound_log(level, text):
@@ -74,7 +70,7 @@ def _unbound_log(level, text):
 # -- lifecycle -------------------------------------------------------------------------------
 def init_standard(id, env):
     global _service
-    checkconf = _under_checkconf(env)
+    checkconf = under_checkconf(env)
     if checkconf:
         # unbound-checkconf runs init too: validate the config, touch nothing (no firewall).
         service_config = load_config(config_path())
@@ -99,32 +95,10 @@ def init_standard(id, env):
         # Gateway mode only: cache hits never reach operate(), and this is the one place that
         # sees the client of a hit (output mode needs no callback: the cache-lifetime invariant).
         register_inplace_cb_reply_cache(_on_cache_hit, env, id)
-    log_info("nettrust: ready, config %s, instance %d of %d; adopting live grants in the background"
-             % (service.config.path, service.instance, service.config.firewall.instances))
+    log_info("nettrust: ready, config %s, instance %d of %d; adopting live grants in the background;"
+             " answer path %s" % (service.config.path, service.instance, service.config.firewall.instances,
+                                   nettrust_core.compiled.STATUS))
     return True
-
-
-def _under_checkconf(env):
-    """Why this is unbound-checkconf and not the daemon ("" when it is the daemon).
-
-    /proc/self/comm is cut to 15 characters ("unbound-checkco"), so it cannot tell.  Two signs
-    that can: the executable's name, and the env checkconf hands init_standard, which it zeroes
-    except cfg and scratch (smallapp/unbound-checkconf.c:check_mod); the daemon's already has its
-    message cache and allocator (daemon/daemon.c: daemon_apply_cfg, daemon_setup_modules).
-    Measured on 1.17.1: comm 'unbound-checkco', exe /usr/sbin/unbound-checkconf, msg_cache,
-    rrset_cache and alloc None under checkconf, all set in the daemon; worker and mesh are None
-    in both (no sign).  Never read env.now here: NULL under checkconf, and its getter
-    dereferences it (segfault, measured).
-    """
-    try:
-        exe = os.path.basename(os.readlink("/proc/self/exe"))
-    except OSError:
-        exe = ""
-    if exe.startswith("unbound-checkconf"):
-        return "executable " + exe
-    if env.msg_cache is None or env.alloc is None:
-        return "module env without message cache"
-    return ""
 
 
 def init(id, cfg):
@@ -148,9 +122,9 @@ def inform_super(id, qstate, superqstate, qdata):
 def operate(id, event, qstate, qdata):
     try:
         if event == MODULE_EVENT_NEW or event == MODULE_EVENT_PASS:
-            return _on_query(id, qstate)
+            return _on_query(id, qstate, qdata)
         if event == MODULE_EVENT_MODDONE:
-            return _on_answer(id, qstate)
+            return _on_answer(id, qstate, qdata)
     except Exception as exc:
         _log_error("error, failing closed (SERVFAIL)", exc)
         msg = qstate.return_msg
@@ -162,38 +136,53 @@ def operate(id, event, qstate, qdata):
     return True
 
 
-def _on_query(id, qstate):
+def _on_query(id, qstate, qdata):
     if qstate.is_valrec:
         qstate.ext_state[id] = MODULE_WAIT_MODULE
         return True
+    qinfo = qstate.qinfo
     try:
-        qname = decode_name(qstate.qinfo.qname)
+        wire = qinfo.qname
+        qname = decode_name(wire)
     except WireNameError as exc:
         _log_error("query name refused, SERVFAIL", exc)
         _service.offence(_client(qstate), "malformed query name")
         _servfail(id, qstate)
         return True
-    client = _client(qstate)
-    if client is not None:
-        if not _service.check_query(qname, client, qstate.qinfo.qtype).allowed:
-            _reply_blocked(id, qstate, qname, qstate.qinfo.qtype)
-            return True
+    if not _service.name_allowed(qname):
+        # Blocked: only a client's query gets the blocked answer (counted, reported); the
+        # resolver's own (prefetch) goes on and its answer is refused in MODDONE.
+        client = _client(qstate)
+        if client is not None:
+            qtype = qinfo.qtype
+            if not _service.check_query(qname, client, qtype).allowed:
+                _reply_blocked(id, qstate, qname, qtype)
+                return True
+    # The decoded name travels with the query to MODDONE (qdata lives as long as the query),
+    # keyed by its wire form: a changed qinfo (never seen; cheap to guard) is decoded afresh.
+    qdata["nt_q"] = (wire, qname)
     qstate.ext_state[id] = MODULE_WAIT_MODULE
     return True
 
 
-def _on_answer(id, qstate):
+def _on_answer(id, qstate, qdata):
     msg = qstate.return_msg
-    if qstate.is_valrec or msg is None or msg.rep is None:
+    if qstate.is_valrec or msg is None:
         qstate.ext_state[id] = MODULE_FINISHED
         return True
     rep = msg.rep
+    if rep is None:
+        qstate.ext_state[id] = MODULE_FINISHED
+        return True
     client = _client(qstate)
+    qinfo = qstate.qinfo
+    wire = qinfo.qname
     rcode = qstate.return_rcode or (rep.flags & 0xF)
     try:
-        answer = Answer(decode_name(qstate.qinfo.qname), qstate.qinfo.qtype, rcode,
-                        Security.from_unbound(rep.security), _records(rep, rep.an_numrrsets),
-                        client, Source.RESOLVED)
+        known = qdata.get("nt_q") if qdata is not None else None
+        qname = known[1] if known is not None and known[0] == wire else decode_name(wire)
+        answer = Answer(qname, qinfo.qtype, rcode, Security.from_unbound(rep.security),
+                        _records(rep, rep.an_numrrsets, 0, wire, qname), client, Source.RESOLVED)
     except WireNameError as exc:
         _log_error("answer with a name that has no exact form refused, SERVFAIL", exc)
         _servfail(id, qstate)
@@ -232,19 +221,6 @@ def _uncache(qstate, rep):
         invalidateQueryInCache(qstate, qstate.qinfo)
     except Exception as exc:
         _log_error("cannot invalidate the cached answer", exc)
-
-
-def _log_error(what, exc):
-    """One line per failure kind, at most 3 per 10 s each; the traceback only on the first."""
-    key = (what, type(exc).__name__)
-    ok, suppressed = _errors.allow(key)
-    if not ok:
-        return
-    more = " (%d similar suppressed)" % suppressed if suppressed else ""
-    text = "nettrust: %s: %s: %s%s" % (what, type(exc).__name__, exc, more)
-    if not isinstance(exc, (WireNameError, ValueError)) and suppressed == 0:
-        text += " | " + traceback.format_exc().replace("\n", " | ")
-    log_err(text)
 
 
 def _on_local_answer(qinfo, qstate, rep, rcode, edns, opt_list_out, region, **kwargs):
@@ -295,20 +271,8 @@ def _on_cache_hit(qinfo, qstate, rep, rcode, edns, opt_list_out, region, **kwarg
         key = (client, qinfo.qname, qinfo.qtype, expires)
         if expires > now and _service.hit_known(key):
             return True
-        addresses = []
-        for i in range(min(rep.an_numrrsets, rep.rrset_count)):
-            rrset = rep.rrsets[i]
-            rtype = socket.ntohs(rrset.rk.type)
-            make = _ADDR_TYPE.get(rtype)
-            if make is None:
-                continue
-            data = rrset.entry.data
-            for j in range(data.count):
-                try:
-                    addresses.append((make(data.rr_data[j][2:]), int(data.rr_ttl[j]) - now))
-                except (ValueError, TypeError):
-                    continue
-        if not addresses or _service.cache_hit_granted(client, addresses):
+        found = addresses(rep, now)
+        if not found or _service.cache_hit_granted(client, found):
             _service.hit_done(key)
             return True
         answer = Answer(decode_name(qinfo.qname), qinfo.qtype, rcode or (rep.flags & 0xF),
@@ -319,61 +283,6 @@ def _on_cache_hit(qinfo, qstate, rep, rcode, edns, opt_list_out, region, **kwarg
     except Exception as exc:
         _log_error("cache hit not granted", exc)
     return True
-
-
-# -- translation -----------------------------------------------------------------------------
-def _records(rep, count, now=0):
-    """Answer-section records as core values, every name decoded from wire bytes.
-
-    A malformed address is skipped (it can never be granted); a name without an exact text
-    form raises WireNameError: the whole answer is refused.  ``now``: subtracted from each TTL
-    (the cache callback's TTLs are absolute).
-    """
-    records = []
-    for i in range(min(count, rep.rrset_count)):
-        rrset = rep.rrsets[i]
-        rtype = socket.ntohs(rrset.rk.type)
-        if rtype not in (A, AAAA, CNAME, DNAME, PTR):   # PTR: only for ptr.confirm, never granted
-            continue
-        owner = decode_name(rrset.rk.dname)
-        data = rrset.entry.data
-        for j in range(data.count):
-            rd = data.rr_data[j]
-            try:
-                if rtype == A or rtype == AAAA:
-                    value = _ADDR_TYPE[rtype](rd[2:])    # from wire bytes: no text round trip
-                else:
-                    value = decode_rdata_name(rd)
-            except WireNameError:
-                if rtype == PTR:
-                    continue        # PTR never grants: an unreadable target is just not confirmed
-                raise
-            except (ValueError, OSError, TypeError):
-                continue
-            records.append(Record(owner, rtype, max(int(data.rr_ttl[j]) - now, 0), value))
-    return tuple(records)
-
-
-def _client(qstate):
-    mesh = qstate.mesh_info
-    if mesh is None:
-        return None
-    reply = mesh.reply_list
-    if reply is None:
-        return None
-    return reply.query_reply.addr
-
-
-def _clients(qstate):
-    """Every client waiting for this answer: ``mesh_info.reply_list`` is a linked list, and
-    clients that joined the query while it was in flight appear only there (latest first)."""
-    mesh = qstate.mesh_info
-    out = []
-    reply = mesh.reply_list if mesh is not None else None
-    while reply is not None:
-        out.append(reply.query_reply.addr)
-        reply = reply.next
-    return out
 
 
 # -- answers the module makes itself ---------------------------------------------------------

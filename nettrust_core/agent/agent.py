@@ -20,6 +20,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
+from .. import decision_record
 from ..errors import InvalidValue
 from .alerts import Alerts
 from .collector import Collector
@@ -141,7 +142,8 @@ class Agent:
             self._spawn(handler, conn, name=f"{threading.current_thread().name}-conn")
 
     def _read_reports(self, conn: socket.socket) -> None:
-        """Records from one resolver process, one JSON object per SEQPACKET message.
+        """Records from one resolver process, one per SEQPACKET message: a JSON object, or a
+        binary decision record (:mod:`nettrust_core.decision_record`, starts with a NUL).
 
         Its counters are labelled with the pid the kernel gives for the peer (SO_PEERCRED),
         and dropped when the connection ends: a process that exited (a restarted resolver, a
@@ -160,7 +162,8 @@ class Agent:
                         return
                     self.metrics.records.labels("report").inc()
                     try:
-                        self.report(json.loads(data), pid=pid)
+                        self.report(decision_record.decode(data) if data[:1] == b"\0"
+                                    else json.loads(data), pid=pid)
                     except (ValueError, TypeError, KeyError, AttributeError) as exc:
                         self.metrics.bad_records.labels("report").inc()
                         log.debug("bad report record dropped: %s", exc)

@@ -143,6 +143,15 @@ class GrantTracker:
 
     # -- accounting --------------------------------------------------------------------------
     def _charge(self, owner: Owner, delta: int) -> None:
+        if delta > 0:                   # a new grant (once per written address): written out
+            name, domain, client = owner.name, owner.domain, owner.client
+            per = self.per_name
+            per[name] = per.get(name, 0) + delta
+            per = self.per_domain
+            per[domain] = per.get(domain, 0) + delta
+            per = self.per_client
+            per[client] = per.get(client, 0) + delta
+            return
         for table, key in ((self.per_name, owner.name), (self.per_domain, owner.domain),
                            (self.per_client, owner.client)):
             n = table.get(key, 0) + delta

@@ -246,6 +246,20 @@ class NftablesSocket(NetlinkSocket):
         """
         mtype = nft_type(msg)
         flags = NLM_F_CREATE if msg == NFT_MSG_NEWSETELEM else 0
+        if len(groups) == 1:
+            # The answer path's usual batch: one set, a few elements, one message.
+            set_name, elements, addresses = groups[0]
+            size = sum(map(len, elements))
+            if elements and size <= MAX_ATTR_PAYLOAD:
+                head = self._heads.get((table, set_name))
+                if head is None:
+                    head = self._heads[table, set_name] = setelem_head(table, set_name)
+                body = (head + NLATTR.pack(4 + size, NFTA_SET_ELEM_LIST_ELEMENTS | NLA_F_NESTED)
+                        + b"".join(elements))
+                failures = self.transact(((mtype, flags, family, body),))
+                if failures:
+                    self._raise_first(failures, table, family, [(set_name, head, elements, addresses)])
+                return
         requests, where = [], []
         for set_name, elements, addresses in groups:
             head = self._heads.get((table, set_name))

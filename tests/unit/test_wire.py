@@ -86,3 +86,36 @@ def test_fast_enough_for_the_answer_path():
         decode_name(wire)
     per = (time.perf_counter() - t) / n
     assert per < 20e-6, f"{per * 1e6:.1f} µs per name"
+
+
+def test_the_fast_decode_agrees_with_the_label_by_label_one():
+    """decode_name's one-match fast path gives the same name, or the same error, as the
+    label-by-label decoder on random wire bytes (valid, upper case, bad bytes, dots, truncated)."""
+    import random
+
+    from nettrust_core.wire import _decode_name_checked
+
+    rng = random.Random(17)
+
+    def wire() -> bytes:
+        if rng.random() < 0.3:
+            return bytes(rng.randrange(256) for _ in range(rng.randint(0, 12)))
+        out = b""
+        for _ in range(rng.randint(0, 4)):
+            n = rng.randint(0, 8)
+            out += bytes([n]) + bytes(rng.choice(b"abcXYZ09-_.\x80 \x00\x41\x3f") for _ in range(n))
+        return out + (b"\x00" if rng.random() < 0.8 else b"")
+
+    def outcome(decode, w):
+        try:
+            return "ok", decode(w)
+        except WireNameError as exc:
+            return "error", str(exc)
+
+    seen = set()
+    for _ in range(20_000):
+        w = wire()
+        fast, checked = outcome(decode_name, w), outcome(_decode_name_checked, w)
+        assert fast == checked, w
+        seen.add(fast[0])
+    assert seen == {"ok", "error"}          # both kinds were exercised
