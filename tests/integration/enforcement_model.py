@@ -12,6 +12,8 @@ Uncertainty, stated:
 - TTLs: Unbound reports whole seconds, decremented against its own clock, so the TTL a client
   sees and the one the module granted from differ by up to 1 s either way; every bound widens by
   that, plus :data:`MARGIN` for the kernel's timer and the scheduling of this test.
+- The product rewrites a live grant only when it gets longer by more than 1 s
+  (:data:`SLACK`, the trackers' ``slack``): a later answer may extend a live grant by less.
 - The grant is written while the query is in flight: between the query being sent and the
   answer arriving; the bounds take the earlier end for "must" and the later for "may".
 - After ``nettrust flush`` the resolvers notice within ``grants.verify_interval``; lookups that
@@ -33,6 +35,7 @@ from dataclasses import dataclass, field
 MIN_TTL, MAX_TTL, GRACE = 2.0, 6.0, 1.0
 VERIFY = 1.0                # grants.verify_interval
 MARGIN = 0.6                # seconds of timing slack on each side, beyond TTL rounding
+SLACK = 1.0                 # a live grant is rewritten only when it gets longer by more than this
 
 NEG = -math.inf
 
@@ -155,7 +158,9 @@ class Model:
                 lo_t, hi_t = ttl - 1 + extra, ttl + 1 + extra
             w = self.grants.setdefault((client, address), Window())
             if t_sent >= self.notice_until:
-                w.lo = max(w.lo, t_sent + lo_t - MARGIN)
+                # a grant that may still be live is not rewritten for less than SLACK more
+                live = w.hi > t_sent
+                w.lo = max(w.lo, t_sent + lo_t - MARGIN - (SLACK if live else 0.0))
             w.hi = max(w.hi, t_got + hi_t + MARGIN)
 
     def flushed(self, t_done: float) -> None:
