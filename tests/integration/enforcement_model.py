@@ -125,6 +125,7 @@ def _flood_names() -> list[Name]:
 LOOKUP_NAMES: list[Name] = _names()
 FLOOD_NAMES: list[Name] = _flood_names()
 NAMES = LOOKUP_NAMES + FLOOD_NAMES
+BY_KEY = {f"{n.qname} {n.rtype}": n for n in NAMES}     # "t1.fw.test A": how steps name them
 NEVER = {a for n in NAMES if not n.grantable for a in n.addresses}
 SET_ONLY = {a for n in NAMES if not n.connectable for a in n.addresses}
 

@@ -72,6 +72,8 @@ LONG = os.environ.get("NT_MODEL_LONG") == "1"
 EXAMPLES = int(os.environ.get("NT_MODEL_EXAMPLES") or (60 if LONG else 3))
 STEPS = int(os.environ.get("NT_MODEL_STEPS") or (60 if LONG else 22))
 SHRINK = os.environ.get("NT_MODEL_SHRINK") == "1"
+LOOKUP_KEYS = [f"{n.qname} {n.rtype}" for n in em.LOOKUP_NAMES]
+FLOOD_KEYS = [f"{n.qname} {n.rtype}" for n in em.FLOOD_NAMES]
 
 
 # -- the system under test --------------------------------------------------------------------
@@ -252,13 +254,14 @@ class Enforcement(RuleBasedStateMachine):
         rig.restart(kill=False)
         self.model = em.Model(gateway=rig.mode == "gateway")
         self.held: list[tuple[str, str, socket.socket]] = []
-        self.asked: list[em.Name] = []
+        self.asked: list[str] = []
 
     def teardown(self) -> None:
         for _, _, s in self.held:
             s.close()
 
-    def _lookup(self, client: str, name: em.Name) -> None:
+    def _lookup(self, client: str, key: str) -> None:
+        name = em.BY_KEY[key]
         t0 = time.monotonic()
         rcode, records = self.rig.query(client, name)
         t1 = time.monotonic()
@@ -268,7 +271,7 @@ class Enforcement(RuleBasedStateMachine):
                 f"false block: {client} asked {name.qname} {name.rtype}: {rcode} {records}")
         self.model.answered(self.rig.key(client), name, records, t0, t1)
 
-    @rule(client=st.sampled_from(("0", "1")), name=st.sampled_from(em.LOOKUP_NAMES))
+    @rule(client=st.sampled_from(("0", "1")), name=st.sampled_from(LOOKUP_KEYS))
     def lookup(self, client, name):
         self._lookup(self.rig.clients[int(client)], name)
         self.asked.append(name)
@@ -280,14 +283,14 @@ class Enforcement(RuleBasedStateMachine):
         self._lookup(self.rig.clients[int(client)], self.asked[-1 - pick % len(self.asked)])
 
     @rule(client=st.sampled_from(("0", "1")),
-          names=st.lists(st.sampled_from(em.LOOKUP_NAMES), min_size=2, max_size=4))
+          names=st.lists(st.sampled_from(LOOKUP_KEYS), min_size=2, max_size=4))
     def lookups(self, client, names):
         for name in names:
             self._lookup(self.rig.clients[int(client)], name)
         self.asked += names
 
     @rule(client=st.sampled_from(("0", "1")),
-          names=st.lists(st.sampled_from(em.FLOOD_NAMES), min_size=8, max_size=24))
+          names=st.lists(st.sampled_from(FLOOD_KEYS), min_size=8, max_size=24))
     def flood(self, client, names):
         for name in names:
             self._lookup(self.rig.clients[int(client)], name)
@@ -296,15 +299,19 @@ class Enforcement(RuleBasedStateMachine):
     def wait(self, seconds):
         time.sleep(seconds)
 
-    @rule(what=st.sampled_from(("flush", "flush and settle", "restart", "kill")))
-    def disrupt(self, what):
-        """``nettrust flush`` (and maybe time for the resolver to notice, after which the next
-        lookups must grant again), or Unbound stopped or SIGKILLed and started again."""
+    @rule(what=st.sampled_from(("flush", "flush and settle", "restart", "kill")),
+          client=st.sampled_from(("0", "1")))
+    def disrupt(self, what, client):
+        """``nettrust flush`` (and maybe time for the resolver to notice, after which the
+        names asked last are asked again and must grant again), or Unbound stopped or
+        SIGKILLed and started again."""
         if what.startswith("flush"):
             self.rig.flush()
             self.model.flushed(time.monotonic())
             if what == "flush and settle":
                 time.sleep(em.VERIFY + em.MARGIN)
+                for key in self.asked[-3:]:
+                    self._lookup(self.rig.clients[int(client)], key)
         else:
             self.rig.restart(kill=what == "kill")
 
