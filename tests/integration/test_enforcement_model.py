@@ -74,6 +74,11 @@ STEPS = int(os.environ.get("NT_MODEL_STEPS") or (60 if LONG else 22))
 SHRINK = os.environ.get("NT_MODEL_SHRINK") == "1"
 LOOKUP_KEYS = [f"{n.qname} {n.rtype}" for n in em.LOOKUP_NAMES]
 FLOOD_KEYS = [f"{n.qname} {n.rtype}" for n in em.FLOOD_NAMES]
+SIBLINGS = {k: [o for o in LOOKUP_KEYS if o != k and em.BY_KEY[o].grantable
+                and em.BY_KEY[o].ttl != em.BY_KEY[k].ttl
+                and set(em.BY_KEY[o].addresses) & set(em.BY_KEY[k].addresses)]
+            for k in LOOKUP_KEYS if em.BY_KEY[k].grantable}
+SIBLINGS = {k: v for k, v in SIBLINGS.items() if v}
 
 
 # -- the system under test --------------------------------------------------------------------
@@ -281,6 +286,17 @@ class Enforcement(RuleBasedStateMachine):
     def lookup_again(self, client, pick):
         """A name asked before, by either client: often a cache hit, maybe the other client's."""
         self._lookup(self.rig.clients[int(client)], self.asked[-1 - pick % len(self.asked)])
+
+    @precondition(lambda self: any(k in SIBLINGS for k in self.asked))
+    @rule(client=st.sampled_from(("0", "1")), pick=st.integers(0, 1 << 16))
+    def lookup_sibling(self, client, pick):
+        """A name sharing an address (and not its TTL) with one asked before, as CDN names do:
+        the shorter answer must not shorten the longer grant."""
+        asked = [k for k in self.asked if k in SIBLINGS]
+        choices = SIBLINGS[asked[-1 - pick % len(asked)]]
+        key = choices[pick % len(choices)]
+        self._lookup(self.rig.clients[int(client)], key)
+        self.asked.append(key)
 
     @rule(client=st.sampled_from(("0", "1")),
           names=st.lists(st.sampled_from(LOOKUP_KEYS), min_size=2, max_size=4))
