@@ -2,7 +2,7 @@
 resolv.conf (a file in the lab's work directory, never the host's /etc/resolv.conf), and the
 statistics agent receives its event and counters (SQLite row, Prometheus metric).
 
-tests/unit/test_resolv_guard.py covers each way a manager changes the file; here: the alert
+tests/unit/test_resolv_guard_inotify.py covers each way a manager changes the file; here: the alert
 reaches the agent and the log from inside Unbound, and a revert done by Unbound's own user."""
 
 from __future__ import annotations
