@@ -50,7 +50,7 @@ def main(base: str, password: str, profile: str, shots: str, follow: str, why: s
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
     out: dict = {"console": []}
-    wait = WebDriverWait(driver, 15)
+    wait = WebDriverWait(driver, 30)   # a loaded CI machine: the first plot once took over 15 s
     try:
         driver.get(base + "/log")                       # not logged in: the login page
         out["redirected_to_login"] = driver.current_url.startswith(base + "/login")

@@ -107,3 +107,13 @@ def test_no_module_is_longer_than_a_sitting():
     long = {str(p.relative_to(ROOT)): n for p in modules("nettrust_core", "unbound_module")
             if (n := len(p.read_text().splitlines())) > 420}
     assert long == {}
+
+
+def test_no_test_file_name_is_used_twice():
+    """pytest imports test modules by basename: a unit and an integration file of one name break
+    the whole collection (it happened three times in merges)."""
+    tests = Path(__file__).resolve().parents[1]
+    seen: dict[str, list[str]] = {}
+    for path in tests.rglob("test_*.py"):
+        seen.setdefault(path.name, []).append(str(path.relative_to(tests)))
+    assert {name: where for name, where in seen.items() if len(where) > 1} == {}
