@@ -37,6 +37,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _environment_restored():
+    """The operator reads its settings from the environment: set for this module only (left
+    behind, they leaked into every later test's subprocesses)."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
 @pytest.fixture(scope="module")
 def api(tmp_path_factory):
     """The emulator on a loopback port and a kubeconfig naming it; KUBECONFIG set for kopf."""
