@@ -56,7 +56,9 @@ def main(base: str, password: str, profile: str, shots: str, follow: str, why: s
         out["redirected_to_login"] = driver.current_url.startswith(base + "/login")
         driver.find_element(By.ID, "password").send_keys("wrong")
         driver.find_element(By.CSS_SELECTOR, "button").click()
-        out["wrong_password_error"] = driver.find_element(By.CLASS_NAME, "error").text
+        # the refusal is a new page: wait for its message rather than read the old one's
+        out["wrong_password_error"] = wait.until(
+            lambda d: next((e.text for e in d.find_elements(By.CLASS_NAME, "error") if e.text), None))
         driver.find_element(By.ID, "password").send_keys(password)
         driver.find_element(By.CSS_SELECTOR, "button").click()
         out["after_login"] = driver.current_url.removeprefix(base)
