@@ -19,6 +19,7 @@ show that a second client's answer really came from the cache.
 from __future__ import annotations
 
 import json
+import contextlib
 import os
 import re
 import socket
@@ -85,6 +86,34 @@ def _veth(gw_ns: str, client: NetNS, gw_if: str, c4: str, g4: str, c6: str, g6: 
     while "state UP" not in client.sh("ip", "link", "show", "eth0").stdout:
         assert time.monotonic() < deadline, "no carrier on the client's veth"
         time.sleep(0.02)
+
+
+@contextlib.contextmanager
+def gateway_lab(spec: dict, prefix: str):
+    """The gateway topology the gateway tests share: the lab's host namespace forwarding for
+    client namespaces on veths (``spec``: name -> interface and addresses, as CLIENTS), routes
+    back from the internet namespace, and a directory for Unbound's control sockets. Unbound is
+    stopped and the client namespaces removed afterwards, also on failure."""
+    from testbed.lab import Lab, missing_prerequisites
+    require(missing_prerequisites(("unbound", "unbound-control", "nft")))
+    with Lab() as lab:
+        lab.run("host", ["sysctl", "-qw", "net.ipv4.ip_forward=1",
+                         "net.ipv6.conf.all.forwarding=1"])
+        lab.run("net", ["ip", "route", "add", "10.97.0.0/16", "via", lab.host_v4])
+        lab.run("net", ["ip", "-6", "route", "add", "fd97::/16", "via", lab.host_v6])
+        clients: dict[str, NetNS] = {}
+        try:
+            for name, (gw_if, c4, g4, c6, g6) in spec.items():
+                clients[name] = NetNS(f"{prefix}{name}")
+                _veth(lab.host_ns, clients[name], gw_if, c4, g4, c6, g6)
+            ctl_dir = lab.work_dir / "ctl"
+            ctl_dir.mkdir(mode=0o777, exist_ok=True)
+            os.chmod(ctl_dir, 0o777)
+            yield lab, clients, ctl_dir
+        finally:
+            lab.stop_unbound()
+            for ns in clients.values():
+                ns.delete()
 
 
 SLOW_SERVER = "198.51.100.53"       # an AnyIP address of the lab's internet ns
@@ -224,25 +253,12 @@ def resolve(server: str, qname: str, qtype: str, cd: bool) -> list[str]:
 
 @pytest.fixture(scope="module")
 def gw():
-    from testbed.lab import Lab, missing_prerequisites
     from testbed.product import NetTrustHost
-    require(missing_prerequisites(("unbound", "unbound-control", "nft")))
-    with Lab() as lab:
-        lab.run("host", ["sysctl", "-qw", "net.ipv4.ip_forward=1",
-                         "net.ipv6.conf.all.forwarding=1"])
-        lab.run("net", ["ip", "route", "add", "10.97.0.0/16", "via", lab.host_v4])
-        lab.run("net", ["ip", "-6", "route", "add", "fd97::/16", "via", lab.host_v6])
-        clients: dict[str, NetNS] = {}
+    with gateway_lab(CLIENTS, "ntgw-") as (lab, clients, ctl_dir):
+        slow = SlowServer(lab)
         try:
-            for name, (gw_if, c4, g4, c6, g6) in CLIENTS.items():
-                clients[name] = NetNS(f"ntgw-{name}")
-                _veth(lab.host_ns, clients[name], gw_if, c4, g4, c6, g6)
             host = NetTrustHost(lab, CONFIG)
-            ctl_dir = lab.work_dir / "ctl"
-            ctl_dir.mkdir(mode=0o777, exist_ok=True)
-            os.chmod(ctl_dir, 0o777)
             conf_text = _unbound_conf(host, str(ctl_dir / "unbound.ctl"))
-            slow = SlowServer(lab)
             proc = lab.start_unbound(conf_text, env=host.env())
             conf_path = str(lab.work_dir / "unbound" / "unbound.conf")
             assert os.path.exists(conf_path), os.listdir(lab.work_dir / "unbound")
@@ -251,11 +267,7 @@ def gw():
             yield g
             assert "Traceback" not in proc.log_text(), proc.log_text()[-3000:]
         finally:
-            lab.stop_unbound()
-            if "slow" in locals():
-                slow.close()
-            for ns in clients.values():
-                ns.delete()
+            slow.close()
 
 
 # -- item 1: a grant is for the client that asked; a cache hit grants the next one ----------

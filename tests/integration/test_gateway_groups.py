@@ -16,9 +16,8 @@ import os
 
 import pytest
 
-from conftest import require
 from netns_util import NetNS
-from test_gateway import CLIENTS, _veth, ask, resolve
+from test_gateway import CLIENTS, ask, gateway_lab, resolve
 from secnet import tcp_probe
 
 pytestmark = pytest.mark.integration
@@ -71,38 +70,20 @@ class Groups:
 @pytest.fixture(scope="module")
 def groups():
     from nettrust_core.unbound_conf import render
-    from testbed.lab import Lab, missing_prerequisites
     from testbed.product import LISTEN, NetTrustHost
-    require(missing_prerequisites(("unbound", "unbound-control", "nft")))
-    with Lab() as lab:
-        lab.run("host", ["sysctl", "-qw", "net.ipv4.ip_forward=1",
-                         "net.ipv6.conf.all.forwarding=1"])
-        lab.run("net", ["ip", "route", "add", "10.97.0.0/16", "via", lab.host_v4])
-        lab.run("net", ["ip", "-6", "route", "add", "fd97::/16", "via", lab.host_v6])
-        clients: dict[str, NetNS] = {}
-        try:
-            for name, (gw_if, c4, g4, c6, g6) in CLIENTS.items():
-                clients[name] = NetNS(f"g13{os.getpid()}{name}")
-                _veth(lab.host_ns, clients[name], gw_if, c4, g4, c6, g6)
-            host = NetTrustHost(lab, CONFIG)
-            ctl_dir = lab.work_dir / "ctl"
-            ctl_dir.mkdir(mode=0o777, exist_ok=True)
-            os.chmod(ctl_dir, 0o777)
-            ctl = [str(ctl_dir / f"group{k}.ctl") for k in range(2)]
-            procs = []
-            for k in range(2):
-                conf = (LISTEN.format(threads=1) + host.zone_conf()
-                        + render(host.config, script=str(host.script), group=k)
-                        + f"remote-control:\n    control-enable: yes\n"
-                          f"    control-interface: {ctl[k]}\n    control-use-cert: no\n")
-                procs.append(lab.start_unbound(conf, env=host.env(k), name=f"unbound{k}"))
-            yield Groups(lab, clients, ctl)
-            for p in procs:
-                assert "Traceback" not in p.log_text(), p.log_text()[-3000:]
-        finally:
-            lab.stop_unbound()
-            for ns in clients.values():
-                ns.delete()
+    with gateway_lab(CLIENTS, f"g13{os.getpid()}") as (lab, clients, ctl_dir):
+        host = NetTrustHost(lab, CONFIG)
+        ctl = [str(ctl_dir / f"group{k}.ctl") for k in range(2)]
+        procs = []
+        for k in range(2):
+            conf = (LISTEN.format(threads=1) + host.zone_conf()
+                    + render(host.config, script=str(host.script), group=k)
+                    + f"remote-control:\n    control-enable: yes\n"
+                      f"    control-interface: {ctl[k]}\n    control-use-cert: no\n")
+            procs.append(lab.start_unbound(conf, env=host.env(k), name=f"unbound{k}"))
+        yield Groups(lab, clients, ctl)
+        for p in procs:
+            assert "Traceback" not in p.log_text(), p.log_text()[-3000:]
 
 
 def test_a_groups_lookup_opens_for_that_group_only_and_its_cache_hits_are_granted(groups):

@@ -18,9 +18,8 @@ import time
 
 import pytest
 
-from conftest import require
 from netns_util import NetNS
-from test_gateway import CLIENTS, _unbound_conf, _veth, connect_from, resolve
+from test_gateway import CLIENTS, _unbound_conf, connect_from, gateway_lab, resolve
 from secnet import tcp_probe
 
 pytestmark = pytest.mark.integration
@@ -70,38 +69,20 @@ class MacGateway:
 
 @pytest.fixture(scope="module")
 def gw():
-    from testbed.lab import Lab, missing_prerequisites
     from testbed.product import NetTrustHost
-    require(missing_prerequisites(("unbound", "unbound-control", "nft")))
-    with Lab() as lab:
-        lab.run("host", ["sysctl", "-qw", "net.ipv4.ip_forward=1",
-                         "net.ipv6.conf.all.forwarding=1"])
-        lab.run("net", ["ip", "route", "add", "10.97.0.0/16", "via", lab.host_v4])
-        lab.run("net", ["ip", "-6", "route", "add", "fd97::/16", "via", lab.host_v6])
-        clients: dict[str, NetNS] = {}
-        try:
-            for name, (gw_if, c4, g4, c6, g6) in CLIENTS.items():
-                clients[name] = NetNS(f"g13{os.getpid()}{name}")
-                _veth(lab.host_ns, clients[name], gw_if, c4, g4, c6, g6)
-            host = NetTrustHost(lab, CONFIG)
-            ctl_dir = lab.work_dir / "ctl"
-            ctl_dir.mkdir(mode=0o777, exist_ok=True)
-            os.chmod(ctl_dir, 0o777)
-            proc = lab.start_unbound(_unbound_conf(host, str(ctl_dir / "unbound.ctl")),
-                                     env=host.env())
-            g = MacGateway(lab, clients)
-            # every client has talked to the gateway over both families (ARP and ND entries),
-            # and the module's reader (every 2 s) has seen them
-            for name in CLIENTS:
-                g.resolve(name, "www.fw.test", "A", over=4)
-                g.resolve(name, "www.fw.test", "AAAA", over=6)
-            time.sleep(2.5)
-            yield g
-            assert "Traceback" not in proc.log_text(), proc.log_text()[-3000:]
-        finally:
-            lab.stop_unbound()
-            for ns in clients.values():
-                ns.delete()
+    with gateway_lab(CLIENTS, f"g13{os.getpid()}") as (lab, clients, ctl_dir):
+        host = NetTrustHost(lab, CONFIG)
+        proc = lab.start_unbound(_unbound_conf(host, str(ctl_dir / "unbound.ctl")),
+                                 env=host.env())
+        g = MacGateway(lab, clients)
+        # every client has talked to the gateway over both families (ARP and ND entries),
+        # and the module's reader (every 2 s) has seen them
+        for name in CLIENTS:
+            g.resolve(name, "www.fw.test", "A", over=4)
+            g.resolve(name, "www.fw.test", "AAAA", over=6)
+        time.sleep(2.5)
+        yield g
+        assert "Traceback" not in proc.log_text(), proc.log_text()[-3000:]
 
 
 def test_asked_over_ipv4_connected_over_ipv6_and_a_privacy_address_by_mac(gw):
