@@ -133,6 +133,11 @@ def test_resolve_through_master_connect_through_follower_first_syn(fleet):
     f1 = fleet["followers"][0]
     assert f1.connect(_address(NAMES - 1)) == "ConnectionRefusedError"     # control: unanswered
     assert f1.resolve(f"r{NAMES - 2}.fw.test")             # warm Unbound's cache of fw.test
+    # One uncounted window first: on a fresh CI machine the first 16 trials once all timed out
+    # at the client's 0.8 s (a one-off start-up stall; every later trial passed) — the claim is
+    # the steady state's first SYN, so the warm-up is printed, not asserted.
+    warm = _race(fleet, range(NAMES - 200, NAMES - 136))
+    print("warm-up through follower:", json.dumps(warm["kinds"]))
     result = _race(fleet, range(TRIALS))
     counts = result["kinds"]["fresh"]
     print("race through follower, hold 1s:", json.dumps(result["kinds"]),
