@@ -94,8 +94,9 @@ def test_a_good_file_raises_nothing_and_an_unrelated_file_is_not_even_read(etc, 
 def test_an_atomic_rename_over_the_file_alerts(etc, guard_for):
     g, events = guard_for(etc / "resolv.conf")
     atomic_write(etc / "resolv.conf", BAD)
-    assert wait_for(lambda: g.counters["resolv_conf_diverted"] == 1)
-    assert events.states() == ["diverted"]
+    # the guard counts, then sends the event (another thread): wait for what is read last
+    assert wait_for(lambda: events.states() == ["diverted"])
+    assert g.counters["resolv_conf_diverted"] == 1
     assert events.events[0]["servers"] == ["192.0.2.53"]
     assert "192.0.2.53" in events.events[0]["why"]
     assert g.counters["resolv_conf_ok"] == 0
@@ -136,9 +137,9 @@ def test_a_symlink_swap_and_a_write_to_the_link_target_alert(tmp_path, guard_for
 def test_revert_restores_the_contents_after_a_rename_and_an_in_place_write(etc, guard_for):
     g, events = guard_for(etc / "resolv.conf", revert=True)
     atomic_write(etc / "resolv.conf", BAD)
-    assert wait_for(lambda: g.counters["resolv_conf_reverts"] == 1)
+    assert wait_for(lambda: events.states()[:2] == ["diverted", "reverted"])
+    assert g.counters["resolv_conf_reverts"] == 1
     assert (etc / "resolv.conf").read_text() == GOOD
-    assert events.states()[:2] == ["diverted", "reverted"]
     with open(etc / "resolv.conf", "w") as f:
         f.write(BAD)
     assert wait_for(lambda: g.counters["resolv_conf_reverts"] == 2)
