@@ -126,8 +126,13 @@ def _agent_config(pool: Mapping[str, Any]) -> str:
         if enforcement == "namespaces":
             lines.append('backends = ["namespaces"]')
         lines += ['', '[gateway]', 'per_client = true', '']
-    if (spec.get("sharedState") or {}).get("backend", "none") != "none":
-        lines += ['# shared state: ' + str(spec["sharedState"].get("endpoint", "")), '']
+    shared = spec.get("sharedState") or {}
+    if shared.get("backend", "none") == "redis":
+        # every node agent publishes its grants: the fleet's stream, the operator's grant feed
+        tls = "/etc/nettrust/tls"
+        lines += ['[fleet]', 'role = "master"', f'redis_url = "{shared.get("endpoint", "")}"',
+                  f'ca_file = "{tls}/ca.crt"', f'cert_file = "{tls}/tls.crt"',
+                  f'key_file = "{tls}/tls.key"', '']
     return "\n".join(lines)
 
 

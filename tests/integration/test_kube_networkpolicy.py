@@ -7,10 +7,12 @@ resolver.  The same resolver is a fleet master publishing to a real redis-server
 
 The operator runs with kopf's test runner against a FAKE Kubernetes API server (the KMock
 emulator, tests/integration/kmock_server.py: no kube-apiserver can run here), fed from the node's
-statistics database (``sqlite:``).
+statistics database (``sqlite:``) or from the fleet's stream (``rediss://``, read from another
+network namespace than the node's, through a TCP relay: "across nodes").
 
 What a user would notice: the pod's answer arrives and nothing on the node holds kernel state or
-privileges; the grant becomes an ipBlock of the NetworkPolicy; the control: the nftables backend under the same capabilities refuses to start, saying
+privileges; the grant becomes an ipBlock of the NetworkPolicy, from either feed, and leaves when it
+expires; the control: the nftables backend under the same capabilities refuses to start, saying
 why. 
 """
 
@@ -152,9 +154,17 @@ def operator(api, node):  # noqa: F811 - the shared fixture
     os.environ["NETTRUST_GRANT_FEED"] = node["sqlite"]
     os.environ["NETTRUST_RECONCILE_SECONDS"] = RECONCILE_SECONDS
     from kopf.testing import KopfRunner
-    with KopfRunner(["run", "-A", "--standalone", "-m", "nettrust_core.kube.operator"]) as runner:
-        time.sleep(1.0)
-        yield runner
+    try:
+        with KopfRunner(["run", "-A", "--standalone", "-m", "nettrust_core.kube.operator"]) as runner:
+            time.sleep(1.0)
+            yield runner
+    finally:
+        from nettrust_core.kube import operator as kube_operator
+        for feed in kube_operator._feeds.values():      # the fleet feed's reader thread
+            stop = getattr(feed, "stop", None)
+            if stop is not None:
+                stop()
+        kube_operator._feeds.clear()
     assert runner.exception is None, runner.stdout
 
 
@@ -252,6 +262,28 @@ def test_the_grant_reaches_the_statistics_feed_and_becomes_an_ip_block(node, api
     assert "198.18.0.7/32" in blocks and "198.51.100.10/32" in blocks   # both of the pod's names
     assert "203.0.113.80/32" not in blocks                              # connected, never asked
     _delete_policy(api, "npsql", "web")
+
+
+# -- 2: the fleet's stream as the feed, across nodes ---------------------------------------------
+def test_the_fleet_stream_feeds_the_network_policy_and_expired_grants_leave(node, api, operator):  # noqa: F811
+    # published before the operator reads the stream at all: it must come from the replay
+    assert pod_resolve(node, "h8.fw.test")[0] == ["198.18.0.8"]
+    time.sleep(0.5)
+    os.environ["NETTRUST_GRANT_FEED"] = node["redis"]
+    try:
+        _policy(api, "npfleet", "fleet")
+        blocks = wait_for(lambda: _ip_blocks(api, "npfleet", "nettrust-fleet"), "the NetworkPolicy")
+        assert "198.18.0.8/32" in blocks
+        # followed live: a short grant (TTL 3 s + 1 s grace) appears, then leaves on expiry
+        assert pod_resolve(node, "s5.fw.test")[0] == ["198.19.0.5"]
+        wait_for(lambda: "198.19.0.5/32" in (_ip_blocks(api, "npfleet", "nettrust-fleet") or ()),
+                 "the followed grant as an ipBlock", timeout=10)
+        wait_for(lambda: "198.19.0.5/32" not in (_ip_blocks(api, "npfleet", "nettrust-fleet") or ()),
+                 "the expired grant to leave", timeout=20)
+        assert "198.18.0.8/32" in _ip_blocks(api, "npfleet", "nettrust-fleet")   # control: still live
+        _delete_policy(api, "npfleet", "fleet")
+    finally:
+        os.environ["NETTRUST_GRANT_FEED"] = node["sqlite"]
 
 
 # -- the control: a kernel backend under the same capabilities fails closed at start --------------
