@@ -13,7 +13,7 @@ network namespace than the node's, through a TCP relay: "across nodes").
 What a user would notice: the pod's answer arrives and nothing on the node holds kernel state or
 privileges; the grant becomes an ipBlock of the NetworkPolicy, from either feed, and leaves when it
 expires; the control: the nftables backend under the same capabilities refuses to start, saying
-why. 
+why.  The lag from the answer to the ipBlock in the (emulated) API is measured and printed.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import contextlib
 import os
 import re
 import socket
+import statistics
 import threading
 import time
 import uuid
@@ -46,6 +47,7 @@ CAP_NET_BIND_SERVICE = 1 << 10
 DIST_PACKAGES = "/usr/lib/python3/dist-packages"
 SYSTEM_PYTHON = "/usr/bin/python3"
 RECONCILE_SECONDS = "1"
+LAG_NAMES = 50
 
 
 def _rendered_config() -> tuple[str, str]:
@@ -284,6 +286,61 @@ def test_the_fleet_stream_feeds_the_network_policy_and_expired_grants_leave(node
         _delete_policy(api, "npfleet", "fleet")
     finally:
         os.environ["NETTRUST_GRANT_FEED"] = node["sqlite"]
+
+
+# -- 3: the lag from the DNS answer to the ipBlock in the (emulated) API ------------------------
+def _lag(node, api, feed: str, namespace: str, first: int) -> list[float]:  # noqa: F811
+    from testbed.zones import h_address
+    os.environ["NETTRUST_GRANT_FEED"] = feed
+    _policy(api, namespace, "lag")
+    wait_for(lambda: _ip_blocks(api, namespace, "nettrust-lag") is not None, "the NetworkPolicy")
+    names = {f"h{i}.fw.test": f"{h_address(i)[0]}/32" for i in range(first, first + LAG_NAMES)}
+    seen: dict[str, float] = {}
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.is_set():
+            now = time.time()
+            for cidr in _ip_blocks(api, namespace, "nettrust-lag") or ():
+                seen.setdefault(cidr, now)
+            stop.wait(0.02)
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    answered: dict[str, float] = {}
+    sock = node["pod"].socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for qname, cidr in names.items():
+            addresses, at = pod_resolve(node, qname, sock)
+            assert [f"{a}/32" for a in addresses] == [cidr]
+            answered[cidr] = at
+            time.sleep(0.1)
+        wait_for(lambda: set(answered) <= set(seen), "every answered address as an ipBlock", timeout=30)
+    finally:
+        stop.set()
+        poller.join()
+        sock.close()
+        _delete_policy(api, namespace, "lag")
+    return [seen[c] - answered[c] for c in answered]
+
+
+def test_lag_from_the_answer_to_the_ip_block(node, api, operator, capsys):  # noqa: F811
+    figures = {}
+    try:
+        for label, feed, namespace, first in (("sqlite", node["sqlite"], "nplag1", 100),
+                                              ("fleet stream", node["redis"], "nplag2", 200)):
+            lags = sorted(_lag(node, api, feed, namespace, first))
+            p50 = statistics.median(lags)
+            p99 = lags[min(len(lags) - 1, int(0.99 * len(lags)))]
+            figures[label] = (p50, p99, lags[-1])
+            # every address arrived after its answer, within two reconcile periods, the agent's
+            # join (1 s) and flush, or the stream
+            assert lags[0] > 0 and p99 < 2 * float(RECONCILE_SECONDS) + 3.0, (label, lags)
+    finally:
+        os.environ["NETTRUST_GRANT_FEED"] = node["sqlite"]
+    with capsys.disabled():
+        for label, (p50, p99, worst) in figures.items():
+            print(f"\nAPI lag, answer -> ipBlock in the KMock API ({LAG_NAMES} names, reconcile "
+                  f"{RECONCILE_SECONDS} s, {label} feed): p50 {p50:.2f} s, p99 {p99:.2f} s, max {worst:.2f} s")
 
 
 # -- the control: a kernel backend under the same capabilities fails closed at start --------------
