@@ -22,6 +22,8 @@ def register(sub) -> None:
     c.add_argument("--feed", default="sqlite:/var/lib/nettrust/stats.db",
                    help="where the grants come from: sqlite:PATH (a node's statistics database) or "
                         "rediss://HOST:PORT/DB?ca=…&cert=…&key=… (the fleet's stream, every node's)")
+    c.add_argument("--feed-tls-secret", default="nettrust-fleet-tls",
+                   help="the kubernetes.io/tls secret a rediss:// feed reads at /etc/nettrust/tls")
     c.set_defaults(func=cmd_manifests)
     c = verbs.add_parser("render", help="validate an EgressPolicy or AgentPool file against its CRD and "
                                         "print what the operator makes of it")
@@ -55,7 +57,7 @@ def _dump(objects) -> None:
 
 def cmd_manifests(args) -> int:
     from .kube.bundle import operator_objects
-    _dump(operator_objects(args.image, args.namespace, args.feed))
+    _dump(operator_objects(args.image, args.namespace, args.feed, args.feed_tls_secret))
     return 0
 
 
