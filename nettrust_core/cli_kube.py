@@ -19,7 +19,11 @@ def register(sub) -> None:
                                            "Deployment) as YAML")
     c.add_argument("--image", default="nettrust:latest", help="the NetTrust image the operator runs")
     c.add_argument("--namespace", default="nettrust-system")
-    c.add_argument("--feed", default="sqlite:/var/lib/nettrust/stats.db", help="where the grants come from")
+    c.add_argument("--feed", default="sqlite:/var/lib/nettrust/stats.db",
+                   help="where the grants come from: sqlite:PATH (a node's statistics database) or "
+                        "rediss://HOST:PORT/DB?ca=…&cert=…&key=… (the fleet's stream, every node's)")
+    c.add_argument("--feed-tls-secret", default="nettrust-fleet-tls",
+                   help="the kubernetes.io/tls secret a rediss:// feed reads at /etc/nettrust/tls")
     c.set_defaults(func=cmd_manifests)
     c = verbs.add_parser("render", help="validate an EgressPolicy or AgentPool file against its CRD and "
                                         "print what the operator makes of it")
@@ -35,7 +39,8 @@ def register(sub) -> None:
     c.add_argument("--prefix-list", required=True, metavar="ID")
     c.add_argument("--region", default=os.environ.get("AWS_REGION"))
     c.add_argument("--endpoint-url", default=None, help="another EC2 endpoint (a test server)")
-    c.add_argument("--feed", default="sqlite:/var/lib/nettrust/stats.db")
+    c.add_argument("--feed", default="sqlite:/var/lib/nettrust/stats.db",
+                   help="sqlite:PATH or rediss://HOST:PORT/DB?ca=…&cert=…&key=… (the fleet's stream)")
     c.add_argument("--interval", type=float, default=30.0, help="seconds between reconciles")
     c.add_argument("--min-lifetime", type=float, default=300.0,
                    help="keep an address at least this long (seconds): fewer API calls")
@@ -52,7 +57,7 @@ def _dump(objects) -> None:
 
 def cmd_manifests(args) -> int:
     from .kube.bundle import operator_objects
-    _dump(operator_objects(args.image, args.namespace, args.feed))
+    _dump(operator_objects(args.image, args.namespace, args.feed, args.feed_tls_secret))
     return 0
 
 

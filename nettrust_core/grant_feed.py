@@ -1,8 +1,8 @@
 """The live grants, for what enforces outside this host: Kubernetes policies, cloud prefix lists.
 
 The resolver records every grant it writes (address, client, name, expiry) in the statistics
-database; :class:`StatsDbFeed` reads the live ones back. Another feed (the fleet's shared stream)
-only has to yield the same :class:`FeedGrant` records. :func:`keep_longest` is the one cap rule of
+database; :class:`StatsDbFeed` reads the live ones back. The fleet's shared stream
+(:mod:`.grant_feed_redis`) yields the same :class:`FeedGrant` records, from every node. :func:`keep_longest` is the one cap rule of
 every such sink: past the cap keep the addresses that live longest, count the others.
 """
 
@@ -50,10 +50,16 @@ class StatsDbFeed:
 
 
 def feed_from_spec(spec: str) -> GrantFeed:
-    """``sqlite:PATH`` (the only feed so far) -> the feed; :class:`InvalidValue` otherwise."""
+    """``sqlite:PATH`` (a node's statistics database), or ``rediss://…`` / ``redis://…`` (the
+    fleet's stream, every master's grants: :mod:`.grant_feed_redis`) -> the feed;
+    :class:`InvalidValue` otherwise.  A fleet feed is a reader thread: make it once, keep it."""
     kind, _, where = spec.partition(":")
+    if kind in ("redis", "rediss"):
+        from .grant_feed_redis import FleetStreamFeed
+        return FleetStreamFeed.from_spec(spec)
     if kind != "sqlite" or not where:
-        raise InvalidValue(f"unknown grant feed {spec!r}: expected sqlite:PATH")
+        raise InvalidValue(f"unknown grant feed {spec!r}: expected sqlite:PATH or "
+                           "rediss://HOST:PORT/DB?ca=…&cert=…&key=…")
     return StatsDbFeed(where)
 
 

@@ -20,6 +20,7 @@ import subprocess
 from typing import TYPE_CHECKING
 
 from .errors import NetTrustError
+from .firewall.record_only import needs_net_admin
 from .unbound_conf import MODULE_CONFIG, cache_max_ttl
 
 if TYPE_CHECKING:
@@ -131,9 +132,24 @@ def privilege_problem(config: Config, euid: int, cap_eff: int) -> str | None:
     """Why this process, as it runs, cannot work: wrong user, or no CAP_NET_ADMIN.
 
     The ruleset lets only ``firewall.resolver_user`` reach DNS servers; an Unbound running as
-    anyone else sends upstream queries that are all dropped and never answers.
+    anyone else sends upstream queries that are all dropped and never answers.  Backends that
+    write no kernel state (``record-only``: the grants are enforced elsewhere) build no ruleset
+    and need neither; then only the lifecycle features that read the kernel need the capability.
     """
-    user = config.firewall.resolver_user
+    fw = config.firewall
+    if not needs_net_admin([*fw.backends, *(["namespaces"] if fw.namespaces else [])]):
+        lc = config.lifecycle
+        wants = [k for k, on in (("lifecycle.liveness", lc.liveness),
+                                 ("lifecycle.unauthorized", lc.unauthorized),
+                                 ("lifecycle.terminate_unauthorized", lc.terminate_unauthorized))
+                 if on]
+        if wants and not cap_eff & (1 << CAP_NET_ADMIN):
+            return (f"firewall.backends = {list(fw.backends)} writes nothing to the kernel and "
+                    f"needs no CAP_NET_ADMIN, but {', '.join(wants)} read the kernel's conntrack "
+                    "and NFLOG, which does: set them false (nothing is filtered on this host for "
+                    "them to see) or grant CAP_NET_ADMIN.")
+        return None
+    user = fw.resolver_user
     if user:
         try:
             uid = pwd.getpwnam(user).pw_uid

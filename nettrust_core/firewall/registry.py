@@ -19,10 +19,12 @@ from ..errors import FirewallError
 from .base import FirewallBackend, RulesetSpec
 
 #: name -> "module:Class" (module relative to this package).  ``recording`` is the fake of
-#: :mod:`.recording`, for integration tests (it programs nothing).
+#: :mod:`.recording`, for integration tests (it programs nothing); ``record-only``
+#: (:mod:`.record_only`) programs nothing either, for real: its grants are enforced elsewhere.
 BACKENDS: Mapping[str, str] = {
     "nftables": "nftables:NftablesBackend",
     "recording": "recording:RecordingBackend",
+    "record-only": "record_only:RecordOnlyBackend",
     "namespaces": "namespaces:NamespacesBackend",
     "iptables-legacy": "iptables:IptablesLegacyBackend",
     "iptables-nft": "iptables:IptablesNftBackend",

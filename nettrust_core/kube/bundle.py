@@ -36,7 +36,11 @@ _RULES = [
 
 
 def operator_objects(image: str, namespace: str = NAMESPACE,
-                     feed: str = "sqlite:/var/lib/nettrust/stats.db") -> list[dict[str, Any]]:
+                     feed: str = "sqlite:/var/lib/nettrust/stats.db",
+                     feed_tls_secret: str = "nettrust-fleet-tls") -> list[dict[str, Any]]:
+    """The operator's install bundle.  ``feed_tls_secret``: the ``kubernetes.io/tls`` secret
+    (``ca.crt``, ``tls.crt``, ``tls.key``) a ``rediss://`` grant feed reads at
+    ``/etc/nettrust/tls``; optional, so a ``sqlite:`` feed needs none."""
     name = "nettrust-operator"
     meta = {"name": name, "namespace": namespace, "labels": dict(LABELS)}
     return [
@@ -57,8 +61,12 @@ def operator_objects(image: str, namespace: str = NAMESPACE,
                       "containers": [{
                           "name": "operator", "image": image, "command": ["nettrust", "operator"],
                           "env": [{"name": "NETTRUST_GRANT_FEED", "value": feed}],
+                          "volumeMounts": [{"name": "grant-feed-tls", "mountPath": "/etc/nettrust/tls",
+                                            "readOnly": True}],
                           "securityContext": {"allowPrivilegeEscalation": False, "runAsNonRoot": True,
-                                              "runAsUser": 65534, "capabilities": {"drop": ["ALL"]}}}]}}}},
+                                              "runAsUser": 65534, "capabilities": {"drop": ["ALL"]}}}],
+                      "volumes": [{"name": "grant-feed-tls",
+                                   "secret": {"secretName": feed_tls_secret, "optional": True}}]}}}},
     ]
 
 
@@ -82,8 +90,9 @@ def write_deploy(root: str) -> list[str]:
     for crd in CRDS:
         put(f"helm/nettrust/crds/{crd['metadata']['name']}.yaml", yaml.safe_dump(crd, sort_keys=False))
     marks = {"@@IMAGE@@": "{{ .Values.image }}", "@@NS@@": "{{ .Release.Namespace }}",
-             "@@FEED@@": "{{ .Values.grantFeed }}"}
-    text = yaml.safe_dump_all(operator_objects("@@IMAGE@@", "@@NS@@", "@@FEED@@")[1 + len(CRDS):], sort_keys=False)
+             "@@FEED@@": "{{ .Values.grantFeed }}", "@@FEEDTLS@@": "{{ .Values.grantFeedTlsSecret }}"}
+    text = yaml.safe_dump_all(operator_objects("@@IMAGE@@", "@@NS@@", "@@FEED@@", "@@FEEDTLS@@")[1 + len(CRDS):],
+                              sort_keys=False)
     for mark, template in marks.items():
         text = text.replace(mark, template)
     put("helm/nettrust/templates/operator.yaml",

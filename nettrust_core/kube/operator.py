@@ -8,13 +8,15 @@ whether the cap dropped any. Deleting the policy deletes what it rendered (final
 ``AgentPool``: renders the node agents' DaemonSet, ConfigMap and RBAC; deleting it removes them.
 
 Settings from the environment: ``NETTRUST_GRANT_FEED`` (``sqlite:/var/lib/nettrust/stats.db``,
-the node agent's statistics database) and ``NETTRUST_RECONCILE_SECONDS`` (default 5).
+the node agent's statistics database, or ``rediss://…`` the fleet's stream, every node's grants:
+:mod:`nettrust_core.grant_feed_redis`) and ``NETTRUST_RECONCILE_SECONDS`` (default 5).
 """
 
 from __future__ import annotations
 
 import datetime
 import os
+import sqlite3
 import time
 from typing import Any
 
@@ -22,8 +24,8 @@ import kopf
 from kubernetes import client, config
 
 from . import apply as kube_apply
-from ..errors import InvalidValue
-from ..grant_feed import GrantFeed, feed_from_spec
+from ..errors import InvalidValue, NetTrustError
+from ..grant_feed import FeedGrant, GrantFeed, feed_from_spec
 from .crds import GROUP, VERSION
 from .desired import Desired, Pod, desired
 from .render import agent_pool_objects, calico_network_set, cilium_policy, network_policy, policy_object_name
@@ -32,11 +34,27 @@ RECONCILE_SECONDS = float(os.environ.get("NETTRUST_RECONCILE_SECONDS", "5"))
 _previous: dict[tuple[str, str], dict[str, float]] = {}   # (namespace, policy) -> address -> until
 
 
+_feeds: dict[str, GrantFeed] = {}   # spec -> feed: a fleet feed is a reader thread, made once
+
+
 def grant_feed() -> GrantFeed:
+    spec = os.environ.get("NETTRUST_GRANT_FEED", "sqlite:/var/lib/nettrust/stats.db")
+    feed = _feeds.get(spec)
+    if feed is None:
+        try:
+            feed = _feeds[spec] = feed_from_spec(spec)
+        except InvalidValue as exc:
+            raise kopf.PermanentError(f"NETTRUST_GRANT_FEED: {exc}") from None
+    return feed
+
+
+def live_grants(now: float) -> list[FeedGrant]:
+    """The feed's live grants; a feed not read yet (the fleet's, replaying or unreachable) is a
+    temporary error: the policy object keeps what it holds, never rendered empty meanwhile."""
     try:
-        return feed_from_spec(os.environ.get("NETTRUST_GRANT_FEED", "sqlite:/var/lib/nettrust/stats.db"))
-    except InvalidValue as exc:
-        raise kopf.PermanentError(f"NETTRUST_GRANT_FEED: {exc}") from None
+        return list(grant_feed().live(now))
+    except (NetTrustError, sqlite3.Error) as exc:
+        raise kopf.TemporaryError(f"grant feed: {exc}", delay=RECONCILE_SECONDS) from None
 
 
 @kopf.on.login()
@@ -83,7 +101,7 @@ def reconcile_policy(body: kopf.Body, patch: kopf.Patch) -> None:
                                                  "enforced by the node agents' nftables")]
         return
     now = time.time()
-    wanted = desired(policy, _pods(namespace), grant_feed().live(now), now, _previous.get((namespace, name)))
+    wanted = desired(policy, _pods(namespace), live_grants(now), now, _previous.get((namespace, name)))
     _previous[(namespace, name)] = wanted.addresses
     kube_apply.apply(_rendered(policy, wanted))
     patch.status["addressCount"] = len(wanted.addresses)

@@ -106,21 +106,33 @@ def calico_network_set(policy: Mapping[str, Any], wanted: Desired) -> dict[str, 
 # --- AgentPool -------------------------------------------------------------------------------
 
 def _agent_config(pool: Mapping[str, Any]) -> str:
-    """The node agent's nettrust.toml: gateway mode, pods as clients, grants per pod."""
+    """The node agent's nettrust.toml: gateway mode, pods as clients, grants per pod; in
+    NetworkPolicy mode a resolver that writes nothing to the kernel (``record-only``: no
+    CAP_NET_ADMIN) and only reports its grants, for the operator to render."""
     spec = pool["spec"]
     upstreams = spec.get("upstreamDNS") or []
     lines = ['[general]', 'mode = "denylist"', '', '[upstream]',
              f'mode = "{"forward" if upstreams else "recurse"}"',
-             "servers = [" + ", ".join(f'"{u}"' for u in upstreams) + "]", '',
-             '[firewall]', 'hooks = ["output", "forward"]',
-             # pods are the clients: the pod networks (a node's pod veths have no fixed names)
-             "lan_networks = [" + ", ".join(f'"{n}"' for n in spec.get("podNetworks") or []) + "]"]
+             "servers = [" + ", ".join(f'"{u}"' for u in upstreams) + "]", '']
     enforcement = spec.get("enforcement", "nftables")
-    if enforcement == "namespaces":
-        lines.append('backends = ["namespaces"]')
-    lines += ['', '[gateway]', 'per_client = true', '']
-    if (spec.get("sharedState") or {}).get("backend", "none") != "none":
-        lines += ['# shared state: ' + str(spec["sharedState"].get("endpoint", "")), '']
+    if enforcement == "networkpolicy":
+        lines += ['[firewall]', 'backends = ["record-only"]', '',
+                  # both read the kernel (conntrack, NFLOG): nothing is filtered here to see
+                  '[lifecycle]', 'liveness = false', 'unauthorized = false', '']
+    else:
+        lines += ['[firewall]', 'hooks = ["output", "forward"]',
+                  # pods are the clients: the pod networks (a node's pod veths have no fixed names)
+                  "lan_networks = [" + ", ".join(f'"{n}"' for n in spec.get("podNetworks") or []) + "]"]
+        if enforcement == "namespaces":
+            lines.append('backends = ["namespaces"]')
+        lines += ['', '[gateway]', 'per_client = true', '']
+    shared = spec.get("sharedState") or {}
+    if shared.get("backend", "none") == "redis":
+        # every node agent publishes its grants: the fleet's stream, the operator's grant feed
+        tls = "/etc/nettrust/tls"
+        lines += ['[fleet]', 'role = "master"', f'redis_url = "{shared.get("endpoint", "")}"',
+                  f'ca_file = "{tls}/ca.crt"', f'cert_file = "{tls}/tls.crt"',
+                  f'key_file = "{tls}/tls.key"', '']
     return "\n".join(lines)
 
 

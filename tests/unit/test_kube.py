@@ -140,11 +140,14 @@ def test_helm_chart_renders_the_same_objects():
     values = yaml.safe_load((chart / "values.yaml").read_text())
     text = (chart / "templates" / "operator.yaml").read_text()
     used = set(re.findall(r"\{\{[^}]*\}\}", text))
-    assert used <= {"{{ .Values.image }}", "{{ .Values.grantFeed }}", "{{ .Release.Namespace }}"}, used
+    assert used <= {"{{ .Values.image }}", "{{ .Values.grantFeed }}", "{{ .Values.grantFeedTlsSecret }}",
+                    "{{ .Release.Namespace }}"}, used
     text = (text.replace("{{ .Values.image }}", values["image"]).replace("{{ .Values.grantFeed }}", values["grantFeed"])
+            .replace("{{ .Values.grantFeedTlsSecret }}", values["grantFeedTlsSecret"])
             .replace("{{ .Release.Namespace }}", "nettrust-system"))
     rendered = [d for d in yaml.safe_load_all(text) if d]
-    assert rendered == operator_objects(values["image"], "nettrust-system", values["grantFeed"])[1 + len(CRDS):]
+    assert rendered == operator_objects(values["image"], "nettrust-system", values["grantFeed"],
+                                        values["grantFeedTlsSecret"])[1 + len(CRDS):]
 
 
 def test_render_verb_names_the_file_and_the_field(tmp_path):
