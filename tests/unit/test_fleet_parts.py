@@ -119,3 +119,37 @@ def test_follower_apply_never_shortens_and_skips_expired_entries():
     left = follower.tracker.expires_in(ip)
     assert left is not None and left > 290
     assert len(backend.batches) == 1 and backend.batches[0][0].timeout > 290
+
+
+# -- a follower's rules: DNS to the masters, its Redis ----------------------------------------------
+GATEWAY = ('[firewall]\nbackends = ["recording"]\nhooks = ["output", "forward"]\n'
+           'lan_interfaces = ["lan0"]\nresolver_user = ""\n[gateway]\nper_client = true\n')
+
+
+def test_a_followers_masters_get_their_dns_ports_only_in_output_and_forward():
+    from nettrust_core.firewall.nftables_rules import chain_rules
+    from nettrust_core.ruleset import ruleset_spec
+    config = parse_config(GATEWAY + FLEET + 'redis_url = "redis://127.0.0.1:1/0"\n'
+                          'allow_plaintext = true\nmasters = ["192.0.2.2", "2001:db8::53"]\n')
+    spec = ruleset_spec(config)
+    assert [str(a) for a in spec.dns_servers] == ["192.0.2.2", "2001:db8::53"]
+    for hook in ("output", "forward"):
+        rules = chain_rules(spec, hook)
+        text = [repr(r) for r in rules]
+        accept = [i for i, t in enumerate(text) if "'192.0.2.2'" in t]
+        refuse = next(i for i, t in enumerate(text) if "853" in t and "reject" in t)
+        assert len(accept) == 1 and accept[0] < refuse, hook
+        assert "'dport'" in text[accept[0]] and "853" in text[accept[0]]
+        assert any("'2001:db8::53'" in t for t in text)
+        if hook == "forward":                   # after the LAN-side check, never before it
+            lan = next(i for i, t in enumerate(text) if "iifname" in t)
+            assert lan < accept[0]
+    # Its Redis: TCP to that address and port, from this host only (output, never forward).
+    assert [(str(a), p) for a, p in spec.own_services] == [("127.0.0.1", 1)]
+    assert any("'127.0.0.1', 1" in repr(r) for r in chain_rules(spec, "output"))
+    assert not any("'127.0.0.1', 1" in repr(r) for r in chain_rules(spec, "forward"))
+    # Not a follower: no such rule (a master's own masters key means nothing).
+    master = parse_config(GATEWAY + FLEET.replace('"follower"', '"master"')
+                          + 'redis_url = "redis://127.0.0.1:1/0"\nallow_plaintext = true\n'
+                          'masters = ["192.0.2.2"]\n')
+    assert ruleset_spec(master).dns_servers == ()
