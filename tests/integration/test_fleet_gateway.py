@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from fleet_util import (MASTER, REDIS_PORT, GatewayFollower, MasterHost, client_names,
-                        fleet_section, start_redis)
+                        fleet_section, in_host, start_redis)
 from lab_util import wait_for
 
 from nettrust_core.fleet.certs import make_ca, make_cert
@@ -105,3 +105,70 @@ def test_clients_behind_a_follower_reach_the_masters_dns_and_nothing_else_of_the
     # The follower enforces meanwhile: an unasked address is refused to both clients.
     assert gw.client_connect("a", _address(NAMES - 1)) == "ConnectionRefusedError"
     assert gw.client_connect("b", _address(NAMES - 1)) == "ConnectionRefusedError"
+
+
+# -- per-client grants across the fleet ---------------------------------------------------------
+def test_the_client_that_asked_connects_through_the_follower_on_the_first_syn_and_no_other(gw_fleet):
+    gw = gw_fleet["gw"]
+    for i in range(1, 21):
+        address = _address(i)
+        assert gw.client_connect("a", address) == "ConnectionRefusedError", i    # control
+        assert gw.client_resolve("a", f"g{i}.fw.test") == [address]
+        assert gw.client_connect("a", address) is True, i          # first SYN, one attempt
+        assert gw.client_connect("b", address) == "ConnectionRefusedError", i    # never asked
+    pairs = gw.pairs()
+    assert ("10.99.61.2", _address(1)) in pairs
+    assert not {("10.99.62.2", _address(i)) for i in range(1, 21)} & pairs, pairs
+    # B asks for itself and then connects (the control that B is not simply cut off).
+    assert gw.client_resolve("b", "g30.fw.test") == [_address(30)]
+    assert gw.client_connect("b", _address(30)) is True
+    assert gw.client_connect("a", _address(30)) == "ConnectionRefusedError"
+    # The follower wrote pairs, one per answer (its status file is refreshed every second).
+    wait_for(lambda: gw.status().get("counters", {}).get("pairs_written", 0) >= 22,
+             "the follower's status to count the pairs written")
+    # The follower's own host was granted nothing of them (pairs are no host grant).
+    assert gw.connect(_address(1)) == "ConnectionRefusedError"
+
+
+def test_a_late_gateway_follower_replays_the_pairs_from_the_snapshot(gw_fleet):
+    lab, gw, certs = gw_fleet["lab"], gw_fleet["gw"], gw_fleet["certs"]
+    gw.stop()
+
+    def drop_cursor() -> int:
+        import redis
+        tool = redis.Redis(host=MASTER, port=REDIS_PORT, ssl=True,
+                           ssl_ca_certs=str(certs / "ca.crt"),
+                           ssl_certfile=str(certs / "tool.crt"),
+                           ssl_keyfile=str(certs / "tool.key"), socket_timeout=5)
+        return int(tool.delete("nettrust:cursor:g1"))
+
+    assert in_host(lab, drop_cursor) in (0, 1)
+    address = _address(40)
+    assert gw.client_resolve("a", "g40.fw.test") == [address]   # published while g1 is away
+    assert gw.client_connect("a", address) == "ConnectionRefusedError"
+    gw.start()                                                   # no cursor: the snapshot
+    assert gw.status()["counters"].get("snapshot_loads") == 1
+    wait_for(lambda: gw.client_connect("a", address) is True, "a's pair from the snapshot",
+             timeout=5)
+    assert gw.client_connect("b", address) == "ConnectionRefusedError"
+
+
+def test_a_held_connection_through_the_follower_outlives_its_grant(gw_fleet):
+    """No renewal needs publishing for this: the follower's forward chain accepts established
+    flows, so a connection made under a grant keeps working after the grant ends; a new one is
+    refused (the grant really ended)."""
+    gw = gw_fleet["gw"]
+    assert gw.client_resolve("a", "heldflow.fw.test") == [SHORT]     # TTL 1: a 3 s grant
+    s = gw.clients["a"].socket()
+    s.settimeout(2)
+    try:
+        s.connect((SHORT, 7))                                  # the lab's echo server
+        s.sendall(b"before\n")
+        assert s.recv(64) == b"before\n"
+        wait_for(lambda: ("10.99.61.2", SHORT) not in gw.pairs(), "the pair to expire",
+                 timeout=15)
+        assert gw.client_connect("a", SHORT, 7) == "ConnectionRefusedError"     # ended
+        s.sendall(b"after\n")
+        assert s.recv(64) == b"after\n"                        # the held flow goes on
+    finally:
+        s.close()

@@ -121,9 +121,73 @@ def test_follower_apply_never_shortens_and_skips_expired_entries():
     assert len(backend.batches) == 1 and backend.batches[0][0].timeout > 290
 
 
-# -- a follower's rules: DNS to the masters, its Redis ----------------------------------------------
+# -- gateway mode: per-client grants across the fleet ----------------------------------------------
 GATEWAY = ('[firewall]\nbackends = ["recording"]\nhooks = ["output", "forward"]\n'
            'lan_interfaces = ["lan0"]\nresolver_user = ""\n[gateway]\nper_client = true\n')
+
+
+def _gateway_follower():
+    config = parse_config(GATEWAY + FLEET + 'redis_url = "redis://127.0.0.1:1/0"\n'
+                          'allow_plaintext = true\n')
+    backend = RecordingBackend()
+    return Follower(config, backend, connect=lambda: None), backend
+
+
+def _written(backend) -> list[tuple[str | None, str]]:
+    return [(None if g.client is None else str(g.client), str(g.address))
+            for batch in backend.batches for g in batch]
+
+
+def test_a_gateway_follower_grants_the_client_that_asked_and_never_shortens_its_pair():
+    follower, backend = _gateway_follower()
+    now, ip = time.time(), A("198.51.100.7")
+    assert follower.apply(GrantEntry((ip,), (now + 300,), "a.example", "10.1.0.5")) == 1
+    assert _written(backend) == [("10.1.0.5", "198.51.100.7")]      # a pair, not the address
+    assert follower.tracker.expires_in(ip) is None                   # the gateway itself: no
+    assert follower.apply(GrantEntry((ip,), (now + 5,), "a.example", "10.1.0.5")) == 0
+    assert follower.counters["pairs_kept"] == 1                      # replayed shorter: kept
+    assert follower.apply(GrantEntry((ip,), (now + 300,), "a.example", "10.1.0.6")) == 1
+    assert _written(backend)[-1] == ("10.1.0.6", "198.51.100.7")     # another client: its own
+    assert backend.batches[0][0].timeout > 290
+    # A client that does not parse grants nothing (never the address to everyone).
+    assert follower.apply(GrantEntry((ip,), (now + 300,), "a.example", "not-an-ip")) == 0
+    assert len(backend.batches) == 2
+    # No client (the master's own lookup): the gateway's own address grant, as the resolver.
+    assert follower.apply(GrantEntry((A("198.51.100.8"),), (now + 300,), "b.example")) == 1
+    assert _written(backend)[-1] == (None, "198.51.100.8")
+
+
+def test_a_host_mode_follower_keeps_granting_addresses_whoever_asked():
+    follower, backend = _follower()
+    assert follower.apply(GrantEntry((A("198.51.100.7"),), (time.time() + 300,), "a.example",
+                                     "10.1.0.5")) == 1
+    assert _written(backend) == [(None, "198.51.100.7")]
+
+
+def test_a_gateway_master_publishes_each_clients_pairs_with_that_clients_address():
+    from nettrust_core.authorizer import Authorizer
+    from test_gateway_grants import Clock, answer
+
+    class Sink:
+        def __init__(self) -> None:
+            self.got: list = []
+
+        def granted(self, grants, owner) -> None:
+            self.got.append((owner.client, owner.names, [str(g.address) for g in grants]))
+
+    config = parse_config(GATEWAY.replace('backends = ["recording"]\n', "")
+                          + '[grants]\nmin_ttl = "30s"\n')
+    auth = Authorizer(config, RecordingBackend(), clock=Clock())
+    pairs, hosts = Sink(), Sink()
+    auth.pair_sinks.append(pairs)
+    auth.sinks.append(hosts)
+    auth.authorize(answer("a.example.", "198.51.100.7", client="10.1.0.5"),
+                   ["10.1.0.5", "10.1.0.6"])
+    assert sorted(pairs.got) == [("10.1.0.5", "a.example", ["198.51.100.7"]),
+                                 ("10.1.0.6", "a.example", ["198.51.100.7"])]
+    assert hosts.got == []                      # no host grant: the shared tracker sees none
+    auth.authorize(answer("a.example.", "198.51.100.7", client="10.1.0.5"))
+    assert len(pairs.got) == 2                  # nothing written, nothing published
 
 
 def test_a_followers_masters_get_their_dns_ports_only_in_output_and_forward():
