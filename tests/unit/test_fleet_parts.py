@@ -217,3 +217,40 @@ def test_a_followers_masters_get_their_dns_ports_only_in_output_and_forward():
                           + 'redis_url = "redis://127.0.0.1:1/0"\nallow_plaintext = true\n'
                           'masters = ["192.0.2.2"]\n')
     assert ruleset_spec(master).dns_servers == ()
+
+
+# -- the shared tracker's read-back -------------------------------------------------------------
+def test_the_shared_trackers_read_back_parses_merges_and_refuses_what_does_not_parse():
+    from nettrust_core.fleet.tracker_redis import FAST_ADDRESSES, parse_hosts
+    from nettrust_core.grants.tracker import GrantTracker, Owner
+    assert FAST_ADDRESSES                       # this Python: the fast path is the one measured
+    wall, clock = 1_000_000.0, 50.0
+    good = [b"198.51.100.7", b"1000300.000 a.example", b"2001:db8::7", b"1000600.500 a.example",
+            b"198.51.100.8", b"999999.000 old.example",            # expired
+            b"198.51.100.10", b"1000100.000 b.example"]
+    bad = [b"not-an-address", b"1000300.000 x.example", b"198.51.100.9", b"soon b.example"]
+    for raw, careful in ((good, False), (good + bad, True)):   # the column path, the careful one
+        loaded, dead = parse_hosts(raw + [b"odd"], wall, clock, lambda q: Owner(q, q))
+        by_version = {v: (inc, own) for v, inc, own in loaded}
+        assert by_version[4][0] == {A("198.51.100.7"): 350.0, A("198.51.100.10"): 150.0}
+        assert by_version[6][0] == {A("2001:db8::7"): 650.5}
+        for inc, _own in by_version.values():   # as the constructor's: equal, hash, text
+            for a in inc:
+                made = A(str(a))
+                assert a == made and hash(a) == hash(made) and {a: 1}[made] == 1
+                assert str(a) == str(made)
+        owners = {**by_version[4][1], **by_version[6][1]}
+        assert owners[A("198.51.100.7")] is owners[A("2001:db8::7")]     # one owner per name
+        assert owners[A("198.51.100.7")].answered == clock
+        assert sorted(dead) == sorted([b"198.51.100.8"] + ([b"198.51.100.9", b"not-an-address"]
+                                                           if careful else []))
+    tracker = GrantTracker(clock=lambda: clock)
+    tracker.record(A("198.51.100.7"), 500.0)    # answered meanwhile, longer: kept
+    tracker.record(A("198.51.100.10"), 100.0)   # answered meanwhile, shorter: the read-back's
+    for version, inc, own in loaded:
+        tracker.load(version, inc, own)
+    assert tracker.expires_in(A("198.51.100.7")) == 450.0
+    assert tracker.expires_in(A("198.51.100.10")) == 100.0
+    assert tracker.expires_in(A("2001:db8::7")) == 600.5
+    assert len(tracker) == 3
+    assert tracker.per_name.get("a.example") == 1       # the v6 one; .7 kept its first owner
