@@ -4,7 +4,7 @@
     sudo /usr/bin/python3 bench/tracker_readback.py [--grants 1000000] [--profile]
 
 Starts a redis-server with TLS and client certificates required in a throwaway network namespace
-(loopback only), fills one host hash with ``--grants`` live grants (64 per name) the way the
+(loopback only), fills one host hash with ``--grants`` live grants (``--per-name`` per name) the way the
 writer thread stores them, then runs the resolver's start-up read
 (:class:`nettrust_core.fleet.tracker_redis.RedisAdoption`, the module the resolver runs) into a
 fresh tracker and times its phases: connecting, the HGETALL reply, decoding, the tracker merge
@@ -39,7 +39,7 @@ from nettrust_core.fleet import connect as fleet_connect
 from nettrust_core.fleet import tracker_redis
 from nettrust_core.grants.tracker import GrantTracker, Owner
 from nettrust_core.registrable import registrable_domain
-certs, grants, profile = sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
+certs, grants, profile, per_name = sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1", int(sys.argv[5])
 config = parse_config(f'''[fleet]
 tracker = "redis"
 node = "bench"
@@ -53,7 +53,8 @@ client = connect()
 until = time.time() + 3600
 pipe = client.pipeline(transaction=False)
 for i in range(grants):
-    pipe.hset(KEY, f"20.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}", f"{until:.3f} bulk{i // 64}.example")
+    pipe.hset(KEY, f"20.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}",
+              f"{until + i / 1e6:.3f} bulk{i // per_name}.example")
     if i % 20000 == 19999:
         pipe.execute()
 pipe.execute()
@@ -96,6 +97,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--grants", type=int, default=1_000_000)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--per-name", type=int, default=4,
+                    help="grants per question name (an answer's addresses; names cost an owner "
+                    "each)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("tracker_readback: needs root (a network namespace)", file=sys.stderr)
@@ -117,7 +121,8 @@ def main() -> int:
             env = {**os.environ, "PYTHONPATH": f"{REPO}:/usr/lib/python3/dist-packages"}
             code = CHILD.replace("{PORT}", str(PORT)).replace("KEY", repr(KEY))
             proc = subprocess.run(["ip", "netns", "exec", ns.name, "/usr/bin/python3", "-c", code,
-                                   REPO, tmp, str(args.grants), "1" if args.profile else "0"],
+                                   REPO, tmp, str(args.grants), "1" if args.profile else "0",
+                                   str(args.per_name)],
                                   env=env, capture_output=True, text=True, timeout=900)
         finally:
             redis.terminate()
@@ -128,7 +133,8 @@ def main() -> int:
     if args.profile:
         print(proc.stderr, file=sys.stderr)
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    print(f"shared tracker read-back, {out['grants']:,} grants (TLS, client certificates)")
+    print(f"shared tracker read-back, {out['grants']:,} grants, {args.per_name} per name "
+          "(TLS, client certificates)")
     for k in ("connect_s", "hgetall_s", "decode_s", "load_s", "adoption_s"):
         print(f"  {k[:-2]:>9}: {out[k]:.2f} s")
     print(json.dumps(out))
