@@ -13,6 +13,11 @@ which is stopped; ``--grants`` one-hour grants are written straight into the ins
   the start, left that address's one-hour grant untouched (checked with a GETSETELEM);
 * ``adopted``: every instance logged that its background read of its sets is complete.
 
+``--tracker redis``: the configuration ``fleet.tracker = "redis"`` (one instance): a redis-server
+with TLS and client certificates required runs on the lab host's loopback, the same grants are
+also written into the host's hash (as the writer thread stores them), and ``adopted`` is the
+read-back from Redis (``… adopted from the shared tracker``) instead of the kernel's sets.
+
 The baseline is what a restart cost before adoption moved to the background: reading the
 sets back with one dump (``list_grants``) before answering, which grows with the square of a
 set's size in the kernel.  Prints a table and, last, one JSON line for the harness
@@ -37,7 +42,9 @@ from testbed.product import DIST_PACKAGES, SYSTEM_PYTHON, NetTrustHost  # noqa: 
 
 BASE = "20.0.0.0"               # public (the policy would refuse private addresses), lab-only
 PROBE_OFFSET = 7                # each instance's probe address: its first address + 7
-ADOPTED = re.compile(r"(\d+) live grants adopted from the kernel in ([0-9.]+) s")
+ADOPTED = re.compile(r"(\d+) live grants adopted from the (kernel|shared tracker) in ([0-9.]+) s")
+REDIS_PORT = 6393
+REDIS_KEY = "nettrust:hosts:restart"
 
 CONFIG = """
 [firewall]
@@ -46,6 +53,16 @@ instances = {n}
 min_ttl = "1s"
 grace = "2s"
 max_per_set = {size}
+"""
+
+# fleet.tracker = "redis": the shared tracker on the lab host's loopback (mutual TLS).
+TRACKER = """[fleet]
+tracker = "redis"
+node = "restart"
+redis_url = "rediss://127.0.0.1:{port}/0"
+ca_file = "{certs}/ca.crt"
+cert_file = "{certs}/restart.crt"
+key_file = "{certs}/restart.key"
 """
 
 # Runs as root in the lab's host namespace: fill each instance's sets, optionally time a dump.
@@ -65,6 +82,19 @@ for k in range(n):
                  for j in range(i, min(per, i + 50000))])
     b.close()
 out = {"fill_s": time.perf_counter() - t}
+if config.fleet.tracker == "redis":                # the same grants in the host's hash
+    from nettrust_core.fleet.connect import connect
+    from nettrust_core.fleet.keys import Keys
+    client, until = connect(config.fleet, timeout=60), time.time() + 3600.0
+    key = Keys(config.fleet.prefix).hosts(config.fleet.node)
+    client.delete(key)
+    pipe = client.pipeline(transaction=False)
+    for j in range(total):
+        pipe.hset(key, str(ipaddress.IPv4Address(base + j)), f"{until + j / 1e6:.3f} rs{j // 4}.restart.bench")
+        if j % 20000 == 19999:
+            pipe.execute()
+    pipe.execute()
+    out["hash_fill_s"] = time.perf_counter() - t - out["fill_s"]
 if baseline:
     b = make_backend(config, 0)
     t = time.perf_counter()
@@ -107,10 +137,36 @@ def _rss_mb(pid: int) -> float:
     return kib / 1024
 
 
-def restart_once(lab: Lab, grants: int, n: int, baseline: bool) -> dict:
+def start_redis(lab: Lab):
+    """redis-server with TLS and client certificates required on the lab host's loopback; the
+    certificates' directory."""
+    from nettrust_core.fleet.certs import make_ca, make_cert
+    certs = os.path.join(lab.work_dir, "restart-certs")
+    make_ca(certs)
+    make_cert(certs, "server", server_names=["127.0.0.1"])
+    make_cert(certs, "restart")
+    for root, _dirs, files in os.walk(certs):
+        os.chmod(root, 0o755)
+        for f in files:
+            os.chmod(os.path.join(root, f), 0o644)      # Unbound's user reads the key (lab only)
+    proc = lab.spawn("host", ["redis-server", "--bind", "127.0.0.1", "--port", "0",
+                              "--tls-port", str(REDIS_PORT),
+                              "--tls-cert-file", f"{certs}/server.crt",
+                              "--tls-key-file", f"{certs}/server.key",
+                              "--tls-ca-cert-file", f"{certs}/ca.crt", "--tls-auth-clients", "yes",
+                              "--save", "", "--appendonly", "no", "--dir", certs],
+                     log_name="redis")
+    if not proc.wait_for_log("Ready to accept connections", timeout=10):
+        raise RuntimeError(f"redis-server did not start:\n{proc.log_tail()}")
+    return certs
+
+
+def restart_once(lab: Lab, grants: int, n: int, baseline: bool, tracker: str = "memory") -> dict:
     """One instance count: fill, restart, time.  The lab's table is emptied afterwards."""
-    host = NetTrustHost(lab, CONFIG.format(n=n, size=max(grants, 16)), name=f"restart{n}",
-                        instances=n)
+    config = CONFIG.format(n=n, size=max(grants, 16))
+    if tracker == "redis":
+        config += TRACKER.format(port=REDIS_PORT, certs=start_redis(lab))
+    host = NetTrustHost(lab, config, name=f"restart{n}{tracker}", instances=n)
     host.start()                                  # creates the ruleset and every instance's sets
     host.stop()
     fill = _python(host, FILL, str(host.config_path), str(grants), "1" if baseline else "0", BASE)
@@ -125,16 +181,18 @@ def restart_once(lab: Lab, grants: int, n: int, baseline: bool) -> dict:
     left = _python(host, LOOKUP, str(host.config_path), *probes)
     adopted_s, adopted = [], 0
     for proc in host.processes:
-        if not proc.wait_for_log("live grants adopted from the kernel", timeout=600):
+        if not proc.wait_for_log("live grants adopted from the", timeout=600):
             raise RuntimeError(f"instance never finished adopting:\n{proc.log_tail()}")
-        count, seconds = ADOPTED.search(proc.log_text()).groups()
+        count, source, seconds = ADOPTED.search(proc.log_text()).groups()
+        if source != ("shared tracker" if tracker == "redis" else "kernel"):
+            raise RuntimeError(f"adopted from the {source}:\n{proc.log_tail()}")
         adopted += int(count)
         adopted_s.append(float(seconds))
     adopted_wall = time.monotonic() - t0
     rss_mb = sum(_rss_mb(proc.pid) for proc in host.processes)
     host.stop()
     host.nettrust("flush")
-    return {"instances": n, "grants": grants, "fill_s": round(fill["fill_s"], 2),
+    return {"instances": n, "tracker": tracker, "grants": grants, "fill_s": round(fill["fill_s"], 2),
             "ready_s": round(ready, 2), "answered_s": round(answered, 2),
             "exact": all(v is not None and v > 3000 for v in left.values()),
             "probe_left_s": {a: round(v or 0, 1) for a, v in left.items()},
@@ -144,7 +202,8 @@ def restart_once(lab: Lab, grants: int, n: int, baseline: bool) -> dict:
                 "baseline_grants": fill["baseline_grants"]} if baseline else {})}
 
 
-def measure(grants: int = 1_000_000, instances=(1, 2), baseline: bool = True) -> dict:
+def measure(grants: int = 1_000_000, instances=(1, 2), baseline: bool = True,
+            tracker: str = "memory") -> dict:
     """Figures for each instance count, plus the headline ``seconds`` (best ``ready_s`` whose
     answers were exact) and ``baseline_s`` (the synchronous dump a restart used to wait for)."""
     # rs<k>.fw.test answers instance k's probe address with TTL 2 (instance 0's is the same
@@ -154,7 +213,7 @@ def measure(grants: int = 1_000_000, instances=(1, 2), baseline: bool = True) ->
     runs = []
     with Lab(extra_records=extra) as lab:
         for i, n in enumerate(instances):
-            runs.append(restart_once(lab, grants, n, baseline and i == 0))
+            runs.append(restart_once(lab, grants, n, baseline and i == 0, tracker))
     exact = [r for r in runs if r["exact"]]
     out = {"grants": grants, "runs": runs,
            "seconds": min(r["ready_s"] for r in exact) if exact else None,
@@ -169,24 +228,33 @@ def main() -> int:
     ap.add_argument("--grants", type=int, default=1_000_000)
     ap.add_argument("--instances", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--no-baseline", action="store_true", help="skip the synchronous-dump baseline")
+    ap.add_argument("--tracker", choices=("memory", "redis"), default="memory",
+                    help='"redis": fleet.tracker = "redis", read back from a redis-server '
+                    "(one instance)")
     args = ap.parse_args()
+    if args.tracker == "redis" and args.instances != [1]:
+        ap.error("--tracker redis: one instance (--instances 1; instances share one hash)")
     if os.geteuid() != 0:
         print("restart: needs root (it builds network namespaces)", file=sys.stderr)
         return 2
-    result = measure(args.grants, tuple(args.instances), not args.no_baseline)
-    print(f"restart with {args.grants:,} live one-hour grants (kernel {os.uname().release})")
-    print(f"  {'instances':>9} {'fill':>7} {'ready':>7} {'exact':>6} {'adopted':>8} {'RSS':>8} "
-          f"{'dump before':>12}")
+    result = measure(args.grants, tuple(args.instances), not args.no_baseline, args.tracker)
+    print(f"restart with {args.grants:,} live one-hour grants (kernel {os.uname().release}, "
+          f"tracker {args.tracker})")
+    print(f"  {'instances':>9} {'fill':>7} {'ready':>7} {'exact':>6} {'adopted':>8} {'thread':>8} "
+          f"{'RSS':>8} {'dump before':>12}")
     for r in result["runs"]:
         base = f"{r['baseline_s']:.1f} s" if "baseline_s" in r else "-"
         print(f"  {r['instances']:>9} {r['fill_s']:>5.1f} s {r['ready_s']:>5.2f} s "
-              f"{'yes' if r['exact'] else 'NO':>6} {r['adopted_s']:>6.1f} s {r['rss_mb']:>5} MB "
+              f"{'yes' if r['exact'] else 'NO':>6} {r['adopted_s']:>6.1f} s "
+              f"{r['adoption_thread_s']:>6.1f} s {r['rss_mb']:>5} MB "
               f"{base:>12}")
     print("ready: answering; exact: a TTL-2 answer right after the start kept the 1 h grant; "
-          "adopted: background read complete; RSS: all instances' Unbound memory after it; dump before: the synchronous read a restart "
+          "adopted: background read complete, seen in the log (thread: the adoption's own "
+          "time, as it logs it); RSS: all instances' Unbound memory after it; dump before: the synchronous read a restart "
           "used to wait for")
     figures = {"seconds": result["seconds"], "grants": args.grants,
                "adopted_seconds": result["adopted_seconds"]}
+    figures["adoption_thread_seconds"] = min(r["adoption_thread_s"] for r in result["runs"])
     if "baseline_s" in result:
         figures["baseline_seconds"] = result["baseline_s"]
     print(json.dumps(figures))

@@ -93,6 +93,10 @@ class Authorizer:
         #: Told every answer's kernel writes, after the lock (the fleet's publisher: enqueue
         #: only, and the bounded hold for a follower; see nettrust_core.fleet.master).
         self.sinks: list = []
+        #: Told, in gateway mode, each receiving client's ``client . destination`` writes with
+        #: that client's address (the fleet's publisher: a gateway-mode follower grants them to
+        #: that client alone).  The shared host tracker is not among them: pairs are no host grant.
+        self.pair_sinks: list = []
         #: Gateway mode: answers to clients other than this host grant ``client . destination``
         #: pairs (the forward chain's per-client sets), never shortened, capped per client.
         self.per_client = bool(config.gateway.per_client)
@@ -171,6 +175,9 @@ class Authorizer:
             remote, host = self.gateway.split(answer.client if clients is None else clients)
             if remote:
                 decision = self._grant_clients(answer, verdict, remote)
+                if self.pair_sinks and decision.written:
+                    self._publish_pairs(verdict, decision.grants,
+                                        answer.client if clients is None else clients)
                 if decision.error is not None or not host:
                     return decision
             elif not host:                  # unparsable, or no MAC known yet: nothing (counted)
@@ -243,6 +250,27 @@ class Authorizer:
         if self.reporter is not None:
             self._report(answer, verdict, grants, written, write_s, error)
         return Decision(verdict, grants, written, error)
+
+    def _publish_pairs(self, verdict: Verdict, grants: tuple[Grant, ...],
+                       clients: str | Iterable[str] | None) -> None:
+        """Each remote client's pairs to :attr:`pair_sinks`, owned by that client's address
+        (after the write, outside the map's lock; the sinks enqueue and hold, bounded)."""
+        texts: tuple[str, ...]
+        if isinstance(clients, str):
+            texts = (clients,) if clients else ()
+        else:
+            texts = tuple(clients or ())
+        chain = verdict.chain
+        domain = registrable_domain(chain[0]) if chain else ""
+        for text in dict.fromkeys(texts):
+            found = self.gateway.client_key(text)
+            if found is None or found[1].is_loopback:
+                continue
+            mine = tuple(g for g in grants if g.client == found[1])
+            if mine:
+                owner = Owner(chain[-1] if chain else "", domain, text, chain[0] if chain else None)
+                for sink in self.pair_sinks:
+                    sink.granted(mine, owner)
 
     def cache_hit_granted(self, client: str, addresses) -> bool:
         return self.gateway.cache_hit_granted(client, addresses)

@@ -13,6 +13,7 @@ from .firewall.registry import UnknownBackend, backend_class
 
 if TYPE_CHECKING:
     from .config import Config
+    from .firewall.base import IPAddress
     from collections.abc import Mapping
 
 #: The conntrack mark bit set on connections that grants let through (see lifecycle.liveness).
@@ -60,6 +61,9 @@ def ruleset_spec(config: Config) -> RulesetSpec:
     return RulesetSpec(table=fw.table, priority=fw.priority, action=fw.action, hooks=tuple(fw.hooks),
                        static_hosts=tuple(dict.fromkeys(hosts)), static_networks=tuple(dict.fromkeys(networks)),
                        resolver_uid=uid, resolver_cgroup=fw.resolver_cgroup, upstreams=upstreams,
+                       dns_servers=(tuple(dict.fromkeys(config.fleet.masters))
+                                    if config.fleet.role == "follower" else ()),
+                       own_services=_redis_service(config),
                        allow_icmpv6_nd=fw.allow_icmpv6_nd, allow_dhcp=fw.allow_dhcp,
                        dhcp_servers=fw.dhcp_servers, lan_interfaces=fw.lan_interfaces,
                        lan_networks=fw.lan_networks,
@@ -75,6 +79,21 @@ def ruleset_spec(config: Config) -> RulesetSpec:
                        strikes=bool(gw.strike_threshold or gw.strike_dns_rate),
                        strike_rate=gw.strike_dns_rate, strike_penalty=gw.strike_penalty,
                        uid_strikes=bool(lc.strike_drop_dns and lc.strikes and lc.unauthorized))
+
+
+def _redis_service(config: Config) -> tuple[tuple[IPAddress, int], ...]:
+    """A fleet node's Redis, when ``fleet.redis_url`` names an address: this host reaches it
+    (output only; a name must be opened by [reachable] instead)."""
+    import ipaddress
+    from urllib.parse import urlsplit
+    f = config.fleet
+    if not f.redis_url or (f.role == "standalone" and f.tracker == "memory"):
+        return ()
+    parts = urlsplit(f.redis_url)
+    try:
+        return ((ipaddress.ip_address(parts.hostname or ""), parts.port or 6379),)
+    except ValueError:
+        return ()
 
 
 def instance_from_env(config: Config, environ: Mapping[str, str] = os.environ) -> int:

@@ -11,10 +11,10 @@ from typing import ClassVar
 from urllib.parse import urlsplit
 
 from ..errors import InvalidValue
-from ..firewall.base import IPNetwork
+from ..firewall.base import IPAddress, IPNetwork
 from .declare import Checks, key
 from .kinds import Boolean, Choice, Duration, Each, Integer, Invalid, Text
-from .values import network
+from .values import address, network
 
 ROLES = ("standalone", "master", "follower")
 TRACKERS = ("memory", "redis")
@@ -119,6 +119,10 @@ class FleetConfig:
     tracker: str = key(Choice(TRACKERS), "memory",
                        "`redis`: keep the never-shorten tracker in Redis as well, so a restart "
                        "is exact at once")
+    masters: tuple[IPAddress, ...] = key(
+        Each(address, "addresses"), [],
+        "follower: the masters' DNS addresses; this host and the clients behind it may reach "
+        "their DNS ports (TCP/UDP 53 and 853) and nothing else of them unasked")
     status_file: str = key(Text(), "/run/nettrust/follower.json",
                            "follower: where it writes its state (cursor, config version, counts)")
 

@@ -103,6 +103,12 @@ class RulesetSpec:
     #: Forward mode: the only (address, port) pairs the resolver may reach for DNS; empty:
     #: port 53/853 anywhere (recursion).  Nobody else reaches them through this exemption.
     upstreams: tuple[tuple[IPAddress, int], ...] = ()
+    #: DNS servers anyone may reach on their DNS ports (TCP/UDP 53 and 853), in output and
+    #: forward: a fleet follower's masters (``fleet.masters``), where the hosts behind it resolve.
+    dns_servers: tuple[IPAddress, ...] = ()
+    #: Output only: TCP (address, port) this host's own processes may reach -- a fleet node's
+    #: Redis (``fleet.redis_url`` when it names an address), and nobody forwarded through it.
+    own_services: tuple[tuple[IPAddress, int], ...] = ()
     allow_icmpv6_nd: bool = True               # output only: ND at hop limit 255, MLD at 1
     allow_dhcp: bool = True                    # output only: a DHCP/DHCPv6 client's requests
     #: Unicast DHCP servers the client may renew with (besides broadcast, ff02::1:2, fe80::/10).

@@ -90,6 +90,9 @@ class EbpfBackend:
         if spec.per_client and spec.client_prefix6 != 128:
             raise FirewallError("the ebpf backend keys IPv6 clients by their whole address: "
                                 "gateway.ipv6_client_prefix must be 128 with it")
+        if spec.dns_servers:
+            raise FirewallError("the ebpf backend cannot open only the DNS ports of "
+                                "fleet.masters: use nftables or iptables for a follower")
         return cls(spec, pin_path=e.pin_path, cgroup=e.cgroup, map_size=e.map_size,
                    xdp_mode=e.xdp_mode, conntrack=e.conntrack, instance=instance)
 
@@ -147,7 +150,7 @@ class EbpfBackend:
                  | (CONF_AUDIT if s.audit else 0) | (CONF_DHCP if s.allow_dhcp else 0))
         self._map("conf").update(struct.pack("=I", 0), CONF.pack(uid, flags))
         nets = [*s.static_networks, *(ipaddress.ip_network(h) for h in s.static_hosts),
-                *(ipaddress.ip_network(a) for a, _p in s.upstreams)]
+                *(ipaddress.ip_network(a) for a, _p in (*s.upstreams, *s.own_services))]
         for v, name in ((4, "static4"), (6, "static6")):
             m = self._map(name)
             want = {struct.pack("=I", n.prefixlen) + n.network_address.packed

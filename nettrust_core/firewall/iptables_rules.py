@@ -155,8 +155,10 @@ def _icmpv6_rules(chain: str, nd_chain: str) -> list[str]:
 def _tail(spec: RulesetSpec, chain: str, version: int) -> list[str]:
     """DNS block, static set, grant sets, log, refusal: shared by output and forward."""
     ports = ",".join(map(str, DNS_PORTS))
-    out = [f"-A {chain} -p {proto} -m multiport --dports {ports} {_refuse(spec, version)}"
-           for proto in ("udp", "tcp")]
+    out = [f"-A {chain} -d {net} -p {proto} -m multiport --dports {ports} -j ACCEPT"
+           for net in _nets(version, spec.dns_servers) for proto in ("udp", "tcp")]
+    out += [f"-A {chain} -p {proto} -m multiport --dports {ports} {_refuse(spec, version)}"
+            for proto in ("udp", "tcp")]
     out.append(f"-A {chain} -m set --match-set {static_set_names(spec)[version]} dst -j ACCEPT")
     for k in range(spec.instances):
         name = grant_set_names(spec, k)[version]
@@ -201,6 +203,8 @@ def chains(spec: RulesetSpec, version: int) -> dict[str, list[str]]:
         if spec.allow_dhcp:
             rules += _dhcp_rules(spec, c, version)
         rules += _resolver_rules(spec, c, version)
+        rules += [f"-A {c} -d {a}/{32 if version == 4 else 128} -p tcp --dport {port} -j ACCEPT"
+                  for a, port in spec.own_services if a.version == version]
         out[c] = rules + _tail(spec, c, version)
     if "forward" in spec.hooks:
         f = f"{c}_FWD"

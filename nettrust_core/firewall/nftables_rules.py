@@ -28,6 +28,8 @@ What :meth:`NftablesBackend.ensure` programs (``T`` = ``spec.table``)::
             meta skuid U meta l4proto { tcp, udp } th dport { 53, 853 } accept   # resolver_uid
               # forward mode instead: … ip daddr . th dport { 9.9.9.9 . 53 } (and ip6), per upstream
               # with resolver_cgroup: "jump resolver_cgroup" instead of "accept"
+            meta l4proto tcp ip daddr . th dport { 192.0.2.2 . 6390 } accept  # fleet.redis_url
+            meta l4proto { tcp, udp } ip daddr { <dns_servers> } th dport { 53, 853 } accept  # fleet.masters
             meta l4proto { tcp, udp } th dport { 53, 853 } limit rate R/second log …  # reported too
             meta l4proto { tcp, udp } th dport { 53, 853 } counter name "rejected" reject with icmpx admin-prohibited
             ip daddr @static4 accept                            # (or: … drop, action "drop")
@@ -47,7 +49,8 @@ What :meth:`NftablesBackend.ensure` programs (``T`` = ``spec.table``)::
             meta nfproto ipv4 ip saddr != { <lan_networks> } drop    # no grant applies (the
             meta nfproto ipv6 ip6 saddr != { … } drop           # internet never connects in)
             meta l4proto { tcp, udp } th dport { 53, 853 } counter … reject …   # no DNS but ours
-                                                                # (logged first, as in output)
+                                                                # (logged first, as in output;
+                                                                # the masters' DNS accepted before)
             ip daddr @static4 accept … ip6 daddr @allow6 accept # as in output
             limit rate R/second log group G prefix "nettrust"   # as in output
             meta l4proto tcp counter name "rejected" reject with tcp reset    # as in output
@@ -263,6 +266,7 @@ def base_chains(spec: RulesetSpec) -> tuple[str, ...]:
 def chain_rules(spec: RulesetSpec, hook: str) -> list[list[dict]]:
     """The expressions of each rule of one base chain, in order (see the module docstring)."""
     from .nftables_gateway import client_sets, input_rules, open_network_rules   # (cycle)
+    from .nftables_fleet import dns_server_rules, own_service_rules
     if hook == "input":
         return input_rules(spec)
     out = hook == "output"
@@ -276,7 +280,8 @@ def chain_rules(spec: RulesetSpec, hook: str) -> list[list[dict]]:
     if out and spec.allow_dhcp:
         rules += _dhcp_rules(spec)
     if out:
-        rules += _resolver_rules(spec)
+        rules += _resolver_rules(spec) + own_service_rules(spec)
+    rules += dns_server_rules(spec)
     if spec.log_group is not None:          # refused DNS/DoT is reported too (bypass attempts)
         rules.append([_TCP_UDP, _DNS, *_log(spec)])
     rules.append(_refuse(spec, _TCP_UDP, _DNS))        # DNS and DoT: the resolver's, nobody else's

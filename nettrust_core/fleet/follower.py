@@ -30,8 +30,10 @@ from collections import Counter, deque
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..firewall.base import Grant
+from ..errors import ConfigError
 from ..grants.caps import SetCaps
-from ..grants.timeouts import comment
+from ..grants.gateway import ClientGranter
+from ..grants.timeouts import Timeouts, comment
 from ..grants.tracker import GrantTracker, Owner
 from ..grants.writer import GrantWriter
 from ..lifecycle.adoption import GrantAdoption
@@ -69,6 +71,19 @@ class Follower:
         g = config.grants
         self.tracker = GrantTracker(slack=min(1.0, g.grace / 2))
         self.writer = GrantWriter(backend, self.tracker, SetCaps(g.max_per_set), self.counters)
+        #: Gateway mode (``gateway.per_client``): an entry's grants are ``client . destination``
+        #: pairs for the client that asked, written as the resolver's gateway writes them.
+        self.gateway: ClientGranter | None = None
+        gw = config.gateway
+        if gw.per_client:
+            if gw.client_key == "mac":
+                raise ConfigError('a follower keys per-client grants by address: gateway.client_key '
+                                  '= "mac" is not supported by `nettrust follow`',
+                                  key="gateway.client_key", file=config.path)
+            self.gateway = ClientGranter(
+                backend, Timeouts(g.min_ttl, g.max_ttl, g.grace), self.counters, time.monotonic,
+                cap=g.max_per_client or max(1024, g.max_per_set // 16),
+                prefix6=gw.ipv6_client_prefix, set_size=g.max_per_set)
         self.document: Document | None = None
         self.cursor: str | None = None
         self.connected = False
@@ -160,25 +175,44 @@ class Follower:
         return last.decode() if isinstance(last, bytes) else str(last)
 
     def apply_snapshot(self, client: Any) -> int:
+        """Every live grant from the snapshot: addresses (host mode), or in gateway mode the
+        per-client pairs only (an address granted to a client behind a gateway is not granted
+        to the gateway itself)."""
         now = self.wall()
-        rows = client.zrangebyscore(self.keys.snapshot, now, "+inf", withscores=True)
-        addresses, expires = [], []
+        pairs = self.gateway is not None
+        rows = client.zrangebyscore(self.keys.pairs if pairs else self.keys.snapshot, now,
+                                    "+inf", withscores=True)
+        by_client: dict[str, tuple[list, list]] = {}
         for member, score in rows:
+            who, _, address = member.rpartition(b" ") if pairs else (b"", b"", member)
             try:
-                entry = decode({b"k": b"g", b"a": member, b"e": f"{score:.3f}".encode()})
+                entry = decode({b"k": b"g", b"a": address, b"e": f"{score:.3f}".encode(),
+                                b"c": who})
             except BadEntry:
                 self.counters["bad_entries"] += 1
                 continue
             if isinstance(entry, GrantEntry):
+                addresses, expires = by_client.setdefault(entry.client, ([], []))
                 addresses.append(entry.addresses[0])
                 expires.append(entry.expires[0])
-        for i in range(0, len(addresses), 1024):
-            self.apply(GrantEntry(tuple(addresses[i:i + 1024]), tuple(expires[i:i + 1024]),
-                                  "fleet-snapshot"))
-        return len(addresses)
+        n = 0
+        for who, (addresses, expires) in by_client.items():
+            n += len(addresses)
+            for i in range(0, len(addresses), 1024):
+                self.apply(GrantEntry(tuple(addresses[i:i + 1024]), tuple(expires[i:i + 1024]),
+                                      "fleet-snapshot", who))
+        return n
 
     def follow(self, client: Any) -> None:
         while not self.stopping.is_set():
+            if self.cursor == "0-0" and not client.exists(self.keys.stream):
+                # No stream yet (no master ever published): poll.  An XREAD BLOCK on a missing
+                # key was seen (Redis 7.0, TLS) not to return when a master then created it,
+                # until the socket timed out: the first entries then came seconds late.
+                self.stopping.wait(0.05)
+                if self.wall() - self._status_at > 1.0:
+                    self.write_status()
+                continue
             got = client.xread({self.keys.stream: self.cursor}, block=500, count=512)
             if got:
                 self.handle(client, got[0][1])
@@ -197,7 +231,9 @@ class Follower:
             if isinstance(entry, ConfigAnnouncement):
                 self.fetch_config(client)
                 continue
-            self.apply(entry)
+            written = self.apply(entry)
+            log.debug("follower %s: entry %s (%s for %s) applied, %d written", self.node,
+                      msg_id, entry.name, entry.client or "-", written)
             if entry.sent:
                 self.latencies.append(self.wall() - entry.sent)
             if entry.ack_by == self.node and entry.origin:
@@ -213,7 +249,11 @@ class Follower:
         pipe.execute()
 
     def apply(self, entry: GrantEntry) -> int:
-        """Write what extends this host's grants; how many addresses were written."""
+        """Write what extends this host's grants; how many addresses were written.
+
+        In gateway mode an entry with a client (the address that asked the master) grants
+        ``client . destination`` pairs; one without (or from the master's own host) grants the
+        addresses, as the resolver grants answers nobody behind it waits for."""
         wall = self.wall()
         doc = self.document
         why = comment((entry.name,)) if entry.name else "fleet"
@@ -229,6 +269,17 @@ class Follower:
             grants.append(Grant(address, min(left, 7 * 86400.0), why))
         if not grants:
             return 0
+        if self.gateway is not None and entry.client:
+            remote, host = self.gateway.split(entry.client)
+            if not remote and not host:         # unparsable (counted): grants nothing
+                return 0
+            if remote:
+                written = self.gateway.extend(remote, [(g.address, g.timeout) for g in grants],
+                                              why)
+                self.counters["entries_applied"] += 1
+                self.counters["pairs_written"] += written
+                self.counters["pairs_kept"] += len(grants) * len(remote) - written
+                return written
         owner = Owner(entry.name, "", entry.client)
         tracker = self.tracker
         with tracker.lock:

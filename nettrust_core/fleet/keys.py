@@ -10,6 +10,9 @@ class Keys:
         self.stream = f"{prefix}:grants"
         #: address → latest expiry (wall clock), for followers whose cursor was trimmed.
         self.snapshot = f"{prefix}:snapshot"
+        #: "client address" → latest expiry: the snapshot of the grants published with the
+        #: client that asked (what a gateway-mode follower replays as per-client pairs).
+        self.pairs = f"{prefix}:pairs"
         #: The current configuration document (JSON, see :mod:`.config_doc`).
         self.config = f"{prefix}:config"
 

@@ -114,6 +114,7 @@ class FleetNode:
         if fleet.role == "master":
             master = FleetMaster(config, authorizer.counters)
             authorizer.sinks.append(master)
+            authorizer.pair_sinks.append(master)        # gateway mode: per-client grants
             self.parts.append(master)
 
     def workers(self) -> list[Worker]:

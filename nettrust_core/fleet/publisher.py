@@ -4,7 +4,7 @@ The answer path only calls :meth:`Publisher.offer` (a ``put_nowait``: when the q
 the grant is dropped and counted, never waited for).  The thread drains the queue in batches
 and writes each batch in one pipeline: ``XADD`` per answer (``MINID`` trimming at now - the
 longest grant, so every trimmed entry has expired), and the snapshot's ``ZADD GT`` (an address's
-score only grows).  When Redis is down the thread keeps its batch, retries with a back-off and
+score only grows; the pairs snapshot likewise per "client address", for gateway followers).  When Redis is down the thread keeps its batch, retries with a back-off and
 the queue fills and drops; the resolver keeps answering and enforcing locally.  On every
 (re)connect it publishes the configuration document (:mod:`.config_doc`).
 """
@@ -128,6 +128,7 @@ class Publisher(Worker):
         now = self.clock()
         minid = f"{int((now - self.retention) * 1000)}-0"
         snapshot: dict[str, float] = {}
+        pairs: dict[str, float] = {}
         pipe = self._client.pipeline(transaction=False)
         for sent, grants, name, client, seq, ack_by in batch:
             expires = tuple(sent + g.timeout for g in grants)
@@ -139,8 +140,15 @@ class Publisher(Worker):
                 a = str(g.address)
                 if snapshot.get(a, 0.0) < t:
                     snapshot[a] = t
+                if client:
+                    p = f"{client} {a}"
+                    if pairs.get(p, 0.0) < t:
+                        pairs[p] = t
         pipe.zadd(self.keys.snapshot, snapshot, gt=True)
+        if pairs:
+            pipe.zadd(self.keys.pairs, pairs, gt=True)
         if now - self._trimmed_at > 10:
             pipe.zremrangebyscore(self.keys.snapshot, "-inf", now)
+            pipe.zremrangebyscore(self.keys.pairs, "-inf", now)
             self._trimmed_at = now
         pipe.execute()

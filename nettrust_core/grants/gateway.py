@@ -219,6 +219,39 @@ class ClientGranter:
         self.counters["client_elements_written"] += len(todo)
         return tuple(grants), len(todo), write_s, None
 
+    def extend(self, remote: list[tuple[str, Client]], grants: list[tuple[IPAddress, float]],
+               why: str) -> int:
+        """A fleet follower's write (:mod:`nettrust_core.fleet.follower`): ``client . address``
+        for each remote client and ``(address, seconds left)``, only where that makes the pair
+        longer (never shortened; after a restart the kernel is asked first, as for answers), in
+        one backend call after the set-size eviction; how many were written.  The budgets were
+        the master's business.  Raises NetTrustError when the kernel refuses."""
+        cg = self.map
+        todo: list[Grant] = []
+        pairs: list[tuple[tuple[str, IPAddress], float]] = []
+        with cg.lock:
+            now = self.clock()
+            for c, ip in remote:
+                for addr, left in grants:
+                    if ip.version and addr.version != ip.version:
+                        self.counters["client_grants_other_family"] += 1
+                        continue
+                    if cg.get((c, addr)) is None and now < self.ask_kernel_until:
+                        self._from_kernel(c, ip, addr, now)
+                    if cg.needs_write((c, addr), now + left, now):
+                        todo.append(Grant(addr, left, why, ip))
+                        pairs.append(((c, addr), now + left))
+            if todo:
+                if self.set_size:
+                    self._evict(todo)
+                self.backend.grant(todo)
+                for pair, at in pairs:
+                    cg.record(pair, at)
+                (c, addr), at = pairs[-1]
+                self.last_written = (c, todo[-1].client, addr, at)
+        self.counters["client_elements_written"] += len(todo)
+        return len(todo)
+
     def _evict(self, todo: list[Grant]) -> None:
         """Before writing ``todo``: when a family's per-client set would pass 95 % of its size,
         revoke 5 % of it (plus room for the new pairs) in one batch, chosen by

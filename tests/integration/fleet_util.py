@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from netns_util import REPO, NetNS
+from netns_util import REPO, NetNS, _setns
 
 from testbed.process import LabProcess
 from testbed.product import NetTrustHost
@@ -172,3 +173,117 @@ class FollowerNode:
     def close(self) -> None:
         self.stop()
         self.ns.delete()
+
+
+def _is_address(text: str) -> bool:
+    import ipaddress
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return False
+
+
+def client_names(lab) -> set[str]:
+    """The CLIENT SETNAME of every connection Redis holds (``redis-cli`` with the tool's
+    certificate, in the lab's host namespace)."""
+    certs = f"{lab.work_dir}/certs"
+    out = lab.run("host", ["redis-cli", "-h", MASTER, "-p", str(REDIS_PORT), "--tls", "--cacert",
+                           f"{certs}/ca.crt", "--cert", f"{certs}/tool.crt",
+                           "--key", f"{certs}/tool.key", "CLIENT", "LIST"], check=False).stdout
+    return {m.group(1) for m in re.finditer(r"name=(\S+)", out)}
+
+
+def in_host(lab, fn, *args):
+    """``fn(*args)`` inside the lab's host namespace (where redis listens), in a forked child."""
+    import pickle
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            _setns(f"/run/netns/{lab.host_ns}")
+            data = pickle.dumps((True, fn(*args)))
+        except BaseException as exc:           # noqa: BLE001 - shipped to the parent
+            data = pickle.dumps((False, repr(exc)))
+        os.write(w, data)
+        os._exit(0)
+    os.close(w)
+    chunks = []
+    while chunk := os.read(r, 65536):
+        chunks.append(chunk)
+    os.close(r)
+    os.waitpid(pid, 0)
+    ok, value = pickle.loads(b"".join(chunks))
+    if not ok:
+        raise AssertionError(value)
+    return value
+
+
+#: A gateway follower's two client networks: name -> (its interface, client, gateway address).
+GATEWAY_CLIENTS = {"a": ("lana", "10.99.61.2", "10.99.61.1"),
+                   "b": ("lanb", "10.99.62.2", "10.99.62.1")}
+
+
+class GatewayFollower(FollowerNode):
+    """A follower in gateway mode (``gateway.per_client``): its namespace forwards for two
+    client namespaces (``GATEWAY_CLIENTS``) and ``nettrust follow`` enforces on the forward
+    hook.  No [reachable]: its clients reach the masters' DNS through ``fleet.masters`` only,
+    and it reaches Redis through the rule ``fleet.redis_url`` derives (output only)."""
+
+    def __init__(self, lab, index: int, certs: Path, node: str) -> None:
+        self.gateway_node = node
+        super().__init__(lab, index, certs)
+        self.clients: dict[str, NetNS] = {}
+        self.ns.sh("sysctl", "-qw", "net.ipv4.ip_forward=1")
+        try:
+            for name, (iface, address, gateway) in GATEWAY_CLIENTS.items():
+                client = self.clients[name] = NetNS(f"ntfc{name}")
+                client.sh("ip", "link", "add", "eth0", "type", "veth", "peer", "name", iface,
+                          "netns", self.ns.name)
+                client.sh("ip", "addr", "add", f"{address}/24", "dev", "eth0")
+                client.sh("ip", "link", "set", "eth0", "up")
+                client.sh("ip", "link", "set", "lo", "up")
+                self.ns.sh("ip", "addr", "add", f"{gateway}/24", "dev", iface)
+                self.ns.sh("ip", "link", "set", iface, "up")
+                client.sh("ip", "route", "add", "default", "via", gateway)
+                lab.run("net", ["ip", "route", "add", f"{address.rsplit('.', 1)[0]}.0/24",
+                                "via", self.address])
+        except BaseException:
+            self.close()
+            raise
+
+    def write_config(self, certs: Path, extra: str = "", cert: str | None = None) -> None:
+        self.node = getattr(self, "gateway_node", self.node)
+        self.config_path.write_text(
+            '[firewall]\nhooks = ["output", "forward"]\nlan_interfaces = ["lana", "lanb"]\n'
+            'resolver_user = ""\ntable = "ntfleetgw"\n[gateway]\nper_client = true\n'
+            '[lifecycle]\nliveness = false\nunauthorized = false\n[log]\nlevel = "debug"\n'
+            + extra + fleet_section(certs, self.node, "follower", cert,
+                                    status_file=str(self.status_file), masters=[MASTER]))
+
+    def client_connect(self, who: str, address: str, port: int = 80, timeout: float = 0.9):
+        """True, or the error's name (ConnectionRefusedError: the follower refused it)."""
+        s = self.clients[who].socket()
+        s.settimeout(timeout)
+        try:
+            s.connect((address, port))
+            return True
+        except OSError as exc:
+            return type(exc).__name__
+        finally:
+            s.close()
+
+    def client_resolve(self, who: str, name: str, *more: str, server: str = MASTER) -> list[str]:
+        out = self.clients[who].sh("dig", f"@{server}", "+tries=1", "+time=2", "+short", *more,
+                                   name, "A", check=False).stdout
+        return [t for t in out.split() if _is_address(t)]
+
+    def pairs(self) -> set[tuple[str, str]]:
+        """The ``client . destination`` pairs in this follower's kernel set."""
+        out = self.ns.sh("nft", "list", "set", "inet", "ntfleetgw", "clients4").stdout
+        return set(re.findall(r"([0-9.]+) \. ([0-9.]+)", " ".join(out.split())))
+
+    def close(self) -> None:
+        for client in getattr(self, "clients", {}).values():
+            client.delete()
+        super().close()

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from fleet_util import MASTER, FollowerNode, MasterHost, fleet_section, start_redis
+from fleet_util import (MASTER, FollowerNode, MasterHost, client_names, fleet_section,
+                        in_host, start_redis)
 from lab_util import wait_for
 
 from nettrust_core.fleet.certs import make_ca, make_cert
@@ -85,12 +86,7 @@ def fleet():
                 f.close()
 
 
-def _client_names(lab) -> set[str]:
-    out = lab.run("host", ["redis-cli", "-h", MASTER, "-p", "6390", "--tls", "--cacert",
-                           f"{lab.work_dir}/certs/ca.crt", "--cert", f"{lab.work_dir}/certs/tool.crt",
-                           "--key", f"{lab.work_dir}/certs/tool.key", "CLIENT", "LIST"],
-                  check=False).stdout
-    return {m.group(1) for m in re.finditer(r"name=(\S+)", out)}
+_client_names = client_names
 
 
 def _tool(fleet):
@@ -104,28 +100,7 @@ def _tool(fleet):
 
 def _in_host(fleet, fn, *args):
     """``fn(*args)`` inside the lab's host namespace (where redis listens)."""
-    from netns_util import _setns
-    import pickle
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            _setns(f"/run/netns/{fleet['lab'].host_ns}")
-            data = pickle.dumps((True, fn(*args)))
-        except BaseException as exc:           # noqa: BLE001 - shipped to the parent
-            data = pickle.dumps((False, repr(exc)))
-        os.write(w, data)
-        os._exit(0)
-    os.close(w)
-    chunks = []
-    while chunk := os.read(r, 65536):
-        chunks.append(chunk)
-    os.close(r)
-    os.waitpid(pid, 0)
-    ok, value = pickle.loads(b"".join(chunks))
-    if not ok:
-        raise AssertionError(value)
-    return value
+    return in_host(fleet["lab"], fn, *args)
 
 
 # -- 1. first SYN through the follower ---------------------------------------------------------

@@ -119,3 +119,138 @@ def test_follower_apply_never_shortens_and_skips_expired_entries():
     left = follower.tracker.expires_in(ip)
     assert left is not None and left > 290
     assert len(backend.batches) == 1 and backend.batches[0][0].timeout > 290
+
+
+# -- gateway mode: per-client grants across the fleet ----------------------------------------------
+GATEWAY = ('[firewall]\nbackends = ["recording"]\nhooks = ["output", "forward"]\n'
+           'lan_interfaces = ["lan0"]\nresolver_user = ""\n[gateway]\nper_client = true\n')
+
+
+def _gateway_follower():
+    config = parse_config(GATEWAY + FLEET + 'redis_url = "redis://127.0.0.1:1/0"\n'
+                          'allow_plaintext = true\n')
+    backend = RecordingBackend()
+    return Follower(config, backend, connect=lambda: None), backend
+
+
+def _written(backend) -> list[tuple[str | None, str]]:
+    return [(None if g.client is None else str(g.client), str(g.address))
+            for batch in backend.batches for g in batch]
+
+
+def test_a_gateway_follower_grants_the_client_that_asked_and_never_shortens_its_pair():
+    follower, backend = _gateway_follower()
+    now, ip = time.time(), A("198.51.100.7")
+    assert follower.apply(GrantEntry((ip,), (now + 300,), "a.example", "10.1.0.5")) == 1
+    assert _written(backend) == [("10.1.0.5", "198.51.100.7")]      # a pair, not the address
+    assert follower.tracker.expires_in(ip) is None                   # the gateway itself: no
+    assert follower.apply(GrantEntry((ip,), (now + 5,), "a.example", "10.1.0.5")) == 0
+    assert follower.counters["pairs_kept"] == 1                      # replayed shorter: kept
+    assert follower.apply(GrantEntry((ip,), (now + 300,), "a.example", "10.1.0.6")) == 1
+    assert _written(backend)[-1] == ("10.1.0.6", "198.51.100.7")     # another client: its own
+    assert backend.batches[0][0].timeout > 290
+    # A client that does not parse grants nothing (never the address to everyone).
+    assert follower.apply(GrantEntry((ip,), (now + 300,), "a.example", "not-an-ip")) == 0
+    assert len(backend.batches) == 2
+    # No client (the master's own lookup): the gateway's own address grant, as the resolver.
+    assert follower.apply(GrantEntry((A("198.51.100.8"),), (now + 300,), "b.example")) == 1
+    assert _written(backend)[-1] == (None, "198.51.100.8")
+
+
+def test_a_host_mode_follower_keeps_granting_addresses_whoever_asked():
+    follower, backend = _follower()
+    assert follower.apply(GrantEntry((A("198.51.100.7"),), (time.time() + 300,), "a.example",
+                                     "10.1.0.5")) == 1
+    assert _written(backend) == [(None, "198.51.100.7")]
+
+
+def test_a_gateway_master_publishes_each_clients_pairs_with_that_clients_address():
+    from nettrust_core.authorizer import Authorizer
+    from test_gateway_grants import Clock, answer
+
+    class Sink:
+        def __init__(self) -> None:
+            self.got: list = []
+
+        def granted(self, grants, owner) -> None:
+            self.got.append((owner.client, owner.names, [str(g.address) for g in grants]))
+
+    config = parse_config(GATEWAY.replace('backends = ["recording"]\n', "")
+                          + '[grants]\nmin_ttl = "30s"\n')
+    auth = Authorizer(config, RecordingBackend(), clock=Clock())
+    pairs, hosts = Sink(), Sink()
+    auth.pair_sinks.append(pairs)
+    auth.sinks.append(hosts)
+    auth.authorize(answer("a.example.", "198.51.100.7", client="10.1.0.5"),
+                   ["10.1.0.5", "10.1.0.6"])
+    assert sorted(pairs.got) == [("10.1.0.5", "a.example", ["198.51.100.7"]),
+                                 ("10.1.0.6", "a.example", ["198.51.100.7"])]
+    assert hosts.got == []                      # no host grant: the shared tracker sees none
+    auth.authorize(answer("a.example.", "198.51.100.7", client="10.1.0.5"))
+    assert len(pairs.got) == 2                  # nothing written, nothing published
+
+
+def test_a_followers_masters_get_their_dns_ports_only_in_output_and_forward():
+    from nettrust_core.firewall.nftables_rules import chain_rules
+    from nettrust_core.ruleset import ruleset_spec
+    config = parse_config(GATEWAY + FLEET + 'redis_url = "redis://127.0.0.1:1/0"\n'
+                          'allow_plaintext = true\nmasters = ["192.0.2.2", "2001:db8::53"]\n')
+    spec = ruleset_spec(config)
+    assert [str(a) for a in spec.dns_servers] == ["192.0.2.2", "2001:db8::53"]
+    for hook in ("output", "forward"):
+        rules = chain_rules(spec, hook)
+        text = [repr(r) for r in rules]
+        accept = [i for i, t in enumerate(text) if "'192.0.2.2'" in t]
+        refuse = next(i for i, t in enumerate(text) if "853" in t and "reject" in t)
+        assert len(accept) == 1 and accept[0] < refuse, hook
+        assert "'dport'" in text[accept[0]] and "853" in text[accept[0]]
+        assert any("'2001:db8::53'" in t for t in text)
+        if hook == "forward":                   # after the LAN-side check, never before it
+            lan = next(i for i, t in enumerate(text) if "iifname" in t)
+            assert lan < accept[0]
+    # Its Redis: TCP to that address and port, from this host only (output, never forward).
+    assert [(str(a), p) for a, p in spec.own_services] == [("127.0.0.1", 1)]
+    assert any("'127.0.0.1', 1" in repr(r) for r in chain_rules(spec, "output"))
+    assert not any("'127.0.0.1', 1" in repr(r) for r in chain_rules(spec, "forward"))
+    # Not a follower: no such rule (a master's own masters key means nothing).
+    master = parse_config(GATEWAY + FLEET.replace('"follower"', '"master"')
+                          + 'redis_url = "redis://127.0.0.1:1/0"\nallow_plaintext = true\n'
+                          'masters = ["192.0.2.2"]\n')
+    assert ruleset_spec(master).dns_servers == ()
+
+
+# -- the shared tracker's read-back -------------------------------------------------------------
+def test_the_shared_trackers_read_back_parses_merges_and_refuses_what_does_not_parse():
+    from nettrust_core.fleet.tracker_redis import FAST_ADDRESSES, parse_hosts
+    from nettrust_core.grants.tracker import GrantTracker, Owner
+    assert FAST_ADDRESSES                       # this Python: the fast path is the one measured
+    wall, clock = 1_000_000.0, 50.0
+    good = [b"198.51.100.7", b"1000300.000 a.example", b"2001:db8::7", b"1000600.500 a.example",
+            b"198.51.100.8", b"999999.000 old.example",            # expired
+            b"198.51.100.10", b"1000100.000 b.example"]
+    bad = [b"not-an-address", b"1000300.000 x.example", b"198.51.100.9", b"soon b.example"]
+    for raw, careful in ((good, False), (good + bad, True)):   # the column path, the careful one
+        loaded, dead = parse_hosts(raw + [b"odd"], wall, clock, lambda q: Owner(q, q))
+        by_version = {v: (inc, own) for v, inc, own in loaded}
+        assert by_version[4][0] == {A("198.51.100.7"): 350.0, A("198.51.100.10"): 150.0}
+        assert by_version[6][0] == {A("2001:db8::7"): 650.5}
+        for inc, _own in by_version.values():   # as the constructor's: equal, hash, text
+            for a in inc:
+                made = A(str(a))
+                assert a == made and hash(a) == hash(made) and {a: 1}[made] == 1
+                assert str(a) == str(made)
+        owners = {**by_version[4][1], **by_version[6][1]}
+        assert owners[A("198.51.100.7")] is owners[A("2001:db8::7")]     # one owner per name
+        assert owners[A("198.51.100.7")].answered == clock
+        assert sorted(dead) == sorted([b"198.51.100.8"] + ([b"198.51.100.9", b"not-an-address"]
+                                                           if careful else []))
+    tracker = GrantTracker(clock=lambda: clock)
+    tracker.record(A("198.51.100.7"), 500.0)    # answered meanwhile, longer: kept
+    tracker.record(A("198.51.100.10"), 100.0)   # answered meanwhile, shorter: the read-back's
+    for version, inc, own in loaded:
+        tracker.load(version, inc, own)
+    assert tracker.expires_in(A("198.51.100.7")) == 450.0
+    assert tracker.expires_in(A("198.51.100.10")) == 100.0
+    assert tracker.expires_in(A("2001:db8::7")) == 600.5
+    assert len(tracker) == 3
+    assert tracker.per_name.get("a.example") == 1       # the v6 one; .7 kept its first owner
