@@ -28,9 +28,9 @@ class MicroResult:
     figures: dict[str, float] = field(default_factory=dict)
 
 
-def _run(name: str, args: list[str], timeout: float) -> MicroResult:
+def _run(name: str, args: list[str], timeout: float, label: str | None = None) -> MicroResult:
     script = HERE / f"{name}.py"
-    result = MicroResult(name)
+    result = MicroResult(label or name)
     if not script.exists():
         result.status = f"missing: {script.name} does not exist yet"
         return result
@@ -76,13 +76,13 @@ def fw_write(calls: int, fill: int, timeout: float = 600) -> MicroResult:
     return result
 
 
-def restart(args: list[str], timeout: float = 600) -> MicroResult:
+def restart(args: list[str], timeout: float = 600, label: str = "restart") -> MicroResult:
     """Seconds to pick up the live grants after a restart (figure ``seconds``).
 
     Understood outputs: a last line that is a JSON object with ``seconds`` (and optionally
     ``grants``), or a line mentioning "restart" with a number of seconds.
     """
-    result = _run("restart", args, timeout)
+    result = _run("restart", args, timeout, label)
     result.figures = _json_tail(result.output)
     if "seconds" not in result.figures:
         for line in result.output.splitlines():

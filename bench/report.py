@@ -146,10 +146,21 @@ class Results:
             measured = f"{s:.1f} s" + (f" ({grants:,.0f} grants)" if grants else "")
             if "adopted_seconds" in rs.figures:   # restart.py: answering exactly vs reading all back
                 measured += f"; background adoption done after {rs.figures['adopted_seconds']:.0f} s"
-            rows.append(("restart with 1M grants ≤ 10 s", measured, _verdict(s <= 10, s)))
+            rows.append(("restart with 1M grants ≤ 10 s: answering, every answer exact", measured,
+                         _verdict(s <= 10, s)))
+            one = rs.figures.get("adopted_one_seconds")
+            if one is not None:     # the "exact": the tracker holds every live grant
+                rows.append(("restart with 1M grants ≤ 10 s: adoption complete, one process",
+                             f"{one:.1f} s", _verdict(one <= 10, one)))
         else:
             rows.append(("restart with 1M grants ≤ 10 s", "—",
                          f"not measured ({rs.status if rs else 'not run'})"))
+        rr = next((m for m in self.micro if m.name == "restart-redis"), None)
+        if rr is not None and "adopted_seconds" in rr.figures:
+            a = rr.figures["adopted_seconds"]
+            rows.append(('restart with 1M grants, fleet.tracker = "redis": adoption complete ≤ 5 s',
+                         f"{a:.1f} s (answering exactly after {rr.figures.get('seconds', 0):.2f} s)",
+                         _verdict(a <= 5, a)))
         return rows
 
     # ------------------------------------------------------------ rendering

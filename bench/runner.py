@@ -167,6 +167,11 @@ def run(s: Settings, output: Path) -> Results:
         # No synchronous-dump baseline (issue 5b's before/after figure): it alone takes ~30 s per size.
         results.micro.append(micro.restart(["--grants", str(s.restart_grants), "--no-baseline"]))
         print(f"restart: {results.micro[-1].status}", flush=True)
+        # The fleet's shared tracker (issue 19): read back from a redis-server, one instance.
+        results.micro.append(micro.restart(["--grants", str(s.restart_grants), "--no-baseline",
+                                            "--tracker", "redis", "--instances", "1"],
+                                           label="restart-redis"))
+        print(f"restart (tracker = redis): {results.micro[-1].status}", flush=True)
     else:
         results.micro.append(micro.MicroResult("restart", status="skipped (--quick)"))
     results.seconds = time.monotonic() - t0

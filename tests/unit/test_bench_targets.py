@@ -69,3 +69,18 @@ def test_the_busiest_process_share_is_reported_for_several_processes():
     tables = res.tables()
     assert "| NetTrust x2 processes | 75% | 50% |" in tables
     assert "| NetTrust default | " in tables and "| NetTrust default | 7" not in tables
+
+
+def test_restart_rows_judge_answering_adoption_and_the_shared_tracker_apart():
+    from bench.micro import MicroResult
+    res = _results(nettrust_miss_cpu=70.0, x2_hit_qps=99_000, stats_hit_qps=90_000)
+    res.micro = [MicroResult("restart", "ok", figures={"seconds": 0.4, "grants": 1e6,
+                                                       "adopted_seconds": 35.0,
+                                                       "adopted_one_seconds": 41.0}),
+                 MicroResult("restart-redis", "ok", figures={"seconds": 0.5, "adopted_seconds": 4.2})]
+    rows = _rows(res)
+    assert rows["restart with 1M grants ≤ 10 s: answering, every answer exact"][1] == "**met**"
+    one = rows["restart with 1M grants ≤ 10 s: adoption complete, one process"]
+    assert one == ("41.0 s", "**missed**")
+    shared = rows['restart with 1M grants, fleet.tracker = "redis": adoption complete ≤ 5 s']
+    assert shared[0].startswith("4.2 s") and shared[1] == "**met**"
