@@ -19,6 +19,7 @@ _BUILTIN: dict[str, tuple[Callable[[], Any], str]] = {
     "DaemonSet": (client.AppsV1Api, "namespaced_daemon_set"),
     "ConfigMap": (client.CoreV1Api, "namespaced_config_map"),
     "ServiceAccount": (client.CoreV1Api, "namespaced_service_account"),
+    "Service": (client.CoreV1Api, "namespaced_service"),
     "ClusterRole": (client.RbacAuthorizationV1Api, "cluster_role"),
     "ClusterRoleBinding": (client.RbacAuthorizationV1Api, "cluster_role_binding"),
 }

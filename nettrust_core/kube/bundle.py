@@ -19,7 +19,7 @@ _RULES = [
      "verbs": ["get", "list", "watch", "patch", "update"]},
     {"apiGroups": [""], "resources": ["pods", "namespaces"], "verbs": ["get", "list", "watch"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
-    {"apiGroups": [""], "resources": ["configmaps", "serviceaccounts"],
+    {"apiGroups": [""], "resources": ["configmaps", "serviceaccounts", "services"],
      "verbs": ["get", "list", "create", "patch", "delete"]},
     {"apiGroups": ["apps"], "resources": ["daemonsets"], "verbs": ["get", "list", "create", "patch", "delete"]},
     {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterroles", "clusterrolebindings"],

@@ -50,7 +50,8 @@ EGRESS_POLICY_SCHEMA: dict[str, Any] = {
                 "maxSeconds": {"type": "integer", "minimum": 1, "maximum": 604800}}},
             "maxAddresses": {"type": "integer", "minimum": 1, "maximum": 10000, "default": 1000},
             "resolver": {"type": "object", "properties": {
-                "cidr": {"type": "string"}, "port": {"type": "integer", "minimum": 1, "maximum": 65535}}}}},
+                "cidr": {"type": "string"}, "namespace": {"type": "string"},
+                "port": {"type": "integer", "minimum": 1, "maximum": 65535}}}}},
         "status": {"type": "object", "properties": {
             "addressCount": {"type": "integer"}, "droppedAddresses": {"type": "integer"},
             "observedGeneration": {"type": "integer"}, "networkPolicyRef": {"type": "string"},
@@ -65,6 +66,7 @@ AGENT_POOL_SCHEMA: dict[str, Any] = {
             "enforcement": {"type": "string", "enum": ["nftables", "namespaces", "networkpolicy"],
                             "default": "nftables"},
             "listenAddress": {"type": "string", "default": "169.254.20.10"},
+            "dnsServiceIP": {"type": "string"},
             "podNetworks": {"type": "array", "items": {"type": "string"}, "maxItems": 16},
             "upstreamDNS": {"type": "array", "items": {"type": "string"}, "maxItems": 8},
             "namespaces": {"type": "array", "items": {"type": "string"}},

@@ -18,6 +18,8 @@ from .desired import Desired
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "nettrust-operator"}
 DEFAULT_RESOLVER = "169.254.20.10/32"     # the node-local resolver's link-local address
+AGENT_NAMESPACE = "nettrust-system"
+AGENT_LABEL = {"app.kubernetes.io/name": "nettrust-agent"}
 
 
 def owner_reference(owner: Mapping[str, Any]) -> dict[str, Any]:
@@ -43,10 +45,19 @@ def _ports(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def _dns_rule(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """DNS to the resolver: ``resolver.cidr`` when given; otherwise the node agents' pods (the
+    NetworkPolicy-mode agents are reached through their Service, and a policy judges the
+    Service's backend pod addresses, not its cluster IP) and the link-local node address."""
     resolver = spec.get("resolver") or {}
     port = int(resolver.get("port", 53))
-    return {"to": [{"ipBlock": {"cidr": resolver.get("cidr", DEFAULT_RESOLVER)}}],
-            "ports": [{"port": port, "protocol": "UDP"}, {"port": port, "protocol": "TCP"}]}
+    if resolver.get("cidr"):
+        to: list[dict[str, Any]] = [{"ipBlock": {"cidr": resolver["cidr"]}}]
+    else:
+        namespace = resolver.get("namespace", AGENT_NAMESPACE)
+        to = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+               "podSelector": {"matchLabels": dict(AGENT_LABEL)}},
+              {"ipBlock": {"cidr": DEFAULT_RESOLVER}}]
+    return {"to": to, "ports": [{"port": port, "protocol": "UDP"}, {"port": port, "protocol": "TCP"}]}
 
 
 def network_policy(policy: Mapping[str, Any], wanted: Desired) -> dict[str, Any]:
@@ -137,15 +148,36 @@ def _agent_config(pool: Mapping[str, Any]) -> str:
 
 
 def _unbound_snippet(pool: Mapping[str, Any]) -> str:
-    listen = pool["spec"].get("listenAddress", "169.254.20.10")
-    return f"server:\n    interface: {listen}\n    access-control: 0.0.0.0/0 allow\n    access-control: ::/0 allow\n"
+    """Where Unbound listens: the link-local node address on the host's network (hostNetwork
+    agents); in NetworkPolicy mode, without hostNetwork, every address of the pod (which the
+    agents' Service, ``internalTrafficPolicy: Local``, forwards to), answering from the address
+    asked (``interface-automatic``)."""
+    if pool["spec"].get("enforcement", "nftables") == "networkpolicy":
+        listen = "    interface-automatic: yes\n"
+    else:
+        listen = f"    interface: {pool['spec'].get('listenAddress', '169.254.20.10')}\n"
+    return "server:\n" + listen + "    access-control: 0.0.0.0/0 allow\n    access-control: ::/0 allow\n"
 
 
-def agent_pool_objects(pool: Mapping[str, Any], namespace: str = "nettrust-system") -> list[dict[str, Any]]:
-    """ServiceAccount, ClusterRole(+Binding), ConfigMap and DaemonSet of the node agents."""
+def _dns_service(name: str, pool: Mapping[str, Any], namespace: str, labels: dict[str, str]) -> dict[str, Any]:
+    """NetworkPolicy mode: the agents' Service; each node's pods reach their own node's agent
+    (``internalTrafficPolicy: Local``). Point the kubelet's ``--cluster-dns`` or the pods'
+    ``dnsConfig`` at its cluster IP (``spec.dnsServiceIP`` fixes it)."""
+    spec: dict[str, Any] = {"selector": dict(labels), "internalTrafficPolicy": "Local",
+                            "ports": [{"name": "dns", "port": 53, "targetPort": 53, "protocol": "UDP"},
+                                      {"name": "dns-tcp", "port": 53, "targetPort": 53, "protocol": "TCP"}]}
+    if pool["spec"].get("dnsServiceIP"):
+        spec["clusterIP"] = pool["spec"]["dnsServiceIP"]
+    return {"apiVersion": "v1", "kind": "Service", "metadata": _meta(f"{name}-dns", pool, namespace),
+            "spec": spec}
+
+
+def agent_pool_objects(pool: Mapping[str, Any], namespace: str = AGENT_NAMESPACE) -> list[dict[str, Any]]:
+    """ServiceAccount, ClusterRole(+Binding), ConfigMap and DaemonSet of the node agents (and
+    in NetworkPolicy mode the Service the pods reach them through)."""
     name = f"nettrust-{pool['metadata']['name']}"
     spec = pool["spec"]
-    labels = {"app.kubernetes.io/name": "nettrust-agent", "nettrust.io/pool": pool["metadata"]["name"]}
+    labels = {**AGENT_LABEL, "nettrust.io/pool": pool["metadata"]["name"]}
     account = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(name, pool, namespace)}
     role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
             "metadata": _meta(name, pool, None),
@@ -186,4 +218,6 @@ def agent_pool_objects(pool: Mapping[str, Any], namespace: str = "nettrust-syste
                                        "nodeSelector": dict(spec.get("nodeSelector") or {}),
                                        "tolerations": [{"operator": "Exists"}],
                                        "containers": [container], "volumes": volumes}}}}
+    if not privileged:
+        return [account, role, binding, config, daemonset, _dns_service(name, pool, namespace, labels)]
     return [account, role, binding, config, daemonset]

@@ -164,3 +164,29 @@ def test_the_resolver_and_the_cli_never_import_kopf_kubernetes_or_boto3():
             "print(sorted(m for m in ('kopf', 'kubernetes', 'boto3') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_networkpolicy_agents_are_reachable_through_a_node_local_service():
+    """Without hostNetwork the link-local address does not exist in the agent's pod: it listens
+    on the pod's addresses, a Service with internalTrafficPolicy Local leads each node's pods
+    to their own node's agent, and the policies' DNS rule admits the agent pods."""
+    pool = {"apiVersion": "nettrust.io/v1alpha1", "kind": "AgentPool", "metadata": {"name": "np", "uid": "u"},
+            "spec": {"image": "x", "enforcement": "networkpolicy", "dnsServiceIP": "10.96.0.53"}}
+    objects = {o["kind"]: o for o in agent_pool_objects(pool)}
+    pod_spec = objects["DaemonSet"]["spec"]["template"]["spec"]
+    assert pod_spec["hostNetwork"] is False
+    snippet = objects["ConfigMap"]["data"]["node-local.conf"]
+    assert "interface-automatic: yes" in snippet and "169.254" not in snippet
+    svc = objects["Service"]["spec"]
+    assert svc["internalTrafficPolicy"] == "Local" and svc["clusterIP"] == "10.96.0.53"
+    assert svc["selector"] == objects["DaemonSet"]["spec"]["selector"]["matchLabels"]
+    # the hostNetwork agents keep the link-local address and get no Service
+    privileged = {o["kind"]: o for o in agent_pool_objects({**pool, "spec": {"image": "x"}})}
+    assert "Service" not in privileged
+    assert "interface: 169.254.20.10" in privileged["ConfigMap"]["data"]["node-local.conf"]
+    rule = network_policy(_policy(), Desired({}, 0))["spec"]["egress"][0]
+    peer = rule["to"][0]
+    assert peer["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "nettrust-agent"}
+    assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "nettrust-system"}
+    own = network_policy(_policy(resolver={"cidr": "10.0.0.10/32"}), Desired({}, 0))["spec"]["egress"][0]
+    assert own["to"] == [{"ipBlock": {"cidr": "10.0.0.10/32"}}]
