@@ -19,6 +19,8 @@ from .desired import Desired
 MANAGED_BY = {"app.kubernetes.io/managed-by": "nettrust-operator"}
 DEFAULT_RESOLVER = "169.254.20.10/32"     # the node-local resolver's link-local address
 AGENT_NAMESPACE = "nettrust-system"
+#: The pod networks when an AgentPool names none (RFC 1918, shared address space, ULA).
+PRIVATE_NETWORKS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7")
 AGENT_LABEL = {"app.kubernetes.io/name": "nettrust-agent"}
 
 
@@ -126,17 +128,20 @@ def _agent_config(pool: Mapping[str, Any]) -> str:
              f'mode = "{"forward" if upstreams else "recurse"}"',
              "servers = [" + ", ".join(f'"{u}"' for u in upstreams) + "]", '']
     enforcement = spec.get("enforcement", "nftables")
+    # Pods are the clients (gateway.per_client): every pod that receives an answer, from the
+    # cache too, gets its own grant, published with its address.  The pod networks are the
+    # LAN side (a node's pod veths have no fixed names); unset: the private ranges.
+    pods = spec.get("podNetworks") or list(PRIVATE_NETWORKS)
+    lines += ['[firewall]', 'hooks = ["output", "forward"]',
+              "lan_networks = [" + ", ".join(f'"{n}"' for n in pods) + "]"]
     if enforcement == "networkpolicy":
-        lines += ['[firewall]', 'backends = ["record-only"]', '',
-                  # both read the kernel (conntrack, NFLOG): nothing is filtered here to see
-                  '[lifecycle]', 'liveness = false', 'unauthorized = false', '']
-    else:
-        lines += ['[firewall]', 'hooks = ["output", "forward"]',
-                  # pods are the clients: the pod networks (a node's pod veths have no fixed names)
-                  "lan_networks = [" + ", ".join(f'"{n}"' for n in spec.get("podNetworks") or []) + "]"]
-        if enforcement == "namespaces":
-            lines.append('backends = ["namespaces"]')
-        lines += ['', '[gateway]', 'per_client = true', '']
+        # nothing written to the kernel (no ruleset: the hooks only say whose traffic is
+        # judged); liveness and unauthorized read the kernel (conntrack, NFLOG): off
+        lines += ['backends = ["record-only"]', '', '[lifecycle]', 'liveness = false',
+                  'unauthorized = false']
+    elif enforcement == "namespaces":
+        lines.append('backends = ["namespaces"]')
+    lines += ['', '[gateway]', 'per_client = true', '']
     shared = spec.get("sharedState") or {}
     if shared.get("backend", "none") == "redis":
         # every node agent publishes its grants: the fleet's stream, the operator's grant feed

@@ -41,6 +41,7 @@ pytestmark = pytest.mark.integration
 
 NODE_LOCAL = "169.254.20.10"
 POD = ("npodnode", "10.98.1.2", "10.98.1.1", "fd98:1::2", "fd98:1::1")
+POD_B = "10.98.1.3"        # another workload's pod (a second address in the same namespace)
 POOL = {"apiVersion": "nettrust.io/v1alpha1", "kind": "AgentPool", "metadata": {"name": "np", "uid": "u"},
         "spec": {"image": "nettrust:test", "listenAddress": NODE_LOCAL, "enforcement": "networkpolicy"}}
 CAP_NET_BIND_SERVICE = 1 << 10
@@ -112,6 +113,7 @@ def node():
         close_relay = None
         try:
             _veth(lab.host_ns, pod, *POD)
+            pod.sh("ip", "addr", "add", f"{POD_B}/24", "dev", "eth0")   # a second pod's address
             certs = Path(lab.work_dir) / "certs"
             make_ca(certs)
             make_cert(certs, "server", server_names=[MASTER, "127.0.0.1"])
@@ -171,12 +173,15 @@ def operator(api, node):  # noqa: F811 - the shared fixture
 
 
 # -- what the pod does, from this process (sockets made inside its namespace: no fork) -----
-def pod_resolve(node, qname: str, sock: socket.socket | None = None) -> tuple[list[str], float]:
+def pod_resolve(node, qname: str, sock: socket.socket | None = None,
+                source: str | None = None) -> tuple[list[str], float]:
     """The pod's query to the node-local resolver: its addresses, and when the answer arrived."""
     import dns.message
     import dns.query
     own = sock is None
     sock = sock or node["pod"].socket(socket.AF_INET, socket.SOCK_DGRAM)
+    if own and source:
+        sock.bind((source, 0))
     try:
         r = dns.query.udp(dns.message.make_query(qname, "A"), NODE_LOCAL, timeout=5, sock=sock)
         at = time.time()
@@ -211,12 +216,12 @@ def _ip_blocks(api, namespace: str, name: str) -> set[str] | None:  # noqa: F811
     return blocks - {f"{NODE_LOCAL}/32"}
 
 
-def _policy(api, namespace: str, name: str) -> None:  # noqa: F811
+def _policy(api, namespace: str, name: str, pod_ip: str = POD[1]) -> None:  # noqa: F811
     """The pod (its address as the node saw it) and an EgressPolicy in NetworkPolicy mode."""
     api.CoreV1Api().create_namespaced_pod(namespace, {
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": f"{name}-pod", "namespace": namespace, "labels": {"app": name}},
-        "spec": {"containers": [{"name": "c", "image": "x"}]}, "status": {"podIP": POD[1]}})
+        "spec": {"containers": [{"name": "c", "image": "x"}]}, "status": {"podIP": pod_ip}})
     api.CustomObjectsApi().create_namespaced_custom_object("nettrust.io", "v1alpha1", namespace, "egresspolicies", {
         "apiVersion": "nettrust.io/v1alpha1", "kind": "EgressPolicy",
         "metadata": {"name": name, "namespace": namespace, "uid": str(uuid.uuid4()), "resourceVersion": "1"},
@@ -284,6 +289,31 @@ def test_the_fleet_stream_feeds_the_network_policy_and_expired_grants_leave(node
                  "the expired grant to leave", timeout=20)
         assert "198.18.0.8/32" in _ip_blocks(api, "npfleet", "nettrust-fleet")   # control: still live
         _delete_policy(api, "npfleet", "fleet")
+    finally:
+        os.environ["NETTRUST_GRANT_FEED"] = node["sqlite"]
+
+
+def test_a_second_workload_asking_a_cached_name_gets_its_own_ip_block_from_the_stream(node, api, operator):  # noqa: F811
+    """Pods are the agent's clients (gateway.per_client): the second pod's answer — a cache
+    hit, while the first pod's grant lives — grants and publishes its own pair, so the stream
+    feeds its own workload's policy; a third workload that never asked gets nothing."""
+    os.environ["NETTRUST_GRANT_FEED"] = node["redis"]
+    try:
+        _policy(api, "npattr", "first")
+        _policy(api, "npattr", "second", pod_ip=POD_B)
+        assert pod_resolve(node, "h9.fw.test")[0] == ["198.18.0.9"]
+        wait_for(lambda: "198.18.0.9/32" in (_ip_blocks(api, "npattr", "nettrust-first") or ()),
+                 "the first pod's grant as its ipBlock")
+        assert "198.18.0.9/32" not in (_ip_blocks(api, "npattr", "nettrust-second") or ())
+        assert pod_resolve(node, "h9.fw.test", source=POD_B)[0] == ["198.18.0.9"]
+        wait_for(lambda: "198.18.0.9/32" in (_ip_blocks(api, "npattr", "nettrust-second") or ()),
+                 "the second pod's own grant as its ipBlock")
+        _policy(api, "npattr", "third", pod_ip="10.98.1.4")
+        wait_for(lambda: _ip_blocks(api, "npattr", "nettrust-third") is not None, "the third policy")
+        time.sleep(2 * float(RECONCILE_SECONDS))
+        assert "198.18.0.9/32" not in _ip_blocks(api, "npattr", "nettrust-third")
+        for name in ("first", "second", "third"):
+            _delete_policy(api, "npattr", name)
     finally:
         os.environ["NETTRUST_GRANT_FEED"] = node["sqlite"]
 
