@@ -144,6 +144,18 @@ class Model:
     grants: dict[tuple[str, str], Window] = field(default_factory=dict)
     notice_until: float = NEG       # lookups starting before this may not grant (after a flush)
     known: set[str] = field(default_factory=lambda: set(NEVER))
+    #: What the model was told about each pair (for a failure's message), times from ``origin``.
+    history: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    origin: float = 0.0
+
+    def _note(self, pair: tuple[str, str], text: str) -> None:
+        lines = self.history.setdefault(pair, [])
+        lines.append(text)
+        del lines[:-8]
+
+    def story(self, pair: tuple[str, str]) -> str:
+        """The last things the model was told about ``pair``, one per line."""
+        return "\n      ".join(self.history.get(pair, ["(nothing)"]))
 
     def answered(self, client: str, name: Name, records: list[tuple[str, int]],
                  t_sent: float, t_got: float) -> None:
@@ -163,12 +175,17 @@ class Model:
                 live = w.hi > t_sent
                 w.lo = max(w.lo, t_sent + lo_t - MARGIN - (SLACK if live else 0.0))
             w.hi = max(w.hi, t_got + hi_t + MARGIN)
+            self._note((client, address),
+                       f"{t_sent - self.origin:8.2f}-{t_got - self.origin:.2f} {name.qname} "
+                       f"{name.rtype} TTL {ttl} -> must until {w.lo - self.origin:.2f}, "
+                       f"may until {w.hi - self.origin:.2f}")
 
     def flushed(self, t_done: float) -> None:
         """Every grant was revoked by ``t_done``."""
-        for w in self.grants.values():
+        for pair, w in self.grants.items():
             w.lo = NEG
             w.hi = min(w.hi, t_done)
+            self._note(pair, f"{t_done - self.origin:8.2f} flushed")
         self.notice_until = t_done + VERIFY + MARGIN
 
     def expect(self, client: str, address: str, t0: float, t1: float) -> str:
