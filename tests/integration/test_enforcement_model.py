@@ -19,7 +19,8 @@ Seeds: every run prints ``NT_MODEL_SEED=<n>``; set it to replay.  ``NT_MODEL_LON
 Hypothesis shrink a failure (slow: every replay sleeps in real time).  ``NT_MODEL_MINUTES=<m>``
 runs each mode for ``m`` minutes of new seeds: a finding (its seed, message and the steps that led
 to it) is printed as a ``FINDING`` line and the run goes on; each mode ends with a ``SUMMARY``
-line (steps, examples, checks, findings) and fails if anything was found.  ``NT_MODEL_DEBUG=1``
+line (steps, examples, checks, findings) and fails if anything was found.  ``NT_MODEL_RULES=v1`` replays a seed
+printed before the rules shorter_cache_hit and flush_while_cached existed.  ``NT_MODEL_DEBUG=1``
 has the product log one line per decision to a file; a disagreement then quotes the lines that
 name its address, beside what the model was told about the pair and the kernel's timeout.
 """
@@ -519,6 +520,13 @@ class Enforcement(RuleBasedStateMachine):
         start = time.strftime("%H:%M:%S", time.localtime(self.wall)) + f".{int(self.wall * 1000) % 1000:03d}"
         return (f"reality and model disagree (times in s from the example's start, {start}):\n  "
                 + "\n  ".join(wrong))
+
+
+if os.environ.get("NT_MODEL_RULES") == "v1":
+    # the first version's rules (before shorter_cache_hit and flush_while_cached): the seeds it
+    # printed replay the same steps
+    for _name in ("shorter_cache_hit", "flush_while_cached"):
+        delattr(Enforcement, _name)
 
 
 def _once(rig: Rig, chosen: int, examples: int) -> None:
