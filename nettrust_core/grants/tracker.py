@@ -132,6 +132,10 @@ class GrantTracker:
         #: The address written last and its expiry: what the periodic check asks the kernel
         #: about to notice a flush made by another process (see Authorizer.verify).
         self.last_written: tuple[IPAddress, float] | None = None
+        #: A long-living grant: the latest expiry written since it was last forgotten.  The
+        #: periodic check samples it too, since on a busy resolver the grant written last was
+        #: most likely written after a flush (see nettrust_core.lifecycle.verify).
+        self.longest: tuple[IPAddress, float] | None = None
 
     def needs_write(self, address: IPAddress, expires_at: float) -> bool:
         known = self._expiry.get(address)
@@ -204,6 +208,9 @@ class GrantTracker:
         self._expiry[address] = expires_at
         if answered:
             self.last_written = (address, expires_at)
+        longest = self.longest
+        if longest is None or expires_at >= longest[1]:
+            self.longest = (address, expires_at)
         if len(self._expiry) > self._prune_at:
             self.prune()
 
@@ -219,6 +226,8 @@ class GrantTracker:
                 _add_names(names, entry.names)
         if self.last_written is not None and self.last_written[0] not in self._expiry:
             self.last_written = None
+        if self.longest is not None and self.longest[0] not in self._expiry:
+            self.longest = None
         return names
 
     def names_of(self, addresses: Iterable[IPAddress]) -> list[str]:
@@ -321,6 +330,10 @@ class GrantTracker:
             n += 1
         return n
 
+    def expiry(self, address: IPAddress) -> float | None:
+        """When this process believes ``address``'s grant ends (tracker clock), None: unknown."""
+        return self._expiry.get(address)
+
     def expires_in(self, address: IPAddress) -> float | None:
         t = self._expiry.get(address)
         if t is None:
@@ -389,6 +402,7 @@ class GrantTracker:
         self.per_domain.clear()
         self.per_client.clear()
         self.last_written = None
+        self.longest = None
         return names
 
     def __len__(self) -> int:

@@ -135,6 +135,38 @@ def test_verify_notices_a_flush_by_another_process_and_regrants():
     assert d.written == 2 and len(auth.backend.list_grants()) == 2
 
 
+def test_verify_notices_a_flush_on_a_busy_resolver():
+    """A grant written after the flush (the usual case when answers keep coming) is present:
+    the check samples the longest-living grant of its previous round too."""
+    auth, inv = make()
+    auth.authorize(answer("quiet.example.com", v4(1), ttl=3600))
+    check = RulesetCheck(auth)
+    assert check.verify() is None                                      # the control: all well
+    auth.backend.flush_grants()                                        # `nettrust flush`
+    auth.clock.now += 0.5
+    assert auth.authorize(answer("busy.example.net", v4(2))).written == 1   # after the flush
+    why = check.verify()
+    assert why and "flushed" in why and str(v4(1)) in why
+    assert "quiet.example.com" in inv.names                            # its cached answer goes
+
+
+def test_verify_notices_a_flush_after_the_last_written_grant_ran_out():
+    """A quiet resolver: the grant written last has run out, a longer one (and its cached
+    answer) lives on."""
+    auth, inv = make()
+    auth.authorize(answer("long.example.com", v4(1), ttl=3600))
+    auth.clock.now += 1
+    auth.authorize(answer("short.example.net", v4(2), ttl=1))        # 30 s + 10 s, written last
+    check = RulesetCheck(auth)
+    assert check.verify() is None
+    auth.clock.now += 60
+    assert check.verify() is None                                      # the control: all well
+    auth.backend.flush_grants()
+    why = check.verify()
+    assert why and "flushed" in why and str(v4(1)) in why
+    assert "long.example.com" in inv.names
+
+
 def test_verify_rebuilds_a_deleted_ruleset():
     auth, _ = make()
     auth.authorize(answer("www.example.com", v4(1)))
