@@ -603,6 +603,7 @@ def test_host_mode_reachability_equals_the_model(prerequisites):
     from testbed.lab import Lab
     from testbed.product import NetTrustHost
     with Lab(extra_records=em.EXTRA_RECORDS) as lab:
+        print(f"\nNAMESPACES {lab.host_ns} {lab.net_ns}", flush=True)   # for a long run's cleanup
         config, decisions = _decision_log(lab, HOST_CONFIG)
         host = NetTrustHost(lab, config)
         host.start()
@@ -629,6 +630,8 @@ def test_gateway_mode_reachability_equals_the_model(prerequisites):
             for name, (gw_if, c4, g4, c6, g6) in CLIENTS.items():
                 namespaces[name] = NetNS(f"ntmd-{name}")
                 _veth(lab.host_ns, namespaces[name], gw_if, c4, g4, c6, g6)
+            print(f"\nNAMESPACES {lab.host_ns} {lab.net_ns} "
+                  + " ".join(ns.name for ns in namespaces.values()), flush=True)
             config, decisions = _decision_log(lab, GATEWAY_CONFIG)
             host = NetTrustHost(lab, config)
             rig = GatewayRig(lab, host, namespaces)
