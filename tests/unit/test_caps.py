@@ -167,6 +167,20 @@ def test_verify_notices_a_flush_after_the_last_written_grant_ran_out():
     assert "long.example.com" in inv.names
 
 
+def test_verify_notices_a_flush_right_after_a_restart():
+    """A restarted resolver has written nothing yet: the grants it adopted are sampled."""
+    auth, _ = make()
+    auth.authorize(answer("long.example.com", v4(1), ttl=3600))
+    again = Authorizer(auth.config, auth.backend, clock=auth.clock, invalidator=RecordingInvalidator())
+    again.start()                                                      # the restarted resolver
+    again.adoption.wait(5)
+    assert again.tracker.last_written is None and again.tracker.expires_in(ipaddress.ip_address(v4(1)))
+    check = RulesetCheck(again)
+    auth.backend.flush_grants()
+    why = check.verify()                                               # its first check
+    assert why and "flushed" in why and str(v4(1)) in why
+
+
 def test_verify_rebuilds_a_deleted_ruleset():
     auth, _ = make()
     auth.authorize(answer("www.example.com", v4(1)))
