@@ -162,6 +162,9 @@ class Model:
         """``client`` (its grant key) got ``records`` (address, TTL seen) for ``name``."""
         self.known.update(a for a, _ in records)
         if not name.grantable:
+            for address, ttl in records:
+                self._note((client, address), f"{t_sent - self.origin:8.2f}-{t_got - self.origin:.2f} "
+                                              f"{name.qname} {name.rtype} TTL {ttl}: never granted")
             return
         for address, ttl in records:
             if self.gateway:
