@@ -600,6 +600,40 @@ def _decision_log(lab, config: str) -> tuple[str, Path | None]:
     return config + f'[log]\nlevel = "debug"\nfile = "{path}"\n', path
 
 
+def test_host_mode_an_aaaa_lookup_leaves_no_ungranted_a_answer_in_the_cache(prerequisites):
+    """Found by this test's long run (host mode, after floods of AAAA and A lookups).  With QNAME
+    minimisation Unbound 1.17.1 resolves h2's AAAA by asking its A first and caches that rrset
+    unseen by the module; an A query 5 s later is answered from it (remaining TTL 1, granted
+    min_ttl + grace = 3 s) but its message is stored for the full cache-max-ttl; the next AAAA
+    refetch renews the A rrset (again unseen), so at +10.3 s the A message is served from cache,
+    valid, while its grant ended at +8.2 s: the client cannot connect.  The rendered Unbound
+    include now sets ``qname-minimisation: no`` (the module refuses to start with it on).
+    Measured with minimisation on (main at 435cbee): 198.18.0.2 absent from the set at +10.3 s."""
+    from testbed.lab import Lab
+    from testbed.product import NetTrustHost
+    with Lab(extra_records=em.EXTRA_RECORDS) as lab:
+        host = NetTrustHost(lab, HOST_CONFIG)
+        host.start()
+        try:
+            rig = HostRig(lab, host)
+            h2 = {rtype: em.BY_KEY[f"h2.fw.test {rtype}"] for rtype in ("A", "AAAA")}
+            time.sleep(1.05 - time.time() % 1)          # just after a second of Unbound's clock
+            t0 = time.monotonic()
+            seen = []
+            for at, rtype in ((0.0, "AAAA"), (5.1, "A"), (5.9, "A"), (6.8, "AAAA"), (10.3, "A")):
+                time.sleep(max(0.0, t0 + at - time.monotonic()))
+                rcode, records = rig.query("h1", h2[rtype])
+                seen.append((at, rtype, rcode, records))
+            assert [r[2] for r in seen] == ["NOERROR"] * 5, seen
+            assert ("host", "198.18.0.2") in rig.set_pairs(), seen      # answered: granted
+            s = rig.connect("h1", "198.18.0.2")
+            assert s is not None, f"an A answer from the cache, and no grant: {seen}"
+            s.close()
+            assert rig.connect("h1", "198.18.0.3") is None               # the control: never asked
+        finally:
+            host.stop()
+
+
 @pytest.fixture(scope="module")
 def prerequisites():
     from testbed.lab import missing_prerequisites
