@@ -12,8 +12,8 @@ Uncertainty, stated:
 - TTLs: Unbound reports whole seconds, decremented against its own clock, so the TTL a client
   sees and the one the module granted from differ by up to 1 s either way; every bound widens by
   that, plus :data:`MARGIN` for the kernel's timer and the scheduling of this test.
-- The product rewrites a live grant only when it gets longer by more than 1 s
-  (:data:`SLACK`, the trackers' ``slack``): a later answer may extend a live grant by less.
+- The product rewrites a live grant only when it gets longer by more than its trackers'
+  ``slack`` (:data:`SLACK`, min(1 s, grace / 2)): a later answer may extend a live grant by less.
 - The grant is written while the query is in flight: between the query being sent and the
   answer arriving; the bounds take the earlier end for "must" and the later for "may".
 - After ``nettrust flush`` the resolvers notice within ``grants.verify_interval``; lookups that
@@ -23,7 +23,8 @@ Uncertainty, stated:
   it was fetched, which outlives the cached copy (``cache-max-ttl`` = ``max_ttl``, no
   serve-expired) but was computed from the fetched TTL, not the remaining one: the bounds for
   host mode are therefore "fetch time + clamp(fetched TTL) + grace", reconstructed from the
-  remaining TTL (fetched - elapsed).  Gateway mode grants a cache hit ``clamp(remaining) +
+  remaining TTL (fetched - elapsed).  (That every cached copy was fetched through the module
+  needs ``qname-minimisation: no``: the long run found minimisation's unseen A answers.)  Gateway mode grants a cache hit ``clamp(remaining) +
   grace`` for the client that got it.
 """
 
@@ -35,7 +36,8 @@ from dataclasses import dataclass, field
 MIN_TTL, MAX_TTL, GRACE = 2.0, 6.0, 1.0
 VERIFY = 1.0                # grants.verify_interval
 MARGIN = 0.6                # seconds of timing slack on each side, beyond TTL rounding
-SLACK = 1.0                 # a live grant is rewritten only when it gets longer by more than this
+SLACK = min(1.0, GRACE / 2)  # a live grant is rewritten only when it gets longer by more than
+#                             this: the trackers' slack, min(1 s, grace / 2) in the product
 
 NEG = -math.inf
 
