@@ -288,9 +288,9 @@ class Enforcement(RuleBasedStateMachine):
         super().__init__()
         rig = self.rig
         rig.examples += 1
-        # a clean start for every example: no grants, an empty cache, no connections
+        # a clean start for every example: no grants, an empty cache (a new Unbound, which
+        # adopts what the kernel holds: nothing), no connections
         rig.flush()
-        time.sleep(em.VERIFY + em.MARGIN)
         rig.restart(kill=False)
         self.model = em.Model(gateway=rig.mode == "gateway", origin=time.monotonic())
         self.wall = time.time()             # the model's origin on the wall clock (the logs')
