@@ -72,6 +72,8 @@ class ClientGranter:
         #: The same for the pair with the latest expiry written since the last reset: sampled
         #: too, since the pair written last was most likely written after a flush.
         self.longest_written: tuple[str, Client | None, IPAddress, float] | None = None
+        #: The first pair written since the periodic check last looked (it clears this).
+        self.first_since_check: tuple[str, Client | None, IPAddress, float] | None = None
 
     def reset(self) -> None:
         """Forget every pair (the ruleset was rebuilt or flushed): rewritten on the next hit."""
@@ -79,6 +81,7 @@ class ClientGranter:
         self.hits_done.clear()
         self.last_written = None
         self.longest_written = None
+        self.first_since_check = None
 
     def client_key(self, client: str) -> tuple[str, Client] | None:
         """(the key its grants are remembered under, the address -- or MAC -- they are written
@@ -216,6 +219,9 @@ class ClientGranter:
                     if longest is None or at >= longest[3]:
                         longest = (pair[0], g.client, pair[1], at)
                 self.longest_written = longest
+                if self.first_since_check is None:
+                    (c, addr), at = pairs[0]
+                    self.first_since_check = (c, todo[0].client, addr, at)
                 (c, addr), at = pairs[-1]
                 self.last_written = (c, todo[-1].client, addr, at)
         if other_family:

@@ -136,6 +136,9 @@ class GrantTracker:
         #: periodic check samples it too, since on a busy resolver the grant written last was
         #: most likely written after a flush (see nettrust_core.lifecycle.verify).
         self.longest: tuple[IPAddress, float] | None = None
+        #: The first grant recorded since the periodic check last looked (it clears this): most
+        #: likely written before a flush made since, when all later ones were written after it.
+        self.first_since_check: tuple[IPAddress, float] | None = None
 
     def needs_write(self, address: IPAddress, expires_at: float) -> bool:
         known = self._expiry.get(address)
@@ -211,6 +214,8 @@ class GrantTracker:
         longest = self.longest
         if longest is None or expires_at >= longest[1]:
             self.longest = (address, expires_at)
+        if self.first_since_check is None:
+            self.first_since_check = (address, expires_at)
         if len(self._expiry) > self._prune_at:
             self.prune()
 
@@ -228,6 +233,8 @@ class GrantTracker:
             self.last_written = None
         if self.longest is not None and self.longest[0] not in self._expiry:
             self.longest = None
+        if self.first_since_check is not None and self.first_since_check[0] not in self._expiry:
+            self.first_since_check = None
         return names
 
     def names_of(self, addresses: Iterable[IPAddress]) -> list[str]:
@@ -403,6 +410,7 @@ class GrantTracker:
         self.per_client.clear()
         self.last_written = None
         self.longest = None
+        self.first_since_check = None
         return names
 
     def __len__(self) -> int:

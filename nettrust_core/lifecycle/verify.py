@@ -34,9 +34,10 @@ class RulesetCheck:
         #: last alone does not tell a flush on a busy resolver (written again since the flush,
         #: it is present) nor on a quiet one (run out while longer grants, and their cached
         #: answers, live on), nor right after a start (grants adopted from the kernel are not
-        #: "written").  The longest-living now and at the previous check are sampled too: the
-        #: latter was written before that check, so a flush since then removed it, whatever
-        #: was written after the flush.
+        #: "written").  The longest-living now and at the previous check are sampled too (the
+        #: latter was written before that check, so a flush since then removed it, whatever was
+        #: written after the flush), and the first written since the previous check (the
+        #: enforcement model's long run: a flush just after a check, then longer grants).
         self._sentinel: tuple[IPAddress, float] | None = None
         self._pair_sentinel: tuple[str, Any, IPAddress, float] | None = None
 
@@ -60,7 +61,8 @@ class RulesetCheck:
         """Is the kernel still holding what we believe?  Called every ``grants.verify_interval``.
 
         Cheap: the table's chains (present, hooked, drop policy) and a GETSETELEM each for the
-        grant written last and the longest-living one now and at the previous check.  A missing table
+        grant written last, the first since the previous check and the longest-living one now
+        and at the previous check.  A missing table
         or chain, an accept policy, a missing grant set or a flushed grant (``nettrust flush``
         from another process, ``nft flush set``) rebuilds the ruleset (fail closed), forgets
         every grant we believed in, invalidates their cached answers and re-adopts what the
@@ -94,10 +96,12 @@ class RulesetCheck:
         with tracker.lock:
             now = tracker.clock()
             # a sample still live for a while, and not rewritten or forgotten since it was taken
-            samples = [s for s in (self._sentinel, tracker.longest, tracker.last_written)
+            samples = [s for s in (self._sentinel, tracker.first_since_check, tracker.longest,
+                                   tracker.last_written)
                        if s is not None and s[1] - now >= _VERIFY_MARGIN
                        and tracker.expiry(s[0]) == s[1]]
             self._sentinel = tracker.longest
+            tracker.first_since_check = None
         for address, at in dict.fromkeys(samples):
             try:
                 left = self.backend.lookup(address)
@@ -120,11 +124,12 @@ class RulesetCheck:
             return None
         with gateway.map.lock:
             now = gateway.clock()
-            samples = [s for s in (self._pair_sentinel, gateway.longest_written,
-                                   gateway.last_written)
+            samples = [s for s in (self._pair_sentinel, gateway.first_since_check,
+                                   gateway.longest_written, gateway.last_written)
                        if s is not None and s[3] - now >= _VERIFY_MARGIN
                        and gateway.map.get((s[0], s[2])) == s[3]]
             self._pair_sentinel = gateway.longest_written
+            gateway.first_since_check = None
         for client, ip, address, at in dict.fromkeys(samples):
             try:
                 left = lookup(ip, address)

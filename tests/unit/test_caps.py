@@ -181,6 +181,23 @@ def test_verify_notices_a_flush_right_after_a_restart():
     assert why and "flushed" in why and str(v4(1)) in why
 
 
+def test_verify_notices_a_flush_followed_by_longer_grants_soon_after_a_check():
+    """Found by the enforcement model's long run: a check (here: one that repaired a flush), a
+    grant, a flush, then a longer grant before the next check -- the longest, written last and
+    previous longest are all unhelpful; the first written since the check tells."""
+    auth, _ = make()
+    check = RulesetCheck(auth)
+    auth.authorize(answer("old.example.com", v4(9), ttl=60))
+    auth.backend.flush_grants()
+    assert "flushed" in check.verify()                                 # the first flush, repaired
+    auth.adoption.wait(5)
+    auth.authorize(answer("before.example.com", v4(1), ttl=300))       # granted before ...
+    auth.backend.flush_grants()                                        # ... the second flush
+    auth.authorize(answer("after.example.net", v4(2), ttl=3600))       # longer, after it
+    why = check.verify()
+    assert why and "flushed" in why and str(v4(1)) in why
+
+
 def test_verify_rebuilds_a_deleted_ruleset():
     auth, _ = make()
     auth.authorize(answer("www.example.com", v4(1)))
