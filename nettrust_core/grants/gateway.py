@@ -69,12 +69,19 @@ class ClientGranter:
         #: (client, its address, destination, expiry) of the pair written last: what the
         #: periodic check asks the kernel about to notice a flush (lifecycle.verify).
         self.last_written: tuple[str, Client | None, IPAddress, float] | None = None
+        #: The same for the pair with the latest expiry written since the last reset: sampled
+        #: too, since the pair written last was most likely written after a flush.
+        self.longest_written: tuple[str, Client | None, IPAddress, float] | None = None
+        #: The first pair written since the periodic check last looked (it clears this).
+        self.first_since_check: tuple[str, Client | None, IPAddress, float] | None = None
 
     def reset(self) -> None:
         """Forget every pair (the ruleset was rebuilt or flushed): rewritten on the next hit."""
         self.map.clear()
         self.hits_done.clear()
         self.last_written = None
+        self.longest_written = None
+        self.first_since_check = None
 
     def client_key(self, client: str) -> tuple[str, Client] | None:
         """(the key its grants are remembered under, the address -- or MAC -- they are written
@@ -206,8 +213,15 @@ class ClientGranter:
                     self.counters["backend_errors"] += 1
                     return tuple(grants), 0, 0.0, str(exc)
                 write_s = time.perf_counter() - started
-                for pair, at in pairs:
+                longest = self.longest_written
+                for (pair, at), g in zip(pairs, todo, strict=True):
                     cg.record(pair, at, domain)
+                    if longest is None or at >= longest[3]:
+                        longest = (pair[0], g.client, pair[1], at)
+                self.longest_written = longest
+                if self.first_since_check is None:
+                    (c, addr), at = pairs[0]
+                    self.first_since_check = (c, todo[0].client, addr, at)
                 (c, addr), at = pairs[-1]
                 self.last_written = (c, todo[-1].client, addr, at)
         if other_family:

@@ -134,6 +134,13 @@ class GrantTracker:
         #: The address written last and its expiry: what the periodic check asks the kernel
         #: about to notice a flush made by another process (see Authorizer.verify).
         self.last_written: tuple[IPAddress, float] | None = None
+        #: A long-living grant: the latest expiry written since it was last forgotten.  The
+        #: periodic check samples it too, since on a busy resolver the grant written last was
+        #: most likely written after a flush (see nettrust_core.lifecycle.verify).
+        self.longest: tuple[IPAddress, float] | None = None
+        #: The first grant recorded since the periodic check last looked (it clears this): most
+        #: likely written before a flush made since, when all later ones were written after it.
+        self.first_since_check: tuple[IPAddress, float] | None = None
 
     def needs_write(self, address: IPAddress, expires_at: float) -> bool:
         known = self._expiry.get(address)
@@ -206,6 +213,11 @@ class GrantTracker:
         self._expiry[address] = expires_at
         if answered:
             self.last_written = (address, expires_at)
+        longest = self.longest
+        if longest is None or expires_at >= longest[1]:
+            self.longest = (address, expires_at)
+        if self.first_since_check is None:
+            self.first_since_check = (address, expires_at)
         if len(self._expiry) > self._prune_at:
             self.prune()
 
@@ -221,6 +233,10 @@ class GrantTracker:
                 _add_names(names, entry.names)
         if self.last_written is not None and self.last_written[0] not in self._expiry:
             self.last_written = None
+        if self.longest is not None and self.longest[0] not in self._expiry:
+            self.longest = None
+        if self.first_since_check is not None and self.first_since_check[0] not in self._expiry:
+            self.first_since_check = None
         return names
 
     def names_of(self, addresses: Iterable[IPAddress]) -> list[str]:
@@ -329,6 +345,10 @@ class GrantTracker:
             n += 1
         return n
 
+    def expiry(self, address: IPAddress) -> float | None:
+        """When this process believes ``address``'s grant ends (tracker clock), None: unknown."""
+        return self._expiry.get(address)
+
     def expires_in(self, address: IPAddress) -> float | None:
         t = self._expiry.get(address)
         if t is None:
@@ -397,6 +417,8 @@ class GrantTracker:
         self.per_domain.clear()
         self.per_client.clear()
         self.last_written = None
+        self.longest = None
+        self.first_since_check = None
         return names
 
     def __len__(self) -> int:

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import errno
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import NetTrustError
 
 if TYPE_CHECKING:
     from ..authorizer import Authorizer
+    from ..networks import IPAddress
 
 log = logging.getLogger("nettrust.authorizer")
 
@@ -29,6 +30,16 @@ class RulesetCheck:
 
     def __init__(self, authorizer: Authorizer) -> None:
         self.authorizer = authorizer
+        #: The longest-living grant and pair when the previous check ran.  The grant written
+        #: last alone does not tell a flush on a busy resolver (written again since the flush,
+        #: it is present) nor on a quiet one (run out while longer grants, and their cached
+        #: answers, live on), nor right after a start (grants adopted from the kernel are not
+        #: "written").  The longest-living now and at the previous check are sampled too (the
+        #: latter was written before that check, so a flush since then removed it, whatever was
+        #: written after the flush), and the first written since the previous check (the
+        #: enforcement model's long run: a flush just after a check, then longer grants).
+        self._sentinel: tuple[IPAddress, float] | None = None
+        self._pair_sentinel: tuple[str, Any, IPAddress, float] | None = None
 
     @property
     def backend(self):
@@ -49,11 +60,13 @@ class RulesetCheck:
     def verify(self) -> str | None:
         """Is the kernel still holding what we believe?  Called every ``grants.verify_interval``.
 
-        Cheap: the table's chains (present, hooked, drop policy) and one GETSETELEM for the
-        grant written last.  A missing table or chain, an accept policy, a missing grant set or
-        a flushed grant (``nettrust flush`` from another process, ``nft flush set``) rebuilds the
-        ruleset (fail closed), forgets every grant we believed in, invalidates their cached
-        answers and re-adopts what the kernel still holds.  What was wrong, or None.
+        Cheap: the table's chains (present, hooked, drop policy) and a GETSETELEM each for the
+        grant written last, the first since the previous check and the longest-living one now
+        and at the previous check.  A missing table
+        or chain, an accept policy, a missing grant set or a flushed grant (``nettrust flush``
+        from another process, ``nft flush set``) rebuilds the ruleset (fail closed), forgets
+        every grant we believed in, invalidates their cached answers and re-adopts what the
+        kernel still holds.  What was wrong, or None.
         """
         why = (self._ruleset_problem() or self._grants_problem()
                or self._client_grants_problem())
@@ -81,43 +94,51 @@ class RulesetCheck:
     def _grants_problem(self) -> str | None:
         tracker = self.tracker
         with tracker.lock:
-            sample = tracker.last_written
             now = tracker.clock()
-        if sample is None or sample[1] - now < _VERIFY_MARGIN:
-            return None
-        try:
-            left = self.backend.lookup(sample[0])
-        except NetTrustError as exc:
-            if getattr(exc, "errno", None) == errno.ENOENT:
-                return f"grant set missing ({exc})"
-            raise
-        with tracker.lock:
-            still = tracker.last_written is sample and tracker.expires_in(sample[0]) is not None
-        if left is None and still:
-            return f"the grant of {sample[0]} is gone from the kernel (grants flushed)"
+            # a sample still live for a while, and not rewritten or forgotten since it was taken
+            samples = [s for s in (self._sentinel, tracker.first_since_check, tracker.longest,
+                                   tracker.last_written)
+                       if s is not None and s[1] - now >= _VERIFY_MARGIN
+                       and tracker.expiry(s[0]) == s[1]]
+            self._sentinel = tracker.longest
+            tracker.first_since_check = None
+        for address, at in dict.fromkeys(samples):
+            try:
+                left = self.backend.lookup(address)
+            except NetTrustError as exc:
+                if getattr(exc, "errno", None) == errno.ENOENT:
+                    return f"grant set missing ({exc})"
+                raise
+            with tracker.lock:
+                still = tracker.expiry(address) == at
+            if left is None and still:
+                return f"the grant of {address} is gone from the kernel (grants flushed)"
         return None
 
     def _client_grants_problem(self) -> str | None:
-        """Gateway mode: the per-client pair written last still in the kernel?"""
+        """Gateway mode: the per-client pairs written last, and longest-living at the previous
+        check, still in the kernel?"""
         gateway = getattr(self.authorizer, "gateway", None)
         lookup = self.authorizer.lookup_pair
         if gateway is None or not getattr(self.authorizer, "per_client", False):
             return None
         with gateway.map.lock:
-            sample = gateway.last_written
             now = gateway.clock()
-        if sample is None or sample[3] - now < _VERIFY_MARGIN:
-            return None
-        client, ip, address, _at = sample
-        try:
-            left = lookup(ip, address)
-        except NetTrustError as exc:
-            if getattr(exc, "errno", None) == errno.ENOENT:
-                return f"per-client grant set missing ({exc})"
-            raise
-        with gateway.map.lock:
-            still = (gateway.last_written is sample
-                     and gateway.map.expires_in(client, address) is not None)
-        if left is None and still:
-            return f"the grant of {address} to {client} is gone from the kernel (grants flushed)"
+            samples = [s for s in (self._pair_sentinel, gateway.first_since_check,
+                                   gateway.longest_written, gateway.last_written)
+                       if s is not None and s[3] - now >= _VERIFY_MARGIN
+                       and gateway.map.get((s[0], s[2])) == s[3]]
+            self._pair_sentinel = gateway.longest_written
+            gateway.first_since_check = None
+        for client, ip, address, at in dict.fromkeys(samples):
+            try:
+                left = lookup(ip, address)
+            except NetTrustError as exc:
+                if getattr(exc, "errno", None) == errno.ENOENT:
+                    return f"per-client grant set missing ({exc})"
+                raise
+            with gateway.map.lock:
+                still = gateway.map.get((client, address)) == at
+            if left is None and still:
+                return f"the grant of {address} to {client} is gone from the kernel (grants flushed)"
         return None

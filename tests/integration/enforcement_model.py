@@ -12,8 +12,8 @@ Uncertainty, stated:
 - TTLs: Unbound reports whole seconds, decremented against its own clock, so the TTL a client
   sees and the one the module granted from differ by up to 1 s either way; every bound widens by
   that, plus :data:`MARGIN` for the kernel's timer and the scheduling of this test.
-- The product rewrites a live grant only when it gets longer by more than 1 s
-  (:data:`SLACK`, the trackers' ``slack``): a later answer may extend a live grant by less.
+- The product rewrites a live grant only when it gets longer by more than its trackers'
+  ``slack`` (:data:`SLACK`, min(1 s, grace / 2)): a later answer may extend a live grant by less.
 - The grant is written while the query is in flight: between the query being sent and the
   answer arriving; the bounds take the earlier end for "must" and the later for "may".
 - After ``nettrust flush`` the resolvers notice within ``grants.verify_interval``; lookups that
@@ -23,7 +23,8 @@ Uncertainty, stated:
   it was fetched, which outlives the cached copy (``cache-max-ttl`` = ``max_ttl``, no
   serve-expired) but was computed from the fetched TTL, not the remaining one: the bounds for
   host mode are therefore "fetch time + clamp(fetched TTL) + grace", reconstructed from the
-  remaining TTL (fetched - elapsed).  Gateway mode grants a cache hit ``clamp(remaining) +
+  remaining TTL (fetched - elapsed).  (That every cached copy was fetched through the module
+  needs ``qname-minimisation: no``: the long run found minimisation's unseen A answers.)  Gateway mode grants a cache hit ``clamp(remaining) +
   grace`` for the client that got it.
 """
 
@@ -35,7 +36,8 @@ from dataclasses import dataclass, field
 MIN_TTL, MAX_TTL, GRACE = 2.0, 6.0, 1.0
 VERIFY = 1.0                # grants.verify_interval
 MARGIN = 0.6                # seconds of timing slack on each side, beyond TTL rounding
-SLACK = 1.0                 # a live grant is rewritten only when it gets longer by more than this
+SLACK = min(1.0, GRACE / 2)  # a live grant is rewritten only when it gets longer by more than
+#                             this: the trackers' slack, min(1 s, grace / 2) in the product
 
 NEG = -math.inf
 
@@ -144,12 +146,27 @@ class Model:
     grants: dict[tuple[str, str], Window] = field(default_factory=dict)
     notice_until: float = NEG       # lookups starting before this may not grant (after a flush)
     known: set[str] = field(default_factory=lambda: set(NEVER))
+    #: What the model was told about each pair (for a failure's message), times from ``origin``.
+    history: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    origin: float = 0.0
+
+    def _note(self, pair: tuple[str, str], text: str) -> None:
+        lines = self.history.setdefault(pair, [])
+        lines.append(text)
+        del lines[:-8]
+
+    def story(self, pair: tuple[str, str]) -> str:
+        """The last things the model was told about ``pair``, one per line."""
+        return "\n      ".join(self.history.get(pair, ["(nothing)"]))
 
     def answered(self, client: str, name: Name, records: list[tuple[str, int]],
                  t_sent: float, t_got: float) -> None:
         """``client`` (its grant key) got ``records`` (address, TTL seen) for ``name``."""
         self.known.update(a for a, _ in records)
         if not name.grantable:
+            for address, ttl in records:
+                self._note((client, address), f"{t_sent - self.origin:8.2f}-{t_got - self.origin:.2f} "
+                                              f"{name.qname} {name.rtype} TTL {ttl}: never granted")
             return
         for address, ttl in records:
             if self.gateway:
@@ -163,12 +180,17 @@ class Model:
                 live = w.hi > t_sent
                 w.lo = max(w.lo, t_sent + lo_t - MARGIN - (SLACK if live else 0.0))
             w.hi = max(w.hi, t_got + hi_t + MARGIN)
+            self._note((client, address),
+                       f"{t_sent - self.origin:8.2f}-{t_got - self.origin:.2f} {name.qname} "
+                       f"{name.rtype} TTL {ttl} -> must until {w.lo - self.origin:.2f}, "
+                       f"may until {w.hi - self.origin:.2f}")
 
     def flushed(self, t_done: float) -> None:
         """Every grant was revoked by ``t_done``."""
-        for w in self.grants.values():
+        for pair, w in self.grants.items():
             w.lo = NEG
             w.hi = min(w.hi, t_done)
+            self._note(pair, f"{t_done - self.origin:8.2f} flushed")
         self.notice_until = t_done + VERIFY + MARGIN
 
     def expect(self, client: str, address: str, t0: float, t1: float) -> str:

@@ -51,6 +51,8 @@ EXTRA = {
           for n in range(FLOOD_NAMES) for i in range(1, FLOOD_N + 1)],
         *[f"r{n}.flood 86400 IN AAAA 2001:db8:118:{n + 1}::{i:x}"
           for n in range(FLOOD_NAMES) for i in range(1, FLOOD_N + 1)],
+        # a flush on a busy resolver: a long answer cached before it, a new one granted after it
+        "quiet 3600 IN A 198.51.100.62", "busy 60 IN A 198.51.100.63",
     ],
     "sec.test": ["legit 60 IN A 198.51.100.21", "legit 60 IN AAAA 2001:db8:100::21"],
 }
@@ -195,6 +197,21 @@ def test_after_nettrust_flush_a_cached_long_ttl_answer_is_granted_again(nt, lab)
     time.sleep(2.5)                                       # the check notices, the cache is cleared
     assert dig(lab, "c1.fw.test", "A")[0] == "NOERROR"
     assert direct(lab, "198.51.100.10") is True
+
+
+def test_a_flush_is_noticed_though_an_answer_was_granted_right_after_it(nt, lab):
+    """On a busy resolver the grant written last was most likely written after the flush and is
+    present: the check also samples the longest-living grant of its previous round."""
+    assert dig(lab, "quiet.fw.test", "A") == ("NOERROR", ["198.51.100.62"])   # TTL 3600, cached
+    assert direct(lab, "198.51.100.62") is True
+    time.sleep(1.5)                          # a check runs meanwhile (verify_interval = 1s)
+    nt.nettrust("flush")
+    assert dig(lab, "busy.fw.test", "A") == ("NOERROR", ["198.51.100.63"])    # written after it
+    assert direct(lab, "198.51.100.62") == "ConnectionRefusedError"   # the flush did revoke
+    time.sleep(2.5)                                       # the check notices, the cache is cleared
+    assert dig(lab, "quiet.fw.test", "A") == ("NOERROR", ["198.51.100.62"])
+    assert direct(lab, "198.51.100.62") is True
+    assert direct(lab, "198.51.100.63") is True           # the control: granted after the flush
 
 
 def test_a_deleted_table_is_rebuilt_with_drop_policy_within_seconds(nt, lab):

@@ -246,6 +246,8 @@ def test_root_key_sentinel_status_is_bogus_without_a_traceback_storm(nt, lab, rt
     ('server:\n    module-config: "validator python iterator"\n', "module-config"),
     ("server:\n    serve-expired: yes\n", "serve-expired: no"),
     ("server:\n    cache-min-ttl: 300\n", "cache-min-ttl: 0"),
+    # asks a name's A to resolve its AAAA and caches that answer unseen (issue 21's finding)
+    ("server:\n    qname-minimisation: yes\n", "qname-minimisation: no"),
 ])
 def test_unbound_settings_that_undo_the_module_refuse_the_start(nt, lab, extra, says):
     host = Host(lab, CONFIG, name="badset", extra_conf=extra)

@@ -135,6 +135,69 @@ def test_verify_notices_a_flush_by_another_process_and_regrants():
     assert d.written == 2 and len(auth.backend.list_grants()) == 2
 
 
+def test_verify_notices_a_flush_on_a_busy_resolver():
+    """A grant written after the flush (the usual case when answers keep coming) is present:
+    the check samples the longest-living grant of its previous round too."""
+    auth, inv = make()
+    auth.authorize(answer("quiet.example.com", v4(1), ttl=3600))
+    check = RulesetCheck(auth)
+    assert check.verify() is None                                      # the control: all well
+    auth.backend.flush_grants()                                        # `nettrust flush`
+    auth.clock.now += 0.5
+    assert auth.authorize(answer("busy.example.net", v4(2))).written == 1   # after the flush
+    why = check.verify()
+    assert why and "flushed" in why and str(v4(1)) in why
+    assert "quiet.example.com" in inv.names                            # its cached answer goes
+
+
+def test_verify_notices_a_flush_after_the_last_written_grant_ran_out():
+    """A quiet resolver: the grant written last has run out, a longer one (and its cached
+    answer) lives on."""
+    auth, inv = make()
+    auth.authorize(answer("long.example.com", v4(1), ttl=3600))
+    auth.clock.now += 1
+    auth.authorize(answer("short.example.net", v4(2), ttl=1))        # 30 s + 10 s, written last
+    check = RulesetCheck(auth)
+    assert check.verify() is None
+    auth.clock.now += 60
+    assert check.verify() is None                                      # the control: all well
+    auth.backend.flush_grants()
+    why = check.verify()
+    assert why and "flushed" in why and str(v4(1)) in why
+    assert "long.example.com" in inv.names
+
+
+def test_verify_notices_a_flush_right_after_a_restart():
+    """A restarted resolver has written nothing yet: the grants it adopted are sampled."""
+    auth, _ = make()
+    auth.authorize(answer("long.example.com", v4(1), ttl=3600))
+    again = Authorizer(auth.config, auth.backend, clock=auth.clock, invalidator=RecordingInvalidator())
+    again.start()                                                      # the restarted resolver
+    again.adoption.wait(5)
+    assert again.tracker.last_written is None and again.tracker.expires_in(ipaddress.ip_address(v4(1)))
+    check = RulesetCheck(again)
+    auth.backend.flush_grants()
+    why = check.verify()                                               # its first check
+    assert why and "flushed" in why and str(v4(1)) in why
+
+
+def test_verify_notices_a_flush_followed_by_longer_grants_soon_after_a_check():
+    """Found by the enforcement model's long run: a check (here: one that repaired a flush), a
+    grant, a flush, then a longer grant before the next check -- the longest, written last and
+    previous longest are all unhelpful; the first written since the check tells."""
+    auth, _ = make()
+    check = RulesetCheck(auth)
+    auth.authorize(answer("old.example.com", v4(9), ttl=60))
+    auth.backend.flush_grants()
+    assert "flushed" in check.verify()                                 # the first flush, repaired
+    auth.adoption.wait(5)
+    auth.authorize(answer("before.example.com", v4(1), ttl=300))       # granted before ...
+    auth.backend.flush_grants()                                        # ... the second flush
+    auth.authorize(answer("after.example.net", v4(2), ttl=3600))       # longer, after it
+    why = check.verify()
+    assert why and "flushed" in why and str(v4(1)) in why
+
+
 def test_verify_rebuilds_a_deleted_ruleset():
     auth, _ = make()
     auth.authorize(answer("www.example.com", v4(1)))

@@ -51,17 +51,20 @@ CONFIG = parse_config('[grants]\nmin_ttl = "30s"\nmax_ttl = "1h"\n[firewall]\nre
 
 def test_problems_name_each_setting_and_the_fix():
     good = {"module-config": ["python validator iterator"], "serve-expired": ["no"],
-            "cache-min-ttl": ["0"], "cache-max-ttl": ["3600"], "username": [""]}
+            "cache-min-ttl": ["0"], "cache-max-ttl": ["3600"], "username": [""],
+            "qname-minimisation": ["no"]}
     assert problems(good, CONFIG) == []
     bad = {"module-config": ["respip python validator iterator"], "serve-expired": ["yes"],
-           "cache-min-ttl": ["300"], "cache-max-ttl": ["86400"], "username": ["unbound"]}
+           "cache-min-ttl": ["300"], "cache-max-ttl": ["86400"], "username": ["unbound"],
+           "qname-minimisation": ["yes"]}
     found = problems(bad, CONFIG)
-    assert len(found) == 5
+    assert len(found) == 6
     assert 'set module-config: "python validator iterator"' in found[0]
     assert "serve-expired: no" in found[1]
     assert "cache-min-ttl: 0" in found[2]
     assert "cache-max-ttl: 3600" in found[3]
-    assert 'username: ""' in found[4]
+    assert "qname-minimisation: no" in found[4]
+    assert 'username: ""' in found[5]
     assert problems({"module-config": ["python  validator   iterator"]}, CONFIG) == []
     assert problems({"module-config": ["python respip validator iterator"]}, CONFIG) == []
     assert problems({"module-config": ["python validator iterator cachedb"]}, CONFIG)
