@@ -27,6 +27,7 @@ import time
 from typing import Callable, Iterable
 
 from ..firewall.base import GrantedElement, IPAddress
+from .fair_share import water_fill
 
 
 #: Question names remembered per address (the most recent ones): the cached answers that a
@@ -62,31 +63,6 @@ class Owner:
 #: Grants read back from the kernel without a usable comment.
 UNKNOWN = Owner("", "", "")
 UNKNOWN.answered = 0.0
-
-
-def _water_fill(counts: dict[str, int], n: int) -> dict[str, int]:
-    """How many to take from each key so that ``n`` are taken and the largest give first:
-    every key above a common level gives down to it (ties at the level: largest first)."""
-    if n <= 0 or not counts:
-        return {}
-    if n >= sum(counts.values()):
-        return dict(counts)
-    values = list(counts.values())
-    low, high = 0, max(values)              # the highest level whose excess still covers n
-    while low < high:
-        mid = (low + high + 1) // 2
-        if sum(c - mid for c in values if c > mid) >= n:
-            low = mid
-        else:
-            high = mid - 1
-    quotas = {k: c - low - 1 for k, c in counts.items() if c > low + 1}
-    rest = n - sum(quotas.values())
-    for k, _c in sorted(((k, c) for k, c in counts.items() if c > low), key=lambda kc: -kc[1]):
-        if rest <= 0:
-            break
-        quotas[k] = quotas.get(k, 0) + 1
-        rest -= 1
-    return quotas
 
 
 def _add_names(out: list[str], names: str | tuple[str, ...]) -> None:
@@ -397,10 +373,10 @@ class GrantTracker:
                     domains[owner.domain] = lst = []
                 lst.append((t, a))
         out: list[IPAddress] = []
-        per_client = _water_fill({c: sum(map(len, d.values())) for c, d in groups.items()}, n)
+        per_client = water_fill({c: sum(map(len, d.values())) for c, d in groups.items()}, n)
         for client, quota in per_client.items():
             domains = groups[client]
-            for domain, k in _water_fill({d: len(v) for d, v in domains.items()}, quota).items():
+            for domain, k in water_fill({d: len(v) for d, v in domains.items()}, quota).items():
                 out += [a for _t, a in heapq.nsmallest(k, domains[domain], key=lambda i: i[0])]
         return out
 
