@@ -31,6 +31,38 @@ URL = f"rediss://{MASTER}:{REDIS_PORT}/0"
 DIST_PACKAGES = "/usr/lib/python3/dist-packages"
 
 
+def fleet_certs(certs: Path, nodes, server_names=(MASTER,), rogue=()) -> Path:
+    """A CA, Redis's server certificate and one per node in ``certs``; ``rogue``: nodes also
+    certified by another CA (in ``certs/rogue``).  Test keys, readable by Unbound's user."""
+    from nettrust_core.fleet.certs import make_ca, make_cert
+    make_ca(certs)
+    make_cert(certs, "server", server_names=list(server_names))
+    for node in nodes:
+        make_cert(certs, node)
+    if rogue:
+        make_ca(certs / "rogue", name="another-ca")
+        for node in rogue:
+            make_cert(certs / "rogue", node)
+    for root, _dirs, files in os.walk(certs):
+        os.chmod(root, 0o755)
+        for f in files:
+            os.chmod(os.path.join(root, f), 0o644)
+    return certs
+
+
+def connect_from(ns: NetNS, address: str, port: int = 80, timeout: float = 0.9):
+    """True, or the error's name (ConnectionRefusedError: a follower's firewall refused it)."""
+    s = ns.socket()
+    s.settimeout(timeout)
+    try:
+        s.connect((address, port))
+        return True
+    except OSError as exc:
+        return type(exc).__name__
+    finally:
+        s.close()
+
+
 def fleet_section(certs: Path, node: str, role: str, cert: str | None = None, **more) -> str:
     """``cert``: the certificate's name in ``certs`` (default: the node's own)."""
     cert = cert or node
@@ -145,15 +177,7 @@ class FollowerNode:
 
     def connect(self, address: str, port: int = 80, timeout: float = 0.9):
         """True, or the error's name (ConnectionRefusedError: the follower's firewall)."""
-        s = self.ns.socket()
-        s.settimeout(timeout)
-        try:
-            s.connect((address, port))
-            return True
-        except OSError as exc:
-            return type(exc).__name__
-        finally:
-            s.close()
+        return connect_from(self.ns, address, port, timeout)
 
     def resolve(self, name: str) -> list[str]:
         out = self.ns.sh("dig", f"@{MASTER}", "+tries=1", "+time=3", "+short", name, "A",
@@ -263,15 +287,7 @@ class GatewayFollower(FollowerNode):
 
     def client_connect(self, who: str, address: str, port: int = 80, timeout: float = 0.9):
         """True, or the error's name (ConnectionRefusedError: the follower refused it)."""
-        s = self.clients[who].socket()
-        s.settimeout(timeout)
-        try:
-            s.connect((address, port))
-            return True
-        except OSError as exc:
-            return type(exc).__name__
-        finally:
-            s.close()
+        return connect_from(self.clients[who], address, port, timeout)
 
     def client_resolve(self, who: str, name: str, *more: str, server: str = MASTER) -> list[str]:
         out = self.clients[who].sh("dig", f"@{server}", "+tries=1", "+time=2", "+short", *more,

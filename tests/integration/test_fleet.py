@@ -19,11 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from fleet_util import (MASTER, FollowerNode, MasterHost, client_names, fleet_section,
+from fleet_util import (MASTER, FollowerNode, fleet_certs, MasterHost, client_names, fleet_section,
                         in_host, start_redis)
 from lab_util import wait_for
 
-from nettrust_core.fleet.certs import make_ca, make_cert
 from testbed.lab import SYSTEM_PYTHON, Lab
 
 pytestmark = pytest.mark.integration
@@ -54,18 +53,8 @@ unauthorized = false
 @pytest.fixture(scope="module")
 def fleet():
     with Lab(extra_records=EXTRA) as lab:
-        certs = Path(lab.work_dir) / "certs"
-        make_ca(certs)
-        make_cert(certs, "server", server_names=[MASTER])
-        for node in ("m1", "f1", "f2", "f3", "tool"):
-            make_cert(certs, node)
-        rogue = certs / "rogue"
-        make_ca(rogue, name="another-ca")
-        make_cert(rogue, "f1")
-        for root, _dirs, files in os.walk(certs):
-            os.chmod(root, 0o755)
-            for f in files:
-                os.chmod(os.path.join(root, f), 0o644)      # test keys: Unbound's user reads m1's
+        certs = fleet_certs(Path(lab.work_dir) / "certs", ("m1", "f1", "f2", "f3", "tool"),
+                            rogue=("f1",))
         redis = start_redis(lab, certs)
         followers = []
         try:

@@ -17,16 +17,14 @@ Run alone (it is heavy): ``/work/wt/heavy ./run-tests -q tests/integration/test_
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-from fleet_util import (MASTER, REDIS_PORT, GatewayFollower, MasterHost, client_names,
+from fleet_util import (MASTER, REDIS_PORT, GatewayFollower, fleet_certs, MasterHost, client_names,
                         fleet_section, in_host, start_redis)
 from lab_util import wait_for
 
-from nettrust_core.fleet.certs import make_ca, make_cert
 from testbed.lab import Lab
 
 pytestmark = pytest.mark.integration
@@ -59,15 +57,7 @@ unauthorized = false
 @pytest.fixture(scope="module")
 def gw_fleet():
     with Lab(extra_records=EXTRA) as lab:
-        certs = Path(lab.work_dir) / "certs"
-        make_ca(certs)
-        make_cert(certs, "server", server_names=[MASTER])
-        for node in ("m1", "g1", "tool"):
-            make_cert(certs, node)
-        for root, _dirs, files in os.walk(certs):
-            os.chmod(root, 0o755)
-            for f in files:
-                os.chmod(os.path.join(root, f), 0o644)      # test keys: Unbound's user reads m1's
+        certs = fleet_certs(Path(lab.work_dir) / "certs", ("m1", "g1", "tool"))
         start_redis(lab, certs)
         gw = None
         try:

@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 
 from conftest import require
-from fleet_util import MASTER, REDIS_PORT, fleet_section, start_redis
+from fleet_util import MASTER, REDIS_PORT, fleet_certs, fleet_section, start_redis
 from lab_util import wait_for
 from netns_util import NetNS
 from test_gateway import _veth
@@ -99,7 +99,6 @@ def _relay(lab, target: tuple[str, int]):
 def node():
     import pwd
 
-    from nettrust_core.fleet.certs import make_ca, make_cert
     from testbed.lab import Lab, missing_prerequisites
     from testbed.product import NetTrustHost, stats_section
     require(missing_prerequisites(("unbound", "redis-server", "openssl")))
@@ -114,15 +113,8 @@ def node():
         try:
             _veth(lab.host_ns, pod, *POD)
             pod.sh("ip", "addr", "add", f"{POD_B}/24", "dev", "eth0")   # a second pod's address
-            certs = Path(lab.work_dir) / "certs"
-            make_ca(certs)
-            make_cert(certs, "server", server_names=[MASTER, "127.0.0.1"])
-            for name in ("m1", "operator"):
-                make_cert(certs, name)
-            for root, _dirs, files in os.walk(certs):
-                os.chmod(root, 0o755)
-                for f in files:
-                    os.chmod(os.path.join(root, f), 0o644)
+            certs = fleet_certs(Path(lab.work_dir) / "certs", ("m1", "operator"),
+                                server_names=(MASTER, "127.0.0.1"))
             start_redis(lab, certs)
             config = (toml + '[grants]\nmin_ttl = "1s"\ngrace = "1s"\n' + stats_section(lab)
                       + fleet_section(certs, "m1", "master", hold="0s"))
