@@ -224,8 +224,8 @@ class Service:
         if self.authorizer.strikes is not None:
             self.authorizer.strikes.offence(client, why)
 
-    def hit_known(self, key: tuple) -> bool:
-        return key in self.authorizer.gateway.hits_done
+    def hit_known(self, key: tuple, now: int) -> bool:
+        return self.authorizer.gateway.hit_known(key, now)
 
     def hit_done(self, key: tuple) -> None:
         self.authorizer.gateway.hit_done(key)

@@ -263,13 +263,11 @@ def _on_cache_hit(qinfo, qstate, rep, rcode, edns, opt_list_out, region, **kwarg
             _service.authorizer.counters["cache_hits_bogus"] += 1
             return True
         client = repinfo.addr
-        # The same cached message (its absolute expiry) for the same client: judged already,
-        # and its grants outlive it.  One set lookup, no decoding.
-        # (Not for an expired message served anyway, serve-expired: its grants may be gone.)
+        # The same cached message (its absolute expiry) for the same client, judged already
+        # and still covered by its grants (the core says when): no decoding.
         now = int(time.time())
-        expires = rep.ttl
-        key = (client, qinfo.qname, qinfo.qtype, expires)
-        if expires > now and _service.hit_known(key):
+        key = (client, qinfo.qname, qinfo.qtype, rep.ttl)
+        if _service.hit_known(key, now):
             return True
         found = addresses(rep, now)
         if not found or _service.cache_hit_granted(client, found):

@@ -307,6 +307,15 @@ class ClientGranter:
         self.map.record((client, address), now + left)
         return now + left
 
+    def hit_known(self, key: tuple[object, ...], now: int) -> bool:
+        """A cached message (``key[3]``: its absolute expiry) already judged for this client,
+        whose grants still cover this hit.  They outlive the message by ``grace``, which is
+        what a hit grants only while the message has at least ``min_ttl`` left: a shorter
+        remaining TTL is clamped up to ``min_ttl`` and must be judged again (found by the
+        enforcement model's long run: a TTL-0 hit was skipped and its grant ended early)."""
+        left = key[3] - now                 # type: ignore[operator]
+        return left > 0 and left >= self.timeouts.min_ttl and key in self.hits_done
+
     def hit_done(self, key: tuple[object, ...]) -> None:
         """Remember a cached message judged for a client (see :attr:`hits_done`)."""
         done = self.hits_done

@@ -173,6 +173,21 @@ def test_the_cache_hit_check_answers_from_the_map_and_asks_for_a_write_only_when
     assert auth.counters["cache_hits_granted"] == 2                  # this host: not counted
 
 
+def test_a_judged_cached_message_is_skipped_only_while_its_grants_cover_the_hit():
+    """A hit with less than min_ttl left grants min_ttl + grace from now: longer than the
+    grants of the message's earlier judgment, which end at its expiry + grace."""
+    auth, _backend = gateway()                          # min_ttl 30 s, grace 10 s
+    gw = auth.gateway
+    key = ("10.0.0.2", b"\x03www\x07example\x00", 1, 2000)
+    assert not gw.hit_known(key, 1900)                  # never judged
+    gw.hit_done(key)
+    assert gw.hit_known(key, 1900)                      # 100 s left: covered
+    assert gw.hit_known(key, 1970)                      # exactly min_ttl left
+    assert not gw.hit_known(key, 1971)                  # 29 s left: clamped to 30, judge again
+    assert not gw.hit_known(key, 2000)                  # expired (served anyway): judge again
+    assert not gw.hit_known(("10.0.0.3", *key[1:]), 1900)   # another client
+
+
 def test_bogus_never_grants_a_client_and_a_backend_failure_fails_closed():
     auth, backend = gateway()
     d = auth.authorize(answer("www.example", "198.51.100.1", client="10.0.0.2",
