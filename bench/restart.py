@@ -90,7 +90,8 @@ if config.fleet.tracker == "redis":                # the same grants in the host
     client.delete(key)
     pipe = client.pipeline(transaction=False)
     for j in range(total):
-        pipe.hset(key, str(ipaddress.IPv4Address(base + j)), f"{until + j / 1e6:.3f} rs{j // 4}.restart.bench")
+        pipe.hset(key, str(ipaddress.IPv4Address(base + j)),      # as the writer thread stores them
+                  f"{until + j / 1e6:.3f} rs{j // 4}.restart.bench restart.bench")
         if j % 20000 == 19999:
             pipe.execute()
     pipe.execute()

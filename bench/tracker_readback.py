@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Where a restart's read-back of the shared tracker (``fleet.tracker = "redis"``) goes.
 
-    sudo /usr/bin/python3 bench/tracker_readback.py [--grants 1000000] [--profile]
+    sudo /usr/bin/python3 bench/tracker_readback.py [--grants 1000000] [--per-name 4]
+        [--old-values] [--profile]
 
 Starts a redis-server with TLS and client certificates required in a throwaway network namespace
 (loopback only), fills one host hash with ``--grants`` live grants (``--per-name`` per name) the way the
-writer thread stores them, then runs the resolver's start-up read
+writer thread stores them (``--old-values``: without the registrable domain, as it stored them
+before; the read-back then computes it), then runs the resolver's start-up read
 (:class:`nettrust_core.fleet.tracker_redis.RedisAdoption`, the module the resolver runs) into a
 fresh tracker and times its phases: connecting, the HGETALL reply, decoding, the tracker merge
 (under its lock), then the whole adoption again as the resolver runs it.
@@ -40,6 +42,7 @@ from nettrust_core.fleet import tracker_redis
 from nettrust_core.grants.tracker import GrantTracker, Owner
 from nettrust_core.registrable import registrable_domain
 certs, grants, profile, per_name = sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1", int(sys.argv[5])
+old_values = sys.argv[6] == "1"
 config = parse_config(f'''[fleet]
 tracker = "redis"
 node = "bench"
@@ -53,8 +56,9 @@ client = connect()
 until = time.time() + 3600
 pipe = client.pipeline(transaction=False)
 for i in range(grants):
-    pipe.hset(KEY, f"20.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}",
-              f"{until + i / 1e6:.3f} bulk{i // per_name}.example")
+    name = f"bulk{i // per_name}.example"
+    tail = name if old_values else f"{name} {registrable_domain(name)}"
+    pipe.hset(KEY, f"20.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}", f"{until + i / 1e6:.3f} {tail}")
     if i % 20000 == 19999:
         pipe.execute()
 pipe.execute()
@@ -68,12 +72,12 @@ tracker = GrantTracker(owner_of=lambda q: Owner(q, registrable_domain(q)))
 t = time.perf_counter()
 live, dead = tracker_redis.parse_hosts(raw, time.time(), tracker.clock(), tracker.owner_for)
 out["decode_s"] = time.perf_counter() - t
-gc.enable()
 t = time.perf_counter()
 with tracker.lock:
     for version, incoming, owners in live:
         tracker.load(version, incoming, owners)
 out["load_s"] = time.perf_counter() - t
+gc.enable()
 del raw, live, tracker
 # The whole adoption as the resolver runs it.
 class Backend:
@@ -100,6 +104,9 @@ def main() -> int:
     ap.add_argument("--per-name", type=int, default=4,
                     help="grants per question name (an answer's addresses; names cost an owner "
                     "each)")
+    ap.add_argument("--old-values", action="store_true",
+                    help="values without the registrable domain (as written before it was "
+                    "stored)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("tracker_readback: needs root (a network namespace)", file=sys.stderr)
@@ -122,7 +129,7 @@ def main() -> int:
             code = CHILD.replace("{PORT}", str(PORT)).replace("KEY", repr(KEY))
             proc = subprocess.run(["ip", "netns", "exec", ns.name, "/usr/bin/python3", "-c", code,
                                    REPO, tmp, str(args.grants), "1" if args.profile else "0",
-                                   str(args.per_name)],
+                                   str(args.per_name), "1" if args.old_values else "0"],
                                   env=env, capture_output=True, text=True, timeout=900)
         finally:
             redis.terminate()
@@ -133,7 +140,8 @@ def main() -> int:
     if args.profile:
         print(proc.stderr, file=sys.stderr)
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    print(f"shared tracker read-back, {out['grants']:,} grants, {args.per_name} per name "
+    print(f"shared tracker read-back, {out['grants']:,} grants, {args.per_name} per name, "
+          f"{'old values' if args.old_values else 'values with the domain'} "
           "(TLS, client certificates)")
     for k in ("connect_s", "hgetall_s", "decode_s", "load_s", "adoption_s"):
         print(f"  {k[:-2]:>9}: {out[k]:.2f} s")

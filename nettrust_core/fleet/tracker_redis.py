@@ -3,7 +3,9 @@ as well as in memory, so a restarted resolver is exact within seconds.
 
 Written from a background thread (:class:`TrackerWriter`, fed by a bounded queue: the answer
 path only enqueues; a full queue drops and counts), as one hash per host, ``address ->
-"<expiry, wall clock> <question name>"``, shared by every resolver instance of the host.  At start,
+"<expiry, wall clock> <question name> <its registrable domain>"`` (values written before the
+domain was stored lack it: it is then computed again), shared by every resolver instance of the
+host.  At start,
 :class:`RedisAdoption` (in place of the kernel read-back of
 :mod:`nettrust_core.lifecycle.adoption`, about 48 s for 1M grants) reads the hash once and merges
 it ("the later expiry wins") before marking the tracker complete; when Redis cannot be read it
@@ -53,7 +55,7 @@ class TrackerWriter(Worker):
     def granted(self, grants: Sequence[Grant], owner: Owner) -> None:
         """The answer path: enqueue only."""
         try:
-            self.queue.put_nowait((time.time(), grants, owner.names))
+            self.queue.put_nowait((time.time(), grants, owner.names, owner.domain))
         except queue.Full:
             self.counters["tracker_redis_dropped"] += 1
 
@@ -85,12 +87,14 @@ class TrackerWriter(Worker):
     def _drain(self, pending: dict[str, str]) -> None:
         while True:
             try:
-                sent, grants, names = self.queue.get_nowait()
+                sent, grants, names, domain = self.queue.get_nowait()
             except queue.Empty:
                 return
             name = names if isinstance(names, str) else names[0]
+            # The registrable domain too, so a restart need not look it up for every name.
+            tail = f"{name} {domain}" if domain else name
             for g in grants:
-                pending[str(g.address)] = f"{sent + g.timeout:.3f} {name}"
+                pending[str(g.address)] = f"{sent + g.timeout:.3f} {tail}"
 
 
 def fetch(client: Any, key: str) -> list:
@@ -144,10 +148,11 @@ def parse_hosts(raw: list, wall: float, clock: float,
     del fields[len(values):]                                # an odd last one: ignored
     dead: list[bytes] = []
     owners: dict[bytes, Owner] = {}
-    is6 = list(map(contains, fields, repeat(b":")))
+    # One C-level search of the joined fields first: a host without IPv6 grants skips the split.
+    is6 = list(map(contains, fields, repeat(b":"))) if b":" in b" ".join(fields) else []
     out: list[Loaded] = []
     for version in (4, 6):
-        if not any(is6):
+        if not is6:
             if version == 6:
                 break
             f, v = fields, values
@@ -161,20 +166,37 @@ def parse_hosts(raw: list, wall: float, clock: float,
             columns = _careful(f, v, version, wall, clock, owner_of, owners, dead)
         addresses, expiries, owned = columns
         incoming = dict(zip(addresses, expiries, strict=True))
-        if len(incoming) != len(addresses):     # one address spelt twice: the later expiry
-            for a, t in zip(addresses, expiries, strict=True):
-                if incoming[a] < t:
-                    incoming[a] = t
-        out.append((version, incoming, dict(zip(addresses, owned, strict=True))))
+        if len(incoming) == len(addresses):
+            out.append((version, incoming, dict(zip(addresses, owned, strict=True))))
+            continue
+        # One address spelt twice (``2001:db8::1``, ``2001:DB8::1``): the later expiry and the
+        # first owner, as recording them one after the other would give.
+        for a, t in zip(addresses, expiries, strict=True):
+            if incoming[a] < t:
+                incoming[a] = t
+        out.append((version, incoming, dict(zip(reversed(addresses), reversed(owned), strict=True))))
     return out, dead
 
 
-def _owners_of(names: list[bytes], clock: float, owner_of: Callable[[str], Owner],
+def _owners_of(tails: list[bytes], clock: float, owner_of: Callable[[str], Owner],
                owners: dict[bytes, Owner]) -> list[Owner]:
-    for name in set(names).difference(owners):
-        owner = owners[name] = owner_of(name.decode(errors="replace"))
-        owner.answered = clock
-    return list(map(owners.__getitem__, names))
+    """The owner of each value's tail (``b"<name> <domain>"``, or ``b"<name>"`` as written
+    before the domain was stored): one :class:`Owner` per distinct tail, made a column at a
+    time.  A tail without a domain, or whose "domain" does not end its name (an old value whose
+    name held a space), goes whole to ``owner_of``, which computes the registrable domain."""
+    new = list(set(tails).difference(owners))
+    if new:
+        text = list(map(bytes.decode, new, repeat("utf-8"), repeat("replace")))
+        split = list(map(str.partition, text, repeat(" ")))
+        names, domains = list(map(_FIRST, split)), list(map(_THIRD, split))
+        made = list(map(Owner, names, domains))
+        for i in compress(range(len(made)), map(not_, map(str.endswith, names, domains))):
+            made[i] = owner_of(text[i])
+        for i in compress(range(len(made)), map(not_, domains)):
+            made[i] = owner_of(text[i])
+        deque(map(setattr, made, repeat("answered"), repeat(clock)), maxlen=0)
+        owners.update(zip(new, made, strict=True))
+    return list(map(owners.__getitem__, tails))
 
 
 def _columns(fields: list[bytes], values: list[bytes], version: int, wall: float, clock: float,
@@ -214,7 +236,7 @@ def _careful(fields: list[bytes], values: list[bytes], version: int, wall: float
     family, cls = _FAMILY[version]
     addresses: list = []
     expiries: list[float] = []
-    names: list[bytes] = []
+    tails: list[bytes] = []
     shift = clock - wall
     for field, value in zip(fields, values, strict=True):
         try:
@@ -229,8 +251,8 @@ def _careful(fields: list[bytes], values: list[bytes], version: int, wall: float
             continue
         addresses.append(address)
         expiries.append(expires + shift)
-        names.append(name)
-    return addresses, expiries, _owners_of(names, clock, owner_of, owners)
+        tails.append(name)
+    return addresses, expiries, _owners_of(tails, clock, owner_of, owners)
 
 
 class RedisAdoption(GrantAdoption):
@@ -253,20 +275,20 @@ class RedisAdoption(GrantAdoption):
             client = self.connect()
             tracker = self.tracker
             # A million new objects would trigger the cyclic collector's full passes over the
-            # whole process again and again (none of them is garbage): off while they are made.
+            # whole process again and again (none of them is garbage): off while they are made
+            # and merged (see _collector_back).
             gc.disable()
             live, dead = read_hosts(client, self.key, time.time(), tracker.clock(),
                                     tracker.owner_for)
         except redis_errors() as exc:
-            if collecting:
-                gc.enable()
+            _collector_back(collecting, freeze=False)
             log.warning("shared tracker unreadable (%s): adopting from the kernel", exc)
             self.source = "kernel"
             super().run()
             return
-        finally:
-            if collecting:
-                gc.enable()
+        except BaseException:
+            _collector_back(collecting, freeze=False)
+            raise
         try:
             charges = [Counter(owners.values()) for _v, _i, owners in live]    # outside the lock
             with self.tracker.lock:         # the merge reuses the hashes: milliseconds
@@ -277,6 +299,7 @@ class RedisAdoption(GrantAdoption):
                 self.tracker.complete = True
             del live
             self.seconds = time.monotonic() - started
+            _collector_back(collecting, freeze=True)
             log.info("%d live grants adopted from the shared tracker in %.1f s", self.adopted,
                      self.seconds)
             for i in range(0, len(dead), 10000):
@@ -284,4 +307,21 @@ class RedisAdoption(GrantAdoption):
         except redis_errors() as exc:
             log.warning("shared tracker: expired fields not deleted (%s)", exc)
         finally:
+            _collector_back(collecting, freeze=False)
             self._done.set()
+
+
+def _collector_back(collecting: bool, *, freeze: bool) -> None:
+    """Turn the cyclic collector back on if the adoption turned it off (idempotent).
+
+    ``freeze``: first move every object it tracks into its permanent generation
+    (``gc.freeze``): the read-back's million address and owner objects live as long as their
+    grants, yet re-enabling the collector over them would walk them in a young pass at once
+    and again in the full passes that follow (measured: about 0.25 s in the merge and 1.2 s
+    after it, in whichever thread allocates next, the answer path included).  Frozen objects are
+    still freed by reference counting when a grant is forgotten; only cyclic garbage that
+    already existed at this moment is never collected (the process has just started)."""
+    if collecting and not gc.isenabled():
+        if freeze:
+            gc.freeze()
+        gc.enable()
