@@ -310,11 +310,13 @@ class ClientGranter:
     def hit_known(self, key: tuple[object, ...], now: int) -> bool:
         """A cached message (``key[3]``: its absolute expiry) already judged for this client,
         whose grants still cover this hit.  They outlive the message by ``grace``, which is
-        what a hit grants only while the message has at least ``min_ttl`` left: a shorter
-        remaining TTL is clamped up to ``min_ttl`` and must be judged again (found by the
-        enforcement model's long run: a TTL-0 hit was skipped and its grant ended early)."""
+        what a hit grants only while the message has more than ``min_ttl`` left: a shorter
+        remaining TTL is clamped up to ``min_ttl``, and in the last whole second the TTL the
+        client sees (expiry - whole seconds now) overstates what is left by up to 1 s — both
+        must be judged again (found by the enforcement model's long run: TTL-0 and TTL-1 hits
+        were skipped and their pairs ended up to 1.3 s early)."""
         left = key[3] - now                 # type: ignore[operator]
-        return left > 0 and left >= self.timeouts.min_ttl and key in self.hits_done
+        return left > 0 and left > self.timeouts.min_ttl and key in self.hits_done
 
     def hit_done(self, key: tuple[object, ...]) -> None:
         """Remember a cached message judged for a client (see :attr:`hits_done`)."""

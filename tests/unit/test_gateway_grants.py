@@ -182,7 +182,8 @@ def test_a_judged_cached_message_is_skipped_only_while_its_grants_cover_the_hit(
     assert not gw.hit_known(key, 1900)                  # never judged
     gw.hit_done(key)
     assert gw.hit_known(key, 1900)                      # 100 s left: covered
-    assert gw.hit_known(key, 1970)                      # exactly min_ttl left
+    assert gw.hit_known(key, 1969)                      # 31 s left
+    assert not gw.hit_known(key, 1970)                  # 30 s: the client may see up to 1 s more
     assert not gw.hit_known(key, 1971)                  # 29 s left: clamped to 30, judge again
     assert not gw.hit_known(key, 2000)                  # expired (served anyway): judge again
     assert not gw.hit_known(("10.0.0.3", *key[1:]), 1900)   # another client
