@@ -61,6 +61,8 @@ def main(base: str, password: str, profile: str, shots: str, follow: str, why: s
             lambda d: next((e.text for e in d.find_elements(By.CLASS_NAME, "error") if e.text), None))
         driver.find_element(By.ID, "password").send_keys(password)
         driver.find_element(By.CSS_SELECTOR, "button").click()
+        # the login answers with a redirect: wait for the new page, not the one clicked on
+        wait.until(lambda d: "/login" not in d.current_url)
         out["after_login"] = driver.current_url.removeprefix(base)
         for page in PAGES:
             path = {"overview": "/", "why": "/why?address=" + why}.get(page, "/" + page)
