@@ -172,12 +172,12 @@ class Authorizer:
                 self._report(answer, verdict, (), 0, 0.0, None)
             return Decision(verdict)
         if self.per_client:
-            remote, host = self.gateway.split(answer.client if clients is None else clients)
+            receivers = answer.client if clients is None else clients
+            remote, host = self.gateway.split(receivers)
             if remote:
                 decision = self._grant_clients(answer, verdict, remote)
                 if self.pair_sinks and decision.written:
-                    self._publish_pairs(verdict, decision.grants,
-                                        answer.client if clients is None else clients)
+                    self._publish_pairs(verdict, decision.grants, receivers)
                 if decision.error is not None or not host:
                     return decision
             elif not host:                  # unparsable, or no MAC known yet: nothing (counted)
