@@ -128,6 +128,8 @@ def run(s: Settings, output: Path) -> Results:
         servers = [PlainUnbound(lab), PassThroughModule(lab), NetTrust(lab), NetTrust(lab, instances=2),
                    NetTrustGateway(lab), NetTrustStats(lab),
                    NetTrustStats(lab, cache_hits=False), Dnsmasq(lab)]
+        if s.only:
+            servers = [srv for srv in servers if srv.key in s.only]
         results.labels = {srv.key: srv.label for srv in servers}
         for n in range(s.rounds):
             this_round: dict[str, dict[str, Phase]] = {}
@@ -145,6 +147,12 @@ def run(s: Settings, output: Path) -> Results:
                     continue
                 progress(n + 1, s.rounds, server.label, this_round[server.key])
             results.rounds.append({k: this_round[k] for k in results.labels if k in this_round})
+        if s.only:
+            results.notes["partial run"] = f"--only {','.join(s.only)}: no race, no micro-benchmarks"
+            results.seconds = time.monotonic() - t0
+            output.parent.mkdir(parents=True, exist_ok=True)
+            output.write_text(results.markdown())
+            return results
         dnsmasq = servers[-1]
         results.notes["dnsmasq --nftset"] = (f"added {getattr(dnsmasq, 'elements', 0):,} IPv4 elements "
                                              f"in the last round (proof the peer really inserts)")
@@ -189,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, help="length of each throughput phase")
     ap.add_argument("--profile", action="store_true",
                     help="sample NetTrust default with py-spy during the last round's cache misses")
+    ap.add_argument("--only", help="development A/B: comma-separated configuration keys (plain, "
+                    "passthrough, nettrust, nettrust_x2, nettrust_gateway, nettrust_stats, "
+                    "nettrust_stats_nohits, dnsmasq); skips the race and micro-benchmarks")
     ap.add_argument("--output", type=Path, help="markdown report (default bench/results/<UTC time>.md)")
     args = ap.parse_args(argv)
     s = Settings.for_mode(args.quick)
@@ -197,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.seconds is not None:
         s.seconds = args.seconds
     s.profile = args.profile
+    if args.only:
+        s.only = tuple(k.strip() for k in args.only.split(",") if k.strip())
     now = dt.datetime.now(dt.timezone.utc)
     s.started = now.strftime("%Y-%m-%d %H:%M UTC")
     output = args.output or REPO / "bench" / "results" / f"{now:%Y-%m-%d-%H%M}.md"
