@@ -64,6 +64,14 @@ class Decision:
     #: Set when the backend failed: the addresses are not reachable, fail closed.
     error: str | None = None
 
+    def __init__(self, verdict: Verdict, grants: tuple[Grant, ...] = (), written: int = 0,
+                 error: str | None = None) -> None:
+        """Native when compiled: see :class:`~nettrust_core.answer.Record`."""
+        object.__setattr__(self, "verdict", verdict)
+        object.__setattr__(self, "grants", grants)
+        object.__setattr__(self, "written", written)
+        object.__setattr__(self, "error", error)
+
 
 class Authorizer:
     def __init__(self, config: Config, backend: FirewallBackend, *,

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import ipaddress
 import struct
-from typing import Iterable
+from typing import Final, Iterable
 
 from .errors import NetTrustError
 
-MAGIC = b"\x00D1"
+MAGIC: Final = b"\x00D1"
 OUTCOMES = ("granted", "blocked", "not_granted", "no_address")
 SECURITIES = {0: "unchecked", 1: "bogus", 2: "indeterminate", 3: "insecure", 5: "secure"}
 SOURCES = ("resolved", "cache", "local")
@@ -32,8 +32,8 @@ _SOURCE_INDEX = {v: i for i, v in enumerate(SOURCES)}
 _HEAD = struct.Struct("<3sdHBBBBHd")
 _LEN = struct.Struct("<H")
 _F64 = struct.Struct("<d")
-_NONE = b"\xff\xff"
-_MAX_STR = 0xFFFE
+_NONE: Final = b"\xff\xff"
+_MAX_STR: Final = 0xFFFE
 
 
 class RecordError(NetTrustError, ValueError):

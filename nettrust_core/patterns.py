@@ -28,12 +28,12 @@ from __future__ import annotations
 
 import re
 from encodings import idna
-from typing import Iterable, Iterator
+from typing import Final, Iterable, Iterator
 
 from .errors import InvalidValue
 
-MAX_NAME_LENGTH = 253
-MAX_LABEL_LENGTH = 63
+MAX_NAME_LENGTH: Final = 253
+MAX_LABEL_LENGTH: Final = 63
 
 _LABEL = re.compile(r"[a-z0-9_-]+")
 # A name already in canonical form: the fast path of normalize_name.

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Final, TYPE_CHECKING
 
 from .answer import ChainTooLong, Answer, Security, Source
 import ipaddress
@@ -49,6 +49,14 @@ class NameCheck:
     rule: str | None = None
     name: str | None = None
 
+    def __init__(self, allowed: bool, reason: str, rule: str | None = None,
+                 name: str | None = None) -> None:
+        """Native when compiled: see :class:`~nettrust_core.answer.Record`."""
+        object.__setattr__(self, "allowed", allowed)
+        object.__setattr__(self, "reason", reason)
+        object.__setattr__(self, "rule", rule)
+        object.__setattr__(self, "name", name)
+
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
@@ -63,9 +71,22 @@ class Verdict:
     #: The module must replace the answer with the configured blocked answer.
     replace_answer: bool = False
 
+    def __init__(self, outcome: Outcome, reason: str, rule: str | None = None,
+                 chain: tuple[str, ...] = (), grants: tuple[tuple[IPAddress, int], ...] = (),
+                 refused: tuple[tuple[IPAddress, str], ...] = (),
+                 replace_answer: bool = False) -> None:
+        """Native when compiled: see :class:`~nettrust_core.answer.Record`."""
+        object.__setattr__(self, "outcome", outcome)
+        object.__setattr__(self, "reason", reason)
+        object.__setattr__(self, "rule", rule)
+        object.__setattr__(self, "chain", chain)
+        object.__setattr__(self, "grants", grants)
+        object.__setattr__(self, "refused", refused)
+        object.__setattr__(self, "replace_answer", replace_answer)
+
 
 #: Verdicts on names kept between a query's NEW and its answer (more than ever in flight).
-DECIDED_NAMES = 4096
+DECIDED_NAMES: Final = 4096
 
 
 class Policy:

@@ -15,13 +15,15 @@ and a name no rule matches has the implicit rule ``*``.
 
 from __future__ import annotations
 
+from typing import Final
+
 import logging
 from functools import lru_cache
 
 log = logging.getLogger("nettrust.registrable")
 
 #: Where Debian's ``publicsuffix`` package puts the list.
-PSL_PATH = "/usr/share/publicsuffix/public_suffix_list.dat"
+PSL_PATH: Final = "/usr/share/publicsuffix/public_suffix_list.dat"
 
 
 class SuffixList:

@@ -15,13 +15,15 @@ name) raises :class:`WireNameError`, and the adapter fails the query closed (SER
 
 from __future__ import annotations
 
+from typing import Final
+
 import re
 
 from .errors import NetTrustError
 
 #: RFC 1035: a name is at most 255 octets on the wire, a label at most 63.
-MAX_WIRE_NAME = 255
-MAX_LABEL = 63
+MAX_WIRE_NAME: Final = 255
+MAX_LABEL: Final = 63
 
 _LABEL_BYTES = re.compile(rb"[a-z0-9_-]+")
 

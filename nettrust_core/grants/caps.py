@@ -25,16 +25,16 @@ Applied under the tracker's lock before the kernel write:
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from typing import Final, Sequence
 
 from ..firewall.base import Grant, IPAddress
 from .tracker import GrantTracker, Owner
 
 log = logging.getLogger("nettrust.caps")
 
-HIGH_WATER = 0.95       # of the set size: eviction starts above this
-EVICT_SHARE = 0.05      # of the set size: evicted at once
-PRUNE_EVERY = 1.0       # seconds between prunes forced by a refusing budget
+HIGH_WATER: Final = 0.95       # of the set size: eviction starts above this
+EVICT_SHARE: Final = 0.05      # of the set size: evicted at once
+PRUNE_EVERY: Final = 1.0       # seconds between prunes forced by a refusing budget
 
 
 class Budgets:

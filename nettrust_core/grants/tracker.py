@@ -24,7 +24,7 @@ from collections import Counter
 import heapq
 import threading
 import time
-from typing import Callable, Iterable
+from typing import Callable, Final, Iterable
 
 from ..firewall.base import GrantedElement, IPAddress
 from .fair_share import water_fill
@@ -32,7 +32,7 @@ from .fair_share import water_fill
 
 #: Question names remembered per address (the most recent ones): the cached answers that a
 #: revocation removes from the resolver's cache.  Names beyond these stay cached until their TTL.
-NAMES_PER_ADDRESS = 4
+NAMES_PER_ADDRESS: Final = 4
 
 
 class Owner:

@@ -28,36 +28,36 @@ import errno as errno_mod
 import ipaddress
 import os
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from ..errors import FirewallError
 from .core import NetlinkSocket
 from .wire import (NLA_F_NESTED, NLM_F_ACK, NLM_F_REQUEST, NLMSG_ERROR, Message, attr, attr_be32,
                    attr_str, attrs, be32, list_items, nlmsg, parse_error, strz)
 
-NFNL_SUBSYS_IPSET = 6
-IPSET_PROTOCOL = 7             # the kernel refuses 6 for set commands (errno 4097) since 5.x
-IPSET_CMD_LIST = 7
-IPSET_CMD_ADD = 9
-IPSET_CMD_DEL = 10
-IPSET_CMD_TEST = 11
-IPSET_ATTR_PROTOCOL = 1
-IPSET_ATTR_SETNAME = 2
-IPSET_ATTR_DATA = 7
-IPSET_ATTR_ADT = 8
-IPSET_ATTR_LINENO = 9
-IPSET_ATTR_IP = 1
-IPSET_ATTR_IPADDR_IPV4 = 1
-IPSET_ATTR_IPADDR_IPV6 = 2
-IPSET_ATTR_TIMEOUT = 6
-IPSET_ATTR_COMMENT = 26
-NLA_F_NET_BYTEORDER = 0x4000
+NFNL_SUBSYS_IPSET: Final = 6
+IPSET_PROTOCOL: Final = 7             # the kernel refuses 6 for set commands (errno 4097) since 5.x
+IPSET_CMD_LIST: Final = 7
+IPSET_CMD_ADD: Final = 9
+IPSET_CMD_DEL: Final = 10
+IPSET_CMD_TEST: Final = 11
+IPSET_ATTR_PROTOCOL: Final = 1
+IPSET_ATTR_SETNAME: Final = 2
+IPSET_ATTR_DATA: Final = 7
+IPSET_ATTR_ADT: Final = 8
+IPSET_ATTR_LINENO: Final = 9
+IPSET_ATTR_IP: Final = 1
+IPSET_ATTR_IPADDR_IPV4: Final = 1
+IPSET_ATTR_IPADDR_IPV6: Final = 2
+IPSET_ATTR_TIMEOUT: Final = 6
+IPSET_ATTR_COMMENT: Final = 26
+NLA_F_NET_BYTEORDER: Final = 0x4000
 NFPROTO_IPV4, NFPROTO_IPV6 = 2, 10
 #: ip_set's own error codes (returned as errno values)
-IPSET_ERR_EXIST = 4103          # add with EXCL: present; del/test: not present
-IPSET_ERR_HASH_FULL = 4352
+IPSET_ERR_EXIST: Final = 4103          # add with EXCL: present; del/test: not present
+IPSET_ERR_HASH_FULL: Final = 4352
 #: The kernel keeps at most this many bytes of an element's comment.
-COMMENT_MAX = 255
+COMMENT_MAX: Final = 255
 
 
 class IpsetElement(NamedTuple):

@@ -34,7 +34,7 @@ from __future__ import annotations
 import errno as errno_mod
 import socket
 import struct
-from typing import Callable, NamedTuple, Sequence
+from typing import Callable, Final, NamedTuple, Sequence
 
 from ..errors import NetlinkError
 from .core import Failure, NetlinkSocket
@@ -43,36 +43,36 @@ from .wire import (FAMILY_NAMES, HDR_LEN, MAX_ATTR_PAYLOAD, NFNL_SUBSYS_NFTABLES
                    attrs, nested, strz)
 
 # -- constants (linux/netfilter/nf_tables.h) --------------------------------------------------------
-NFT_MSG_NEWTABLE = 0
-NFT_MSG_GETTABLE = 1
-NFT_MSG_DELTABLE = 2
-NFT_MSG_GETCHAIN = 4
-NFT_MSG_GETRULE = 7
-NFT_MSG_GETSET = 10
-NFT_MSG_NEWSETELEM = 12
-NFT_MSG_GETSETELEM = 13
-NFT_MSG_DELSETELEM = 14
-NFT_MSG_GETOBJ = 19
-NFT_MSG_DESTROYSETELEM = 30     # like DELSETELEM, but an absent element is not an error (6.3+)
+NFT_MSG_NEWTABLE: Final = 0
+NFT_MSG_GETTABLE: Final = 1
+NFT_MSG_DELTABLE: Final = 2
+NFT_MSG_GETCHAIN: Final = 4
+NFT_MSG_GETRULE: Final = 7
+NFT_MSG_GETSET: Final = 10
+NFT_MSG_NEWSETELEM: Final = 12
+NFT_MSG_GETSETELEM: Final = 13
+NFT_MSG_DELSETELEM: Final = 14
+NFT_MSG_GETOBJ: Final = 19
+NFT_MSG_DESTROYSETELEM: Final = 30     # like DELSETELEM, but an absent element is not an error (6.3+)
 
-NFTA_TABLE_NAME = 1
-NFTA_TABLE_FLAGS = 2
-NFT_TABLE_F_DORMANT = 0x1
+NFTA_TABLE_NAME: Final = 1
+NFTA_TABLE_FLAGS: Final = 2
+NFT_TABLE_F_DORMANT: Final = 0x1
 
-NFTA_SET_ELEM_LIST_TABLE = 1
-NFTA_SET_ELEM_LIST_SET = 2
-NFTA_SET_ELEM_LIST_ELEMENTS = 3
-NFTA_LIST_ELEM = 1
-NFTA_SET_ELEM_KEY = 1
-NFTA_SET_ELEM_FLAGS = 3
-NFTA_SET_ELEM_TIMEOUT = 4
-NFTA_SET_ELEM_EXPIRATION = 5
-NFTA_SET_ELEM_USERDATA = 6
-NFTA_DATA_VALUE = 1
-NFT_SET_ELEM_INTERVAL_END = 0x1
-NFTNL_UDATA_SET_ELEM_COMMENT = 0
+NFTA_SET_ELEM_LIST_TABLE: Final = 1
+NFTA_SET_ELEM_LIST_SET: Final = 2
+NFTA_SET_ELEM_LIST_ELEMENTS: Final = 3
+NFTA_LIST_ELEM: Final = 1
+NFTA_SET_ELEM_KEY: Final = 1
+NFTA_SET_ELEM_FLAGS: Final = 3
+NFTA_SET_ELEM_TIMEOUT: Final = 4
+NFTA_SET_ELEM_EXPIRATION: Final = 5
+NFTA_SET_ELEM_USERDATA: Final = 6
+NFTA_DATA_VALUE: Final = 1
+NFT_SET_ELEM_INTERVAL_END: Final = 0x1
+NFTNL_UDATA_SET_ELEM_COMMENT: Final = 0
 #: nft keeps a comment in at most 128 bytes with its NUL (the grant contract's COMMENT_MAX).
-COMMENT_MAX = 127
+COMMENT_MAX: Final = 127
 
 
 # -- encoding ---------------------------------------------------------------------------------------

@@ -17,42 +17,42 @@ An nfnetlink message type is ``subsystem << 8 | message``.  Malformed input rais
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from ..errors import NetlinkError
 
 # -- constants (linux/netlink.h, linux/netfilter/nfnetlink.h, linux/netfilter.h) --------------------
-NETLINK_NETFILTER = 12
-SOL_NETLINK = 270
-NETLINK_CAP_ACK = 10            # errors do not echo our request back
-NETLINK_EXT_ACK = 11            # errors carry a text and the offset of the offending attribute
+NETLINK_NETFILTER: Final = 12
+SOL_NETLINK: Final = 270
+NETLINK_CAP_ACK: Final = 10            # errors do not echo our request back
+NETLINK_EXT_ACK: Final = 11            # errors carry a text and the offset of the offending attribute
 
-NLMSG_ERROR = 2
-NLMSG_DONE = 3
-NLM_F_REQUEST = 0x01
-NLM_F_MULTI = 0x02
-NLM_F_ACK = 0x04
-NLM_F_DUMP_INTR = 0x10
-NLM_F_DUMP = 0x300
-NLM_F_CREATE = 0x400
-NLM_F_CAPPED = 0x100            # in NLMSG_ERROR: only the request's header is echoed
-NLM_F_ACK_TLVS = 0x200          # in NLMSG_ERROR: extended-ack attributes follow
-NLMSGERR_ATTR_MSG = 1
-NLMSGERR_ATTR_OFFS = 2
-NLA_F_NESTED = 0x8000
-NLA_TYPE_MASK = 0x3FFF
+NLMSG_ERROR: Final = 2
+NLMSG_DONE: Final = 3
+NLM_F_REQUEST: Final = 0x01
+NLM_F_MULTI: Final = 0x02
+NLM_F_ACK: Final = 0x04
+NLM_F_DUMP_INTR: Final = 0x10
+NLM_F_DUMP: Final = 0x300
+NLM_F_CREATE: Final = 0x400
+NLM_F_CAPPED: Final = 0x100            # in NLMSG_ERROR: only the request's header is echoed
+NLM_F_ACK_TLVS: Final = 0x200          # in NLMSG_ERROR: extended-ack attributes follow
+NLMSGERR_ATTR_MSG: Final = 1
+NLMSGERR_ATTR_OFFS: Final = 2
+NLA_F_NESTED: Final = 0x8000
+NLA_TYPE_MASK: Final = 0x3FFF
 
-NFNL_SUBSYS_NFTABLES = 10
-NFNL_MSG_BATCH_BEGIN = 0x10
-NFNL_MSG_BATCH_END = 0x11
-NFPROTO_UNSPEC = 0
-NFPROTO_INET = 1
+NFNL_SUBSYS_NFTABLES: Final = 10
+NFNL_MSG_BATCH_BEGIN: Final = 0x10
+NFNL_MSG_BATCH_END: Final = 0x11
+NFPROTO_UNSPEC: Final = 0
+NFPROTO_INET: Final = 1
 FAMILY_NAMES = {1: "inet", 2: "ip", 10: "ip6"}
 #: Netfilter's hooks by number (NF_INET_*), as nf_tables chains and NFLOG packets carry them.
 HOOK_NAMES = {0: "prerouting", 1: "input", 2: "forward", 3: "output", 4: "postrouting"}
 
 #: One attribute's payload; its length field is 16 bits.
-MAX_ATTR_PAYLOAD = 0xFFFF - 4
+MAX_ATTR_PAYLOAD: Final = 0xFFFF - 4
 
 NLMSGHDR = struct.Struct("=IHHII")      # host order: netlink's own header
 NFGENMSG = struct.Struct("!BBH")        # family, version, res_id (big-endian)

@@ -185,3 +185,34 @@ def test_no_interpreted_class_subclasses_a_compiled_one():
                         for b in cls.__mro__[1:] if b.__module__ in compiled.MODULES
                         and not issubclass(b, BaseException)]
     assert bad == []
+
+
+def test_written_out_dataclass_inits_match_their_fields():
+    """A compiled value class spells its ``__init__`` out (native under mypyc; the generated one
+    is not): its parameters must be the dataclass's fields, in order, with the same defaults,
+    and it must set every one of them."""
+    import ast
+
+    checked = []
+    for module in compiled.MODULES:
+        path = Path(compiled.PACKAGE_DIR.parent, *module.split(".")).with_suffix(".py")
+        for cls in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(cls, ast.ClassDef) or not any(
+                    "dataclass" in ast.unparse(d) for d in cls.decorator_list):
+                continue
+            init = next((f for f in cls.body if isinstance(f, ast.FunctionDef)
+                         and f.name == "__init__"), None)
+            if init is None:
+                continue
+            fields = [(s.target.id, ast.unparse(s.value) if s.value is not None else None)
+                      for s in cls.body if isinstance(s, ast.AnnAssign)
+                      and isinstance(s.target, ast.Name)]
+            args = init.args.args[1:]
+            defaults = [None] * (len(args) - len(init.args.defaults)) + [
+                ast.unparse(d) for d in init.args.defaults]
+            assert [(a.arg, d) for a, d in zip(args, defaults, strict=True)] == fields, f"{module}.{cls.name}"
+            assigned = [c.args[1].value for c in ast.walk(init) if isinstance(c, ast.Call)
+                        and ast.unparse(c.func) == "object.__setattr__"]
+            assert assigned == [name for name, _d in fields], f"{module}.{cls.name}"
+            checked.append(cls.name)
+    assert {"Record", "Answer", "NameCheck", "Verdict", "Decision"} <= set(checked)
