@@ -52,13 +52,17 @@ from nettrust_core.config import load_config  # noqa: E402
 from nettrust_core.unbound_settings import own_cap_eff, own_conf_path, problems  # noqa: E402
 from nettrust_core.unbound_reply import addresses, client as _client, clients as _clients  # noqa: E402
 from nettrust_core.unbound_reply import records as _records, under_checkconf  # noqa: E402
+from nettrust_core.unbound_reply import use_unbound_accessors  # noqa: E402
 from nettrust_core.wire import WireNameError, decode_name  # noqa: E402
 
 try:
-    # ``qstate.ext_state[id] = s`` builds an ExtState wrapper object for every assignment
-    # (unboundmodule.py) before reaching this C setter: 1.2-1.3 µs against 0.35-0.4 µs, twice per
-    # cache miss (measured inside Unbound 1.17.1, bench/run's miss phase).
-    from _unboundmodule import _ext_state_set as _set_state
+    # unboundmodule.py's wrappers build a Python object for every array or address access before
+    # reaching _unboundmodule's C accessors; go to those directly.  ``qstate.ext_state[id] = s``:
+    # 1.2-1.3 µs against 0.35-0.4 µs, twice per cache miss (measured inside Unbound 1.17.1,
+    # bench/run's miss phase); the answer's records and clients: nettrust_core.unbound_reply.
+    import _unboundmodule
+    _set_state = _unboundmodule._ext_state_set
+    use_unbound_accessors(_unboundmodule)
 except ImportError:         # outside Unbound (bench/answer_path.py's stand-ins): the documented way
     def _set_state(qstate, id, state):
         qstate.ext_state[id] = state

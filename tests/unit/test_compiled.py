@@ -161,6 +161,37 @@ def test_clients_walk_the_reply_list():
     assert client(none) is None and clients(none) == []
 
 
+def test_unbound_accessors_read_the_same_answer_and_clients(monkeypatch):
+    """Inside Unbound the readers call _unboundmodule's C accessors directly
+    (use_unbound_accessors); FAKE: accessors of that shape over the stand-ins, counting calls.
+    The answer and the clients read are the same as through the attribute paths, and the
+    accessors were the way in (not the attribute paths, which the fake objects still offer)."""
+    from nettrust_core import unbound_reply
+    for attr in ("rrset", "rr_data", "rr_ttl", "sockaddr"):
+        monkeypatch.setattr(unbound_reply.ACCESS, attr, getattr(unbound_reply.ACCESS, attr))
+    rep = _rep(_rrset("cdn.example.net", A, [bytes([192, 0, 2, 1]), bytes([192, 0, 2, 2])], 60),
+               _rrset("cdn.example.net", AAAA, [bytes(15) + b"\1"], 1060))
+    second = _Obj(query_reply=_Obj(addr="192.0.2.8", _addr=_Obj(text="192.0.2.8")), next=None)
+    q = _Obj(mesh_info=_Obj(reply_list=_Obj(
+        query_reply=_Obj(addr="192.0.2.7", _addr=_Obj(text="192.0.2.7")), next=second)))
+    before = (records(rep, 2, 1000), addresses(rep, 1000), client(q), clients(q))
+    calls = []
+
+    def counted(name, fn):
+        def call(*args):
+            calls.append(name)
+            return fn(*args)
+        return call
+    swig = _Obj(_rrset_rrsets_get=counted("rrset", lambda r, i: r.rrsets[i]),
+                _get_data_rr_data=counted("rr_data", lambda d, j: d.rr_data[j]),
+                _get_data_rr_ttl=counted("rr_ttl", lambda d, j: d.rr_ttl[j]),
+                _sockaddr_storage_addr=counted("addr", lambda ss: ss.text))
+    unbound_reply.use_unbound_accessors(swig)
+    assert (records(rep, 2, 1000), addresses(rep, 1000), client(q), clients(q)) == before
+    assert {name: calls.count(name) for name in set(calls)} == {
+        "rrset": 4, "rr_data": 6, "rr_ttl": 6, "addr": 3}
+
+
 def test_no_interpreted_class_subclasses_a_compiled_one():
     """mypyc: an interpreted class cannot inherit from a compiled one (TypeError at the first
     instance, e.g. the iptables backend's IpsetSocket once netlink.core was compiled)."""
