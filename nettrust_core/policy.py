@@ -114,6 +114,10 @@ class Policy:
                                  + tuple(ipaddress.ip_network(h) for h in r.hosts))
 
     # -- names -----------------------------------------------------------------------------
+    def name_allowed(self, name: str) -> bool:
+        """:meth:`check_name`'s verdict alone (the adapter's question at NEW)."""
+        return self.check_name(name).allowed
+
     def check_name(self, name: str) -> NameCheck:
         """The verdict on ``name``, decided once per query: the question is checked at NEW and
         again (with its CNAME targets) when the answer arrives, so the last verdicts are kept,

@@ -204,9 +204,9 @@ def _on_answer(id, qstate, qdata):
         _uncache(qstate, rep)
         return True
     if _service.per_client:
-        decision = _service.authorize(answer, _clients(qstate))
+        decision = _service.authorize_answer(answer, _clients(qstate))
     else:
-        decision = _service.authorize(answer)
+        decision = _service.authorize_answer(answer)
     if decision.error is not None:
         _servfail(id, qstate)
         _uncache(qstate, rep)  # else the next client would get the ungranted answer from cache
@@ -252,7 +252,7 @@ def _on_local_answer(qinfo, qstate, rep, rcode, edns, opt_list_out, region, **kw
         source = Source.LOCAL if _service.local_names.declared(qname) else Source.RESOLVED
         answer = Answer(qname, qinfo.qtype, rcode, Security.INSECURE,
                         _records(rep, rep.an_numrrsets), client, source)
-        _service.authorize(answer)
+        _service.authorize_answer(answer)
     except Exception as exc:
         _log_error("local answer not granted", exc)
     return True
@@ -291,7 +291,7 @@ def _on_cache_hit(qinfo, qstate, rep, rcode, edns, opt_list_out, region, **kwarg
         answer = Answer(decode_name(qinfo.qname), qinfo.qtype, rcode or (rep.flags & 0xF),
                         Security.from_unbound(rep.security),
                         _records(rep, rep.an_numrrsets, now), client, Source.CACHE)
-        if _service.authorize(answer, (client,)).error is None:
+        if _service.authorize_answer(answer, (client,)).error is None:
             _service.hit_done(key)
     except Exception as exc:
         _log_error("cache hit not granted", exc)
