@@ -15,7 +15,8 @@ which is stopped; ``--grants`` one-hour grants are written straight into the ins
 
 ``--tracker redis``: the configuration ``fleet.tracker = "redis"`` (one instance): a redis-server
 with TLS and client certificates required runs on the lab host's loopback, the same grants are
-also written into the host's hash (as the writer thread stores them), and ``adopted`` is the
+also written into the host's hash (as the writer thread stores them, ``--per-name`` addresses
+per question name, default 4), and ``adopted`` is the
 read-back from Redis (``… adopted from the shared tracker``) instead of the kernel's sets.
 
 The baseline is what a restart cost before adoption moved to the background: reading the
@@ -72,6 +73,7 @@ from nettrust_core.config import load_config
 from nettrust_core.firewall.base import Grant
 from nettrust_core.ruleset import make_backend
 config, total, baseline = load_config(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1"
+per_name = int(sys.argv[5])
 n = config.firewall.instances
 per, base = total // n, int(ipaddress.IPv4Address(sys.argv[4]))
 t = time.perf_counter()
@@ -91,7 +93,7 @@ if config.fleet.tracker == "redis":                # the same grants in the host
     pipe = client.pipeline(transaction=False)
     for j in range(total):
         pipe.hset(key, str(ipaddress.IPv4Address(base + j)),      # as the writer thread stores them
-                  f"{until + j / 1e6:.3f} rs{j // 4}.restart.bench restart.bench")
+                  f"{until + j / 1e6:.3f} rs{j // per_name}.restart.bench restart.bench")
         if j % 20000 == 19999:
             pipe.execute()
     pipe.execute()
@@ -162,7 +164,8 @@ def start_redis(lab: Lab):
     return certs
 
 
-def restart_once(lab: Lab, grants: int, n: int, baseline: bool, tracker: str = "memory") -> dict:
+def restart_once(lab: Lab, grants: int, n: int, baseline: bool, tracker: str = "memory",
+                 per_name: int = 4) -> dict:
     """One instance count: fill, restart, time.  The lab's table is emptied afterwards."""
     config = CONFIG.format(n=n, size=max(grants, 16))
     if tracker == "redis":
@@ -170,7 +173,8 @@ def restart_once(lab: Lab, grants: int, n: int, baseline: bool, tracker: str = "
     host = NetTrustHost(lab, config, name=f"restart{n}{tracker}", instances=n)
     host.start()                                  # creates the ruleset and every instance's sets
     host.stop()
-    fill = _python(host, FILL, str(host.config_path), str(grants), "1" if baseline else "0", BASE)
+    fill = _python(host, FILL, str(host.config_path), str(grants), "1" if baseline else "0", BASE,
+                   str(per_name))
     probes = probe_addresses(grants, n)
     t0 = time.monotonic()
     host.start()
@@ -204,7 +208,7 @@ def restart_once(lab: Lab, grants: int, n: int, baseline: bool, tracker: str = "
 
 
 def measure(grants: int = 1_000_000, instances=(1, 2), baseline: bool = True,
-            tracker: str = "memory") -> dict:
+            tracker: str = "memory", per_name: int = 4) -> dict:
     """Figures for each instance count, plus the headline ``seconds`` (best ``ready_s`` whose
     answers were exact) and ``baseline_s`` (the synchronous dump a restart used to wait for)."""
     # rs<k>.fw.test answers instance k's probe address with TTL 2 (instance 0's is the same
@@ -214,7 +218,7 @@ def measure(grants: int = 1_000_000, instances=(1, 2), baseline: bool = True,
     runs = []
     with Lab(extra_records=extra) as lab:
         for i, n in enumerate(instances):
-            runs.append(restart_once(lab, grants, n, baseline and i == 0, tracker))
+            runs.append(restart_once(lab, grants, n, baseline and i == 0, tracker, per_name))
     exact = [r for r in runs if r["exact"]]
     out = {"grants": grants, "runs": runs,
            "seconds": min(r["ready_s"] for r in exact) if exact else None,
@@ -232,15 +236,20 @@ def main() -> int:
     ap.add_argument("--tracker", choices=("memory", "redis"), default="memory",
                     help='"redis": fleet.tracker = "redis", read back from a redis-server '
                     "(one instance)")
+    ap.add_argument("--per-name", type=int, default=4,
+                    help="--tracker redis: grants per question name in the host's hash (an "
+                    "answer's addresses; each name costs the read-back an owner)")
     args = ap.parse_args()
     if args.tracker == "redis" and args.instances != [1]:
         ap.error("--tracker redis: one instance (--instances 1; instances share one hash)")
     if os.geteuid() != 0:
         print("restart: needs root (it builds network namespaces)", file=sys.stderr)
         return 2
-    result = measure(args.grants, tuple(args.instances), not args.no_baseline, args.tracker)
+    result = measure(args.grants, tuple(args.instances), not args.no_baseline, args.tracker,
+                     args.per_name)
     print(f"restart with {args.grants:,} live one-hour grants (kernel {os.uname().release}, "
-          f"tracker {args.tracker})")
+          f"tracker {args.tracker}"
+          + (f", {args.per_name} per name)" if args.tracker == "redis" else ")"))
     print(f"  {'instances':>9} {'fill':>7} {'ready':>7} {'exact':>6} {'adopted':>8} {'thread':>8} "
           f"{'RSS':>8} {'dump before':>12}")
     for r in result["runs"]:

@@ -87,7 +87,8 @@ class Lifecycle(Worker):
         self._reporting = False
         #: Connections no grant allows: audited at start and on each policy change.
         self.audit = ConnectionAudit(config, authorizer.backend, reporter=self.reporter,
-                                     counters=self.counters)
+                                     counters=self.counters,
+                                     hold=lambda: not authorizer.tracker.complete)
 
     # -- start / stop ----------------------------------------------------------------------
     def start(self) -> None:
