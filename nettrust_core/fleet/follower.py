@@ -30,7 +30,8 @@ from collections import Counter, deque
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..firewall.base import Grant
-from ..errors import ConfigError
+from ..errors import ConfigError, NetTrustError
+from ..logs import FailureLog
 from ..grants.caps import SetCaps
 from ..grants.gateway import ClientGranter
 from ..grants.timeouts import Timeouts, comment
@@ -88,6 +89,8 @@ class Follower:
         self.cursor: str | None = None
         self.connected = False
         self.latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
+        #: Kernel refusals, one log line per kind at most 3 per 10 s (a full set refuses every entry).
+        self._log_failure = FailureLog(log.error)
         self.stopping = threading.Event()
         self.adoption: GrantAdoption | None = None
         self._status_at = 0.0
@@ -231,7 +234,15 @@ class Follower:
             if isinstance(entry, ConfigAnnouncement):
                 self.fetch_config(client)
                 continue
-            written = self.apply(entry)
+            try:
+                written = self.apply(entry)
+            except NetTrustError as exc:
+                # The kernel refused (a full set, a table deleted under us and not rebuilt):
+                # this entry's names fail closed here and it is not acknowledged (the master's
+                # hold times out and counts it); the next entries are tried as usual.
+                self.counters["backend_errors"] += 1
+                self._log_failure("entry %s not applied, its names fail closed here" % msg_id, exc)
+                continue
             log.debug("follower %s: entry %s (%s for %s) applied, %d written", self.node,
                       msg_id, entry.name, entry.client or "-", written)
             if entry.sent:

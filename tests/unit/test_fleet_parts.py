@@ -121,6 +121,41 @@ def test_follower_apply_never_shortens_and_skips_expired_entries():
     assert len(backend.batches) == 1 and backend.batches[0][0].timeout > 290
 
 
+def test_a_kernel_refusal_fails_that_entry_closed_and_the_follower_goes_on():
+    """FAKE backend failure (RecordingBackend.fail_grants): the entry grants nothing, is not
+    acknowledged, is counted; the thread does not die and the next entry is applied once the
+    kernel accepts again; the cursor moves past both."""
+    follower, backend = _follower()
+    now = time.time()
+    sent = []
+
+    class Pipe:
+        def xadd(self, key, fields, **kw):
+            sent.append((key, fields["s"]))
+
+        def set(self, key, value):
+            sent.append((key, value))
+
+        def execute(self):
+            return []
+
+    client = type("FakeRedis", (), {"pipeline": lambda self, transaction: Pipe()})()
+    from nettrust_core.fleet.entries import encode
+    first = GrantEntry((A("198.51.100.8"),), (now + 300,), "a.example", origin="m1", seq=1,
+                       ack_by=follower.node)
+    backend.fail_grants = True
+    follower.handle(client, [(b"1-0", encode(first))])
+    assert follower.counters["backend_errors"] == 1
+    assert follower.tracker.expires_in(A("198.51.100.8")) is None      # nothing believed granted
+    assert not [s for s in sent if "ack" in s[0]] and follower.cursor == "1-0"
+    backend.fail_grants = False
+    second = GrantEntry((A("198.51.100.9"),), (now + 300,), "b.example", origin="m1", seq=2,
+                        ack_by=follower.node)
+    follower.handle(client, [(b"2-0", encode(second))])
+    assert follower.tracker.expires_in(A("198.51.100.9")) is not None
+    assert [s for s in sent if "ack" in s[0]] and follower.cursor == "2-0"
+
+
 # -- gateway mode: per-client grants across the fleet ----------------------------------------------
 GATEWAY = ('[firewall]\nbackends = ["recording"]\nhooks = ["output", "forward"]\n'
            'lan_interfaces = ["lan0"]\nresolver_user = ""\n[gateway]\nper_client = true\n')
