@@ -284,6 +284,9 @@ class Follower:
             remote, host = self.gateway.split(entry.client)
             if not remote and not host:         # unparsable (counted): grants nothing
                 return 0
+            if remote and not self._behind_me(remote[0][1]):
+                self.counters["entries_for_other_followers"] += 1
+                return 0                        # its packets never come through here
             if remote:
                 written = self.gateway.extend(remote, [(g.address, g.timeout) for g in grants],
                                               why)
@@ -304,6 +307,16 @@ class Follower:
         self.counters["elements_written"] += len(todo)
         self.counters["elements_kept"] += len(grants) - len(todo)
         return len(todo)
+
+    def _behind_me(self, client: Any) -> bool:
+        """Whether ``client``'s traffic comes through this gateway: not when the fleet's map
+        (``fleet.followers``) gives its network to another follower, nor when it is outside
+        ``firewall.lan_networks`` (the forward chain drops it anyway); else yes."""
+        other = self.config.fleet.follower_of(str(client))
+        if other is not None:
+            return other == self.node
+        lan = self.config.firewall.lan_networks
+        return not lan or any(client.version == n.version and client in n for n in lan)
 
     # -- status ------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:

@@ -192,6 +192,26 @@ def test_a_gateway_follower_grants_the_client_that_asked_and_never_shortens_its_
     assert _written(backend)[-1] == (None, "198.51.100.8")
 
 
+@pytest.mark.parametrize("extra, granted, elsewhere", [
+    ('[fleet]\nfollowers = ["f1=10.1.0.0/24", "f2=10.2.0.0/24"]\n', "10.1.0.5", "10.2.0.5"),
+    ('[firewall]\nlan_networks = ["10.1.0.0/24"]\n', "10.1.0.5", "10.9.0.5"),
+])
+def test_a_gateway_follower_writes_pairs_only_for_the_clients_behind_it(extra, granted, elsewhere):
+    """An entry for a client the fleet's map gives to another follower, or outside this
+    gateway's LAN networks, writes nothing here (counted); its own clients' entries do."""
+    base = GATEWAY + FLEET + 'redis_url = "redis://127.0.0.1:1/0"\nallow_plaintext = true\n'
+    for table in ("[fleet]\n", "[firewall]\n"):     # merge the extra keys into their tables
+        if extra.startswith(table):
+            base = base.replace(table, extra, 1)
+    backend = RecordingBackend()
+    follower = Follower(parse_config(base), backend, connect=lambda: None)
+    now, ip = time.time(), A("198.51.100.7")
+    assert follower.apply(GrantEntry((ip,), (now + 300,), "a.example", elsewhere)) == 0
+    assert follower.counters["entries_for_other_followers"] == 1 and not backend.batches
+    assert follower.apply(GrantEntry((ip,), (now + 300,), "a.example", granted)) == 1
+    assert _written(backend) == [(granted, "198.51.100.7")]
+
+
 def test_a_host_mode_follower_keeps_granting_addresses_whoever_asked():
     follower, backend = _follower()
     assert follower.apply(GrantEntry((A("198.51.100.7"),), (time.time() + 300,), "a.example",
