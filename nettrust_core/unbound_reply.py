@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import os
 import socket
-from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
 from .answer import A, AAAA, CNAME, DNAME, PTR, Record
+from .networks import packed_address
 from .wire import WireNameError, decode_name, decode_rdata_name
 
-_ADDR_TYPE: dict[int, Any] = {A: IPv4Address, AAAA: IPv6Address}   # ValueError unless 4 / 16 bytes
+_ADDR_SIZE: dict[int, int] = {A: 4, AAAA: 16}     # packed_address: ValueError for another length
 _NAMED = (A, AAAA, CNAME, DNAME, PTR)   # PTR: read for ptr.confirm only, never granted
 
 
@@ -92,7 +92,7 @@ def records(rep: Any, count: Any, now: int = 0, qwire: Any = None, qname: Any = 
             value: Any
             try:
                 if rtype == A or rtype == AAAA:
-                    value = _ADDR_TYPE[rtype](rd[2:])    # from wire bytes: no text round trip
+                    value = packed_address(rd[2:], _ADDR_SIZE[rtype])  # no text round trip
                 else:
                     value = decode_rdata_name(rd)
             except WireNameError:
@@ -113,13 +113,13 @@ def addresses(rep: Any, now: int) -> list[tuple[Any, int]]:
     rrset_at, rr_data, rr_ttl = access.rrset, access.rr_data, access.rr_ttl
     for i in range(min(rep.an_numrrsets, rep.rrset_count)):
         rrset = rrset_at(rep, i)
-        make = _ADDR_TYPE.get(socket.ntohs(rrset.rk.type))
-        if make is None:
+        size = _ADDR_SIZE.get(socket.ntohs(rrset.rk.type))
+        if size is None:
             continue
         data = rrset.entry.data
         for j in range(data.count):
             try:
-                out.append((make(rr_data(data, j)[2:]), int(rr_ttl(data, j)) - now))
+                out.append((packed_address(rr_data(data, j)[2:], size), int(rr_ttl(data, j)) - now))
             except (ValueError, TypeError):
                 continue
     return out

@@ -33,6 +33,7 @@ from typing import Any, Callable, Sequence
 from ..firewall.base import Grant
 from ..grants.tracker import GrantTracker, Owner
 from ..lifecycle.adoption import GrantAdoption
+from ..networks import FAST_ADDRESSES
 from ..worker import Worker
 
 log = logging.getLogger("nettrust.fleet")
@@ -114,24 +115,6 @@ def read_hosts(client: Any, key: str, wall: float, clock: float,
     return parse_hosts(fetch(client, key), wall, clock, owner_of)
 
 
-def _fast_addresses() -> bool:
-    """Whether an address object made without its constructor (``object.__new__`` and its
-    ``_ip``) equals, hashes and prints as the constructor's on this Python: a restart makes a
-    million of them from inet_pton's always-valid bytes, and the constructor's checks were
-    measured at about half of their cost.  Otherwise the constructors are used."""
-    try:
-        a: Any = object.__new__(IPv4Address)
-        a._ip = 0x14000001
-        b: Any = object.__new__(IPv6Address)
-        b._ip, b._scope_id = 0x20010DB8 << 96 | 1, None
-        return (a == IPv4Address("20.0.0.1") and hash(a) == hash(IPv4Address("20.0.0.1"))
-                and str(a) == "20.0.0.1" and b == IPv6Address("2001:db8::1")
-                and hash(b) == hash(IPv6Address("2001:db8::1")) and str(b) == "2001:db8::1")
-    except (AttributeError, TypeError):
-        return False
-
-
-FAST_ADDRESSES = _fast_addresses()
 _FAMILY = {4: (socket.AF_INET, IPv4Address), 6: (socket.AF_INET6, IPv6Address)}
 
 

@@ -136,3 +136,19 @@ def test_nat64_prefix_must_be_an_rfc_6052_ipv6_prefix(value):
     with pytest.raises(ConfigError) as exc:
         parse_config(f"[policy]\nnat64_prefixes = [{value}]\n")
     assert "nat64_prefixes" in str(exc.value)
+
+
+@pytest.mark.parametrize("text", ["0.0.0.0", "192.0.2.1", "255.255.255.255", "::", "2001:db8::1",
+                                  "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "::ffff:192.0.2.1"])
+def test_packed_address_is_the_constructors_address(text):
+    """The answer path's addresses from wire bytes (constructor-free where this Python allows)
+    equal, hash and print as ipaddress's own, and only the right length is accepted."""
+    from nettrust_core.networks import FAST_ADDRESSES, packed_address
+    assert FAST_ADDRESSES                       # this Python: the fast path is the one used
+    want = ipaddress.ip_address(text)
+    got = packed_address(want.packed, len(want.packed))
+    assert (type(got), got, hash(got), str(got), got.packed) == (
+        type(want), want, hash(want), str(want), want.packed)
+    assert {got: 1}[want] == 1 and got.is_global == want.is_global
+    with pytest.raises(ValueError):
+        packed_address(want.packed, 20 - len(want.packed))
