@@ -42,6 +42,7 @@ class Settings:
     restart: bool = True
     restart_grants: int = 1_000_000
     profile: bool = False            # py-spy on NetTrust default during the last round's misses
+    only: tuple[str, ...] = ()       # development A/B: these configurations only, no race/micro
     started: str = ""
 
     @classmethod
