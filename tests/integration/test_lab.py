@@ -380,8 +380,10 @@ def test_close_leaves_nothing_behind():
 
 CHILD = """
 import signal, sys, time
-# Like an interactive Python: a shell that started us in the background may have left SIGINT ignored.
+# Like an interactive Python: a shell that started us in the background may have left SIGINT
+# ignored, and nohup (or a CI runner started under it) leaves SIGHUP ignored for every descendant.
 signal.signal(signal.SIGINT, signal.default_int_handler)
+signal.signal(signal.SIGHUP, signal.SIG_DFL)
 from testbed import Lab
 if sys.argv[1] == "with":
     with Lab() as lab:
