@@ -150,26 +150,38 @@ def run(s: Settings, output: Path) -> Results:
             results.rounds.append({k: this_round[k] for k in results.labels if k in this_round})
         if s.only:
             results.notes["partial run"] = f"--only {','.join(s.only)}: no race, no micro-benchmarks"
-            results.seconds = time.monotonic() - t0
-            output.parent.mkdir(parents=True, exist_ok=True)
-            output.write_text(results.markdown())
-            return results
-        dnsmasq = servers[-1]
-        results.notes["dnsmasq --nftset"] = (f"added {getattr(dnsmasq, 'elements', 0):,} IPv4 elements "
-                                             f"in the last round (proof the peer really inserts)")
-        for instances in (1, 2):
-            host = NetTrust(lab, instances=instances, config_text=race.RACE_CONFIG)
-            if host.key in results.unavailable:
-                continue
-            host.start()
-            try:
-                outcome = race.run(lab, f"{host.label} (grants min_ttl 1s, grace 1s)", zone,
-                                   s.race_trials, work.race_first)
-            finally:
-                host.stop()
-            results.races.append(outcome)
-            print(f"race {outcome.label}: {outcome.failed} of {outcome.trials} first connects failed "
-                  f"({outcome.seconds:.1f} s)", flush=True)
+        else:
+            run_races(lab, results, servers, zone, work, s)
+    if not s.only:
+        run_micro(results, s)
+    results.seconds = time.monotonic() - t0
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(results.markdown())
+    return results
+
+
+def run_races(lab, results: Results, servers: list, zone: BenchZone, work: Workload, s: Settings) -> None:
+    """The race (resolve, then connect at once), one and two processes; the peer's insert note."""
+    dnsmasq = servers[-1]
+    results.notes["dnsmasq --nftset"] = (f"added {getattr(dnsmasq, 'elements', 0):,} IPv4 elements "
+                                         f"in the last round (proof the peer really inserts)")
+    for instances in (1, 2):
+        host = NetTrust(lab, instances=instances, config_text=race.RACE_CONFIG)
+        if host.key in results.unavailable:
+            continue
+        host.start()
+        try:
+            outcome = race.run(lab, f"{host.label} (grants min_ttl 1s, grace 1s)", zone,
+                               s.race_trials, work.race_first)
+        finally:
+            host.stop()
+        results.races.append(outcome)
+        print(f"race {outcome.label}: {outcome.failed} of {outcome.trials} first connects failed "
+              f"({outcome.seconds:.1f} s)", flush=True)
+
+
+def run_micro(results: Results, s: Settings) -> None:
+    """The micro-benchmarks: the firewall write, restarts with 1M grants (kernel and Redis trackers)."""
     results.micro.append(micro.fw_write(s.fw_calls, s.fw_fill))
     print(f"fw_write: {results.micro[-1].status}", flush=True)
     if s.restart:
@@ -183,10 +195,6 @@ def run(s: Settings, output: Path) -> Results:
         print(f"restart (tracker = redis): {results.micro[-1].status}", flush=True)
     else:
         results.micro.append(micro.MicroResult("restart", status="skipped (--quick)"))
-    results.seconds = time.monotonic() - t0
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(results.markdown())
-    return results
 
 
 def main(argv: list[str] | None = None) -> int:
