@@ -43,7 +43,8 @@ from testbed.product import DIST_PACKAGES, SYSTEM_PYTHON, NetTrustHost  # noqa: 
 
 BASE = "20.0.0.0"               # public (the policy would refuse private addresses), lab-only
 PROBE_OFFSET = 7                # each instance's probe address: its first address + 7
-ADOPTED = re.compile(r"(\d+) live grants adopted from the (kernel|shared tracker) in ([0-9.]+) s")
+ADOPTED = re.compile(r"(\d+) live grants adopted from the (kernel|shared tracker) in ([0-9.]+) s"
+                     r"(?: \(([^)]*)\))?")
 REDIS_PORT = 6393
 REDIS_KEY = "nettrust:hosts:restart"
 
@@ -92,7 +93,7 @@ if config.fleet.tracker == "redis":                # the same grants in the host
     client.delete(key)
     pipe = client.pipeline(transaction=False)
     for j in range(total):
-        pipe.hset(key, str(ipaddress.IPv4Address(base + j)),      # as the writer thread stores them
+        pipe.hset(key, ipaddress.IPv4Address(base + j).packed,    # as the writer thread stores them
                   f"{until + j / 1e6:.3f} rs{j // per_name}.restart.bench restart.bench")
         if j % 20000 == 19999:
             pipe.execute()
@@ -184,11 +185,13 @@ def restart_once(lab: Lab, grants: int, n: int, baseline: bool, tracker: str = "
             host.lab.run("host", ["dig", "@127.0.0.1", "+short", f"rs{k}.fw.test", "A"])
     answered = time.monotonic() - t0
     left = _python(host, LOOKUP, str(host.config_path), *probes)
-    adopted_s, adopted = [], 0
+    adopted_s, adopted, phases = [], 0, []
     for proc in host.processes:
         if not proc.wait_for_log("live grants adopted from the", timeout=600):
             raise RuntimeError(f"instance never finished adopting:\n{proc.log_tail()}")
-        count, source, seconds = ADOPTED.search(proc.log_text()).groups()
+        found = ADOPTED.search(proc.log_text())
+        count, source, seconds = found.group(1, 2, 3)
+        phases.append(found.group(4) or "")
         if source != ("shared tracker" if tracker == "redis" else "kernel"):
             raise RuntimeError(f"adopted from the {source}:\n{proc.log_tail()}")
         adopted += int(count)
@@ -202,7 +205,8 @@ def restart_once(lab: Lab, grants: int, n: int, baseline: bool, tracker: str = "
             "exact": all(v is not None and v > 3000 for v in left.values()),
             "probe_left_s": {a: round(v or 0, 1) for a, v in left.items()},
             "adopted": adopted, "adopted_s": round(adopted_wall, 2),
-            "adoption_thread_s": max(adopted_s), "rss_mb": round(rss_mb),
+            "adoption_thread_s": max(adopted_s), "adoption_phases": phases,
+            "rss_mb": round(rss_mb),
             **({"baseline_s": round(fill["baseline_s"], 2),
                 "baseline_grants": fill["baseline_grants"]} if baseline else {})}
 
@@ -258,6 +262,8 @@ def main() -> int:
               f"{'yes' if r['exact'] else 'NO':>6} {r['adopted_s']:>6.1f} s "
               f"{r['adoption_thread_s']:>6.1f} s {r['rss_mb']:>5} MB "
               f"{base:>12}")
+        for text in filter(None, r["adoption_phases"]):
+            print(f"  {'':>9} adoption thread: {text}")
     print("ready: answering; exact: a TTL-2 answer right after the start kept the 1 h grant; "
           "adopted: background read complete, seen in the log (thread: the adoption's own "
           "time, as it logs it); RSS: all instances' Unbound memory after it; dump before: the synchronous read a restart "

@@ -24,7 +24,13 @@ class Keys:
         return f"{self.prefix}:acks:{master}"
 
     def hosts(self, node: str) -> str:
-        """The shared host tracker of one host (every resolver instance on it)."""
+        """The shared host tracker of one host (every resolver instance on it): packed address
+        -> "expiry name domain"."""
+        return f"{self.prefix}:hostmap:{node}"
+
+    def hosts_text(self, node: str) -> str:
+        """The same with text addresses, as written before: read (and its expired fields
+        deleted) until its last grant expires, never written."""
         return f"{self.prefix}:hosts:{node}"
 
 

@@ -104,12 +104,13 @@ class FleetNode:
             return connect(fleet)
 
         if fleet.tracker == "redis":
-            key = Keys(fleet.prefix).hosts(node_of(config))
+            keys = Keys(fleet.prefix)
+            key, legacy = keys.hosts(node_of(config)), keys.hosts_text(node_of(config))
             writer = TrackerWriter(factory, key, queue_size=fleet.queue_size,
                                    counters=authorizer.counters)
             authorizer.sinks.append(writer)
             authorizer.first_adoption = (
-                lambda backend, tracker: RedisAdoption(backend, tracker, factory, key))
+                lambda backend, tracker: RedisAdoption(backend, tracker, factory, key, legacy))
             self.parts.append(writer)
         if fleet.role == "master":
             master = FleetMaster(config, authorizer.counters)

@@ -27,6 +27,7 @@ import time
 from typing import Callable, Final, Iterable
 
 from ..firewall.base import GrantedElement, IPAddress
+from ..networks import V6_KEY, address_key, key_address
 from .fair_share import water_fill
 
 
@@ -84,6 +85,12 @@ class _Entry:
 class GrantTracker:
     """Expiry per granted address, on the tracker's monotonic clock.
 
+    The tables are keyed by :func:`~nettrust_core.networks.address_key` (an int: hashed in C, and
+    built from the wire or a read-back without an address object); the methods take and return
+    address objects, except :meth:`items`, :meth:`name_table` and :meth:`forget_expired`, the
+    whole-table scans, which stay in keys (:func:`~nettrust_core.networks.key_address` turns the
+    few a scan keeps back into addresses).
+
     ``slack`` is how much later a new expiry must be to be worth a kernel write: answers for a
     popular name arrive constantly and each would otherwise rewrite the element.
     Expired entries are pruned in bulk once the table outgrows ``prune_at`` (amortised O(1)).
@@ -94,8 +101,8 @@ class GrantTracker:
                  prune_at: int = 65536, owner_of: Callable[[str], Owner] | None = None) -> None:
         self.slack = slack
         self.clock = clock
-        self._expiry: dict[IPAddress, float] = {}
-        self._meta: dict[IPAddress, Owner | _Entry] = {}
+        self._expiry: dict[int, float] = {}
+        self._meta: dict[int, Owner | _Entry] = {}
         self._count = {4: 0, 6: 0}
         #: Live (tracked) addresses charged to each name, registrable domain and client.
         self.per_name: dict[str, int] = {}
@@ -119,11 +126,11 @@ class GrantTracker:
         self.first_since_check: tuple[IPAddress, float] | None = None
 
     def needs_write(self, address: IPAddress, expires_at: float) -> bool:
-        known = self._expiry.get(address)
+        known = self._expiry.get(address_key(address))
         return known is None or expires_at > known + self.slack or known <= self.clock()
 
     def is_live(self, address: IPAddress, now: float) -> bool:
-        known = self._expiry.get(address)
+        known = self._expiry.get(address_key(address))
         return known is not None and known > now
 
     # -- accounting --------------------------------------------------------------------------
@@ -153,17 +160,18 @@ class GrantTracker:
         remembers the answer's question name among its last :data:`NAMES_PER_ADDRESS`.
         """
         now = self.clock()
-        old = self._expiry.get(address)
-        entry = self._meta.get(address)
+        key = address_key(address)
+        old = self._expiry.get(key)
+        entry = self._meta.get(key)
         if old is None:
-            self._count[address.version] += 1
+            self._count[4 if key < V6_KEY else 6] += 1
         if owner is not None and owner.answered is None:
             owner.answered = now
         if entry is None:
             if owner is None:
                 owner = Owner("", "", "")
                 owner.answered = now
-            self._meta[address] = owner
+            self._meta[key] = owner
             self._charge(owner, 1)
         elif owner is not None:
             current = entry.owner
@@ -183,10 +191,10 @@ class GrantTracker:
                     names = (qname, *names[:NAMES_PER_ADDRESS - 1])
             stamp = now if answered else entry.answered
             if charged is owner and names is owner.names and (answered or stamp == owner.answered):
-                self._meta[address] = owner                 # the usual case: no object per address
+                self._meta[key] = owner                     # the usual case: no object per address
             else:
-                self._meta[address] = _Entry(stamp, charged, names)
-        self._expiry[address] = expires_at
+                self._meta[key] = _Entry(stamp, charged, names)
+        self._expiry[key] = expires_at
         if answered:
             self.last_written = (address, expires_at)
         longest = self.longest
@@ -199,37 +207,44 @@ class GrantTracker:
 
     def forget(self, addresses: Iterable[IPAddress]) -> list[str]:
         """Forget these grants; the question names whose answers held them."""
+        return self._forget_keys(map(address_key, addresses))
+
+    def _forget_keys(self, keys: Iterable[int]) -> list[str]:
         names: list[str] = []
-        for a in addresses:
-            if self._expiry.pop(a, None) is not None:
-                self._count[a.version] -= 1
-            entry = self._meta.pop(a, None)
+        for k in keys:
+            if self._expiry.pop(k, None) is not None:
+                self._count[4 if k < V6_KEY else 6] -= 1
+            entry = self._meta.pop(k, None)
             if entry is not None:
                 self._charge(entry.owner, -1)
                 _add_names(names, entry.names)
-        if self.last_written is not None and self.last_written[0] not in self._expiry:
+        if self.last_written is not None and not self._tracks(self.last_written[0]):
             self.last_written = None
-        if self.longest is not None and self.longest[0] not in self._expiry:
+        if self.longest is not None and not self._tracks(self.longest[0]):
             self.longest = None
-        if self.first_since_check is not None and self.first_since_check[0] not in self._expiry:
+        if self.first_since_check is not None and not self._tracks(self.first_since_check[0]):
             self.first_since_check = None
         return names
+
+    def _tracks(self, address: IPAddress) -> bool:
+        return address_key(address) in self._expiry
 
     def names_of(self, addresses: Iterable[IPAddress]) -> list[str]:
         out: list[str] = []
         for a in addresses:
-            entry = self._meta.get(a)
+            entry = self._meta.get(address_key(a))
             if entry is not None:
                 _add_names(out, entry.names)
         return out
 
-    def name_table(self) -> list[tuple[IPAddress, tuple[str, ...]]]:
-        """Every tracked address with the names that hold it (the questions, then the name the
-        budget charged): a copy, for scans off the answer path (caller holds :attr:`lock`)."""
+    def name_table(self) -> list[tuple[int, tuple[str, ...]]]:
+        """Every tracked address (its key) with the names that hold it (the questions, then the
+        name the budget charged): a copy, for scans off the answer path (caller holds
+        :attr:`lock`)."""
         out = []
-        for address, entry in self._meta.items():
+        for key, entry in self._meta.items():
             names = entry.names
-            out.append((address, ((names,) if isinstance(names, str) else tuple(names))
+            out.append((key, ((names,) if isinstance(names, str) else tuple(names))
                         + (entry.owner.name,)))
         return out
 
@@ -242,8 +257,8 @@ class GrantTracker:
     def prune(self) -> int:
         """Forget expired entries; how many."""
         now = self.clock()
-        dead = [a for a, t in self._expiry.items() if t <= now]
-        self.forget(dead)
+        dead = [k for k, t in self._expiry.items() if t <= now]
+        self._forget_keys(dead)
         if len(self._expiry) > self._prune_at // 2:
             self._prune_at = len(self._expiry) * 2
         return len(dead)
@@ -265,7 +280,7 @@ class GrantTracker:
         owners: dict[str, Owner] = {}
         for e in elements:
             expires_at = now + e.expires_in
-            known = self._expiry.get(e.address)
+            known = self._expiry.get(address_key(e.address))
             if known is None or known < expires_at:
                 self.record(e.address, expires_at, answered=False,
                             owner=self._owner_from_comment(e.comment, owners))
@@ -278,16 +293,17 @@ class GrantTracker:
             return self._owner_of(qname)
         return Owner("", "", "", qname)
 
-    def load(self, version: int, incoming: dict[IPAddress, float],
-             owners: dict[IPAddress, Owner | _Entry],
+    def load(self, version: int, incoming: dict[int, float],
+             owners: dict[int, Owner | _Entry],
              charged: Counter[Owner | _Entry] | None = None) -> int:
         """Bulk-merge one IP version's grants read back from a shared tracker
-        (nettrust_core.fleet.tracker_redis): expiry and owner per address, each owner with
-        ``answered`` set.  As :meth:`adopt`: the later expiry wins, a known address keeps its
-        owner.  The two dicts become the tracker's own (the caller gives them up): their
-        addresses were hashed once when the caller built them and are not hashed again -- only
-        the addresses already tracked are (at a restart, the few answered meanwhile), so a
-        million merge in milliseconds under the lock.  ``charged``: ``Counter(owners.values())``
+        (nettrust_core.fleet.tracker_redis): expiry and owner per address key
+        (:func:`~nettrust_core.networks.address_key`), each owner with ``answered`` set.  As
+        :meth:`adopt`: the later expiry wins, a known address keeps its owner.  The two dicts
+        become the tracker's own (the caller gives them up): their keys were hashed once when the
+        caller built them and are not hashed again -- only the keys already tracked are (at a
+        restart, the few answered meanwhile), so a million merge in milliseconds under the
+        lock.  ``charged``: ``Counter(owners.values())``
         when the caller counted it before taking the lock.  How many were read."""
         old, old_meta = self._expiry, self._meta
         read = len(incoming)
@@ -323,35 +339,31 @@ class GrantTracker:
 
     def expiry(self, address: IPAddress) -> float | None:
         """When this process believes ``address``'s grant ends (tracker clock), None: unknown."""
-        return self._expiry.get(address)
+        return self._expiry.get(address_key(address))
 
     def expires_in(self, address: IPAddress) -> float | None:
-        t = self._expiry.get(address)
+        t = self._expiry.get(address_key(address))
         if t is None:
             return None
         left = t - self.clock()
         return left if left > 0 else None
 
     def answered_at(self, address: IPAddress) -> float | None:
-        entry = self._meta.get(address)
+        entry = self._meta.get(address_key(address))
         return entry.answered if entry is not None else None
 
-    def items(self) -> list[tuple[IPAddress, float]]:
-        """A copy of the (address, expiry) pairs.  The copy is one C-level pass, so the lock is
+    def items(self) -> list[tuple[int, float]]:
+        """A copy of the (address key, expiry) pairs.  The copy is one C-level pass, so the lock is
         held only briefly; background scans (liveness, metrics) work on it outside the lock."""
         return list(self._expiry.items())
 
-    def forget_expired(self, addresses: Iterable[IPAddress]) -> int:
-        """Forget those of ``addresses`` that are still expired (a renewal meanwhile keeps one)."""
+    def forget_expired(self, keys: Iterable[int]) -> int:
+        """Forget those of ``keys`` (as :meth:`items` gives them) that are still expired (a
+        renewal meanwhile keeps one)."""
         now = self.clock()
-        gone = [a for a in addresses if self._expiry.get(a, now + 1) <= now]
-        self.forget(gone)
+        gone = [k for k in keys if self._expiry.get(k, now + 1) <= now]
+        self._forget_keys(gone)
         return len(gone)
-
-    def nearest_expiry(self, version: int, n: int) -> list[IPAddress]:
-        """The ``n`` addresses of one family that expire first."""
-        items = ((t, a) for a, t in self._expiry.items() if a.version == version)
-        return [a for _t, a in heapq.nsmallest(n, items, key=lambda item: item[0])]
 
     def eviction_candidates(self, version: int, n: int) -> list[IPAddress]:
         """``n`` addresses of one family to revoke: shared out fairly (water-filling: whoever
@@ -359,10 +371,11 @@ class GrantTracker:
         each client between registrable domains, then nearest expiry first.  A client or a zone
         flooding the set pays for its own flood; one holding a few grants keeps them while a
         larger holder remains.  One pass over the tracker (evictions come in batches)."""
-        groups: dict[str, dict[str, list[tuple[float, IPAddress]]]] = {}
+        groups: dict[str, dict[str, list[tuple[float, int]]]] = {}
         meta = self._meta
+        six = version == 6
         for a, t in self._expiry.items():
-            if a.version == version:
+            if (a >= V6_KEY) == six:
                 entry = meta.get(a)
                 owner = entry.owner if entry is not None else UNKNOWN
                 domains = groups.get(owner.client)
@@ -377,7 +390,8 @@ class GrantTracker:
         for client, quota in per_client.items():
             domains = groups[client]
             for domain, k in water_fill({d: len(v) for d, v in domains.items()}, quota).items():
-                out += [a for _t, a in heapq.nsmallest(k, domains[domain], key=lambda i: i[0])]
+                out += [key_address(a)
+                        for _t, a in heapq.nsmallest(k, domains[domain], key=lambda i: i[0])]
         return out
 
     def count(self, version: int) -> int:

@@ -16,6 +16,7 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 from ..errors import NetTrustError
+from ..networks import key_address
 from .conntrack import Conntrack, ConntrackError
 
 if TYPE_CHECKING:
@@ -46,8 +47,8 @@ class Liveness:
             items = tracker.items()
             now = tracker.clock()
         horizon = now + 1.5 * self.interval + 1.0
-        expired = [a for a, t in items if t <= now]
-        due = [(a, t) for a, t in items if now < t <= horizon]
+        expired = [k for k, t in items if t <= now]
+        due = [(key_address(k), t) for k, t in items if now < t <= horizon]
         del items
         with tracker.lock:
             self.counters["expiries"] += tracker.forget_expired(expired)

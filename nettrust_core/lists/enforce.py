@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 
 from ..errors import NetTrustError
+from ..networks import key_address
 
 log = logging.getLogger("nettrust.lists")
 
@@ -22,7 +23,7 @@ def revoke_newly_denied(authorizer) -> int:
         table = tracker.name_table()
     allowed: dict[str, bool] = {}
     doomed, denied = [], []
-    for address, names in table:
+    for key, names in table:
         for name in names:
             if not name:
                 continue
@@ -32,7 +33,7 @@ def revoke_newly_denied(authorizer) -> int:
                 if not ok:
                     denied.append(name)
             if not ok:
-                doomed.append(address)
+                doomed.append(key_address(key))
                 break
     if not doomed:
         return 0

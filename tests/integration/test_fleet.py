@@ -10,6 +10,7 @@ figure is with 10000).
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -293,9 +294,9 @@ def test_shared_tracker_makes_a_restart_exact_within_seconds(fleet):
     master = _restart_master(fleet, hold="1s", tracker="redis")
     f1 = fleet["followers"][0]
     assert f1.resolve(f"r{NAMES - 3}.fw.test") == [_address(NAMES - 3)]
-    wait_for(lambda: _in_host(fleet, lambda: _tool(fleet).hexists("nettrust:hosts:m1",
-                                                                  _address(NAMES - 3))),
-             "the writer thread to store the grant")
+    wait_for(lambda: _in_host(fleet, lambda: _tool(fleet).hexists(
+        "nettrust:hostmap:m1", ipaddress.ip_address(_address(NAMES - 3)).packed)),
+        "the writer thread to store the grant")
 
     def fill(n):
         from nettrust_core.registrable import registrable_domain
@@ -304,16 +305,20 @@ def test_shared_tracker_makes_a_restart_exact_within_seconds(fleet):
         pipe = client.pipeline(transaction=False)
         for i in range(n):
             # 4 per name (an answer's usual few addresses: a name costs an owner each, so this
-            # is the costly shape), valued as the writer stores them ("expiry name domain");
-            # every 16th name as stored before the domain was (the read-back computes it).
+            # is the costly shape), as the writer stores them (packed address -> "expiry name
+            # domain"); every 16th name as stored before: text address in the older hash, no
+            # domain (the read-back reads both hashes and computes the domain).
             name = f"bulk{i // 4}.example"
-            tail = name if i // 4 % 16 == 0 else f"{name} {registrable_domain(name)}"
-            pipe.hset("nettrust:hosts:m1", f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}",
-                      f"{until + i / 1e6:.3f} {tail}")
+            address = ipaddress.ip_address(f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}")
+            if i // 4 % 16 == 0:
+                pipe.hset("nettrust:hosts:m1", str(address), f"{until + i / 1e6:.3f} {name}")
+            else:
+                pipe.hset("nettrust:hostmap:m1", address.packed,
+                          f"{until + i / 1e6:.3f} {name} {registrable_domain(name)}")
             if i % 10000 == 9999:
                 pipe.execute()
         pipe.execute()
-        return client.hlen("nettrust:hosts:m1")
+        return client.hlen("nettrust:hostmap:m1") + client.hlen("nettrust:hosts:m1")
 
     assert _in_host(fleet, fill, RESTART_GRANTS) >= RESTART_GRANTS
     master.stop()

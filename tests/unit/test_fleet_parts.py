@@ -276,29 +276,44 @@ def test_a_followers_masters_get_their_dns_ports_only_in_output_and_forward():
 
 # -- the shared tracker's read-back -------------------------------------------------------------
 def test_the_shared_trackers_read_back_parses_merges_and_refuses_what_does_not_parse():
-    from nettrust_core.fleet.tracker_redis import FAST_ADDRESSES, parse_hosts
+    from nettrust_core.fleet.tracker_redis import parse_hosts
     from nettrust_core.grants.tracker import GrantTracker, Owner
-    assert FAST_ADDRESSES                       # this Python: the fast path is the one measured
+    from nettrust_core.networks import address_key as K, key_address
     wall, clock = 1_000_000.0, 50.0
-    good = [b"198.51.100.7", b"1000300.000 a.example", b"2001:db8::7", b"1000600.500 a.example",
-            b"198.51.100.8", b"999999.000 old.example",            # expired
-            b"198.51.100.10", b"1000100.000 b.example"]
-    bad = [b"not-an-address", b"1000300.000 x.example", b"198.51.100.9", b"soon b.example"]
-    for raw, careful in ((good, False), (good + bad, True)):   # the column path, the careful one
-        loaded, dead = parse_hosts(raw + [b"odd"], wall, clock, lambda q: Owner(q, q))
-        by_version = {v: (inc, own) for v, inc, own in loaded}
-        assert by_version[4][0] == {A("198.51.100.7"): 350.0, A("198.51.100.10"): 150.0}
-        assert by_version[6][0] == {A("2001:db8::7"): 650.5}
-        for inc, _own in by_version.values():   # as the constructor's: equal, hash, text
-            for a in inc:
-                made = A(str(a))
-                assert a == made and hash(a) == hash(made) and {a: 1}[made] == 1
-                assert str(a) == str(made)
-        owners = {**by_version[4][1], **by_version[6][1]}
-        assert owners[A("198.51.100.7")] is owners[A("2001:db8::7")]     # one owner per name
-        assert owners[A("198.51.100.7")].answered == clock
-        assert sorted(dead) == sorted([b"198.51.100.8"] + ([b"198.51.100.9", b"not-an-address"]
-                                                           if careful else []))
+    good = [("198.51.100.7", b"1000300.000 a.example"), ("2001:db8::7", b"1000600.500 a.example"),
+            ("198.51.100.8", b"999999.000 old.example"),                          # expired
+            ("198.51.100.10", b"1000100.000 b.example")]
+    bad = [(None, b"1000300.000 x.example"), ("198.51.100.9", b"soon b.example")]
+
+    def spelt(pairs, layout):       # packed: as the writer stores them; text: as it did before
+        out = []
+        for address, value in pairs:
+            if address is None:                 # a field that is no address
+                out.append(b"bad" if layout == "packed" else b"not-an-address")
+            else:
+                out.append(A(address).packed if layout == "packed" else address.encode())
+            out.append(value)
+        return out
+    for pairs, careful in ((good, False), (good + bad, True)):   # the column path, the careful one
+        for layout in ("packed", "text", "both"):
+            raw = spelt(pairs, "packed") + [b"odd"] if layout != "text" else []   # odd: ignored
+            text = spelt(pairs, "text") + [b"odd"] if layout != "packed" else None
+            loaded, dead = parse_hosts(raw, wall, clock, lambda q: Owner(q, q), text)
+            by_version = {v: (inc, own) for v, inc, own in loaded}
+            assert by_version[4][0] == {K(A("198.51.100.7")): 350.0, K(A("198.51.100.10")): 150.0}
+            assert by_version[6][0] == {K(A("2001:db8::7")): 650.5}
+            for inc, _own in by_version.values():   # keys back to the constructor's addresses
+                for k in inc:
+                    a = key_address(k)
+                    made = A(str(a))
+                    assert a == made and hash(a) == hash(made) and K(made) == k
+            owners = {**by_version[4][1], **by_version[6][1]}
+            assert owners[K(A("198.51.100.7"))] is owners[K(A("2001:db8::7"))]   # one per name
+            assert owners[K(A("198.51.100.7"))].answered == clock
+            refused = [("198.51.100.8", b""), *([(None, b""), ("198.51.100.9", b"")] * careful)]
+            want = [f for layout_of in {"both": ("packed", "text")}.get(layout, (layout,))
+                    for f in spelt(refused, layout_of)[0::2]]
+            assert sorted(dead) == sorted(want)
     tracker = GrantTracker(clock=lambda: clock)
     tracker.record(A("198.51.100.7"), 500.0)    # answered meanwhile, longer: kept
     tracker.record(A("198.51.100.10"), 100.0)   # answered meanwhile, shorter: the read-back's

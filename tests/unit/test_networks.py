@@ -152,3 +152,17 @@ def test_packed_address_is_the_constructors_address(text):
     assert {got: 1}[want] == 1 and got.is_global == want.is_global
     with pytest.raises(ValueError):
         packed_address(want.packed, 20 - len(want.packed))
+
+
+def test_address_keys_round_trip_and_the_families_never_share_one():
+    """The host tracker's int keys: one per address, IPv4 and IPv6 apart (0.0.0.1 and ::1 have the
+    same integer), back to the constructor's address."""
+    from nettrust_core.networks import address_key, key_address
+    texts = ["0.0.0.0", "0.0.0.1", "192.0.2.1", "255.255.255.255", "::", "::1", "::ffff:192.0.2.1",
+             "2001:db8::1", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"]
+    keys = [address_key(ipaddress.ip_address(t)) for t in texts]
+    assert len(set(keys)) == len(texts)
+    for text, key in zip(texts, keys, strict=True):
+        back, want = key_address(key), ipaddress.ip_address(text)
+        assert (type(back), back, hash(back), str(back)) == (type(want), want, hash(want),
+                                                              str(want))

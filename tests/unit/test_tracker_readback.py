@@ -9,6 +9,7 @@ from ipaddress import ip_address
 from nettrust_core.fleet.tracker_redis import TrackerWriter, parse_hosts
 from nettrust_core.firewall.base import Grant
 from nettrust_core.grants.tracker import GrantTracker, Owner
+from nettrust_core.networks import address_key, key_address
 from nettrust_core.registrable import registrable_domain
 
 WALL, CLOCK = 1_000_000.0, 50.0
@@ -22,30 +23,37 @@ def _tracker() -> GrantTracker:
     return GrantTracker(clock=lambda: CLOCK, owner_of=_owner, prune_at=1 << 30)
 
 
-def _hash_fields(rng: random.Random) -> list[bytes]:
-    """A host hash as HGETALL returns it: a few thousand grants of ~900 names under shared,
-    co.uk-style and single-name domains, IPv4 and IPv6, values with the registrable domain and
-    without it (as written before it was stored), some expired, a few not parsing, and one
-    address spelt twice."""
-    raw: list[bytes] = []
+def _hash_fields(rng: random.Random) -> tuple[list[bytes], list[bytes]]:
+    """The host hashes as HGETALL returns them (packed addresses, and text ones as written
+    before): a few thousand grants of ~900 names under shared, co.uk-style and single-name
+    domains, IPv4 and IPv6, values with the registrable domain and without it (as written before
+    it was stored), some expired, a few not parsing, addresses in both hashes, and one address
+    spelt twice."""
+    packed: list[bytes] = []
+    text: list[bytes] = []
     for i in range(900):
         qname = rng.choice([f"n{i}.shared.example", f"www.s{i % 40}.co.uk", f"solo{i}.test",
                             f"cdn{i}.Big.example"])
         with_domain = i % 3 != 0
         for _ in range(rng.randint(1, 7)):
             k = rng.randrange(1 << 14)
-            address = f"198.51.{k >> 8}.{k & 255}" if rng.random() < 0.7 else f"2001:db8::{k:x}"
+            address = ip_address(f"198.51.{k >> 8}.{k & 255}" if rng.random() < 0.7
+                                 else f"2001:db8::{k:x}")
             expires = WALL + rng.uniform(-30, 3600)             # about 1 % already expired
             tail = f"{qname} {registrable_domain(qname)}" if with_domain else qname
-            raw += [address.encode(), f"{expires:.3f} {tail}".encode()]
-    raw += [b"2001:db8::1", b"1000500.000 solo1.test", b"2001:DB8::1", b"1000900.000 n2.test",
-            b"not-an-address", b"1000300.000 x.example", b"198.51.200.1", b"soon b.example"]
-    return raw
+            if rng.random() < 0.8:
+                packed += [address.packed, f"{expires:.3f} {tail}".encode()]
+            else:
+                text += [str(address).encode(), f"{expires:.3f} {tail}".encode()]
+    packed += [bytes(5), b"1000300.000 x.example", bytes([198, 51, 200, 1]), b"soon b.example"]
+    text += [b"2001:db8::1", b"1000500.000 solo1.test", b"2001:DB8::1", b"1000900.000 n2.test",
+             b"not-an-address", b"1000300.000 x.example", b"198.51.200.2", b"soon b.example"]
+    return packed, text
 
 
 def test_load_gives_what_recording_the_grants_one_by_one_gives():
     rng = random.Random(19)
-    raw = _hash_fields(rng)
+    packed, text = _hash_fields(rng)
     # Answered while the read-back ran: some of the same addresses, later and earlier, charged to
     # other names and to a client (the per-client budget).
     meanwhile = []
@@ -59,26 +67,28 @@ def test_load_gives_what_recording_the_grants_one_by_one_gives():
         for address, expires_at, owner in meanwhile:
             t.record(address, expires_at, owner=owner)
 
-    loaded, dead = parse_hosts(list(raw), WALL, CLOCK, bulk.owner_for)
+    loaded, dead = parse_hosts(list(packed), WALL, CLOCK, bulk.owner_for, list(text))
     for version, incoming, owners in loaded:
         bulk.load(version, incoming, owners)
 
     refused = 0
-    for field, value in zip(raw[0::2], raw[1::2], strict=True):
-        at, _, tail = value.decode().partition(" ")
-        try:
-            address, expires = ip_address(field.decode()), float(at)
-        except ValueError:
-            refused += 1
-            continue
-        if expires <= WALL:
-            refused += 1
-            continue
-        expires_at = expires - WALL + CLOCK
-        known = one_by_one.expiry(address)
-        if known is None or known < expires_at:      # the later expiry wins
-            one_by_one.record(address, expires_at, answered=False,
-                              owner=_owner(tail.split(" ")[0]))
+    for layout, flat in (("packed", packed), ("text", text)):     # packed first, as read
+        for field, value in zip(flat[0::2], flat[1::2], strict=True):
+            at, _, tail = value.decode().partition(" ")
+            try:
+                address = ip_address(field if layout == "packed" else field.decode())
+                expires = float(at)
+            except ValueError:
+                refused += 1
+                continue
+            if expires <= WALL:
+                refused += 1
+                continue
+            expires_at = expires - WALL + CLOCK
+            known = one_by_one.expiry(address)
+            if known is None or known < expires_at:      # the later expiry wins
+                one_by_one.record(address, expires_at, answered=False,
+                                  owner=_owner(tail.split(" ")[0]))
     assert len(dead) == refused > 10
     assert len(bulk) == len(one_by_one) > 3000
     assert dict(bulk.items()) == dict(one_by_one.items())
@@ -93,7 +103,7 @@ def test_load_gives_what_recording_the_grants_one_by_one_gives():
     assert owners(bulk) == owners(one_by_one)
     # The control: a read-back that let a meanwhile answer's owner go would differ.
     a, _t, owner = meanwhile[1]
-    assert owners(bulk)[a] == (owner.name, owner.domain, owner.client)
+    assert owners(bulk)[address_key(a)] == (owner.name, owner.domain, owner.client)
 
 
 def test_the_writer_stores_the_registrable_domain_and_both_value_forms_read_back():
@@ -101,20 +111,22 @@ def test_the_writer_stores_the_registrable_domain_and_both_value_forms_read_back
     writer = TrackerWriter(lambda: None, "k", queue_size=10, counters=Counter())
     owner = Owner("edge.cdn.example", "example.co.uk", "10.0.0.2", "www.example.co.uk")
     writer.granted([Grant(ip_address("198.51.100.1"), 300.0, "x")], owner)
-    pending: dict[str, str] = {}
+    writer.granted([Grant(ip_address("2001:db8::1"), 300.0, "x")], owner)
+    pending: dict[bytes, str] = {}
     writer._drain(pending)
-    stamp, name, domain = pending["198.51.100.1"].split(" ")
+    assert set(pending) == {bytes([198, 51, 100, 1]), bytes.fromhex("20010db8" + "0" * 23 + "1")}
+    stamp, name, domain = pending[bytes([198, 51, 100, 1])].split(" ")
     assert (name, domain) == ("www.example.co.uk", "example.co.uk") and float(stamp) > 0
     calls: list[str] = []
 
     def owner_of(qname: str) -> Owner:
         calls.append(qname)
         return _owner(qname)
-    raw = [b"198.51.100.1", f"{WALL + 60} www.example.co.uk example.co.uk".encode(),
-           b"198.51.100.2", f"{WALL + 60} old.example.co.uk".encode(),           # older form
-           b"198.51.100.3", f"{WALL + 60} a b.example b.example".encode()]      # not a domain
+    raw = [bytes([198, 51, 100, 1]), f"{WALL + 60} www.example.co.uk example.co.uk".encode(),
+           bytes([198, 51, 100, 2]), f"{WALL + 60} old.example.co.uk".encode(),     # older form
+           bytes([198, 51, 100, 3]), f"{WALL + 60} a b.example b.example".encode()]  # no domain
     (version, _incoming, owners), = parse_hosts(raw, WALL, CLOCK, owner_of)[0]
-    got = {str(a): (o.name, o.domain) for a, o in owners.items()}
+    got = {str(key_address(k)): (o.name, o.domain) for k, o in owners.items()}
     assert got == {"198.51.100.1": ("www.example.co.uk", "example.co.uk"),
                    "198.51.100.2": ("old.example.co.uk", "example.co.uk"),
                    "198.51.100.3": ("a b.example b.example",
