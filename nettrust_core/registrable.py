@@ -40,6 +40,12 @@ class SuffixList:
             labels = _ascii_labels(rule.lstrip("!"))
             if labels is not None:
                 (self.exceptions if rule.startswith("!") else self.rules).add(labels)
+        #: Every proper prefix of a rule or exception: where no rule goes on from, a longer
+        #: suffix cannot match, so :meth:`suffix_length` stops there (most names: after their
+        #: top-level domain's label, instead of walking every label).
+        self.inner: set[tuple[str, ...]] = {
+            rule[:k] for rules in (self.rules, self.exceptions) for rule in rules
+            for k in range(1, len(rule))}
 
     @classmethod
     def from_file(cls, path: str = PSL_PATH) -> "SuffixList":
@@ -55,6 +61,8 @@ class SuffixList:
                 return n - 1
             if head in self.rules or (head[:-1] + ("*",)) in self.rules:
                 best = n
+            if head not in self.inner:
+                break
         return best
 
     def registrable(self, name: str) -> str:
