@@ -75,8 +75,8 @@ gc.disable()                                # as RedisAdoption does while it rea
 t = time.perf_counter(); raw = tracker_redis.fetch(c, [KEY, LEGACY]); out["hgetall_s"] = time.perf_counter() - t
 tracker = GrantTracker(owner_of=lambda q: Owner(q, registrable_domain(q)))
 t = time.perf_counter()
-live, dead = tracker_redis.parse_hosts(raw[0], time.time(), tracker.clock(), tracker.owner_for,
-                                       raw[1])
+live, _dead, _dead_text = tracker_redis.parse_hosts(raw[0], time.time(), tracker.clock(),
+                                                    tracker.owner_for, raw[1])
 out["decode_s"] = time.perf_counter() - t
 t = time.perf_counter()
 with tracker.lock:

@@ -120,9 +120,9 @@ Columns = tuple[list[int], list[float], list[Owner]]
 
 def read_hosts(client: Any, key: str, wall: float, clock: float, owner_of: Callable[[str], Owner],
                phases: dict[str, float] | None = None,
-               legacy: str | None = None) -> tuple[list[Loaded], list[bytes]]:
-    """The host hash (and the ``legacy`` one, text fields) read and decoded; ``phases`` gets
-    each step's seconds."""
+               legacy: str | None = None) -> tuple[list[Loaded], list[bytes], list[bytes]]:
+    """The host hash (and the ``legacy`` one, text fields) read and decoded, as
+    :func:`parse_hosts`; ``phases`` gets each step's seconds."""
     started = time.monotonic()
     raw = fetch(client, [key] if legacy is None else [key, legacy])
     read = time.monotonic()
@@ -132,7 +132,7 @@ def read_hosts(client: Any, key: str, wall: float, clock: float, owner_of: Calla
     return out
 
 
-_FAMILY = {4: (socket.AF_INET, 0), 6: (socket.AF_INET6, V6_KEY)}
+_FAMILY = {4: socket.AF_INET, 6: socket.AF_INET6}
 
 
 def _packed_keys(fields: list[bytes], version: int) -> list[int]:
@@ -143,10 +143,9 @@ def _packed_keys(fields: list[bytes], version: int) -> list[int]:
 
 def _text_keys(fields: list[bytes], version: int) -> list[int]:
     """Address keys of fields written as text (the layout before packed fields)."""
-    family, high = _FAMILY[version]
-    ints = list(map(int.from_bytes, map(partial(socket.inet_pton, family),
+    ints = list(map(int.from_bytes, map(partial(socket.inet_pton, _FAMILY[version]),
                                         map(bytes.decode, fields))))
-    return list(map(high.__or__, ints)) if high else ints
+    return list(map(V6_KEY.__or__, ints)) if version == 6 else ints
 
 
 def _by_version(fields: list[bytes], values: list[bytes], text: bool, dead: list[bytes]):
@@ -168,10 +167,10 @@ def _by_version(fields: list[bytes], values: list[bytes], text: bool, dead: list
 
 
 def parse_hosts(raw: list, wall: float, clock: float, owner_of: Callable[[str], Owner],
-                text: list | None = None) -> tuple[list[Loaded], list[bytes]]:
+                text: list | None = None) -> tuple[list[Loaded], list[bytes], list[bytes]]:
     """The live grants of flat HGETALL replies, per IP version (:data:`Loaded`, one owner per
-    name), and the fields that expired or do not parse: ``raw`` with packed fields (the
-    addresses' 4 or 16 bytes, as the writer stores them), ``text`` with text fields (as it
+    name), and the fields of each reply that expired or do not parse: ``raw`` with packed fields
+    (the addresses' 4 or 16 bytes, as the writer stores them), ``text`` with text fields (as it
     stored them before; such a hash is read until its last grant expires).
 
     A million fields are decoded column by column with C-level ``map`` (no bytecode per
@@ -180,20 +179,21 @@ def parse_hosts(raw: list, wall: float, clock: float, owner_of: Callable[[str], 
     decoded field by field instead (:func:`_careful`), refusing only the bad ones.
     """
     dead: list[bytes] = []
+    dead_text: list[bytes] = []
     owners: dict[bytes, Owner] = {}
     columns: dict[int, list[Columns]] = {4: [], 6: []}
-    for flat, is_text in ((raw, False), (text or [], True)):
+    for flat, is_text, refused in ((raw, False, dead), (text or [], True, dead_text)):
         fields, values = flat[0::2], flat[1::2]
         del fields[len(values):]                                # an odd last one: ignored
         if not fields:
             continue
-        for version, f, v in _by_version(fields, values, is_text, dead):
+        for version, f, v in _by_version(fields, values, is_text, refused):
             if not f:
                 continue
             keys_of = partial(_text_keys if is_text else _packed_keys, version=version)
-            one = _columns(f, v, keys_of, wall, clock, owner_of, owners, dead)
+            one = _columns(f, v, keys_of, wall, clock, owner_of, owners, refused)
             if one is None:
-                one = _careful(f, v, keys_of, wall, clock, owner_of, owners, dead)
+                one = _careful(f, v, keys_of, wall, clock, owner_of, owners, refused)
             columns[version].append(one)
     out: list[Loaded] = []
     for version, parts in columns.items():
@@ -215,7 +215,7 @@ def parse_hosts(raw: list, wall: float, clock: float, owner_of: Callable[[str], 
             if incoming[k] < t:
                 incoming[k] = t
         out.append((version, incoming, dict(zip(reversed(keys), reversed(owned), strict=True))))
-    return out, dead
+    return out, dead, dead_text
 
 
 def _owners_of(tails: list[bytes], clock: float, owner_of: Callable[[str], Owner],
@@ -315,8 +315,8 @@ class RedisAdoption(GrantAdoption):
             # and merged (see _collector_back).
             gc.disable()
             phases: dict[str, float] = {"connect": time.monotonic() - started}
-            live, dead = read_hosts(client, self.key, time.time(), tracker.clock(),
-                                    tracker.owner_for, phases, self.legacy)
+            live, dead, dead_text = read_hosts(client, self.key, time.time(), tracker.clock(),
+                                               tracker.owner_for, phases, self.legacy)
         except redis_errors() as exc:
             _collector_back(collecting, freeze=False)
             log.warning("shared tracker unreadable (%s): adopting from the kernel", exc)
@@ -341,9 +341,9 @@ class RedisAdoption(GrantAdoption):
             _collector_back(collecting, freeze=True)
             log.info("%d live grants adopted from the shared tracker in %.1f s (%s)", self.adopted,
                      self.seconds, ", ".join(f"{k} {v:.2f} s" for k, v in phases.items()))
-            for key in filter(None, (self.key, self.legacy)):   # a field is in one of them
-                for i in range(0, len(dead), 10000):
-                    client.hdel(key, *dead[i:i + 10000])
+            for key, fields in ((self.key, dead), (self.legacy, dead_text)):
+                for i in range(0, len(fields) if key else 0, 10000):
+                    client.hdel(key, *fields[i:i + 10000])
         except redis_errors() as exc:
             log.warning("shared tracker: expired fields not deleted (%s)", exc)
         finally:

@@ -317,10 +317,21 @@ def test_shared_tracker_makes_a_restart_exact_within_seconds(fleet):
                           f"{until + i / 1e6:.3f} {name} {registrable_domain(name)}")
             if i % 10000 == 9999:
                 pipe.execute()
+        for i in range(50):                 # expired: the read-back deletes them from their hash
+            pipe.hset("nettrust:hostmap:m1", bytes([11, 0, 0, i]), f"{time.time() - 1:.3f} gone.ex")
+            pipe.hset("nettrust:hosts:m1", f"11.0.1.{i}", f"{time.time() - 1:.3f} gone.example")
         pipe.execute()
-        return client.hlen("nettrust:hostmap:m1") + client.hlen("nettrust:hosts:m1")
+        return client.hlen("nettrust:hostmap:m1") + client.hlen("nettrust:hosts:m1") - 100
+
+    def stored():
+        client = _tool(fleet)
+        return (client.hexists("nettrust:hostmap:m1", bytes([11, 0, 0, 7])),
+                client.hexists("nettrust:hosts:m1", "11.0.1.7"),
+                client.hexists("nettrust:hostmap:m1", bytes([10, 0, 0, 5])),
+                client.hexists("nettrust:hosts:m1", "10.0.0.1"))
 
     assert _in_host(fleet, fill, RESTART_GRANTS) >= RESTART_GRANTS
+    assert _in_host(fleet, stored) == (True, True, True, True)
     master.stop()
     started = time.monotonic()
     master.start()
@@ -331,4 +342,7 @@ def test_shared_tracker_makes_a_restart_exact_within_seconds(fleet):
           f"{time.monotonic() - started:.1f} s)")
     assert int(log_line.group(1)) >= RESTART_GRANTS + 1
     assert float(log_line.group(2)) < 5.0 * max(1.0, RESTART_GRANTS / 1e6)
+    # The expired fields went, each from its own hash; the live ones stay.
+    wait_for(lambda: _in_host(fleet, stored) == (False, False, True, True),
+             "expired fields deleted from both hashes")
     _restart_master(fleet, hold="1s")
