@@ -109,8 +109,10 @@ class FleetNode:
             writer = TrackerWriter(factory, key, queue_size=fleet.queue_size,
                                    counters=authorizer.counters)
             authorizer.sinks.append(writer)
+            authorizer.tracker.on_forget = writer.forgot
             authorizer.first_adoption = (
-                lambda backend, tracker: RedisAdoption(backend, tracker, factory, key, legacy))
+                lambda backend, tracker: RedisAdoption(backend, tracker, factory, key, legacy,
+                                                       authorizer.counters))
             self.parts.append(writer)
         if fleet.role == "master":
             master = FleetMaster(config, authorizer.counters)

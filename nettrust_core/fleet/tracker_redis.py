@@ -33,7 +33,8 @@ from typing import Any, Callable, Sequence
 from ..firewall.base import Grant
 from ..grants.tracker import GrantTracker, Owner
 from ..lifecycle.adoption import GrantAdoption
-from ..networks import V6_KEY
+from ..networks import V6_KEY, key_address
+from .tracker_check import disagreement, longest
 from ..worker import Worker
 
 log = logging.getLogger("nettrust.fleet")
@@ -60,10 +61,17 @@ class TrackerWriter(Worker):
         except queue.Full:
             self.counters["tracker_redis_dropped"] += 1
 
+    def forgot(self, keys: list[int]) -> None:
+        """The tracker forgot these grants (revoked, expired): delete them (enqueue only)."""
+        try:
+            self.queue.put_nowait((0.0, keys, None, None))
+        except queue.Full:
+            self.counters["tracker_redis_dropped"] += 1
+
     def run(self) -> None:
         from .connect import redis_errors
         errors = redis_errors()
-        pending: dict[bytes, str] = {}
+        pending: dict[bytes, str | None] = {}           # None: delete the field
         while True:
             stopping = self.stopping.is_set()
             self._drain(pending)
@@ -71,8 +79,16 @@ class TrackerWriter(Worker):
                 try:
                     if self._client is None:
                         self._client = self.connect()
-                    self._client.hset(self.key, mapping=pending)
-                    self.counters["tracker_redis_written"] += len(pending)
+                    gone = [f for f, v in pending.items() if v is None]
+                    pipe = self._client.pipeline(transaction=False)
+                    if gone:
+                        pipe.hdel(self.key, *gone)
+                    if len(gone) < len(pending):
+                        pipe.hset(self.key, mapping={f: v for f, v in pending.items()
+                                                     if v is not None})
+                    pipe.execute()
+                    self.counters["tracker_redis_written"] += len(pending) - len(gone)
+                    self.counters["tracker_redis_deleted"] += len(gone)
                     pending = {}
                 except errors as exc:
                     self._client = None
@@ -85,12 +101,17 @@ class TrackerWriter(Worker):
                 return
             self.stopping.wait(self.INTERVAL)
 
-    def _drain(self, pending: dict[bytes, str]) -> None:
+    def _drain(self, pending: dict[bytes, str | None]) -> None:
+        """The queue's grants and deletions into ``pending``, in order (the last one wins)."""
         while True:
             try:
                 sent, grants, names, domain = self.queue.get_nowait()
             except queue.Empty:
                 return
+            if names is None:                           # forgotten: keys, not grants
+                for k in grants:
+                    pending[key_address(k).packed] = None
+                continue
             name = names if isinstance(names, str) else names[0]
             # The registrable domain too, so a restart need not look it up for every name.
             tail = f"{name} {domain}" if domain else name
@@ -296,11 +317,13 @@ class RedisAdoption(GrantAdoption):
     name = "nettrust-adoption-redis"
 
     def __init__(self, backend, tracker: GrantTracker, connect: Callable[[], Any],
-                 key: str, legacy: str | None = None) -> None:
+                 key: str, legacy: str | None = None,
+                 counters: Counter[str] | None = None) -> None:
         super().__init__(backend, tracker)
         self.connect = connect
         self.key = key
         self.legacy = legacy
+        self.counters: Counter[str] = counters if counters is not None else Counter()
         self.source = "redis"
 
     def run(self) -> None:
@@ -327,13 +350,32 @@ class RedisAdoption(GrantAdoption):
             _collector_back(collecting, freeze=False)
             raise
         try:
+            why = disagreement(self.backend, live, tracker.clock())
+        except BaseException:
+            _collector_back(collecting, freeze=False)
+            raise
+        if why is not None:
+            _collector_back(collecting, freeze=False)
+            del live
+            self.counters["tracker_redis_refused"] += 1
+            log.warning("shared tracker refused: %s; adopting from the kernel", why)
+            self.source = "kernel"
+            super().run()
+            return
+        try:
             merge = time.monotonic()
             charges = [Counter(owners.values()) for _v, _i, owners in live]    # outside the lock
+            tops = [t for t in map(longest, (incoming for _v, incoming, _o in live)) if t]
             with self.tracker.lock:         # the merge reuses the hashes: milliseconds
                 if self.stopping.is_set():
                     return
                 for (version, incoming, owners), charged in zip(live, charges, strict=True):
                     self.adopted += self.tracker.load(version, incoming, owners, charged)
+                # The periodic ruleset check samples the longest-living grant: one read back too.
+                for top, at in tops:
+                    if (tracker.longest is None or at > tracker.longest[1]) and \
+                            tracker.expiry(key_address(top)) == at:
+                        tracker.longest = (key_address(top), at)
                 self.tracker.complete = True
             del live
             self.seconds = time.monotonic() - started

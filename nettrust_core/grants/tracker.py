@@ -85,11 +85,9 @@ class _Entry:
 class GrantTracker:
     """Expiry per granted address, on the tracker's monotonic clock.
 
-    The tables are keyed by :func:`~nettrust_core.networks.address_key` (an int: hashed in C, and
-    built from the wire or a read-back without an address object); the methods take and return
-    address objects, except :meth:`items`, :meth:`name_table` and :meth:`forget_expired`, the
-    whole-table scans, which stay in keys (:func:`~nettrust_core.networks.key_address` turns the
-    few a scan keeps back into addresses).
+    Keyed by :func:`~nettrust_core.networks.address_key` (an int: hashed in C); the methods take
+    and return addresses, except the whole-table scans (:meth:`items`, :meth:`name_table`,
+    :meth:`forget_expired`), which stay in keys (``key_address`` turns those kept back).
 
     ``slack`` is how much later a new expiry must be to be worth a kernel write: answers for a
     popular name arrive constantly and each would otherwise rewrite the element.
@@ -124,6 +122,9 @@ class GrantTracker:
         #: The first grant recorded since the periodic check last looked (it clears this): most
         #: likely written before a flush made since, when all later ones were written after it.
         self.first_since_check: tuple[IPAddress, float] | None = None
+        #: Told the keys of the grants forgotten (revoked, expired, pruned), under :attr:`lock`:
+        #: the shared tracker's writer deletes them from Redis (it only enqueues).
+        self.on_forget: Callable[[list[int]], None] | None = None
 
     def needs_write(self, address: IPAddress, expires_at: float) -> bool:
         known = self._expiry.get(address_key(address))
@@ -211,9 +212,11 @@ class GrantTracker:
 
     def _forget_keys(self, keys: Iterable[int]) -> list[str]:
         names: list[str] = []
+        gone: list[int] = []
         for k in keys:
             if self._expiry.pop(k, None) is not None:
                 self._count[4 if k < V6_KEY else 6] -= 1
+                gone.append(k)
             entry = self._meta.pop(k, None)
             if entry is not None:
                 self._charge(entry.owner, -1)
@@ -224,6 +227,8 @@ class GrantTracker:
             self.longest = None
         if self.first_since_check is not None and not self._tracks(self.first_since_check[0]):
             self.first_since_check = None
+        if gone and self.on_forget is not None:
+            self.on_forget(gone)
         return names
 
     def _tracks(self, address: IPAddress) -> bool:

@@ -133,3 +133,59 @@ def test_the_writer_stores_the_registrable_domain_and_both_value_forms_read_back
                    "198.51.100.3": ("a b.example b.example",
                                     registrable_domain("a b.example b.example"))}
     assert sorted(calls) == ["a b.example b.example", "old.example.co.uk"]    # not the first
+
+
+def test_a_read_back_the_kernel_no_longer_backs_is_refused_and_a_few_missing_are_dropped():
+    """nettrust_core.fleet.tracker_check against an in-memory backend (RecordingBackend, which
+    answers lookups from what it was granted): all granted -> trusted whole; a few missing ->
+    those dropped (treated as new); most missing (a reboot, a flush) -> refused."""
+    from nettrust_core.firewall.recording import RecordingBackend
+    from nettrust_core.fleet.tracker_check import disagreement
+
+    def read_back():
+        keys = [address_key(ip_address(f"198.51.100.{i}")) for i in range(1, 101)]
+        return [(4, dict.fromkeys(keys, CLOCK + 600.0), dict.fromkeys(keys, _owner("a.example")))]
+    backend = RecordingBackend()
+    backend.grant([Grant(ip_address(f"198.51.100.{i}"), 600.0, "x") for i in range(1, 101)])
+    live = read_back()
+    assert disagreement(backend, live, CLOCK, random.Random(1)) is None and len(live[0][1]) == 100
+
+    backend = RecordingBackend()                        # two missing: dropped, the rest trusted
+    backend.grant([Grant(ip_address(f"198.51.100.{i}"), 600.0, "x") for i in range(3, 101)])
+    live = read_back()
+    rng = random.Random(2)
+    while True:                                         # a sample that meets one of them
+        live = read_back()
+        if disagreement(backend, live, CLOCK, rng) is None and len(live[0][1]) < 100:
+            break
+    incoming, owners = live[0][1], live[0][2]
+    assert set(incoming) == set(owners) and len(incoming) >= 98
+    assert address_key(ip_address("198.51.100.50")) in incoming
+
+    empty = RecordingBackend()                          # the sets were recreated
+    why = disagreement(empty, read_back(), CLOCK, random.Random(3))
+    assert why is not None and why.startswith("16 of 16 sampled grants are missing")
+    # Grants about to expire are no evidence either way.
+    soon = [(4, {k: CLOCK + 1.0 for k in read_back()[0][1]}, read_back()[0][2])]
+    assert disagreement(empty, soon, CLOCK) is None
+
+
+def test_the_writer_deletes_what_the_tracker_forgets_in_order_with_what_it_grants():
+    from collections import Counter
+    writer = TrackerWriter(lambda: None, "k", queue_size=10, counters=Counter())
+    tracker = GrantTracker(clock=lambda: CLOCK)
+    tracker.on_forget = writer.forgot
+    a, b = ip_address("198.51.100.1"), ip_address("2001:db8::2")
+    owner = Owner("a.example", "a.example")
+    tracker.record(a, CLOCK + 60, owner=owner)
+    tracker.record(b, CLOCK + 60, owner=owner)
+    writer.granted([Grant(a, 60.0, "x"), Grant(b, 60.0, "x")], owner)
+    tracker.forget([a, ip_address("192.0.2.9")])        # one known, one never granted
+    writer.granted([Grant(b, 90.0, "x")], owner)        # granted again after ...
+    tracker.forget([b])                                 # ... and forgotten last: deleted
+    pending: dict[bytes, str | None] = {}
+    writer._drain(pending)
+    assert pending == {a.packed: None, b.packed: None}
+    writer.granted([Grant(a, 60.0, "x")], owner)        # forgotten, then granted: written
+    writer._drain(pending)
+    assert pending[a.packed] is not None and pending[b.packed] is None

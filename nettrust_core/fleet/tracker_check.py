@@ -1,0 +1,63 @@
+"""Does the shared tracker read back from Redis agree with the kernel?  Asked once per start,
+before the read-back is trusted.
+
+The host hash outlives the kernel's sets: a reboot, ``nettrust flush`` or a deleted table while
+the resolver was stopped leave it naming grants the kernel no longer holds.  Trusted, those
+would be believed live, their answers never written again, and their connects refused until the
+hash's expiry.  So a sample of the read-back (the longest-living grant of each IP version and a
+few at random) is looked up in the kernel first: when too many are missing, the read-back is
+refused (the kernel's sets are read back instead); the few missing otherwise are dropped from it
+(treated as new, so written again).
+"""
+
+from __future__ import annotations
+
+import errno
+import random
+from operator import itemgetter
+from typing import Any
+
+from ..errors import NetTrustError
+from ..networks import key_address
+
+#: Grants sampled per IP version, besides the longest-living one.
+SAMPLES = 15
+#: Refuse the read-back when more than this share of the sample is missing from the kernel.
+MISSING_SHARE = 0.25
+#: A sampled grant must have this many seconds left (a normal expiry is no disagreement).
+MARGIN = 2.0
+
+
+def longest(incoming: dict[int, float]) -> tuple[int, float] | None:
+    """The key and expiry of the longest-living grant of one version's read-back."""
+    return max(incoming.items(), key=itemgetter(1)) if incoming else None
+
+
+def disagreement(backend: Any, live: list[tuple[int, dict, dict]], now: float,
+                 rng: random.Random | None = None) -> str | None:
+    """Sample ``live`` (per version: key -> expiry on the tracker clock ``now``, key -> owner)
+    against the kernel.  Missing samples are deleted from ``live``; a reason to refuse it all,
+    or None."""
+    rng = rng or random.Random()
+    sampled = missing = 0
+    for _version, incoming, owners in live:
+        keys = [k for k, _t in filter(None, [longest(incoming)])]
+        if incoming:
+            keys += rng.sample(list(incoming), min(SAMPLES, len(incoming)))
+        for key in dict.fromkeys(keys):
+            if incoming[key] - now < MARGIN:
+                continue
+            sampled += 1
+            try:
+                left = backend.lookup(key_address(key))
+            except NetTrustError as exc:
+                if getattr(exc, "errno", None) == errno.ENOENT:
+                    return f"its grant set is missing from the kernel ({exc})"
+                raise
+            if left is None:
+                missing += 1
+                del incoming[key], owners[key]
+    if sampled and missing > MISSING_SHARE * sampled:
+        return (f"{missing} of {sampled} sampled grants are missing from the kernel (sets "
+                f"recreated or flushed since it was written)")
+    return None
