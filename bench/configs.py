@@ -83,6 +83,25 @@ class PlainUnbound(Server):
         self.lab.stop_unbound()
 
 
+class PlainUnboundProcesses(Server):
+    """Plain Unbound as several one-thread processes sharing the port (so-reuseport), the shape
+    of "NetTrust x2 processes" without NetTrust: what that shape costs Unbound itself."""
+
+    def __init__(self, lab, instances: int = 2) -> None:
+        super().__init__(lab)
+        self.instances = instances
+        self.key = f"plain_x{instances}"
+        self.label = f"Unbound plain x{instances} processes"
+
+    def start(self) -> None:
+        conf = unbound_server(1, "validator iterator") + self.lab.unbound_zone_conf()
+        for k in range(self.instances):
+            self.lab.start_unbound(conf, caps=("net_bind_service",), name=f"unbound{k}")
+
+    def stop(self) -> None:
+        self.lab.stop_unbound()
+
+
 class PassThroughModule(Server):
     """Unbound with a Python module that does nothing (one thread, like NetTrust): the floor
     any pythonmod pays, so the report can tell Unbound's Python cost from NetTrust's own."""

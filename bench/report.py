@@ -95,6 +95,13 @@ class Results:
             hit_cpu = _x(self.ratio(key, PLAIN, "hit", cpu))
             rows.append((f"cache-hit QPS, {self.labels[key]} ≥ 0.95× plain Unbound",
                          f"{r:.2f}× (CPU/q {hit_cpu})", _verdict(r >= 0.95, r)))
+            same = key.replace(NETTRUST, PLAIN, 1)     # nettrust_x2 -> plain_x2: the same shape
+            if key != NETTRUST and same in have:
+                r = self.ratio(key, same, "hit", qps)
+                rows.append((f"cache-hit QPS, {self.labels[key]} ≥ 0.95× {self.labels[same]} "
+                             "(Unbound in the same shape)",
+                             f"{r:.2f}× (CPU/q {_x(self.ratio(key, same, 'hit', cpu))})",
+                             _verdict(r >= 0.95, r)))
         for key, how in ((STATS, "cache hits streamed (dnstap)"),
                          (STATS_NOHITS, "cache_hits = false: hits only in Unbound's counters")):
             if key not in have or NETTRUST not in have:

@@ -84,3 +84,19 @@ def test_restart_rows_judge_answering_adoption_and_the_shared_tracker_apart():
     assert one == ("41.0 s", "**missed**")
     shared = rows['restart with 1M grants, fleet.tracker = "redis": adoption complete ≤ 5 s']
     assert shared[0].startswith("4.2 s") and shared[1] == "**met**"
+
+
+def test_x2_hits_are_also_judged_against_unbound_in_the_same_shape():
+    """With "Unbound plain x2 processes" measured, the x2 hit target gets a second row against
+    it: the shape's own cost (two one-thread processes) is not NetTrust's."""
+    res = _results(nettrust_miss_cpu=70.0, x2_hit_qps=74_000, stats_hit_qps=90_000)
+    for r in res.rounds:
+        r["plain_x2"] = {"hit": _phase(76_000, 4.3), "miss": _phase(31_000, 41.0),
+                         "lat_miss": _phase(100, 1), "lat_hit": _phase(100, 1)}
+    res.labels["plain_x2"] = "Unbound plain x2 processes"
+    rows = _rows(res)
+    same = rows["cache-hit QPS, NetTrust x2 processes ≥ 0.95× Unbound plain x2 processes "
+                "(Unbound in the same shape)"]
+    assert same[0].startswith("0.97×") and same[1] == "**met**"
+    assert rows["cache-hit QPS, NetTrust x2 processes ≥ 0.95× plain Unbound"][1] == "**missed**"
+    assert not any("same shape" in t and "NetTrust default" in t for t in rows)
