@@ -16,7 +16,7 @@ import sys
 import time
 
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
@@ -50,7 +50,9 @@ def main(base: str, password: str, profile: str, shots: str, follow: str, why: s
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
     out: dict = {"console": []}
-    wait = WebDriverWait(driver, 30)   # a loaded CI machine: the first plot once took over 15 s
+    # A loaded CI machine: the first plot once took over 15 s.  An element read while its page is
+    # replaced (the login's refusal is a new page) goes stale: the wait tries again.
+    wait = WebDriverWait(driver, 30, ignored_exceptions=(StaleElementReferenceException,))
     try:
         driver.get(base + "/log")                       # not logged in: the login page
         out["redirected_to_login"] = driver.current_url.startswith(base + "/login")

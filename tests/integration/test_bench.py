@@ -39,10 +39,11 @@ def test_quick_benchmark_writes_a_report_with_every_target(tmp_path):
         pytest.fail(message) if IN_CI else pytest.skip(message)
     report = tmp_path / "bench.md"
     proc = subprocess.run(["/usr/bin/python3", "-m", "bench", "--quick", "--output", str(report)],
-                          cwd=REPO, capture_output=True, text=True, timeout=240)
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     text = report.read_text()
-    for label in ("Unbound plain (2 threads)", "Unbound + no-op Python module", "NetTrust default",
+    for label in ("Unbound plain (2 threads)", "Unbound plain x2 processes",
+                  "Unbound + no-op Python module", "NetTrust default",
                   "NetTrust x2 processes", "NetTrust gateway (per-client)", "NetTrust + statistics",
                   "NetTrust + statistics (cache_hits = false)", "dnsmasq --nftset"):
         assert f"| {label} |" in text
@@ -50,9 +51,10 @@ def test_quick_benchmark_writes_a_report_with_every_target(tmp_path):
     rows = [ln for ln in targets.splitlines() if ln.startswith("| ") and "verdict" not in ln]
     verdict = re.compile(r"\*\*(met|missed)\*\*|n/a|not measured|not run")
     # Issue 17's targets: own CPU per miss, miss QPS (default, best ×2), hit QPS per deployment
-    # (default, x2), statistics (2 configurations × hits and miss CPU), gateway, write (×2),
-    # latency, race, restart.
-    assert len(rows) == 16 and all(verdict.search(r) for r in rows), targets
+    # (default, x2, x2 against Unbound in the same shape), statistics (2 configurations × hits
+    # and miss CPU), gateway, write (×2), latency, race, restart.
+    assert len(rows) == 17 and all(verdict.search(r) for r in rows), targets
+    assert "Unbound plain x2 processes (Unbound in the same shape)" in targets
     assert "NetTrust's own CPU per cache miss" in targets
     assert "cache-hit QPS, NetTrust x2 processes ≥ 0.95× plain Unbound" in targets
     assert "several processes: busiest one's share" in text
