@@ -5,9 +5,10 @@ The host hash outlives the kernel's sets: a reboot, ``nettrust flush`` or a dele
 the resolver was stopped leave it naming grants the kernel no longer holds.  Trusted, those
 would be believed live, their answers never written again, and their connects refused until the
 hash's expiry.  So a sample of the read-back (the longest-living grant of each IP version and a
-few at random) is looked up in the kernel first: when too many are missing, the read-back is
-refused (the kernel's sets are read back instead); the few missing otherwise are dropped from it
-(treated as new, so written again).
+few at random) is looked up in the kernel first: one missing refuses the read-back (the kernel's
+sets are read back instead, and the hash is deleted so its stale grants cannot be trusted at a
+later start).  In normal operation none is missing: the writer deletes from the hash every grant
+the tracker forgets (revoked, expired), and only a crash can lose its last 50 ms of deletions.
 """
 
 from __future__ import annotations
@@ -22,8 +23,6 @@ from ..networks import key_address
 
 #: Grants sampled per IP version, besides the longest-living one.
 SAMPLES = 15
-#: Refuse the read-back when more than this share of the sample is missing from the kernel.
-MISSING_SHARE = 0.25
 #: A sampled grant must have this many seconds left (a normal expiry is no disagreement).
 MARGIN = 2.0
 
@@ -36,11 +35,10 @@ def longest(incoming: dict[int, float]) -> tuple[int, float] | None:
 def disagreement(backend: Any, live: list[tuple[int, dict, dict]], now: float,
                  rng: random.Random | None = None) -> str | None:
     """Sample ``live`` (per version: key -> expiry on the tracker clock ``now``, key -> owner)
-    against the kernel.  Missing samples are deleted from ``live``; a reason to refuse it all,
-    or None."""
+    against the kernel: a reason to refuse it, or None."""
     rng = rng or random.Random()
     sampled = missing = 0
-    for _version, incoming, owners in live:
+    for _version, incoming, _owners in live:
         keys = [k for k, _t in filter(None, [longest(incoming)])]
         if incoming:
             keys += rng.sample(list(incoming), min(SAMPLES, len(incoming)))
@@ -56,8 +54,7 @@ def disagreement(backend: Any, live: list[tuple[int, dict, dict]], now: float,
                 raise
             if left is None:
                 missing += 1
-                del incoming[key], owners[key]
-    if sampled and missing > MISSING_SHARE * sampled:
+    if missing:
         return (f"{missing} of {sampled} sampled grants are missing from the kernel (sets "
                 f"recreated or flushed since it was written)")
     return None

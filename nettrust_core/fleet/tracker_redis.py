@@ -358,7 +358,12 @@ class RedisAdoption(GrantAdoption):
             _collector_back(collecting, freeze=False)
             del live
             self.counters["tracker_redis_refused"] += 1
-            log.warning("shared tracker refused: %s; adopting from the kernel", why)
+            log.warning("shared tracker refused: %s; adopting from the kernel, and the hash "
+                        "deleted", why)
+            try:                            # stale: written again from the next answers
+                client.delete(*filter(None, (self.key, self.legacy)))
+            except redis_errors() as exc:
+                log.warning("shared tracker: the refused hash was not deleted (%s)", exc)
             self.source = "kernel"
             super().run()
             return

@@ -365,6 +365,7 @@ def test_shared_tracker_makes_a_restart_exact_within_seconds(fleet):
     wait_for(lambda: "live grants adopted from the kernel" in master.log(), "kernel adoption", 60)
     assert re.search(r"shared tracker refused: \d+ of \d+ sampled grants are missing",
                      master.log())
+    assert _in_host(fleet, stored)[2:] == (False, False)         # the stale hashes: deleted
     address = _address(NAMES - 3)
     assert f1.resolve(f"r{NAMES - 3}.fw.test") == [address]          # in the hash, not the kernel
     assert fleet["lab"].run("host", ["nft", "get", "element", "inet", "nettrust", "allow4",
