@@ -245,6 +245,18 @@ def _corrupt_rrsigs(path: Path, owner: str, types: tuple[str, ...]) -> int:
 def build_zones(zones_dir: Path, keys_dir: Path, anchors_file: Path,
                 extra_records: dict[str, list[str]] | None = None,
                 extra_zones: dict[str, list[str]] | None = None) -> dict[str, Path]:
+    """:func:`_build_zones`, once more with fresh keys if bad.test could not be broken (the
+    first failure's message is printed, so it can be diagnosed)."""
+    try:
+        return _build_zones(zones_dir, keys_dir, anchors_file, extra_records, extra_zones)
+    except _UnbrokenBadTest as exc:
+        print(f"testbed: {exc}\ntestbed: building the zones again with fresh keys", flush=True)
+        return _build_zones(zones_dir, keys_dir, anchors_file, extra_records, extra_zones)
+
+
+def _build_zones(zones_dir: Path, keys_dir: Path, anchors_file: Path,
+                 extra_records: dict[str, list[str]] | None = None,
+                 extra_zones: dict[str, list[str]] | None = None) -> dict[str, Path]:
     """Write, sign and check every zone; return zone name -> file NSD serves.
 
     Fresh keys each call.  ``extra_zones`` (see :func:`normalise_extra_zones`) are written
@@ -288,10 +300,18 @@ def build_zones(zones_dir: Path, keys_dir: Path, anchors_file: Path,
     return files
 
 
+class _UnbrokenBadTest(LabError):
+    """The RRSIGs to corrupt were not found as expected (seen once in CI, not reproduced in 40
+    builds here): the message quotes what the signed zone held for the name."""
+
+
 def _break_bad_test(signed: Path, cwd: Path) -> None:
-    if _corrupt_rrsigs(signed, "www.bad.test.", ("A", "AAAA")) != 2:
-        raise LabError(f"could not find the RRSIGs of www.bad.test. A and AAAA in {signed}; "
-                       "has ldns-signzone's output format changed?")
+    found = _corrupt_rrsigs(signed, "www.bad.test.", ("A", "AAAA"))
+    if found != 2:
+        seen = [ln for ln in signed.read_text().splitlines() if ln.startswith("www.bad.test.")]
+        raise _UnbrokenBadTest(f"could not find the RRSIGs of www.bad.test. A and AAAA in "
+                               f"{signed} ({found} corrupted); has ldns-signzone's output format "
+                               "changed? Its lines for the name:\n" + "\n".join(seen))
     proc = subprocess.run([require_tool("ldns-verify-zone"), str(signed)], cwd=cwd, env=_ENV,
                           capture_output=True, text=True, errors="replace", timeout=60)
     report = proc.stdout + proc.stderr
