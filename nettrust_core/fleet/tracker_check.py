@@ -19,12 +19,11 @@ from operator import itemgetter
 from typing import Any
 
 from ..errors import NetTrustError
+from ..lifecycle.verify import VERIFY_MARGIN
 from ..networks import key_address
 
 #: Grants sampled per IP version, besides the longest-living one.
 SAMPLES = 15
-#: A sampled grant must have this many seconds left (a normal expiry is no disagreement).
-MARGIN = 2.0
 
 
 def longest(incoming: dict[int, float]) -> tuple[int, float] | None:
@@ -33,17 +32,20 @@ def longest(incoming: dict[int, float]) -> tuple[int, float] | None:
 
 
 def disagreement(backend: Any, live: list[tuple[int, dict, dict]], now: float,
-                 rng: random.Random | None = None) -> str | None:
+                 rng: random.Random | None = None,
+                 tops: list[tuple[int, float] | None] | None = None) -> str | None:
     """Sample ``live`` (per version: key -> expiry on the tracker clock ``now``, key -> owner)
-    against the kernel: a reason to refuse it, or None."""
+    against the kernel: a reason to refuse it, or None.  ``tops``: :func:`longest` of each
+    version, when the caller has it already (a pass over a million grants)."""
     rng = rng or random.Random()
+    if tops is None:
+        tops = [longest(incoming) for _v, incoming, _o in live]
     sampled = missing = 0
-    for _version, incoming, _owners in live:
-        keys = [k for k, _t in filter(None, [longest(incoming)])]
-        if incoming:
-            keys += rng.sample(list(incoming), min(SAMPLES, len(incoming)))
+    for (_version, incoming, _owners), top in zip(live, tops, strict=True):
+        keys = [top[0]] if top is not None else []
+        keys += rng.sample(list(incoming), min(SAMPLES, len(incoming)))
         for key in dict.fromkeys(keys):
-            if incoming[key] - now < MARGIN:
+            if incoming[key] - now < VERIFY_MARGIN:
                 continue
             sampled += 1
             try:

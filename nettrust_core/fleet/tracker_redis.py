@@ -350,7 +350,8 @@ class RedisAdoption(GrantAdoption):
             _collector_back(collecting, freeze=False)
             raise
         try:
-            why = disagreement(self.backend, live, tracker.clock())
+            tops = [longest(incoming) for _v, incoming, _o in live]
+            why = disagreement(self.backend, live, tracker.clock(), tops=tops)
         except BaseException:
             _collector_back(collecting, freeze=False)
             raise
@@ -370,14 +371,13 @@ class RedisAdoption(GrantAdoption):
         try:
             merge = time.monotonic()
             charges = [Counter(owners.values()) for _v, _i, owners in live]    # outside the lock
-            tops = [t for t in map(longest, (incoming for _v, incoming, _o in live)) if t]
             with self.tracker.lock:         # the merge reuses the hashes: milliseconds
                 if self.stopping.is_set():
                     return
                 for (version, incoming, owners), charged in zip(live, charges, strict=True):
                     self.adopted += self.tracker.load(version, incoming, owners, charged)
                 # The periodic ruleset check samples the longest-living grant: one read back too.
-                for top, at in tops:
+                for top, at in filter(None, tops):
                     if (tracker.longest is None or at > tracker.longest[1]) and \
                             tracker.expiry(key_address(top)) == at:
                         tracker.longest = (key_address(top), at)

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("nettrust.authorizer")
 
 #: A sampled grant must have this many seconds left to tell a flush from a normal expiry.
-_VERIFY_MARGIN = 2.0
+VERIFY_MARGIN = 2.0
 
 
 class RulesetCheck:
@@ -98,7 +98,7 @@ class RulesetCheck:
             # a sample still live for a while, and not rewritten or forgotten since it was taken
             samples = [s for s in (self._sentinel, tracker.first_since_check, tracker.longest,
                                    tracker.last_written)
-                       if s is not None and s[1] - now >= _VERIFY_MARGIN
+                       if s is not None and s[1] - now >= VERIFY_MARGIN
                        and tracker.expiry(s[0]) == s[1]]
             self._sentinel = tracker.longest
             tracker.first_since_check = None
@@ -126,7 +126,7 @@ class RulesetCheck:
             now = gateway.clock()
             samples = [s for s in (self._pair_sentinel, gateway.first_since_check,
                                    gateway.longest_written, gateway.last_written)
-                       if s is not None and s[3] - now >= _VERIFY_MARGIN
+                       if s is not None and s[3] - now >= VERIFY_MARGIN
                        and gateway.map.get((s[0], s[2])) == s[3]]
             self._pair_sentinel = gateway.longest_written
             gateway.first_since_check = None
