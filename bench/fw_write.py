@@ -71,7 +71,8 @@ def time_round(backend: NftablesBackend, work: list[list[Grant]]) -> float:
 
 
 def fill(backend: NftablesBackend, count: int, chunk: int = 50_000) -> float:
-    """Pre-fill allow4 with ``count`` elements (10.0.0.0 upwards) in big batches; seconds."""
+    """Pre-fill the grant sets with ``count`` elements (10.0.0.0 upwards, spread over the sets
+    as the answers spread them) in big batches; seconds."""
     t = time.perf_counter()
     base = int(ipaddress.IPv4Address("10.0.0.0"))
     for start in range(0, count, chunk):

@@ -229,8 +229,9 @@ class GrantsConfig:
                             "addresses one name may hold granted at once (CDN rotation)")
     #: When the set fills, the grants nearest to expiry are revoked (nettrust_core.grants.caps).
     max_per_set: int = key(Integer(16, 1 << 26), 262144,
-                           "kernel `size` of each grant set; above 95 % the largest domains' "
-                           "nearest expiries are revoked", unit="elements")
+                           "grants one resolver process holds per IP version (the kernel `size` of "
+                           "each of its grant sets); above 95 % the largest domains' nearest "
+                           "expiries are revoked", unit="elements")
     max_per_domain: int = key(
         Integer(1, 1 << 26), 4096,
         "addresses the names of one registrable domain may hold granted at once")

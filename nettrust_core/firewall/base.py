@@ -23,8 +23,8 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 #: The kernel keeps at most this many bytes of comment per element (nft's own limit is 128).
 COMMENT_MAX = 127
-#: Most resolver processes one ruleset serves (firewall.instances): each instance's sets add two
-#: lookups to the first packet of every new connection.
+#: Most resolver processes one ruleset serves (firewall.instances): each instance's sets add
+#: lookups to the first packet of every new connection (at least one per IP version).
 MAX_INSTANCES = 64
 
 

@@ -39,8 +39,9 @@ from .diagnostics import BaseChain
 from .nftables_gateway import all_client_sets, client_sets, pair_key, strike_declarations
 from .nftables_pairs import GatewayVerbs
 from .nftables_rules import (CGROUP_ROOT, COUNTER, FAMILY, HOOKS, STATIC_SETS, ChainState,
-                             all_grant_sets, grant_sets, ruleset_commands,
-                             static_set_declarations)
+                             ruleset_commands, static_set_declarations)
+from .nftables_sets import (all_grant_sets, grant_set_of, grant_shard, grant_shards, grant_sets,
+                            shard_totals)
 from .nftables_spec import validate_spec
 
 log = logging.getLogger("nettrust.firewall")
@@ -105,8 +106,9 @@ class NftablesBackend(GatewayVerbs):
     ``repairs`` counts grants that found the ruleset missing and rebuilt it; ``errors`` counts
     grants that failed.  Thread-safe: Unbound's worker threads may call :meth:`grant` at once.
     ``instance`` is this resolver process's index among ``spec.instances``: its grants,
-    lookups, adoption and revocations touch only its own sets (:func:`grant_sets`); reads for
-    people (``list_grants``, ``status``) and ``flush_grants`` cover every instance.
+    lookups, adoption and revocations touch only its own sets (:func:`grant_sets`: several per
+    IP version, an address's set chosen by :func:`grant_shard`); reads for people
+    (``list_grants``, ``status``) and ``flush_grants`` cover every instance.
     """
 
     def __init__(self, spec: RulesetSpec | None = None, *, instance: int = 0,
@@ -117,7 +119,8 @@ class NftablesBackend(GatewayVerbs):
             raise self._error(f"instance {instance!r} is not one of 0..{self.spec.instances - 1} "
                               f"(firewall.instances = {self.spec.instances})")
         self.instance = instance
-        self.grant_sets = grant_sets(instance)
+        self.grant_sets = grant_sets(self.spec, instance)
+        self.shards = grant_shards(self.spec)
         self.client_sets = client_sets(instance)
         self._mac_version = 0 if self.spec.client_mac else -1   # a MAC client: either family
         self.repairs = 0
@@ -198,7 +201,8 @@ class NftablesBackend(GatewayVerbs):
             if g.comment != last_comment:
                 last_comment, udata = g.comment, nl.comment_udata(g.comment)
             if client is None:
-                name, key = self.grant_sets[addr.version], addr.packed
+                key = addr.packed
+                name = self.grant_sets[addr.version][grant_shard(key, self.shards)]
             elif self.spec.per_client and client.version in (addr.version, self._mac_version):
                 name, key = self.client_sets[addr.version], pair_key(client, addr)
             else:
@@ -226,8 +230,8 @@ class NftablesBackend(GatewayVerbs):
         """
         out: list[GrantedElement] = []
         give: OnBatch = on_batch or out.extend
-        sets = ([(self.instance, v, n) for v, n in self.grant_sets.items()] if own_only
-                else all_grant_sets(self.spec))
+        sets = ([(self.instance, v, n) for v, names in self.grant_sets.items() for n in names]
+                if own_only else all_grant_sets(self.spec))
         sock = nl.NftablesSocket(self._timeout)
         try:
             for instance, v, name in sets:
@@ -241,7 +245,8 @@ class NftablesBackend(GatewayVerbs):
     def lookup(self, address: IPAddress) -> float | None:
         """Seconds left on this instance's grant of ``address``, or None: one GETSETELEM."""
         sock = self._hot or self._socket("_hot")
-        e = sock.get_element(self.spec.table, self.grant_sets[address.version], address.packed)
+        e = sock.get_element(self.spec.table, grant_set_of(self.spec, self.instance, address),
+                             address.packed)
         if e is None or not e.expiration_ms:
             return None
         return e.expiration_ms / 1000
@@ -294,9 +299,9 @@ class NftablesBackend(GatewayVerbs):
             priority, policy = first.priority, first.policy
             exprs = nft_state.expression_names(self._socket("_ctl"), spec.table, next(iter(chains)))
             action = "reject" if "reject" in exprs else "drop"
-        sets = ({name: self._set_size(name)
-                 for name in (*(n for _k, _v, n in all_grant_sets(spec)),
-                              *(n for _k, _v, n in all_client_sets(spec)), *STATIC_SETS.values())}
+        sets = (shard_totals(spec, {name: self._set_size(name) for name in (
+                    *(n for _k, _v, n in all_grant_sets(spec)),
+                    *(n for _k, _v, n in all_client_sets(spec)), *STATIC_SETS.values())})
                 if count_elements else {})
         counter = nft_state.counter(self._socket("_ctl"), spec.table, COUNTER)
         return Status(NAME, True, dormant=bool(flags & nl.NFT_TABLE_F_DORMANT),
@@ -373,13 +378,15 @@ class NftablesBackend(GatewayVerbs):
         """Remove grants now, in one batch; elements already gone are ignored.
 
         Uses DESTROYSETELEM (kernel 6.3+), which unlike DELSETELEM does not fail the whole
-        batch over an element that expired meanwhile.
+        batch over an element that expired meanwhile.  An address leaves its own set and the
+        instance's first one, where a version before the sets were sharded wrote every grant.
         """
-        groups = []
-        for v, name in self.grant_sets.items():
-            mine = [a for a in addresses if a.version == v]
-            if mine:
-                groups.append((name, [nl.element(a.packed) for a in mine], mine))
+        by_set: dict[str, list[IPAddress]] = {}
+        for a in addresses:
+            own, first = grant_set_of(self.spec, self.instance, a), self.grant_sets[a.version][0]
+            for name in {own, first}:
+                by_set.setdefault(name, []).append(a)
+        groups = [(name, [nl.element(a.packed) for a in mine], mine) for name, mine in by_set.items()]
         if groups:
             self._socket("_ctl").write_elements(nl.NFT_MSG_DESTROYSETELEM, self.spec.table, groups)
 

@@ -5,8 +5,11 @@ What :meth:`NftablesBackend.ensure` programs (``T`` = ``spec.table``)::
 
     table inet T {
         counter rejected {}
-        set allow4  { type ipv4_addr; flags timeout; }          # grants: written per DNS answer
-        set allow6  { type ipv6_addr; flags timeout; }
+        set allow4  { type ipv4_addr; flags timeout; }          # grants: written per DNS answer,
+        set allow4_s1 { type ipv4_addr; flags timeout; }        # spread over 16 sets by address
+        …                                                       # (allow4_s1 … allow4_s15,
+        set allow6  { type ipv6_addr; flags timeout; }          # see GRANT_SHARDS)
+        set allow6_s1 … allow6_s15
         set static4 { type ipv4_addr; flags interval; auto-merge; elements = { 127.0.0.0/8, … } }
         set static6 { type ipv6_addr; flags interval; auto-merge; elements = { ::1, … } }
         chain nd_kernel {                                       # allow_icmpv6_nd
@@ -34,10 +37,13 @@ What :meth:`NftablesBackend.ensure` programs (``T`` = ``spec.table``)::
             meta l4proto { tcp, udp } th dport { 53, 853 } counter name "rejected" reject with icmpx admin-prohibited
             ip daddr @static4 accept                            # (or: … drop, action "drop")
             ip6 daddr @static6 accept
-            ip daddr @allow4 accept
-            ip6 daddr @allow6 accept
-            ip daddr @allow4_1 accept                           # firewall.instances = 2: the
-            ip6 daddr @allow6_1 accept                          # second process's own sets
+            ip daddr @allow4 accept                             # one rule per grant set:
+            ip daddr @allow4_s1 accept … ip daddr @allow4_s15 accept
+            ip6 daddr @allow6 accept … ip6 daddr @allow6_s15 accept
+            ip daddr @allow4_1 accept …                         # firewall.instances = 2: the
+            ip6 daddr @allow6_1 accept …                        # second process's own sets
+                                                                # (8 each: allow4 … allow4_s7,
+                                                                # allow4_1 … allow4_1_s7)
             limit rate R/second log group G prefix "nettrust"   # lifecycle.unauthorized
             meta l4proto tcp counter name "rejected" reject with tcp reset    # action "reject"
             counter name "rejected" reject with icmpx admin-prohibited        # (or: … drop)
@@ -76,9 +82,9 @@ import ipaddress
 from typing import NamedTuple
 
 from .base import RulesetSpec
+from .nftables_sets import all_grant_sets, grant_sets
 
 FAMILY = "inet"
-GRANT_SETS = {4: "allow4", 6: "allow6"}
 STATIC_SETS = {4: "static4", 6: "static6"}
 COUNTER = "rejected"
 LOG_PREFIX = "nettrust"
@@ -92,25 +98,6 @@ MLD_TYPES = ("mld-listener-query", "mld-listener-report", "mld-listener-done", "
 ND_CHAIN = "nd_kernel"                           # regular chains the output chain jumps to
 RESOLVER_CHAIN = "resolver_cgroup"
 CGROUP_ROOT = "/sys/fs/cgroup"                   # where nft (1.0.6) resolves cgroupv2 paths
-
-
-def grant_sets(instance: int) -> dict[int, str]:
-    """The grant sets one resolver process writes, by IP version.
-
-    Instance 0 keeps the names a single process has always used (``allow4``/``allow6``), so
-    going from one process to several keeps its grants; instance k writes ``allow4_k``/``allow6_k``.
-    Separate sets are what let several processes grant the same address without one shortening
-    the other's grant: each process only ever rewrites its own element.
-    """
-    if instance == 0:
-        return dict(GRANT_SETS)
-    return {v: f"{name}_{instance}" for v, name in GRANT_SETS.items()}
-
-
-def all_grant_sets(spec: RulesetSpec) -> list[tuple[int, int, str]]:
-    """``(instance, version, set name)`` of every grant set the ruleset holds."""
-    return [(k, v, name) for k in range(spec.instances) for v, name in grant_sets(k).items()]
-
 
 
 class ChainState(NamedTuple):
@@ -288,11 +275,14 @@ def chain_rules(spec: RulesetSpec, hook: str) -> list[list[dict]]:
     if not out:
         rules += open_network_rules(spec)
     per_client = spec.per_client and not out
-    for sets in (STATIC_SETS, *((client_sets if per_client else grant_sets)(k)
-                                for k in range(spec.instances))):
-        mark = [] if sets is STATIC_SETS or spec.ct_mark is None else [_mark_connection(spec.ct_mark)]
+    set_groups: list[tuple[int | None, dict[int, tuple[str, ...]]]] = [
+        (None, {v: (n,) for v, n in STATIC_SETS.items()})]
+    set_groups += [(i, {v: (n,) for v, n in client_sets(i).items()} if per_client
+                    else grant_sets(spec, i)) for i in range(spec.instances)]
+    for k, sets in set_groups:          # k None: the static sets
+        mark = [] if k is None or spec.ct_mark is None else [_mark_connection(spec.ct_mark)]
         for proto, v in (("ip", 4), ("ip6", 6)):
-            if per_client and sets is not STATIC_SETS:
+            if per_client and k is not None:
                 saddr = _field("ether" if spec.client_mac else proto, "saddr")
                 if v == 6 and spec.client_prefix6 < 128 and not spec.client_mac:     # the client's /N, as it is granted
                     mask = ipaddress.IPv6Network(f"::/{spec.client_prefix6}").netmask
@@ -300,9 +290,9 @@ def chain_rules(spec: RulesetSpec, hook: str) -> list[list[dict]]:
                 key = {"concat": [saddr, _field(proto, "daddr")]}
             else:
                 key = _field(proto, "daddr")
-            group = _group_match(spec, sets, out, proto, v)
+            group = _group_match(spec, k, out, proto, v)
             if group is not None:
-                rules.append(_accept(*group, _match(key, "@" + sets[v]), *mark))
+                rules += [_accept(*group, _match(key, "@" + name), *mark) for name in sets[v]]
     if spec.log_group is not None:          # no verdict: the refusal below still applies
         rules.append(_log(spec))
     if spec.action == "reject":
@@ -317,13 +307,12 @@ def chain_rules(spec: RulesetSpec, hook: str) -> list[list[dict]]:
     return rules
 
 
-def _group_match(spec: RulesetSpec, sets: dict[int, str], out: bool, proto: str,
+def _group_match(spec: RulesetSpec, k: int | None, out: bool, proto: str,
                  v: int) -> list[dict] | None:
     """Group mode, forward: instance k's grants only for group k's sources ([] no condition,
-    None: the group has no network of this family, no rule)."""
-    if out or not spec.groups or sets is STATIC_SETS:
+    None: the group has no network of this family, no rule; k None: the static sets)."""
+    if out or not spec.groups or k is None:
         return []
-    k = next(k for k in range(spec.instances) if grant_sets(k) == sets)
     nets = _nets(n for n in spec.groups[k] if n.version == v)
     return [_match(_field(proto, "saddr"), {"set": nets})] if nets else None
 

@@ -47,6 +47,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 import enforcement_model as em
 import secnet
 from conftest import require
+from nettrust_core.firewall.base import RulesetSpec
+from nettrust_core.firewall.nftables_sets import grant_sets
 
 pytestmark = pytest.mark.integration
 
@@ -201,7 +203,7 @@ class HostRig(Rig):
         return (status.group(1) if status else "TIMEOUT"), records
 
     def set_pairs(self) -> set[tuple[str, str]]:
-        self.timers = {("host", a): t for name in ("allow4", "allow6")
+        self.timers = {("host", a): t for name in HOST_SETS
                        for a, t in _elements(self.lab, name)}
         return set(self.timers)
 
@@ -246,8 +248,12 @@ class GatewayRig(Rig):
                 c = str(ipaddress.ip_network(c, strict=False).network_address) if "/" in c else c
                 self.timers[(who.get(c, c), d)] = t
         # the gateway's own grants: nobody asked from there
-        return set(self.timers) | {("gateway", a) for name in ("allow4", "allow6")
+        return set(self.timers) | {("gateway", a) for name in HOST_SETS
                                    for a, _ in _elements(self.lab, name)}
+
+
+#: the host grant sets (every shard of both IP versions; one resolver process)
+HOST_SETS = [n for names in grant_sets(RulesetSpec(), 0).values() for n in names]
 
 
 def _elements(lab, set_name: str) -> list:

@@ -23,6 +23,8 @@ import pytest
 from fleet_util import (MASTER, FollowerNode, fleet_certs, MasterHost, client_names, fleet_section,
                         in_host, start_redis)
 from lab_util import wait_for
+from nettrust_core.firewall.base import RulesetSpec
+from nettrust_core.firewall.nftables_sets import grant_set_of
 
 from testbed.lab import SYSTEM_PYTHON, Lab
 
@@ -368,6 +370,7 @@ def test_shared_tracker_makes_a_restart_exact_within_seconds(fleet):
     assert _in_host(fleet, stored)[2:] == (False, False)         # the stale hashes: deleted
     address = _address(NAMES - 3)
     assert f1.resolve(f"r{NAMES - 3}.fw.test") == [address]          # in the hash, not the kernel
-    assert fleet["lab"].run("host", ["nft", "get", "element", "inet", "nettrust", "allow4",
+    shard = grant_set_of(RulesetSpec(), 0, ipaddress.ip_address(address))
+    assert fleet["lab"].run("host", ["nft", "get", "element", "inet", "nettrust", shard,
                                      f"{{ {address} }}"], check=False).returncode == 0
     _restart_master(fleet, hold="1s")

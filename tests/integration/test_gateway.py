@@ -18,6 +18,7 @@ show that a second client's answer really came from the cache.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import contextlib
 import os
@@ -33,6 +34,8 @@ import secnet
 from conftest import require
 from netns_util import NetNS
 from secnet import tcp_probe
+from nettrust_core.firewall.base import RulesetSpec
+from nettrust_core.firewall.nftables_sets import grant_set_of
 
 pytestmark = pytest.mark.integration
 
@@ -299,7 +302,8 @@ def test_a_grant_is_for_the_client_that_asked_and_a_cache_hit_grants_the_next(gw
 def test_the_gateway_itself_still_resolves_and_connects_in_output_mode(gw):
     assert gw.lab.run("host", ["dig", "@127.0.0.1", "+short", "c1.fw.test", "A"]).stdout.split()[-1] \
         == "198.51.100.10"
-    assert gw.lab.run("host", ["nft", "get", "element", "inet", TABLE, "allow4",
+    shard = grant_set_of(RulesetSpec(), 0, ipaddress.ip_address("198.51.100.10"))
+    assert gw.lab.run("host", ["nft", "get", "element", "inet", TABLE, shard,
                                "{ 198.51.100.10 }"], check=False).returncode == 0
     # ... and that host grant opens nothing for a client
     assert ("10.97.2.2", "198.51.100.11") not in gw.pairs()

@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 
 from lab_util import direct
+from nettrust_core.firewall.base import RulesetSpec
+from nettrust_core.firewall.nftables_sets import grant_sets
 
 from testbed.errors import LabError
 from testbed.lab import Lab
@@ -26,6 +28,8 @@ pytestmark = pytest.mark.integration
 
 CLIENT = str(Path(__file__).with_name("client.py"))
 SETS = {0: ("allow4", "allow6"), 1: ("allow4_1", "allow6_1")}
+#: each instance's grant sets by the first one's name: the two processes share 16 per IP version
+SHARDS = {names[0]: names for k in (0, 1) for names in grant_sets(RulesetSpec(instances=2), k).values()}
 EXTRA = {"fw.test": [
     "ntlong 300 IN A 198.51.100.88", "ntlong 300 IN AAAA 2001:db8:100::88",
     "ntshort 2 IN A 198.51.100.88", "ntshort 2 IN AAAA 2001:db8:100::88",
@@ -82,11 +86,14 @@ def ports_by_instance(lab, nt, first=31000):
 
 
 def elements(lab, set_name):
-    """address -> seconds left, of one grant set, as nft shows it."""
-    out = json.loads(lab.run("host", ["nft", "-j", "list", "set", "inet", "nettrust", set_name]).stdout)
-    s = next(item["set"] for item in out["nftables"] if "set" in item)
-    return {e["elem"]["val"]: e["elem"].get("expires", 0) for e in s.get("elem", [])
-            if isinstance(e, dict)}
+    """address -> seconds left, of one grant set and its shards, as nft shows it."""
+    found = {}
+    for name in SHARDS[set_name]:
+        out = json.loads(lab.run("host", ["nft", "-j", "list", "set", "inet", "nettrust", name]).stdout)
+        s = next(item["set"] for item in out["nftables"] if "set" in item)
+        found.update({e["elem"]["val"]: e["elem"].get("expires", 0) for e in s.get("elem", [])
+                      if isinstance(e, dict)})
+    return found
 
 
 

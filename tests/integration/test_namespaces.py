@@ -9,6 +9,7 @@ namespaces with a real socket (``ip netns exec … python3``).
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import subprocess
 import time
@@ -16,6 +17,8 @@ import time
 import pytest
 from lab_util import dig, resolving_lab
 
+from nettrust_core.firewall.base import RulesetSpec
+from nettrust_core.firewall.nftables_sets import grant_set_of
 from testbed.product import NetTrustHost
 
 pytestmark = pytest.mark.integration
@@ -72,7 +75,7 @@ def has_ruleset(ns: str) -> bool:
 
 
 def in_set(ns: str, address: str) -> bool:
-    name = "allow6" if ":" in address else "allow4"
+    name = grant_set_of(RulesetSpec(), 0, ipaddress.ip_address(address))
     proc = subprocess.run(["ip", "netns", "exec", ns, "nft", "list", "set", "inet", "nettrust",
                            name], capture_output=True, text=True)
     return address in proc.stdout
@@ -161,10 +164,11 @@ def test_a_namespace_created_after_start_gets_ruleset_and_live_grants_within_a_s
 def test_a_namespace_refusing_a_write_fails_the_answer_closed_everywhere(nt, lab):
     c1, _c2, c3 = lab.clients
     nft_c3 = ["ip", "netns", "exec", c3, "nft"]
-    # c3's table replaced by one whose allow4 has the wrong key type: the kernel refuses the
-    # write (EINVAL; not "missing", which would be repaired, nor "full", which evicts).
+    # c3's table replaced by one whose set for the address has the wrong key type: the kernel
+    # refuses the write (EINVAL; not "missing", which would be repaired, nor "full", which evicts).
+    name = grant_set_of(RulesetSpec(), 0, ipaddress.ip_address("198.51.100.65"))
     subprocess.run([*nft_c3, "delete table inet nettrust; add table inet nettrust; add set inet "
-                    "nettrust allow4 { type ipv6_addr; flags timeout; }"], check=True)
+                    f"nettrust {name} {{ type ipv6_addr; flags timeout; }}"], check=True)
     try:
         assert dig(lab, "full.only3.fw.test").status == "SERVFAIL"
         assert not in_set(c1, "198.51.100.65")         # rolled back where it was written

@@ -23,6 +23,7 @@ from netns_util import NetNS, veth_pair
 from nettrust_core.errors import FirewallError
 from nettrust_core.firewall.base import Grant, RulesetSpec
 from nettrust_core.firewall.nftables import NftablesBackend
+from nettrust_core.firewall.nftables_sets import grant_set_of, grant_sets
 
 pytestmark = pytest.mark.integration
 
@@ -62,7 +63,16 @@ def ruleset(ns: NetNS) -> dict:
 
 
 def elements(ns: NetNS, set_name: str) -> dict[str, dict]:
-    """The elements of a grant set as nft shows them: address -> {timeout, expires, comment}."""
+    """The elements of a grant set and its shards (``allow4``: allow4, allow4_s1 …) as nft shows
+    them: address -> {timeout, expires, comment}."""
+    out = {}
+    for name in SHARDS[set_name]:
+        out.update(elements_of(ns, name))
+    return out
+
+
+def elements_of(ns: NetNS, set_name: str) -> dict[str, dict]:
+    """The elements of one set as nft shows them."""
     [_, s] = nft(ns, "list", "set", "inet", T, set_name)
     return {e["elem"]["val"]: e["elem"] for e in s["set"].get("elem", [])}
 
@@ -122,8 +132,10 @@ DNS_PORTS = match(payload("th", "dport"), {"set": [53, 853]})
 DNS_BLOCK = [TCP_UDP, DNS_PORTS, {"counter": "rejected"},
              {"reject": {"type": "icmpx", "expr": "admin-prohibited"}}]
 DNS_BLOCK_DROP = [TCP_UDP, DNS_PORTS, {"counter": "rejected"}, {"drop": None}]
-SETS_RULES = [daddr("ip", "static4"), daddr("ip6", "static6"), daddr("ip", "allow4"),
-              daddr("ip6", "allow6")]
+#: instance 0's grant sets, one per shard, by the first one's name
+SHARDS = {names[0]: names for names in grant_sets(SPEC, 0).values()}
+SETS_RULES = [daddr("ip", "static4"), daddr("ip6", "static6"),
+              *(daddr("ip", n) for n in SHARDS["allow4"]), *(daddr("ip6", n) for n in SHARDS["allow6"])]
 REJECT = [[match({"meta": {"key": "l4proto"}}, "tcp"), {"counter": "rejected"},
            {"reject": {"type": "tcp reset"}}],
           [{"counter": "rejected"}, {"reject": {"type": "icmpx", "expr": "admin-prohibited"}}]]
@@ -138,9 +150,10 @@ def resolver(uid):
 def test_golden_default_ruleset_ipv4_and_ipv6(ns):
     ns.run(ensure)
     got = ruleset(ns)
+    assert len(SHARDS["allow4"]) == len(SHARDS["allow6"]) == 16
     assert got["sets"] == {
-        "allow4": {"type": "ipv4_addr", "flags": ["timeout"], "elem": []},
-        "allow6": {"type": "ipv6_addr", "flags": ["timeout"], "elem": []},
+        **{n: {"type": f"ipv{v}_addr", "flags": ["timeout"], "elem": []}
+           for v in (4, 6) for n in SHARDS[f"allow{v}"]},
         "static4": {"type": "ipv4_addr", "flags": ["interval"],
                     "elem": [{"prefix": {"addr": "10.0.0.0", "len": 8}},
                              {"prefix": {"addr": "127.0.0.0", "len": 8}}, "192.0.2.1"]},
@@ -224,7 +237,7 @@ def test_grant_is_visible_with_timeout_expiry_and_comment(ns):
     assert "comment" not in v4["198.51.100.2"]
     b = v6["2001:db8:1::1"]
     assert b["comment"] == "é" * 63 and b["timeout"] == 30 and 28 <= b["expires"] <= 31
-    listed = ns.sh("nft", "list", "set", "inet", T, "allow6").stdout
+    listed = ns.sh("nft", "list", "set", "inet", T, grant_set_of(SPEC, 0, ip("2001:db8:1::1"))).stdout
     assert "timeout 30s500ms" in listed and f'comment "{"é" * 63}"' in listed
 
 
@@ -260,6 +273,31 @@ def test_list_grants_matches_nft(ns):
         e = from_nft[str(g.address)]
         assert (g.timeout, g.comment) == (e["timeout"], e["comment"])
         assert abs(g.expires_in - e["expires"]) <= 2
+
+
+def test_grants_spread_over_the_sets_by_address_and_revoke_reaches_older_grants(ns):
+    """Sixteen grant sets per IP version (a set's read-back costs the kernel the square of its
+    size): each address lives in the set its last bytes choose, lookups find it there, and a
+    revocation also reaches a grant an older version wrote into the first set."""
+    addrs = [ip(f"198.51.100.{i}") for i in range(1, 65)] + [ip(f"2001:db8:3::{i:x}") for i in range(1, 65)]
+    older = ip("198.51.100.77")
+    assert grant_set_of(SPEC, 0, older) != "allow4"
+    ns.run(ensure)
+    ns.sh("nft", "add", "element", "inet", T, "allow4", "{ 198.51.100.77 timeout 300s }")
+
+    def scenario():
+        b = NftablesBackend(SPEC)
+        b.grant([Grant(a, 300, "spread") for a in addrs])
+        looked = {str(a): b.lookup(a) for a in addrs}
+        b.revoke([addrs[0], addrs[-1], older])
+        return looked, sorted(str(g.address) for g in b.list_grants())
+    looked, left = ns.run(scenario)
+    assert all(v is not None and 298 <= v <= 300 for v in looked.values()), looked
+    assert left == sorted(str(a) for a in addrs[1:-1])
+    per_set = {n: sorted(elements_of(ns, n)) for names in SHARDS.values() for n in names}
+    assert per_set == {n: sorted(str(a) for a in addrs[1:-1] if grant_set_of(SPEC, 0, a) == n)
+                       for n in per_set}                 # the older grant left allow4 too
+    assert {len(v) for v in per_set.values()} == {3, 4}  # 64 addresses over 16 sets, less two
 
 
 def test_ensure_is_idempotent_keeps_grants_and_applies_changes(ns):
@@ -369,7 +407,8 @@ def test_status_reports_the_kernel_state(ns):
 def test_refusals_surface_as_firewall_errors(ns):
     # a grant set of the wrong type: the kernel refuses (EINVAL, no repair); ensure() refuses to
     # "fix" it, because that would mean dropping the set and its live elements
-    ns.sh("nft", "-f", "-", input=f"table inet {T} {{ set allow4 {{ type ipv6_addr; flags timeout; }}; }}")
+    shard = grant_set_of(SPEC, 0, ip("198.51.100.1"))
+    ns.sh("nft", "-f", "-", input=f"table inet {T} {{ set {shard} {{ type ipv6_addr; flags timeout; }}; }}")
 
     def scenario():
         b = NftablesBackend(SPEC)
@@ -389,7 +428,7 @@ def test_refusals_surface_as_firewall_errors(ns):
         out["counts"] = (b.repairs, b.errors)
         return out
     out = ns.run(scenario)
-    assert out["grant"] == (errno.EINVAL, T, "allow4", "inet", "198.51.100.1")
+    assert out["grant"] == (errno.EINVAL, T, shard, "inet", "198.51.100.1")
     assert out["zero"] == "198.51.100.1"
     assert "nft refused" in out["ensure"]
     assert out["counts"] == (0, 2)
@@ -583,6 +622,6 @@ def test_without_cap_net_admin_the_errors_are_clean(ns):
     assert int(out["caps"], 16) == 0
     assert "nft refused" in out["ensure"]["text"]
     assert {k: out["grant"][k] for k in ("errno", "set", "address")} == {
-        "errno": errno.EPERM, "set": "allow4", "address": "198.51.100.1"}
+        "errno": errno.EPERM, "set": grant_set_of(SPEC, 0, ip("198.51.100.1")), "address": "198.51.100.1"}
     assert out["grants"]["errno"] == errno.EPERM and out["status"]["errno"] == errno.EPERM
     assert ns.sh("nft", "list", "tables").stdout == ""

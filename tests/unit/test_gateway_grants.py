@@ -15,6 +15,7 @@ from nettrust_core.config import parse_config
 from nettrust_core.errors import ConfigError, FirewallError
 from nettrust_core.firewall.base import RulesetSpec
 from nettrust_core.firewall.nftables_rules import chain_rules, ruleset_commands
+from nettrust_core.firewall.nftables_sets import grant_sets, grant_shards
 from nettrust_core.firewall.nftables_spec import validate_spec
 from nettrust_core.firewall.recording import RecordingBackend
 from nettrust_core.grants.clients import ClientGrants
@@ -475,10 +476,14 @@ listen = ["10.2.0.1", "fd00:2::1"]
 def test_groups_accept_each_instances_grants_only_from_its_groups_sources():
     spec = ruleset_spec(parse_config(GROUPS))
     forward = [_text(r) for r in chain_rules(spec, "forward")]
-    g0 = [r for r in forward if "@allow4'" in r or "@allow6'" in r]
-    g1 = [r for r in forward if "@allow4_1" in r or "@allow6_1" in r]
-    assert len(g0) == 2 and all("10.1.0.0" in r or "fd00:1::" in r for r in g0), g0
-    assert len(g1) == 1 and "10.2.0.0" in g1[0]          # group 1 has no IPv6 network: no rule
+    shards = grant_shards(spec)                            # 8: the two instances share 16
+    g0 = [r for r in forward if any(f"'@{n}'" in r for names in grant_sets(spec, 0).values()
+                                    for n in names)]
+    g1 = [r for r in forward if any(f"'@{n}'" in r for names in grant_sets(spec, 1).values()
+                                    for n in names)]
+    assert shards == 8 and len(g0) == 2 * shards, g0
+    assert all("10.1.0.0" in r or "fd00:1::" in r for r in g0), g0
+    assert len(g1) == shards and all("10.2.0.0" in r for r in g1)  # group 1: no IPv6, no rule
     assert not any("10.2.0.0" in r for r in g0)
     # the output hook (the gateway's own traffic) accepts every instance's sets as before
     assert not any("10.1.0.0" in _text(r) for r in chain_rules(spec, "output"))

@@ -194,3 +194,35 @@ def test_cgroup_chain_is_declared_in_nft_syntax_and_left_empty_when_missing():
     empty = static_set_declarations(spec, None)           # missing cgroup: exempt nobody
     assert "flush chain inet t resolver_cgroup\n" in empty and "add rule" not in empty
     assert "resolver_cgroup" not in static_set_declarations(RulesetSpec(table="t", resolver_uid=1))
+
+
+# -- grant sets spread by address ------------------------------------------------------------
+def test_grant_sets_are_sixteen_per_version_shared_by_the_instances():
+    from nettrust_core.firewall.nftables_sets import all_grant_sets, grant_sets
+    one = grant_sets(RulesetSpec(), 0)
+    assert one[4][:3] == ("allow4", "allow4_s1", "allow4_s2") and len(one[4]) == len(one[6]) == 16
+    two = RulesetSpec(instances=2)
+    assert grant_sets(two, 1)[6] == ("allow6_1", *(f"allow6_1_s{j}" for j in range(1, 8)))
+    assert len(all_grant_sets(two)) == 32 == len(set(n for _k, _v, n in all_grant_sets(two)))
+    assert len(all_grant_sets(RulesetSpec(instances=64))) == 128      # at least one each
+    # every set has its accept rule, in order: static first, then each instance's shards
+    rules = [str(r) for r in chain_rules(two, "output")]
+    named = [n for r in rules for n in re.findall(r"'@([\w.]+)'", r)]
+    assert named == ["static4", "static6", *(n for _k, _v, n in all_grant_sets(two))]
+
+
+def test_an_address_has_one_set_for_good_and_the_sets_fill_evenly():
+    from collections import Counter
+
+    from nettrust_core.firewall.nftables_sets import grant_set_of, grant_shard
+    spec = RulesetSpec()
+    # fixed for good: upgrades, lookups and revocations of older grants depend on it
+    assert grant_set_of(spec, 0, ip("198.51.100.1")) == "allow4_s5"          # (1 ^ 100) % 16
+    assert grant_set_of(spec, 0, ip("2001:db8::10")) == "allow6"             # (0x10 ^ 0) % 16
+    assert grant_set_of(RulesetSpec(instances=2), 1, ip("198.51.100.1")) == "allow4_1_s5"
+    base = int(ip("10.0.0.0"))
+    v4 = Counter(grant_shard(ipaddress.IPv4Address(base + i).packed, 16) for i in range(64_000))
+    v6 = Counter(grant_shard(ipaddress.IPv6Address(i << 64 | 0x2001_0db8 << 96 | i * 7919).packed, 16)
+                 for i in range(64_000))
+    assert set(v4.values()) == {4000}                                        # sequential IPv4
+    assert min(v6.values()) > 3600 and max(v6.values()) < 4400, v6
