@@ -42,6 +42,7 @@ import dataclasses
 import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from ..errors import FirewallError, NetTrustError
 from .base import (ClientPair, ClientPairs, FirewallBackend, Grant, GrantedElement, IPAddress,
@@ -184,6 +185,13 @@ class FanOut:
         give: Callable[[list[GrantedElement]], None] = on_batch or out.extend
         first.list_grants(lambda batch: give(self._agreed(batch)), own_only=True)
         return out
+
+    @property
+    def grant_columns(self) -> Callable[[], Any] | None:
+        """The single backend's bulk read-back for a restart's adoption, when it has one (the
+        nftables backend's; see nettrust_core.lifecycle.adoption), else None: with several
+        backends a grant counts only as far as every one holds it (:meth:`list_grants`)."""
+        return None if self._only is None else getattr(self._only, "grant_columns", None)
 
     def _agreed(self, batch: list[GrantedElement]) -> list[GrantedElement]:
         """Each grant with the least time left over the backends; none some backend lacks."""

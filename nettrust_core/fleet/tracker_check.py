@@ -15,20 +15,15 @@ from __future__ import annotations
 
 import errno
 import random
-from operator import itemgetter
 from typing import Any
 
 from ..errors import NetTrustError
+from ..lifecycle.adoption import longest
 from ..lifecycle.verify import VERIFY_MARGIN
 from ..networks import key_address
 
 #: Grants sampled per IP version, besides the longest-living one.
 SAMPLES = 15
-
-
-def longest(incoming: dict[int, float]) -> tuple[int, float] | None:
-    """The key and expiry of the longest-living grant of one version's read-back."""
-    return max(incoming.items(), key=itemgetter(1)) if incoming else None
 
 
 def disagreement(backend: Any, live: list[tuple[int, dict, dict]], now: float,

@@ -32,9 +32,9 @@ from typing import Any, Callable, Sequence
 
 from ..firewall.base import Grant
 from ..grants.tracker import GrantTracker, Owner
-from ..lifecycle.adoption import GrantAdoption
+from ..lifecycle.adoption import GrantAdoption, collector_back, longest
 from ..networks import V6_KEY, key_address
-from .tracker_check import disagreement, longest
+from .tracker_check import disagreement
 from ..worker import Worker
 
 log = logging.getLogger("nettrust.fleet")
@@ -335,28 +335,28 @@ class RedisAdoption(GrantAdoption):
             tracker = self.tracker
             # A million new objects would trigger the cyclic collector's full passes over the
             # whole process again and again (none of them is garbage): off while they are made
-            # and merged (see _collector_back).
+            # and merged (see collector_back).
             gc.disable()
             phases: dict[str, float] = {"connect": time.monotonic() - started}
             live, dead, dead_text = read_hosts(client, self.key, time.time(), tracker.clock(),
                                                tracker.owner_for, phases, self.legacy)
         except redis_errors() as exc:
-            _collector_back(collecting, freeze=False)
+            collector_back(collecting, freeze=False)
             log.warning("shared tracker unreadable (%s): adopting from the kernel", exc)
             self.source = "kernel"
             super().run()
             return
         except BaseException:
-            _collector_back(collecting, freeze=False)
+            collector_back(collecting, freeze=False)
             raise
         try:
             tops = [longest(incoming) for _v, incoming, _o in live]
             why = disagreement(self.backend, live, tracker.clock(), tops=tops)
         except BaseException:
-            _collector_back(collecting, freeze=False)
+            collector_back(collecting, freeze=False)
             raise
         if why is not None:
-            _collector_back(collecting, freeze=False)
+            collector_back(collecting, freeze=False)
             del live
             self.counters["tracker_redis_refused"] += 1
             log.warning("shared tracker refused: %s; adopting from the kernel, and the hash "
@@ -370,22 +370,12 @@ class RedisAdoption(GrantAdoption):
             return
         try:
             merge = time.monotonic()
-            charges = [Counter(owners.values()) for _v, _i, owners in live]    # outside the lock
-            with self.tracker.lock:         # the merge reuses the hashes: milliseconds
-                if self.stopping.is_set():
-                    return
-                for (version, incoming, owners), charged in zip(live, charges, strict=True):
-                    self.adopted += self.tracker.load(version, incoming, owners, charged)
-                # The periodic ruleset check samples the longest-living grant: one read back too.
-                for top, at in filter(None, tops):
-                    if (tracker.longest is None or at > tracker.longest[1]) and \
-                            tracker.expiry(key_address(top)) == at:
-                        tracker.longest = (key_address(top), at)
-                self.tracker.complete = True
+            if not self.merge_live(live, tops):
+                return
             del live
             self.seconds = time.monotonic() - started
             phases["merge"] = time.monotonic() - merge
-            _collector_back(collecting, freeze=True)
+            collector_back(collecting, freeze=True)
             log.info("%d live grants adopted from the shared tracker in %.1f s (%s)", self.adopted,
                      self.seconds, ", ".join(f"{k} {v:.2f} s" for k, v in phases.items()))
             for key, fields in ((self.key, dead), (self.legacy, dead_text)):
@@ -394,21 +384,6 @@ class RedisAdoption(GrantAdoption):
         except redis_errors() as exc:
             log.warning("shared tracker: expired fields not deleted (%s)", exc)
         finally:
-            _collector_back(collecting, freeze=False)
+            collector_back(collecting, freeze=False)
             self._done.set()
 
-
-def _collector_back(collecting: bool, *, freeze: bool) -> None:
-    """Turn the cyclic collector back on if the adoption turned it off (idempotent).
-
-    ``freeze``: first move every object it tracks into its permanent generation
-    (``gc.freeze``): the read-back's million address and owner objects live as long as their
-    grants, yet re-enabling the collector over them would walk them in a young pass at once
-    and again in the full passes that follow (measured: about 0.25 s in the merge and 1.2 s
-    after it, in whichever thread allocates next, the answer path included).  Frozen objects are
-    still freed by reference counting when a grant is forgotten; only cyclic garbage that
-    already existed at this moment is never collected (the process has just started)."""
-    if collecting and not gc.isenabled():
-        if freeze:
-            gc.freeze()
-        gc.enable()

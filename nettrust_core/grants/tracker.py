@@ -268,7 +268,7 @@ class GrantTracker:
             self._prune_at = len(self._expiry) * 2
         return len(dead)
 
-    def _owner_from_comment(self, comment: str, cache: dict[str, Owner]) -> Owner:
+    def owner_from_comment(self, comment: str, cache: dict[str, Owner]) -> Owner:
         owner = cache.get(comment)
         if owner is None:
             qname = comment.split(">", 1)[0]
@@ -288,7 +288,7 @@ class GrantTracker:
             known = self._expiry.get(address_key(e.address))
             if known is None or known < expires_at:
                 self.record(e.address, expires_at, answered=False,
-                            owner=self._owner_from_comment(e.comment, owners))
+                            owner=self.owner_from_comment(e.comment, owners))
             n += 1
         return n
 
@@ -338,7 +338,7 @@ class GrantTracker:
         owners: dict[str, Owner] = {}
         for e in elements:
             self.record(e.address, now + e.expires_in,
-                        owner=self._owner_from_comment(e.comment, owners))
+                        owner=self.owner_from_comment(e.comment, owners))
             n += 1
         return n
 

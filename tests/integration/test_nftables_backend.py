@@ -300,6 +300,47 @@ def test_grants_spread_over_the_sets_by_address_and_revoke_reaches_older_grants(
     assert {len(v) for v in per_set.values()} == {3, 4}  # 64 addresses over 16 sets, less two
 
 
+def _adopt() -> dict:
+    from nettrust_core.firewall.fanout import FanOut
+    from nettrust_core.grants.tracker import GrantTracker, Owner
+    from nettrust_core.lifecycle.adoption import GrantAdoption
+    tracker = GrantTracker(owner_of=lambda qname: Owner(qname, qname.split(".", 1)[-1]))
+    backend = FanOut([("nftables", NftablesBackend(SPEC))])        # as make_backend wraps it
+    assert backend.grant_columns is not None
+    adoption = GrantAdoption(backend, tracker)
+    adoption.start()
+    adoption.wait(60)
+    adoption.stop()
+    left = {a: round(tracker.expires_in(ip(a)) or 0) for a in ("198.51.100.77", "198.51.100.78",
+                                                                "2001:db8:4::1", "198.51.100.1")}
+    return {"adopted": adoption.adopted, "complete": tracker.complete, "error": adoption.error,
+            "counts": (tracker.count(4), tracker.count(6)), "left": left,
+            "per_name": dict(tracker.per_name), "names": tracker.names_of([ip("198.51.100.77")])}
+
+
+def test_restart_adopts_every_set_by_columns_the_later_expiry_and_the_names(ns):
+    """The restart's bulk read-back (``grant_columns``, merged at once): every set's grants,
+    each charged to its name; an address an older version also wrote into the first set keeps
+    the later of its two expiries, whichever set holds it."""
+    grants = [Grant(ip(f"198.51.100.{i}"), 600, f"n{i % 3}.example") for i in range(1, 101)]
+    ns.run(ensure, SPEC, [*grants, Grant(ip("2001:db8:4::1"), 900, "six.example")])
+    for address, timeout in (("198.51.100.77", "3000s"), ("198.51.100.78", "60s")):
+        assert grant_set_of(SPEC, 0, ip(address)) != "allow4"
+        ns.sh("nft", "add", "element", "inet", T, "allow4",
+              f'{{ {address} timeout {timeout} comment "old.example" }}')
+    r = ns.run(_adopt)
+    assert r["complete"] and r["error"] is None and r["adopted"] == 101, r   # addresses
+    assert r["counts"] == (100, 1), r
+    assert r["left"]["198.51.100.77"] in range(2995, 3001), r      # the older copy: later
+    assert r["left"]["198.51.100.78"] in range(595, 601), r        # its own set's: later
+    assert r["left"]["2001:db8:4::1"] in range(895, 901) and r["left"]["198.51.100.1"] > 590, r
+    assert r["names"] == ["old.example"], r
+    assert {n: r["per_name"].get(n) for n in ("n0.example", "n1.example", "n2.example",
+                                                "six.example", "old.example")} == {
+        "n0.example": 33, "n1.example": 34, "n2.example": 32,   # .77 goes to its later copy's
+        "six.example": 1, "old.example": 1}
+
+
 def test_ensure_is_idempotent_keeps_grants_and_applies_changes(ns):
     def scenario():
         b = NftablesBackend(SPEC)

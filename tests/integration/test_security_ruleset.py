@@ -26,7 +26,8 @@ from netns_util import REPO, ChildError, NetNS
 from secnet import MARK, Servers, icmpv6_send, tcp_probe, udp_probe
 from nettrust_core.config import load_config
 from nettrust_core.firewall.base import Grant, RulesetSpec
-from nettrust_core.firewall.nftables import NftablesBackend, cgroup2_mount
+from nettrust_core.firewall.nftables import NftablesBackend
+from nettrust_core.firewall.nftables_cgroup import cgroup2_mount
 from nettrust_core.ruleset import ruleset_spec
 
 pytestmark = pytest.mark.integration

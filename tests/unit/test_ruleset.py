@@ -11,9 +11,9 @@ import pytest
 
 from nettrust_core.config import parse_config
 from nettrust_core.errors import ConfigError, FirewallError
-from nettrust_core.firewall import nftables, nftables_rules
+from nettrust_core.firewall import nftables, nftables_cgroup, nftables_rules
 from nettrust_core.firewall.base import RulesetSpec
-from nettrust_core.firewall.nftables import resolver_cgroup_match
+from nettrust_core.firewall.nftables_cgroup import resolver_cgroup_match
 from nettrust_core.firewall.nftables_rules import chain_rules, static_set_declarations
 from nettrust_core.ruleset import ruleset_spec
 
@@ -169,7 +169,7 @@ def test_a_forward_spec_without_a_lan_side_is_refused_by_the_backend():
 
 # -- the resolver's cgroup -----------------------------------------------------------------
 def test_cgroup_match_is_relative_to_where_nft_looks(tmp_path, monkeypatch):
-    monkeypatch.setattr(nftables, "CGROUP_ROOT", str(tmp_path))
+    monkeypatch.setattr(nftables_cgroup, "CGROUP_ROOT", str(tmp_path))
     (tmp_path / "unified" / "system.slice" / "unbound.service").mkdir(parents=True)
     spec = RulesetSpec(resolver_uid=1, resolver_cgroup="system.slice/unbound.service")
     assert resolver_cgroup_match(spec, str(tmp_path / "unified")) == \
