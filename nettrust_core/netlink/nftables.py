@@ -246,20 +246,30 @@ class NftablesSocket(NetlinkSocket):
         """
         mtype = nft_type(msg)
         flags = NLM_F_CREATE if msg == NFT_MSG_NEWSETELEM else 0
-        if len(groups) == 1:
-            # The answer path's usual batch: one set, a few elements, one message.
-            set_name, elements, addresses = groups[0]
+        # The answer path's usual batch: one message per set (an answer's addresses fall into a
+        # few of the grant sets), each with a few elements.  Built straight, with nothing kept
+        # for naming a refused element but the groups themselves.
+        heads = self._heads
+        requests: list[tuple[int, int, int, bytes]] = []
+        total = 2 * HDR_LEN
+        for set_name, elements, _addresses in groups:
             size = sum(map(len, elements))
-            if elements and size <= MAX_ATTR_PAYLOAD:
-                head = self._heads.get((table, set_name))
-                if head is None:
-                    head = self._heads[table, set_name] = setelem_head(table, set_name)
-                body = (head + NLATTR.pack(4 + size, NFTA_SET_ELEM_LIST_ELEMENTS | NLA_F_NESTED)
-                        + b"".join(elements))
-                failures = self.transact(((mtype, flags, family, body),))
+            total += HDR_LEN + 4 + size
+            if not elements or size > MAX_ATTR_PAYLOAD or total > self.max_batch:
+                break
+            head = heads.get((table, set_name))
+            if head is None:
+                head = heads[table, set_name] = setelem_head(table, set_name)
+            total += len(head)
+            requests.append((mtype, flags, family, head + NLATTR.pack(
+                4 + size, NFTA_SET_ELEM_LIST_ELEMENTS | NLA_F_NESTED) + b"".join(elements)))
+        else:
+            if requests:
+                failures = self.transact(requests)
                 if failures:
-                    self._raise_first(failures, table, family, [(set_name, head, elements, addresses)])
-                return
+                    self._raise_first(failures, table, family, [
+                        (n, heads[table, n], e, a) for n, e, a in groups])
+            return
         requests, where = [], []
         for set_name, elements, addresses in groups:
             head = self._heads.get((table, set_name))
