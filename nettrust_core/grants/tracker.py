@@ -24,7 +24,7 @@ from collections import Counter
 import heapq
 import threading
 import time
-from typing import Callable, Final, Iterable
+from typing import Callable, Final, Iterable, ItemsView
 
 from ..firewall.base import GrantedElement, IPAddress
 from ..networks import V6_KEY, address_key, key_address
@@ -357,10 +357,10 @@ class GrantTracker:
         entry = self._meta.get(address_key(address))
         return entry.answered if entry is not None else None
 
-    def items(self) -> list[tuple[int, float]]:
-        """A copy of the (address key, expiry) pairs.  The copy is one C-level pass, so the lock is
-        held only briefly; background scans (liveness, metrics) work on it outside the lock."""
-        return list(self._expiry.items())
+    def items(self) -> ItemsView[int, float]:
+        """The pairs of a copy of the table: a dict copy makes no object per grant (120,000: 5 ms
+        under the lock, a list of pairs 29-37 ms); scans iterate it outside the lock."""
+        return self._expiry.copy().items()
 
     def forget_expired(self, keys: Iterable[int]) -> int:
         """Forget those of ``keys`` (as :meth:`items` gives them) that are still expired (a
