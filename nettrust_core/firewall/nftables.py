@@ -41,8 +41,7 @@ from .nftables_gateway import all_client_sets, client_sets, pair_key, strike_dec
 from .nftables_pairs import GatewayVerbs
 from .nftables_rules import (COUNTER, FAMILY, HOOKS, STATIC_SETS, ChainState,
                              ruleset_commands, static_set_declarations)
-from .nftables_sets import (all_grant_sets, grant_set_of, grant_shard, grant_shards, grant_sets,
-                            shard_totals)
+from .nftables_sets import all_grant_sets, grant_shard, grant_shards, grant_sets, shard_totals
 from .nftables_spec import validate_spec
 
 log = logging.getLogger("nettrust.firewall")
@@ -159,7 +158,7 @@ class NftablesBackend(GatewayVerbs):
                 last_comment, udata = g.comment, nl.comment_udata(g.comment)
             if client is None:
                 key = addr.packed
-                name = self.grant_sets[addr.version][grant_shard(key, self.shards)]
+                name = self._set_of(addr.version, key)
             elif self.spec.per_client and client.version in (addr.version, self._mac_version):
                 name, key = self.client_sets[addr.version], pair_key(client, addr)
             else:
@@ -218,11 +217,16 @@ class NftablesBackend(GatewayVerbs):
         finally:
             sock.close()
 
+    def _set_of(self, version: int, key: bytes) -> str:
+        """This instance's set for the address packed as ``key`` (:func:`grant_set_of`, from the
+        names made once)."""
+        return self.grant_sets[version][grant_shard(key, self.shards)]
+
     def lookup(self, address: IPAddress) -> float | None:
         """Seconds left on this instance's grant of ``address``, or None: one GETSETELEM."""
         sock = self._hot or self._socket("_hot")
-        e = sock.get_element(self.spec.table, grant_set_of(self.spec, self.instance, address),
-                             address.packed)
+        key = address.packed
+        e = sock.get_element(self.spec.table, self._set_of(address.version, key), key)
         if e is None or not e.expiration_ms:
             return None
         return e.expiration_ms / 1000
@@ -359,7 +363,7 @@ class NftablesBackend(GatewayVerbs):
         """
         by_set: dict[str, list[IPAddress]] = {}
         for a in addresses:
-            own, first = grant_set_of(self.spec, self.instance, a), self.grant_sets[a.version][0]
+            own, first = self._set_of(a.version, a.packed), self.grant_sets[a.version][0]
             for name in {own, first}:
                 by_set.setdefault(name, []).append(a)
         groups = [(name, [nl.element(a.packed) for a in mine], mine) for name, mine in by_set.items()]
