@@ -149,7 +149,7 @@ class Answer:
                     addr = ipaddress.ip_address(addr)
                 except ValueError:
                     continue
-            if (r.rtype == A) != (addr.version == 4):
+            if (r.rtype == A) != isinstance(addr, ipaddress.IPv4Address):
                 continue
             found.append((addr, r.ttl))
         return found

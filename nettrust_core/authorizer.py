@@ -194,7 +194,10 @@ class Authorizer:
         chain = verdict.chain
         why = comment(chain)
         timeout_for = self.timeouts.for_ttl
-        grants = tuple(Grant(addr, timeout_for(ttl), why) for addr, ttl in verdict.grants)
+        # tuple.__new__, not Grant(...): a NamedTuple's __new__ is a generated Python function,
+        # a Python frame per granted address (same fields, client None).
+        grants = tuple(tuple.__new__(Grant, (addr, timeout_for(ttl), why, None))
+                       for addr, ttl in verdict.grants)
         owner = Owner(chain[-1], registrable_domain(chain[0]), answer.client or "", chain[0])
         tracker = self.tracker
         revoked: list[str] = []

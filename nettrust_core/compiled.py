@@ -50,6 +50,8 @@ MODULES = (
     "nettrust_core.grants.timeouts",
     "nettrust_core.grants.tracker",
     "nettrust_core.grants.writer",
+    "nettrust_core.firewall.nftables_sets",
+    "nettrust_core.firewall.nftables_elements",
     "nettrust_core.netlink.wire",
     "nettrust_core.netlink.core",
     "nettrust_core.netlink.nftables",

@@ -93,8 +93,8 @@ class NetworkSet:
         self._v6 = tuple((int(n.network_address), int(n.netmask), n) for n in networks if n.version == 6)
 
     def match(self, address: IPAddress) -> IPNetwork | None:
-        value = int(address)
-        if address.version == 4:
+        value = address_int(address)
+        if isinstance(address, ipaddress.IPv4Address):
             nets = self._v4
         elif value >> 32 == 0xFFFF:             # ::ffff:a.b.c.d, IPv4-mapped
             value &= 0xFFFFFFFF
@@ -202,8 +202,8 @@ class AddressClasses:
         return PUBLIC, None
 
     def classify(self, address: IPAddress) -> tuple[str, str | None]:
-        value = int(address)
-        if address.version == 4:
+        value = address_int(address)
+        if isinstance(address, ipaddress.IPv4Address):
             kind, net = self._v4(value)
             return kind, (str(net) if net is not None else None)
         net = self.never.match_v6(value)
@@ -232,9 +232,9 @@ class AddressClasses:
 
     def embedded(self, address: IPAddress) -> list[ipaddress.IPv4Address]:
         """The IPv4 addresses ``address`` reaches through a translation format (may be empty)."""
-        if address.version == 4:
+        if isinstance(address, ipaddress.IPv4Address):
             return []
-        inner = embedded_ipv4(int(address), self.nat64)
+        inner = embedded_ipv4(address_int(address), self.nat64)
         return [] if inner is None else [ipaddress.IPv4Address(v) for v in inner[1]]
 
 
@@ -257,6 +257,14 @@ def _construct_free() -> bool:
 
 
 FAST_ADDRESSES: Final = _construct_free()
+
+
+def address_int(address: IPAddress) -> int:
+    """``int(address)`` without running Python code: ``ipaddress``'s ``__int__`` and ``version``
+    are interpreted functions (each a Python frame, three of each per granted address on the
+    answer path before this helper); compiled callers test the version with ``isinstance``."""
+    a: Any = address
+    return a._ip if FAST_ADDRESSES else int(a)
 
 
 def packed_address(data: bytes, size: int) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
@@ -293,7 +301,7 @@ def address_key(address: IPAddress) -> Any:
     mypyc unboxes a value typed ``int`` and would box a new one for each table it is stored in
     (measured: 404 instead of 306 bytes per tracked address, tests/unit/test_caps.py)."""
     a: Any = address
-    value: Any = a._ip if FAST_ADDRESSES else int(a)
+    value: Any = a._ip if FAST_ADDRESSES else int(a)     # not address_int: see the type above
     return value if isinstance(address, ipaddress.IPv4Address) else value | V6_KEY
 
 

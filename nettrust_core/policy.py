@@ -29,7 +29,8 @@ import ipaddress
 
 from .lists.bypass import CANARY_NAMES, CANARY_RULE
 from .lists.index import ListIndex
-from .networks import LOCAL, LOOPBACK, NEVER, SINKHOLES, AddressClasses, IPAddress, NetworkSet
+from .networks import (LOCAL, LOOPBACK, NEVER, SINKHOLES, AddressClasses, IPAddress, NetworkSet,
+                       address_key)
 
 if TYPE_CHECKING:
     from .config import Config
@@ -106,7 +107,8 @@ class Policy:
         self.deny_networks = NetworkSet(p.deny_networks)
         #: name -> (the list index, its verdict): see check_name.
         self._decided: dict[str, tuple[ListIndex, NameCheck]] = {}
-        self.sinkholes = frozenset(SINKHOLES | set(config.upstream.sinkhole_addresses))
+        # By their tracker keys (ints): an address object hashes through Python code.
+        self.sinkholes = frozenset(address_key(a) for a in SINKHOLES | set(config.upstream.sinkhole_addresses))
         self.classes = AddressClasses(getattr(p, "nat64_prefixes", ()))
         r = config.reachable
         #: Already open through the static sets: granting them would only add churn.
@@ -185,7 +187,7 @@ class Policy:
 
         sinkholes = self.sinkholes
         for addr, _ in addresses:
-            if addr in sinkholes:
+            if address_key(addr) in sinkholes:
                 return Verdict(Outcome.BLOCKED, "sinkhole answer from upstream", None, chain,
                                refused=tuple((a, "sinkhole") for a, _ in addresses))
 

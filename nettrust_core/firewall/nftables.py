@@ -24,7 +24,6 @@ import errno as errno_mod
 import ipaddress
 import json
 import logging
-import math
 import shutil
 import subprocess
 import threading
@@ -37,11 +36,12 @@ from ..netlink import nftables as nl, nftables_state as nft_state, wire
 from .base import Grant, GrantedElement, IPAddress, OnBatch, RulesetSpec, Status
 from .diagnostics import BaseChain
 from .nftables_cgroup import resolver_cgroup_match
-from .nftables_gateway import all_client_sets, client_sets, pair_key, strike_declarations
+from .nftables_elements import address_bytes, grant_elements, set_of
+from .nftables_gateway import all_client_sets, client_sets, strike_declarations
 from .nftables_pairs import GatewayVerbs
 from .nftables_rules import (COUNTER, FAMILY, HOOKS, STATIC_SETS, ChainState,
                              ruleset_commands, static_set_declarations)
-from .nftables_sets import all_grant_sets, grant_shard, grant_shards, grant_sets, shard_totals
+from .nftables_sets import all_grant_sets, grant_sets, shard_totals
 from .nftables_spec import validate_spec
 
 log = logging.getLogger("nettrust.firewall")
@@ -76,8 +76,8 @@ class NftablesBackend(GatewayVerbs):
                               f"(firewall.instances = {self.spec.instances})")
         self.instance = instance
         self.grant_sets = grant_sets(self.spec, instance)
-        self.shards = grant_shards(self.spec)
         self.client_sets = client_sets(instance)
+        self._client_sets = self.client_sets if self.spec.per_client else None   # for the writes
         self._mac_version = 0 if self.spec.client_mac else -1   # a MAC client: either family
         self.repairs = 0
         self.errors = 0
@@ -124,7 +124,8 @@ class NftablesBackend(GatewayVerbs):
         if not grants:
             return
         try:
-            groups = self._encode(grants)
+            groups = grant_elements(grants, self.grant_sets, self._client_sets, self._mac_version,
+                                    self._error)
             sock = self._hot or self._socket("_hot")
             try:
                 sock.write_elements(nl.NFT_MSG_NEWSETELEM, self.spec.table, groups)
@@ -139,35 +140,6 @@ class NftablesBackend(GatewayVerbs):
         except FirewallError:
             self.errors += 1
             raise
-
-    def _encode(self, grants: Sequence[Grant]) -> list[tuple[str, list[bytes], list]]:
-        """Elements per set (a client's grant: its ``client . destination`` set); ms rounded up."""
-        groups: dict[str, tuple[list[bytes], list]] = {}
-        last_comment, udata = None, b""
-        element = nl.element
-        for g in grants:
-            addr, client = g.address, g.client
-            try:
-                ms = math.ceil(g.timeout * 1000)
-            except (TypeError, ValueError, OverflowError):
-                ms = 0
-            if ms <= 0:
-                raise self._error(f"grant timeout must be a positive number of seconds, not {g.timeout!r}",
-                                  address=str(addr))
-            if g.comment != last_comment:
-                last_comment, udata = g.comment, nl.comment_udata(g.comment)
-            if client is None:
-                key = addr.packed
-                name = self._set_of(addr.version, key)
-            elif self.spec.per_client and client.version in (addr.version, self._mac_version):
-                name, key = self.client_sets[addr.version], pair_key(client, addr)
-            else:
-                raise self._error("a per-client grant needs gateway.per_client and a client of "
-                                  "the destination's IP version", address=str(addr))
-            group = groups.setdefault(name, ([], []))
-            group[0].append(element(key, ms, udata))
-            group[1].append(addr)
-        return [(name, elems, addrs) for name, (elems, addrs) in groups.items()]
 
     # -- reads --------------------------------------------------------------------------------
     def list_grants(self, on_batch: OnBatch | None = None, *,
@@ -219,13 +191,13 @@ class NftablesBackend(GatewayVerbs):
 
     def _set_of(self, version: int, key: bytes) -> str:
         """This instance's set for the address packed as ``key`` (:func:`grant_set_of`, from the
-        names made once)."""
-        return self.grant_sets[version][grant_shard(key, self.shards)]
+        names made once, as the writes choose it)."""
+        return set_of(self.grant_sets[version], key)
 
     def lookup(self, address: IPAddress) -> float | None:
         """Seconds left on this instance's grant of ``address``, or None: one GETSETELEM."""
         sock = self._hot or self._socket("_hot")
-        key = address.packed
+        key = address_bytes(address)
         e = sock.get_element(self.spec.table, self._set_of(address.version, key), key)
         if e is None or not e.expiration_ms:
             return None

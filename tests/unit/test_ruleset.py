@@ -226,3 +226,38 @@ def test_an_address_has_one_set_for_good_and_the_sets_fill_evenly():
                  for i in range(64_000))
     assert set(v4.values()) == {4000}                                        # sequential IPv4
     assert min(v6.values()) > 3600 and max(v6.values()) < 4400, v6
+
+
+def test_the_answer_paths_elements_go_where_the_set_names_say_with_the_bytes_ipaddress_gives():
+    """nftables_elements (compiled) reaches an address's bytes without ipaddress's properties:
+    same bytes, same set as grant_set_of, grouped in the order met, errors made by the caller."""
+    from nettrust_core.firewall.base import Grant
+    from nettrust_core.firewall.nftables_elements import address_bytes, grant_elements
+    from nettrust_core.firewall.nftables_sets import grant_set_of, grant_sets
+    from nettrust_core.netlink import nftables as nl
+    from nettrust_core.networks import address_int, packed_address
+
+    addresses = [ip("198.51.100.1"), ip("2001:db8::10"), ip("198.51.100.17"), ip("198.51.100.33"),
+                 packed_address(bytes([203, 0, 113, 9]), 4), ip("::ffff:192.0.2.1")]
+    for a in addresses:
+        assert address_bytes(a) == a.packed and address_int(a) == int(a)
+    spec = RulesetSpec(instances=2)
+    grants = [Grant(a, 1.5, "a.example") for a in addresses]
+    groups = grant_elements(grants, grant_sets(spec, 1), None, -1, ValueError)
+    assert [(name, addrs) for name, _e, addrs in groups] == [
+        ("allow4_1_s5", [addresses[0], addresses[2], addresses[3]]),    # 1, 17, 33 ^ 100: 5 of 8
+        ("allow6_1", [addresses[1]]), ("allow4_1", [addresses[4]]),          # 9 ^ 113: 0 of 8
+        ("allow6_1_s3", [addresses[5]])]                                      # 1 ^ 2
+    for name, elements, addrs in groups:
+        assert {grant_set_of(spec, 1, a) for a in addrs} == {name}
+        udata = nl.comment_udata("a.example")
+        assert elements == [nl.element(a.packed, 1500, udata) for a in addrs]
+
+    def refuse(message, **fields):
+        return LookupError(message, fields)
+
+    with pytest.raises(LookupError, match="positive number of seconds"):
+        grant_elements([Grant(addresses[0], 0.0)], grant_sets(spec, 1), None, -1, refuse)
+    with pytest.raises(LookupError, match="needs gateway.per_client"):
+        grant_elements([Grant(addresses[0], 1.0, "", ip("192.0.2.7"))], grant_sets(spec, 1), None,
+                       -1, refuse)
