@@ -16,8 +16,9 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 from ..errors import NetTrustError
-from ..networks import key_address
+from ..networks import IPAddress, key_address
 from .conntrack import Conntrack, ConntrackError
+from .turns import in_turns
 
 if TYPE_CHECKING:
     from ..authorizer import Authorizer
@@ -43,12 +44,15 @@ class Liveness:
     def check(self) -> int:
         """One round; returns how many grants were renewed."""
         tracker = self.authorizer.tracker
-        with tracker.lock:                    # held for a copy only: answers wait microseconds
+        with tracker.lock:                    # held for a copy only (~2 ms for 120,000 grants)
             items = tracker.items()
             now = tracker.clock()
         horizon = now + 1.5 * self.interval + 1.0
-        expired = [k for k, t in items if t <= now]
-        due = [(key_address(k), t) for k, t in items if now < t <= horizon]
+        expired: list[int] = []
+        due: list[tuple[IPAddress, float]] = []
+        for pairs in in_turns(items):
+            expired += [k for k, t in pairs if t <= now]
+            due += [(key_address(k), t) for k, t in pairs if now < t <= horizon]
         del items
         with tracker.lock:
             self.counters["expiries"] += tracker.forget_expired(expired)

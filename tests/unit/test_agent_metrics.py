@@ -114,3 +114,61 @@ def test_only_a_started_lifecycle_reports_counters(tmp_path):
     assert set(record["levels"]) <= LEVELS and not set(record["values"]) & LEVELS
     conn.close()
     listener.close()
+
+
+def test_remaining_time_buckets_count_each_live_grant_under_every_bound_it_is_within():
+    """The counters' grant buckets (``grants_remaining_le_<bound>s``, cumulative), counted in
+    turns over more grants than one turn holds; expired grants are in none."""
+    import ipaddress
+
+    from nettrust_core.authorizer import Authorizer
+    from nettrust_core.firewall.recording import RecordingBackend
+    from nettrust_core.grants.tracker import Owner
+    from nettrust_core.lifecycle.turns import TURN
+
+    config = parse_config("[lifecycle]\nunauthorized = false\nliveness = false\n")
+    authorizer = Authorizer(config, RecordingBackend())
+    life = Lifecycle(config, authorizer, None)
+    tracker, owner = authorizer.tracker, Owner("a.example", "a.example")
+    now = tracker.clock()
+    lefts = [-5, 5, 10, 10.5, 59, 299, 3600, 7200]          # seconds left; -5: expired
+    per = TURN // 3 + 1                                       # 8 kinds: more than two turns
+    for i in range(per * len(lefts)):
+        tracker.record(ipaddress.IPv4Address(0x0A000000 + i), now + lefts[i % len(lefts)], owner=owner)
+    values = life.snapshot()
+    assert values["grants"] == 7 * per
+    assert [values[f"grants_remaining_le_{b}s"] for b in (10, 30, 60, 300, 900, 3600)] == \
+        [2 * per, 3 * per, 4 * per, 5 * per, 5 * per, 6 * per]
+
+
+def test_a_scan_in_turns_lets_another_thread_run_between_its_slices():
+    """in_turns gives the interpreter lock up after each slice: a thread that wants it gets it
+    during a scan, not after (without turns, not before the scan's 5 ms switch interval)."""
+    import sys
+    import threading
+    import time
+
+    from nettrust_core.lifecycle.turns import in_turns
+
+    ran: list[int] = []
+    scanned = []
+    stop = threading.Event()
+
+    def watch() -> None:            # as an answer would: runs when it gets the lock, then yields
+        while not stop.is_set():
+            ran.append(len(scanned))
+            time.sleep(0)
+
+    other = threading.Thread(target=watch)
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(10.0)               # only giving the lock up lets the other thread in
+    try:
+        other.start()
+        for chunk in in_turns(range(40_000), 1000):
+            scanned.append(sum(chunk))
+    finally:
+        stop.set()
+        sys.setswitchinterval(old)
+        other.join()
+    assert len(scanned) == 40 and sum(scanned) == sum(range(40_000))
+    assert len({n for n in ran if 0 < n < 40}) >= 10, ran[:50]
