@@ -44,7 +44,7 @@ class Liveness:
     def check(self) -> int:
         """One round; returns how many grants were renewed."""
         tracker = self.authorizer.tracker
-        with tracker.lock:                    # held for a copy only (~2 ms for 120,000 grants)
+        with tracker.lock:                    # for a dict copy only: 4-8 ms for 120,000 grants
             items = tracker.items()
             now = tracker.clock()
         horizon = now + 1.5 * self.interval + 1.0

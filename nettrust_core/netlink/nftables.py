@@ -97,6 +97,11 @@ def comment_udata(comment: str) -> bytes:
 _KEY4_HDR = NLATTR.pack(12, NFTA_SET_ELEM_KEY | NLA_F_NESTED) + NLATTR.pack(8, NFTA_DATA_VALUE)
 _KEY16_HDR = NLATTR.pack(24, NFTA_SET_ELEM_KEY | NLA_F_NESTED) + NLATTR.pack(20, NFTA_DATA_VALUE)
 _TIMEOUTS = struct.Struct("=HH8sHH8s")
+#: The answer path's element (an address with timeout and expiration), every header up to the
+#: userdata in one pack: the element's, the key's two, the key, both times.  Five packs and as
+#: many joined byte strings before: 4,700 instructions per element, now 2,700 (callgrind).
+_ADDRESS_ELEMENT: Final = {4: struct.Struct("=HHHHHH4sHH8sHH8s"),
+                           16: struct.Struct("=HHHHHH16sHH8sHH8s")}
 
 
 def concat_key(*parts: bytes) -> bytes:
@@ -112,7 +117,16 @@ def element(key: bytes, timeout_ms: int | None = None, udata: bytes = b"") -> by
     ``udata`` is ready-made userdata (see :func:`comment_udata`).  Keys of 4 and 16 bytes (IPv4,
     IPv6) take a prebuilt header; any other length is encoded generically.
     """
-    if len(key) == 4:
+    n = len(key)
+    if timeout_ms is not None and (n == 4 or n == 16):        # an address: the answer path's
+        ms = BE64.pack(timeout_ms)
+        u = len(udata)
+        tail = (NLATTR.pack(4 + u, NFTA_SET_ELEM_USERDATA) + udata + b"\0" * (-u & 3)) if u else b""
+        return _ADDRESS_ELEMENT[n].pack(
+            36 + n + len(tail), NFTA_LIST_ELEM | NLA_F_NESTED, 8 + n, NFTA_SET_ELEM_KEY | NLA_F_NESTED,
+            4 + n, NFTA_DATA_VALUE, key, 12, NFTA_SET_ELEM_TIMEOUT, ms, 12, NFTA_SET_ELEM_EXPIRATION,
+            ms) + tail
+    if n == 4:
         body = _KEY4_HDR + key
     elif len(key) == 16:
         body = _KEY16_HDR + key

@@ -88,6 +88,16 @@ def test_ipv6_element_without_comment():
     assert nft.element(key, 90000) == want
 
 
+def test_address_elements_pad_their_userdata_whatever_its_length():
+    """The answer path's one-pack form against the attributes built one by one."""
+    for key in (bytes([10, 0, 0, 1]), ipaddress.IPv6Address("2001:db8::9").packed):
+        for comment in ("", "a", "ab", "abc", "abcde", "x" * 200):
+            udata = nft.comment_udata(comment)
+            body = (nft.nested(1, nft.attr(1, key)) + nft.attr(4, (1500).to_bytes(8, "big"))
+                    + nft.attr(5, (1500).to_bytes(8, "big")) + (nft.attr(6, udata) if udata else b""))
+            assert nft.element(key, 1500, udata) == h16(4 + len(body)) + h16(1 | NESTED) + body
+
+
 def test_element_without_timeout_and_with_odd_key():
     assert nft.element(b"\x01\x02\x03\x04") == h16(16) + h16(1 | NESTED) + h16(12) + h16(
         1 | NESTED) + h16(8) + h16(1) + b"\x01\x02\x03\x04"
