@@ -128,7 +128,7 @@ def element(key: bytes, timeout_ms: int | None = None, udata: bytes = b"") -> by
             ms) + tail
     if n == 4:
         body = _KEY4_HDR + key
-    elif len(key) == 16:
+    elif n == 16:
         body = _KEY16_HDR + key
     else:
         body = nested(NFTA_SET_ELEM_KEY, attr(NFTA_DATA_VALUE, key))
