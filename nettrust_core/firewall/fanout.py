@@ -79,6 +79,9 @@ class FanOut:
         self.failures: Counter[str] = Counter()
         self.rollback_failures: Counter[str] = Counter()
         self._only = backends[0][1] if len(backends) == 1 else None
+        #: The backends that keep per-client pairs, found once: an isinstance check against a
+        #: runtime Protocol walks its members (microseconds), and lookup_pair runs per answer.
+        self._pairs: tuple[ClientPairs, ...] = tuple(b for _n, b in backends if isinstance(b, ClientPairs))
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -130,9 +133,7 @@ class FanOut:
     def lookup_pair(self, client: IPAddress | MacAddress, address: IPAddress) -> float | None:
         """The least time left on ``client . address`` among the backends that keep pairs."""
         least: float | None = None
-        for _name, backend in self.backends:
-            if not isinstance(backend, ClientPairs):
-                continue
+        for backend in self._pairs:
             left = backend.lookup_pair(client, address)
             if left is None:
                 return None
@@ -141,27 +142,19 @@ class FanOut:
 
     def strike(self, address: IPAddress | int, seconds: float) -> None:
         """Strike ``address`` in every backend that can (an optional verb)."""
-        for _name, backend in self.backends:
-            if isinstance(backend, ClientPairs):
-                backend.strike(address, seconds)
+        for backend in self._pairs:
+            backend.strike(address, seconds)
 
     def revoke_pairs(self, pairs: Sequence[tuple[IPAddress | MacAddress, IPAddress]]) -> None:
-        for _name, backend in self.backends:
-            if isinstance(backend, ClientPairs):
-                backend.revoke_pairs(pairs)
+        for backend in self._pairs:
+            backend.revoke_pairs(pairs)
 
     def list_pairs(self) -> list[ClientPair]:
         """The pairs of the first backend that keeps them (each keeps the same ones)."""
-        for _name, backend in self.backends:
-            if isinstance(backend, ClientPairs):
-                return backend.list_pairs()
-        return []
+        return self._pairs[0].list_pairs() if self._pairs else []
 
     def list_strikes(self) -> list[StruckClient]:
-        for _name, backend in self.backends:
-            if isinstance(backend, ClientPairs):
-                return backend.list_strikes()
-        return []
+        return self._pairs[0].list_strikes() if self._pairs else []
 
     def lookup(self, address: IPAddress) -> float | None:
         only = self._only

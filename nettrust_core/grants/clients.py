@@ -24,6 +24,7 @@ cache starts empty too, so every pair is first granted from a fresh answer (its 
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import Counter
@@ -57,6 +58,9 @@ class ClientGrants:
         self.held: Counter[tuple[str, str]] = Counter()
         #: pairs per destination IP version (the kernel's two sets)
         self.per_version = {4: 0, 6: 0}
+        #: client -> a time no later than its earliest pair's expiry: before it, none of the
+        #: client's pairs can have lapsed, so a client at its budget is refused without a scan.
+        self._lapse: dict[str, float] = {}
         self._size = 0
         self._prune_at = prune_at
         self.lock = threading.Lock()
@@ -85,9 +89,18 @@ class ClientGrants:
                     "domain" if self.per_domain and pending_domain >= self.per_domain else None)
             return None
         why = self._over(client, d, pending, domain, pending_domain)
-        if why is None:
-            return None
-        dead = [a for a, t in d.items() if t <= now]        # lapsed pairs free their room
+        if why is None or now < self._lapse.get(client, now):
+            return why
+        # Lapsed pairs free their room.  One scan per lapse at most, not per refused answer: a
+        # client at its budget with 40,000 pairs held made every one of its answers scan them
+        # all (the benchmark's gateway run: miss latency p50 15-52 ms at 1000 QPS).
+        dead, soonest = [], math.inf
+        for a, t in d.items():
+            if t <= now:
+                dead.append(a)
+            elif t < soonest:
+                soonest = t
+        self._lapse[client] = soonest
         for a in dead:
             self._drop(client, d, a)
         return self._over(client, d, pending, domain, pending_domain)
@@ -107,6 +120,8 @@ class ClientGrants:
             d = self.by_client[client] = {}
             self.domain_of[client] = {}
         doms = self.domain_of[client]
+        if expires_at < self._lapse.get(client, math.inf):
+            self._lapse[client] = expires_at
         if address not in d:
             self._size += 1
             self.per_version[address.version] += 1
@@ -145,6 +160,7 @@ class ClientGrants:
             if not d:
                 del self.by_client[client]
                 del self.domain_of[client]
+                self._lapse.pop(client, None)
         if self._size > self._prune_at // 2:
             self._prune_at = self._size * 2
         return gone
@@ -174,6 +190,7 @@ class ClientGrants:
         self.by_client.clear()
         self.domain_of.clear()
         self.held.clear()
+        self._lapse.clear()
         self.per_version = {4: 0, 6: 0}
         self._size = 0
 

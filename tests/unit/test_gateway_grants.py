@@ -224,6 +224,29 @@ def test_one_client_cannot_fill_the_per_client_set():
     assert [w[1] for w in written(backend)] == [addrs[4]]
 
 
+def test_a_client_at_its_cap_gets_room_the_moment_a_pair_lapses_and_no_sooner():
+    """The refusal skips the scan for lapsed pairs until the earliest could have lapsed (one
+    scan per lapse, not per refused answer): exact all the same, when the earliest pair was
+    refreshed to a later expiry and when a shorter pair arrives after a scan."""
+    clock = Clock()
+    grants = ClientGrants(clock=clock, cap=3)
+    c, new = "10.0.0.2", ip("198.51.100.9")
+    grants.record((c, ip("198.51.100.0")), clock.now + 100)
+    grants.record((c, ip("198.51.100.1")), clock.now + 200)
+    grants.record((c, ip("198.51.100.0")), clock.now + 400)      # the earliest, refreshed
+    grants.record((c, ip("198.51.100.2")), clock.now + 300)
+    assert grants.refuses(c, new, clock.now) == "client"
+    clock.now += 150                                             # past .0's old expiry only
+    assert grants.refuses(c, new, clock.now) == "client"         # nothing lapsed
+    grants.forget([(c, ip("198.51.100.2"))])                     # revoked (a full set's eviction)
+    grants.record((c, ip("198.51.100.3")), clock.now + 10)       # a short one: now the earliest
+    clock.now += 9.9
+    assert grants.refuses(c, new, clock.now) == "client"
+    clock.now += 0.1                                             # it lapses: room at once
+    assert grants.refuses(c, new, clock.now) is None and len(grants) == 2
+    assert grants.refuses(c, new, clock.now, pending=1) == "client"
+
+
 class PairsFake(RecordingBackend):
     """The recording fake with the optional per-client verbs (ClientPairs): revoked pairs are
     recorded, the reads return nothing."""
