@@ -51,7 +51,7 @@ _REFUSED_COUNTER = {w: f"refused_per_{w}_cap" for w in ("name", "domain", "clien
 #: ``value``/``name`` descriptors (measured: a third of the record's cost before encoding).
 _OUTCOME_TEXT = {o: o.value for o in Outcome}
 _SECURITY_TEXT = {s: s.name.lower() for s in Security}
-_SOURCE_TEXT = {s: s.value for s in Source}
+_SOURCE_TEXT = {s: s.value for s in Source}     # JSON records; the binary one reads _value_
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,11 +295,12 @@ class Authorizer:
         data = decision_record.encode(
             ts=time.time(), client=answer.client, qname=answer.qname, qtype=answer.qtype,
             rcode=answer.rcode, outcome=_OUTCOME_TEXT[verdict.outcome], reason=verdict.reason,
-            rule=verdict.rule, security=int(answer.security), source=_SOURCE_TEXT[answer.source],
-            chain=verdict.chain, grants=[(g.address.packed, g.timeout) for g in grants],
+            rule=verdict.rule, security=int(answer.security),
+            # A plain Enum hashes in Python code (a frame): its member's own value instead.
+            source=answer.source._value_, chain=verdict.chain, grants=grants,
             written=written, write_s=write_s, error=error)
         if data is not None:
-            reporter.send_encoded(data)
+            reporter.send_batched(data)
             return
         reporter.send({
             "t": "decision", "client": answer.client, "qname": answer.qname,

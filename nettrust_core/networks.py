@@ -267,6 +267,13 @@ def address_int(address: IPAddress) -> int:
     return a._ip if FAST_ADDRESSES else int(a)
 
 
+def address_bytes(address: IPAddress) -> bytes:
+    """``address.packed`` without ``ipaddress``'s Python property (two Python frames)."""
+    if isinstance(address, ipaddress.IPv4Address):
+        return address_int(address).to_bytes(4, "big")
+    return address_int(address).to_bytes(16, "big")
+
+
 def packed_address(data: bytes, size: int) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     """The address in ``data``, which must be ``size`` (4 or 16) bytes in network order, as the
     ipaddress constructor makes it from bytes (InvalidValue, a ValueError, for another length)."""

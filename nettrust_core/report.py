@@ -17,7 +17,11 @@ Record shapes (``"t"`` names the type; ``ts`` is the Unix time; every other fiel
 - ``{"t": "decision", "ts", "client", "qname", "qtype", "rcode", "outcome", "reason", "rule",
   "security", "source", "chain": [...], "grants": [[address, timeout], ...], "written", "error"}``
   — the answer path sends it in the fixed binary layout of :mod:`nettrust_core.decision_record`
-  (a third of JSON's cost), which the agent decodes into this same dictionary.
+  (a third of JSON's cost), which the agent decodes into this same dictionary.  Decision
+  records travel in batches (:meth:`Reporter.send_batched`): one message holds those of up to
+  :data:`BATCH_DELAY` seconds or :data:`BATCH_BYTES` bytes, so a busy resolver makes one send
+  per ~150 answers instead of one each (a SEQPACKET send costs its sender ~1.8 µs of CPU,
+  kernel included; batched, ~0.05 µs per record).  :func:`read_message` reads any message.
 - ``{"t": "event", "ts", "kind", ...}`` — ``kind`` names the event (``unauthorized``,
   ``backend_error``, ``renewal`` …); the other fields depend on it.
 - ``{"t": "counters", "ts", "pid", "values": {name: number}, "levels": {name: number}}`` —
@@ -31,8 +35,11 @@ from __future__ import annotations
 import json
 import os
 import socket
+import struct
 import threading
 import time
+
+from . import decision_record
 
 #: Where the agent listens unless ``stats.report_socket`` says otherwise.
 DEFAULT_SOCKET = "/run/nettrust/agent.sock"
@@ -42,6 +49,14 @@ MAX_DATAGRAM = 60_000
 RECONNECT_EVERY = 1.0
 #: Send buffer asked for (the kernel caps it at net.core.wmem_max).
 SNDBUF = 1 << 20
+#: A batch of decision records is sent once it holds this many bytes ...
+BATCH_BYTES = 16_384
+#: ... or its first record waited this many seconds (the agent joins a decision with Unbound's
+#: dnstap response for up to a second: nettrust_core.agent.collector).
+BATCH_DELAY = 0.05
+#: A message holding several records: this magic, then per record its length (u16) and itself.
+BATCH_MAGIC = b"\x00B1"
+_LEN = struct.Struct("<H")
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
 
@@ -58,6 +73,10 @@ class Reporter:
         self._enabled = bool(path)
         self._closed = False
         self._next_connect = 0.0
+        self._batch: list[bytes] = []
+        self._batch_bytes = 0
+        self._due = threading.Event()          # a batch waits: the flusher sends it in time
+        self._flusher: threading.Thread | None = None
 
     @property
     def enabled(self) -> bool:
@@ -93,30 +112,91 @@ class Reporter:
 
     def send_encoded(self, data: bytes) -> bool:
         """Send one record already encoded (JSON, or a binary decision record:
-        :mod:`nettrust_core.decision_record`); False when it was dropped."""
+        :mod:`nettrust_core.decision_record`) after the batch waiting; False when it was
+        dropped."""
         if not self._enabled:
             return False
         with self._lock:
+            self._flush_locked()
+            return self._send_locked(data, 1)
+
+    def send_batched(self, data: bytes) -> None:
+        """Queue one binary decision record: sent with the records after it, in one message,
+        once :data:`BATCH_BYTES` wait or the first of them waited :data:`BATCH_DELAY` seconds
+        (by the answer that fills the batch, else by the flusher thread)."""
+        if not self._enabled:
+            return
+        size = len(data) + _LEN.size
+        with self._lock:
+            if self._batch_bytes + size > MAX_DATAGRAM - len(BATCH_MAGIC):
+                self._flush_locked()
+            self._batch.append(data)
+            self._batch_bytes += size
+            if self._batch_bytes >= BATCH_BYTES:
+                self._flush_locked()
+                return
+            if len(self._batch) > 1:
+                return
+        self._wake_flusher()
+
+    def flush(self) -> None:
+        """Send the batch waiting now."""
+        with self._lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        batch = self._batch
+        if not batch:
+            return
+        self._batch, self._batch_bytes = [], 0
+        if len(batch) == 1:
+            self._send_locked(batch[0], 1)
+            return
+        parts = [BATCH_MAGIC]
+        for data in batch:
+            parts += (_LEN.pack(len(data)), data)
+        self._send_locked(b"".join(parts), len(batch))
+
+    def _send_locked(self, data: bytes, records: int) -> bool:
+        """One message holding ``records`` records, sent or dropped (and counted) at once."""
+        try:
+            if not data or len(data) > MAX_DATAGRAM:
+                raise ValueError("record unencodable or too large")
+            sock = self._sock or self._connect()
+            if sock is None:
+                raise ConnectionRefusedError("agent not connected")
             try:
-                if not data or len(data) > MAX_DATAGRAM:
-                    raise ValueError("record unencodable or too large")
-                sock = self._sock or self._connect()
-                if sock is None:
-                    raise ConnectionRefusedError("agent not connected")
-                try:
-                    sock.send(data)
-                except (BlockingIOError, InterruptedError):
-                    raise       # agent busy: this record only
-                except OSError:
-                    self._sock = None        # agent gone: reconnect later
-                    sock.close()
-                    raise
-            except (OSError, ValueError, TypeError):
-                # Agent absent, busy or gone, or the record unencodable: drop, never wait.
-                self.dropped += 1
-                return False
-            self.sent += 1
+                sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                raise       # agent busy: this message only
+            except OSError:
+                self._sock = None        # agent gone: reconnect later
+                sock.close()
+                raise
+        except (OSError, ValueError, TypeError):
+            # Agent absent, busy or gone, or the record unencodable: drop, never wait.
+            self.dropped += records
+            return False
+        self.sent += records
         return True
+
+    def _wake_flusher(self) -> None:
+        if self._flusher is None:
+            with self._lock:
+                if self._flusher is None and not self._closed:
+                    self._flusher = threading.Thread(target=self._flush_loop, daemon=True,
+                                                     name="nettrust-report-flush")
+                    self._flusher.start()
+        self._due.set()
+
+    def _flush_loop(self) -> None:
+        """Sleeps until a batch starts, sends it :data:`BATCH_DELAY` later (if no answer
+        filled it first); no wake-ups while no record waits."""
+        while not self._closed:
+            self._due.wait()
+            time.sleep(BATCH_DELAY)
+            self._due.clear()
+            self.flush()
 
     def event(self, kind: str, **fields: object) -> bool:
         fields["t"] = "event"
@@ -132,7 +212,34 @@ class Reporter:
 
     def close(self) -> None:
         with self._lock:
+            if self._enabled and not self._closed:
+                self._flush_locked()
             self._closed = True
             sock, self._sock = self._sock, None
+        self._due.set()                 # the flusher sees the close and ends
         if sock is not None:
             sock.close()
+
+
+def read_message(data: bytes) -> list[dict]:
+    """The records in one message from :class:`Reporter`: a batch of binary decision records,
+    one binary decision record, or one JSON object.  ValueError when malformed (a batch is
+    refused whole)."""
+    if data.startswith(BATCH_MAGIC):
+        records, pos = [], len(BATCH_MAGIC)
+        while pos < len(data):
+            if pos + _LEN.size > len(data):
+                raise decision_record.RecordError("truncated batch")
+            (n,) = _LEN.unpack_from(data, pos)
+            pos += _LEN.size
+            if pos + n > len(data):
+                raise decision_record.RecordError("truncated batch")
+            records.append(decision_record.decode(data[pos:pos + n]))
+            pos += n
+        return records
+    if data[:1] == b"\0":
+        return [decision_record.decode(data)]
+    record = json.loads(data)
+    if not isinstance(record, dict):
+        raise ValueError("a report record must be a JSON object")
+    return [record]

@@ -8,7 +8,6 @@ records go to bounded queues that drop and count.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import pwd
@@ -20,7 +19,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from .. import decision_record
+from ..report import read_message
 from ..errors import InvalidValue
 from .alerts import Alerts
 from .collector import Collector
@@ -142,8 +141,8 @@ class Agent:
             self._spawn(handler, conn, name=f"{threading.current_thread().name}-conn")
 
     def _read_reports(self, conn: socket.socket) -> None:
-        """Records from one resolver process, one per SEQPACKET message: a JSON object, or a
-        binary decision record (:mod:`nettrust_core.decision_record`, starts with a NUL).
+        """Records from one resolver process, per SEQPACKET message a JSON object, a binary
+        decision record or a batch of them (:func:`nettrust_core.report.read_message`).
 
         Its counters are labelled with the pid the kernel gives for the peer (SO_PEERCRED),
         and dropped when the connection ends: a process that exited (a restarted resolver, a
@@ -160,13 +159,19 @@ class Agent:
                         return
                     if not data:
                         return
-                    self.metrics.records.labels("report").inc()
                     try:
-                        self.report(decision_record.decode(data) if data[:1] == b"\0"
-                                    else json.loads(data), pid=pid)
-                    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                        records = read_message(data)
+                    except ValueError as exc:
                         self.metrics.bad_records.labels("report").inc()
-                        log.debug("bad report record dropped: %s", exc)
+                        log.debug("bad report message dropped: %s", exc)
+                        continue
+                    self.metrics.records.labels("report").inc(len(records))
+                    for record in records:
+                        try:
+                            self.report(record, pid=pid)
+                        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                            self.metrics.bad_records.labels("report").inc()
+                            log.debug("bad report record dropped: %s", exc)
         finally:
             if pid is not None:
                 self.metrics.forget(pid)

@@ -31,12 +31,12 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from ..errors import FirewallError
-from ..networks import V6_KEY
+from ..networks import V6_KEY, address_bytes
 from ..netlink import nftables as nl, nftables_state as nft_state, wire
 from .base import Grant, GrantedElement, IPAddress, OnBatch, RulesetSpec, Status
 from .diagnostics import BaseChain
 from .nftables_cgroup import resolver_cgroup_match
-from .nftables_elements import address_bytes, grant_elements, set_of
+from .nftables_elements import grant_elements, set_of
 from .nftables_gateway import all_client_sets, client_sets, strike_declarations
 from .nftables_pairs import GatewayVerbs
 from .nftables_rules import (COUNTER, FAMILY, HOOKS, STATIC_SETS, ChainState,

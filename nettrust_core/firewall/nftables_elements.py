@@ -11,23 +11,16 @@ from __future__ import annotations
 
 import ipaddress
 import math
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 from ..netlink import nftables as nl
-from ..networks import address_int
+from ..networks import address_bytes
 from .base import Grant
 from .nftables_gateway import pair_key
 from .nftables_sets import grant_shard
 
 #: ``(set name, encoded elements, their addresses)`` per set, in the order first met.
 Groups = list[tuple[str, list[bytes], list]]
-
-
-def address_bytes(address: Any) -> bytes:
-    """``address.packed`` without ``ipaddress``'s Python property."""
-    if isinstance(address, ipaddress.IPv4Address):
-        return address_int(address).to_bytes(4, "big")
-    return address_int(address).to_bytes(16, "big")
 
 
 def set_of(names: tuple[str, ...], key: bytes) -> str:

@@ -19,9 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from nettrust_core import decision_record
 from lab_util import direct, resolving_lab
-
+from nettrust_core.report import read_message
 from testbed.product import DIST_PACKAGES, SYSTEM_PYTHON, NetTrustHost
 
 pytestmark = pytest.mark.integration
@@ -75,9 +74,9 @@ class ReportListener:
                 self.selector.unregister(key.fileobj)
                 key.fileobj.close()
                 continue
-            # The answer path's decision records are binary (issue 17), every other record JSON:
-            # read them as the agent does.
-            self.records.append(decision_record.decode(data) if data[:1] == b"\0" else json.loads(data))
+            # The answer path's decision records are binary and batched (issue 17), every other
+            # record JSON: read them as the agent does.
+            self.records += read_message(data)
 
     def wait_for(self, match, timeout: float = 10.0) -> dict:
         deadline = time.monotonic() + timeout

@@ -17,8 +17,10 @@ from nettrust_core import decision_record
 from nettrust_core.answer import A, AAAA, CNAME, Answer, Record, Security
 from nettrust_core.authorizer import Authorizer
 from nettrust_core.config import parse_config
+from nettrust_core.firewall.base import Grant
 from nettrust_core.firewall.recording import RecordingBackend
-from nettrust_core.report import Reporter, _dumps
+from nettrust_core import report
+from nettrust_core.report import Reporter, _dumps, read_message
 
 
 def _json_form(answer: Answer, decision) -> dict:
@@ -68,11 +70,11 @@ def test_the_agent_decodes_what_the_json_record_said(channel):
     auth, srv = channel
     decisions = [auth.authorize(a) for a in ANSWERS]
     conn, _ = srv.accept()
+    conn.settimeout(2)
+    data = conn.recv(65536)                     # the flusher sends the batch BATCH_DELAY later
+    assert data.startswith(report.BATCH_MAGIC)
     outcomes = set()
-    for answer, decision in zip(ANSWERS, decisions, strict=True):
-        data = conn.recv(65536)
-        assert data.startswith(decision_record.MAGIC)
-        got = decision_record.decode(data)
+    for answer, decision, got in zip(ANSWERS, decisions, read_message(data), strict=True):
         want = _json_form(answer, decision)
         assert got.pop("ts") > 0 and isinstance(got.pop("write_s"), float)
         assert got == want
@@ -84,18 +86,29 @@ def test_the_agent_decodes_what_the_json_record_said(channel):
 def test_a_record_the_layout_cannot_hold_goes_as_json():
     base = dict(ts=1.0, client="192.0.2.1", qname="a.test", qtype=1, rcode=0, outcome="granted",
                 reason="answered", rule=None, security=3, source="resolved", chain=("a.test",),
-                grants=[(bytes(4), 60.0)], written=1, write_s=0.0, error=None)
+                grants=[Grant(ipaddress.ip_address("0.0.0.0"), 60.0)], written=1, write_s=0.0,
+                error=None)
     assert decision_record.encode(**base) is not None
     assert decision_record.encode(**{**base, "reason": "x" * 70_000}) is None
     assert decision_record.encode(**{**base, "outcome": "surprise"}) is None
-    assert decision_record.encode(**{**base, "grants": [(bytes(5), 60.0)]}) is None
+    assert decision_record.encode(**{**base, "grants": [Grant("0.0.0.0", 60.0)]}) is None
+
+
+def test_a_name_no_utf8_can_hold_is_sent_replaced_not_lost():
+    """A lone surrogate (text decoded with surrogateescape) cannot be strict UTF-8; the record
+    still goes, with the character replaced, as the layout has always sent it."""
+    data = decision_record.encode(
+        ts=1.0, client=None, qname="a\udcff.test", qtype=1, rcode=0, outcome="no_address",
+        reason="nothing", rule=None, security=3, source="resolved", chain=(), grants=[],
+        written=0, write_s=0.0, error=None)
+    assert data is not None and decision_record.decode(data)["qname"] == "a?.test"
 
 
 def test_malformed_binary_records_are_refused():
     data = decision_record.encode(
         ts=1.0, client=None, qname="a.test", qtype=1, rcode=0, outcome="granted",
         reason="answered", rule=None, security=3, source="resolved", chain=("a.test",),
-        grants=[(bytes(16), 60.0)], written=1, write_s=0.0, error=None)
+        grants=[Grant(ipaddress.ip_address("::"), 60.0)], written=1, write_s=0.0, error=None)
     assert data is not None
     assert decision_record.decode(data)["grants"] == [["::", 60.0]]
     for bad in (data[:-1], data + b"\0", data[:10], b"\0D1", b'{"t": "decision"}'):

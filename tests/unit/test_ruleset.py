@@ -232,10 +232,10 @@ def test_the_answer_paths_elements_go_where_the_set_names_say_with_the_bytes_ipa
     """nftables_elements (compiled) reaches an address's bytes without ipaddress's properties:
     same bytes, same set as grant_set_of, grouped in the order met, errors made by the caller."""
     from nettrust_core.firewall.base import Grant
-    from nettrust_core.firewall.nftables_elements import address_bytes, grant_elements
+    from nettrust_core.firewall.nftables_elements import grant_elements
     from nettrust_core.firewall.nftables_sets import grant_set_of, grant_sets
     from nettrust_core.netlink import nftables as nl
-    from nettrust_core.networks import address_int, packed_address
+    from nettrust_core.networks import address_bytes, address_int, packed_address
 
     addresses = [ip("198.51.100.1"), ip("2001:db8::10"), ip("198.51.100.17"), ip("198.51.100.33"),
                  packed_address(bytes([203, 0, 113, 9]), 4), ip("::ffff:192.0.2.1")]
