@@ -6,7 +6,10 @@ module (cache misses, local data, names it blocked).  The join key is (client, n
 
 - a response with a matching decision was resolved (or local, or blocked) and carries it;
 - a response with none within ``join_delay`` came from Unbound's cache; it inherits the verdict
-  of the last decision for that name and type (the grant made when it was fetched covers it).
+  of the last decision for that name and type (the grant made when it was fetched covers it);
+- a decision with no response within ``decision_wait`` is recorded alone, as without dnstap:
+  its response was dropped (the agent lagged, Unbound's dnstap queue was full) or only counted
+  (past ``stats.responses_per_second``), but the query was answered.
 
 The decision is sent before the answer is released and the response after, so a response
 rarely waits; a decision waits longer (``decision_wait``) because Unbound's dnstap I/O thread
@@ -89,9 +92,9 @@ class Collector:
 
     def tick(self) -> int:
         """Settle what waited long enough: lone responses are cache hits; lone decisions
-        (their response was lost) are forgotten."""
+        (their response was lost or only counted) are query records of their own."""
         now = self.clock()
-        settled = []
+        settled, alone = [], []
         with self._lock:
             for order, table, wait in ((self._order_r, self._responses, self.join_delay),
                                        (self._order_d, self._decisions, self.decision_wait)):
@@ -106,6 +109,8 @@ class Collector:
                         del table[key]
                     if table is self._responses:
                         settled.append((key, item, self._last.get(key[1:])))
+                    else:
+                        alone.append(item[1])
         merged: dict[tuple, dict] = {}
         for (client, _, _), (_, ts, answer), last in settled:
             key = (client, answer, int(ts), id(last))
@@ -116,7 +121,9 @@ class Collector:
                 record["count"] += 1
         for record in merged.values():
             self.emit_query(record)
-        return len(settled)
+        for decision in alone:
+            self.emit_query(_from_decision(decision))
+        return len(settled) + len(alone)
 
     def _remember(self, key: tuple, record: dict) -> None:
         self._last[key] = record

@@ -38,6 +38,11 @@ class StatsConfig:
                           unit="records")
     cache_hits: bool = key(Boolean(), True, "record every client response via dnstap (cache "
                            "hits included); `false`: only answers the module judges")
+    responses_per_second: int = key(
+        Integer(0), 2000, "client responses (dnstap) the agent stores in detail per second; "
+        "past it, to the end of that second, it only counts them (a `responses_sampled` event "
+        "with the count): every decision is still stored, some cache hits only as that count. "
+        "0: no limit", unit="responses")
 
 
 @dataclass(frozen=True)

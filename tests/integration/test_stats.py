@@ -9,6 +9,7 @@ import http.server
 import json
 import re
 import socket
+import sqlite3
 import subprocess
 import threading
 import time
@@ -315,6 +316,45 @@ def test_without_cache_hits_only_judged_answers_are_recorded(nt, lab):
         assert top["h302.fw.test"]["queries"] == 1 and top["z.blocked.fw.test"]["blocked"] == 1
         why = stats(host, "why", h_address(301)[0])
         assert [g["name"] for g in why["grants"]] == ["h301.fw.test"]
+    finally:
+        lab.stop_unbound()
+        host.stop_agent()
+        nt.start()
+
+
+def test_past_the_response_budget_hits_are_counted_and_no_decision_is_lost(nt, lab):
+    """stats.responses_per_second: past it, to the end of the second, the agent only counts
+    client responses (a responses_sampled event each second); every decision is still stored,
+    and the responses stored in detail plus the counted ones are exactly the queries sent."""
+    base = Path(lab.work_dir) / "budget"
+    base.mkdir()
+    budget = 20
+    section = stats_section(lab, database=str(base / "s.db"), report_socket=str(base / "a.sock"),
+                            dnstap_socket=str(base / "d.sock"), responses_per_second=budget)
+    lab.stop_unbound()
+    host = NetTrustHost(lab, section + "[metrics]\nenabled = false\n", name="budget")
+    host.start_agent()
+    host.start()
+    try:
+        wait_for(lambda: "dnstap stream connected" in host.agent.log_text(), "dnstap connection")
+        names = [f"h{i}.fw.test" for i in range(320, 330)]
+        dig_batch(lab, names)               # 10 misses, the first responses of their second
+        started = time.monotonic()
+        dig_batch(lab, names * 30)          # 300 cache hits, as fast as one dig sends them
+        seconds = int(time.monotonic()) - int(started) + 1
+
+        def counts():
+            top = {r["domain"]: r for r in stats(host, "top", "domains", "-n", "100")}
+            detailed = sum(top[n]["queries"] for n in names if n in top)
+            with sqlite3.connect(base / "s.db") as db:
+                rows = db.execute("SELECT data FROM events WHERE kind = 'responses_sampled'")
+                counted = sum(json.loads(data)["count"] for (data,) in rows)
+            return (detailed + counted == 310 and all(n in top for n in names)
+                    and (top, detailed, counted))
+
+        top, detailed, counted = wait_for(counts, "310 responses stored or counted")
+        assert all(top[n]["queries"] - top[n]["cached"] == 1 for n in names)   # every miss
+        assert detailed - 10 <= budget * seconds and counted >= 300 - budget * seconds
     finally:
         lab.stop_unbound()
         host.stop_agent()

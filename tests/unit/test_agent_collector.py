@@ -70,15 +70,20 @@ def test_unknown_cache_hit_and_late_dnstap_frames():
     assert out[-1]["source"] == "resolved"
 
 
-def test_decision_whose_response_never_comes_is_forgotten():
+def test_decision_whose_response_never_comes_is_recorded_alone():
+    """Its response was dropped or only counted (stats.responses_per_second): the query was
+    still answered, so it is recorded from the decision, once; a later response is a hit."""
     c, out, clock = make()
     c.decision(decision("lost.example"))
-    clock.now += 10
-    c.tick()
+    clock.now += 4
+    assert c.tick() == 0 and not out
+    clock.now += 6
+    assert c.tick() == 1
+    assert [(r["qname"], r["source"], r["count"]) for r in out] == [("lost.example", "resolved", 1)]
     c.response("192.0.2.1", 1.0, answer("lost.example"))
     clock.now += 2
     c.tick()
-    assert [r["source"] for r in out] == ["cache"]
+    assert [r["source"] for r in out] == ["resolved", "cache"]
 
 
 def test_prefetch_decision_without_client_only_labels_later_hits():
