@@ -29,6 +29,7 @@ from .responses import BlockedResponse, blocked_response
 from .reverse import Confirmer, resolver_lookup
 from .ruleset import instance_from_env, make_backend
 from .unbound_conf import cache_max_ttl
+from .unbound_totals import UnboundTotals
 from .unbound_settings import control_socket, privilege_problem, problems, read_settings
 from .worker import Worker
 
@@ -127,6 +128,8 @@ class Service:
             if path:
                 self.invalidator.use(UnboundControlInvalidator(path))
                 log.info("cache invalidation via %s", path)
+                if self.reporter.enabled:
+                    self.lifecycle.unbound_totals = UnboundTotals(path)
             else:
                 log.warning("%s has no local control socket (remote-control: control-enable: yes, "
                             "control-interface: /run/...): answers whose grants are revoked early "

@@ -8,8 +8,8 @@ module (cache misses, local data, names it blocked).  The join key is (client, n
 - a response with none within ``join_delay`` came from Unbound's cache; it inherits the verdict
   of the last decision for that name and type (the grant made when it was fetched covers it);
 - a decision with no response within ``decision_wait`` is recorded alone, as without dnstap:
-  its response was dropped (the agent lagged, Unbound's dnstap queue was full) or only counted
-  (past ``stats.responses_per_second``), but the query was answered.
+  its response was dropped (the agent lagged or, past ``stats.responses_per_second``, paused
+  reading, and Unbound's dnstap queue was full), but the query was answered.
 
 The decision is sent before the answer is released and the response after, so a response
 rarely waits; a decision waits longer (``decision_wait``) because Unbound's dnstap I/O thread
@@ -92,7 +92,7 @@ class Collector:
 
     def tick(self) -> int:
         """Settle what waited long enough: lone responses are cache hits; lone decisions
-        (their response was lost or only counted) are query records of their own."""
+        (their response was dropped) are query records of their own."""
         now = self.clock()
         settled, alone = [], []
         with self._lock:

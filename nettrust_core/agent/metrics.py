@@ -47,9 +47,11 @@ class Metrics:
                                ["stream"], registry=r)
         self.bad_records = Counter("nettrust_agent_bad_records", "Records the agent could not "
                                    "decode (dropped)", ["stream"], registry=r)
-        self.responses_sampled = Counter("nettrust_agent_responses_sampled", "Client responses "
-                                         "(dnstap) past stats.responses_per_second: counted, "
-                                         "not stored in detail", registry=r)
+        self.sampled_seconds = Counter("nettrust_agent_sampled_seconds", "Seconds in which "
+                                       "client responses (dnstap) passed "
+                                       "stats.responses_per_second: only the first were stored "
+                                       "(totals: nettrust_resolver_counter{name=~\"unbound.*\"})",
+                                       registry=r)
         self.alerts = Counter("nettrust_alerts", "Alerts notified", ["rule"], registry=r)
         self.alerts_suppressed = Counter("nettrust_alerts_suppressed", "Alerts not notified "
                                          "because of the rate limit", ["rule"], registry=r)

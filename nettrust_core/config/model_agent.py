@@ -40,9 +40,9 @@ class StatsConfig:
                            "hits included); `false`: only answers the module judges")
     responses_per_second: int = key(
         Integer(0), 2000, "client responses (dnstap) the agent stores in detail per second; "
-        "past it, to the end of that second, it only counts them (a `responses_sampled` event "
-        "with the count): every decision is still stored, some cache hits only as that count. "
-        "0: no limit", unit="responses")
+        "past it, to the end of that second, it stops reading (Unbound drops the rest; a "
+        "`responses_sampled` event): every decision is still stored, exact totals come from "
+        "Unbound's counters (metrics). 0: no limit", unit="responses")
 
 
 @dataclass(frozen=True)

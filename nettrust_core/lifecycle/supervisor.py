@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from ..config import Config
     from ..authorizer import Authorizer
     from ..report import Reporter
+    from ..unbound_totals import UnboundTotals
 
 log = logging.getLogger("nettrust.lifecycle")
 
@@ -88,6 +89,9 @@ class Lifecycle(Worker):
                            if table is not None else None)
         #: Set by start(): counters go to the agent only from a started resolver.
         self._reporting = False
+        #: Unbound's own totals, added to each report (set by the service when statistics are
+        #: on and Unbound has a local control socket).
+        self.unbound_totals: UnboundTotals | None = None
         #: Connections no grant allows: audited at start and on each policy change.
         self.audit = ConnectionAudit(config, authorizer.backend, reporter=self.reporter,
                                      counters=self.counters,
@@ -211,6 +215,8 @@ class Lifecycle(Worker):
         if self.liveness is not None:
             values["hosts_live"] = self.liveness.live_hosts
             values["conntrack_available"] = 0 if self.liveness.available is False else 1
+        if self.unbound_totals is not None:
+            values.update(self.unbound_totals.read())
         return values
 
     def report(self) -> None:

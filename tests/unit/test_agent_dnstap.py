@@ -8,7 +8,6 @@ import random
 import socket
 import struct
 import threading
-import time
 
 import dns.message
 import dns.rrset
@@ -133,38 +132,6 @@ def test_framestream_handshake_frames_and_finish():
     t.join(5)
     assert fs.parse_control(replies[0][8:]) == (fs.ACCEPT, [fs.CONTENT_TYPE])
     assert fs.parse_control(replies[1][8:])[0] == fs.FINISH and reader.finished
-
-
-def test_skipping_counts_every_frame_and_leaves_the_stream_in_step():
-    """Past stats.responses_per_second the agent only counts frames: all of them, whatever the
-    read boundaries, up to the STOP that frames() then answers."""
-    ours, theirs = socket.socketpair()
-    sizes = [random.Random(7).randrange(1, 3000) for _ in range(500)]
-    replies: list[bytes] = []
-    t = threading.Thread(target=_peer, args=(theirs, [b"k"] + [b"x" * n for n in sizes],
-                                             fs.CONTENT_TYPE, replies))
-    t.start()
-    reader = fs.FrameReader(ours)
-    reader.handshake()
-    frames = reader.frames()
-    assert next(frames) == b"k"
-    assert reader.skip(time.monotonic() + 30) == 500          # stops at the STOP control frame
-    assert list(frames) == [] and reader.finished
-    t.join(5)
-    assert fs.parse_control(replies[1][8:])[0] == fs.FINISH
-
-
-def test_skipping_stops_when_its_second_is_over():
-    ours, theirs = socket.socketpair()
-    theirs.sendall(b"".join(struct.pack(">I", 3) + b"abc" for _ in range(10)))
-    reader = fs.FrameReader(ours)
-    assert next(reader.frames()) == b"abc"                     # one read took all ten
-    assert reader.skip(time.monotonic() - 1) == 9              # what had arrived, no waiting
-    theirs.sendall(struct.pack(">I", 2) + b"ok")
-    assert next(reader.frames()) == b"ok"
-    theirs.sendall(struct.pack(">I", fs.MAX_FRAME + 1))
-    with pytest.raises(fs.ProtocolError):
-        reader.skip(time.monotonic() + 5)
 
 
 def test_framestream_refuses_other_content_and_huge_frames():
