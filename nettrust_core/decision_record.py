@@ -13,10 +13,10 @@ strings ``client``, ``qname``, ``reason``, ``rule``, ``error`` (u16 length + UTF
 0xFFFF: None); the chain (u8 count, then strings); the grants (u16 count, then per grant u8
 address length 4 or 16, the address, the timeout f64).
 
-Per record on the answer path (``bench/answer_path.py --callgrind --stats``, one-address
-answers): 22,000 instructions with the addresses' bytes read through ``ipaddress``'s
-properties, the strings encoded with an error handler (a codec lookup each) and the source's
-text found through its enum's hash (a Python frame); 13,900 reading them as here.
+The record's cost on the answer path (``bench/answer_path.py --callgrind``, one-address answers,
+statistics on minus off): 21,700 instructions with the addresses' bytes read through
+``ipaddress``'s properties, the strings encoded with an error handler (a codec lookup each) and
+the source's text found through its enum's hash (a Python frame); 16,200 reading them as here.
 """
 
 from __future__ import annotations
