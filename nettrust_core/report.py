@@ -76,6 +76,7 @@ class Reporter:
         self._batch: list[bytes] = []
         self._batch_bytes = 0
         self._due = threading.Event()          # a batch waits: the flusher sends it in time
+        self._closing = threading.Event()      # close(): the flusher stops waiting and ends
         self._flusher: threading.Thread | None = None
 
     @property
@@ -128,6 +129,9 @@ class Reporter:
             return
         size = len(data) + _LEN.size
         with self._lock:
+            if self._closed:            # the resolver is stopping: counted, as every drop
+                self.dropped += 1
+                return
             if self._batch_bytes + size > MAX_DATAGRAM - len(BATCH_MAGIC):
                 self._flush_locked()
             self._batch.append(data)
@@ -191,10 +195,11 @@ class Reporter:
 
     def _flush_loop(self) -> None:
         """Sleeps until a batch starts, sends it :data:`BATCH_DELAY` later (if no answer
-        filled it first); no wake-ups while no record waits."""
-        while not self._closed:
+        filled it first); no wake-ups while no record waits.  Ends at once on :meth:`close`,
+        which joins it: inside Unbound no thread may outlive the module's deinit."""
+        while not self._closing.is_set():
             self._due.wait()
-            time.sleep(BATCH_DELAY)
+            self._closing.wait(BATCH_DELAY)
             self._due.clear()
             self.flush()
 
@@ -216,7 +221,11 @@ class Reporter:
                 self._flush_locked()
             self._closed = True
             sock, self._sock = self._sock, None
-        self._due.set()                 # the flusher sees the close and ends
+            flusher = self._flusher
+        self._closing.set()
+        self._due.set()
+        if flusher is not None and flusher is not threading.current_thread():
+            flusher.join(timeout=2.0)
         if sock is not None:
             sock.close()
 

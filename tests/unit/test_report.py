@@ -88,6 +88,25 @@ def test_decision_records_share_messages_and_none_waits_longer_than_the_batch_de
     r.close()
 
 
+def test_close_ends_the_flusher_thread_at_once(tmp_path):
+    """Inside Unbound no thread may outlive the module's deinit (Service.stop closes the
+    reporter): close() must not return while the flusher still runs, nor wait out its delay."""
+    path = tmp_path / "agent.sock"
+    srv = listener(path)
+    r = Reporter(str(path))
+    r.send_batched(_decision(1))
+    flusher = r._flusher
+    assert flusher is not None and flusher.is_alive()
+    started = time.monotonic()
+    r.close()
+    assert not flusher.is_alive() and time.monotonic() - started < report.BATCH_DELAY
+    conn, _ = srv.accept()
+    conn.settimeout(2)
+    assert [rec["qname"] for rec in report.read_message(conn.recv(65536))] == ["n1.test"]
+    r.send_batched(_decision(2))                 # after close: dropped and counted, no thread
+    assert r.dropped == 1 and r._flusher is flusher
+
+
 def test_an_event_after_decisions_arrives_after_them_and_close_sends_what_waits(tmp_path):
     path = tmp_path / "agent.sock"
     srv = listener(path)
