@@ -40,6 +40,7 @@ import threading
 import time
 
 from . import decision_record
+from .worker import Worker
 
 #: Where the agent listens unless ``stats.report_socket`` says otherwise.
 DEFAULT_SOCKET = "/run/nettrust/agent.sock"
@@ -75,9 +76,8 @@ class Reporter:
         self._next_connect = 0.0
         self._batch: list[bytes] = []
         self._batch_bytes = 0
-        self._due = threading.Event()          # a batch waits: the flusher sends it in time
-        self._closing = threading.Event()      # close(): the flusher stops waiting and ends
-        self._flusher: threading.Thread | None = None
+        #: Sends a batch no answer filled in time; its thread starts with the first batch.
+        self._flusher = _Flusher(self)
 
     @property
     def enabled(self) -> bool:
@@ -185,23 +185,11 @@ class Reporter:
         return True
 
     def _wake_flusher(self) -> None:
-        if self._flusher is None:
+        if not self._flusher.alive:
             with self._lock:
-                if self._flusher is None and not self._closed:
-                    self._flusher = threading.Thread(target=self._flush_loop, daemon=True,
-                                                     name="nettrust-report-flush")
+                if not self._closed:
                     self._flusher.start()
-        self._due.set()
-
-    def _flush_loop(self) -> None:
-        """Sleeps until a batch starts, sends it :data:`BATCH_DELAY` later (if no answer
-        filled it first); no wake-ups while no record waits.  Ends at once on :meth:`close`,
-        which joins it: inside Unbound no thread may outlive the module's deinit."""
-        while not self._closing.is_set():
-            self._due.wait()
-            self._closing.wait(BATCH_DELAY)
-            self._due.clear()
-            self.flush()
+        self._flusher.wake()
 
     def event(self, kind: str, **fields: object) -> bool:
         fields["t"] = "event"
@@ -221,13 +209,32 @@ class Reporter:
                 self._flush_locked()
             self._closed = True
             sock, self._sock = self._sock, None
-            flusher = self._flusher
-        self._closing.set()
-        self._due.set()
-        if flusher is not None and flusher is not threading.current_thread():
-            flusher.join(timeout=2.0)
+        # Inside Unbound no thread may outlive the module's deinit (Service.stop closes us).
+        self._flusher.stop(timeout=2.0)
         if sock is not None:
             sock.close()
+
+
+class _Flusher(Worker):
+    """Sleeps until a batch starts, sends it :data:`BATCH_DELAY` later (if no answer filled it
+    first); no wake-ups while no record waits, and it ends at once when stopped."""
+
+    name = "nettrust-report-flush"
+
+    def __init__(self, reporter: Reporter) -> None:
+        super().__init__()
+        self.reporter = reporter
+        self.due = threading.Event()
+
+    def wake(self) -> None:
+        self.due.set()
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            self.due.wait()
+            self.stopping.wait(BATCH_DELAY)
+            self.due.clear()
+            self.reporter.flush()
 
 
 def read_message(data: bytes) -> list[dict]:

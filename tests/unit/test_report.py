@@ -96,10 +96,10 @@ def test_close_ends_the_flusher_thread_at_once(tmp_path):
     r = Reporter(str(path))
     r.send_batched(_decision(1))
     flusher = r._flusher
-    assert flusher is not None and flusher.is_alive()
+    assert flusher is not None and flusher.alive
     started = time.monotonic()
     r.close()
-    assert not flusher.is_alive() and time.monotonic() - started < report.BATCH_DELAY
+    assert not flusher.alive and time.monotonic() - started < report.BATCH_DELAY
     conn, _ = srv.accept()
     conn.settimeout(2)
     assert [rec["qname"] for rec in report.read_message(conn.recv(65536))] == ["n1.test"]
