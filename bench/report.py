@@ -33,6 +33,7 @@ class Results:
     micro: list = field(default_factory=list)    # bench.micro.MicroResult
     machine: dict[str, str] = field(default_factory=dict)
     profile: str = ""                            # bench.profile summary (--profile)
+    stages: str = ""                             # bench.stages summary (--profile)
     seconds: float = 0.0
 
     # ------------------------------------------------------------ figures
@@ -248,6 +249,9 @@ class Results:
         ]
         if self.profile:
             parts[-2:-2] = ["## Profile (py-spy)", "", self.profile, ""]
+        if self.stages:
+            parts[-2:-2] = ["## Inside Unbound: the answer path by stage (thread CPU, cache-miss phase)",
+                            "", self.stages, ""]
         for m in self.micro:
             parts += [f"### {m.name}: {m.status}", "", "```", m.output.strip() or "(no output)", "```", ""]
         parts += ["## Machine", "", "| | |", "|---|---|",

@@ -17,6 +17,7 @@ from .configs import (NOT_SUPPORTED, Dnsmasq, NetTrust, NetTrustGateway, NetTrus
                       PassThroughModule, PlainUnbound, PlainUnboundProcesses, Unavailable)
 from .measure import Phase, dnsperf, server_pids
 from .report import Results
+from .stages import NetTrustStages
 from .zone import BenchZone, write_queries
 
 REPO = Path(__file__).resolve().parent.parent
@@ -149,6 +150,8 @@ def run(s: Settings, output: Path) -> Results:
                     continue
                 progress(n + 1, s.rounds, server.label, this_round[server.key])
             results.rounds.append({k: this_round[k] for k in results.labels if k in this_round})
+        if s.profile:
+            results.stages = stage_timings(lab, work, s)
         if s.only:
             results.notes["partial run"] = f"--only {','.join(s.only)}: no race, no micro-benchmarks"
         else:
@@ -159,6 +162,20 @@ def run(s: Settings, output: Path) -> Results:
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(results.markdown())
     return results
+
+
+def stage_timings(lab, work: Workload, s: Settings) -> str:
+    """NetTrust default once more, its adapter's stages timed inside Unbound (bench.stages)."""
+    server = NetTrustStages(lab)
+    server.start()
+    try:
+        dnsperf(lab, work.hit, seconds=120, runs=s.warm_passes, clients=s.clients)
+        miss = dnsperf(lab, work.miss, seconds=s.seconds, runs=1, clients=s.clients,
+                       outstanding=s.outstanding)
+    finally:
+        server.stop()
+    print(f"stages timed: miss {miss.qps:,.0f} q/s {miss.cpu_us_per_query:.1f} µs/q", flush=True)
+    return server.summary(miss.cpu_us_per_query)
 
 
 def run_races(lab, results: Results, servers: list, zone: BenchZone, work: Workload, s: Settings) -> None:

@@ -38,7 +38,7 @@ def test_quick_benchmark_writes_a_report_with_every_target(tmp_path):
         message = f"bench needs {', '.join(missing)} (apt-get install dnsperf dnsmasq-base)"
         pytest.fail(message) if IN_CI else pytest.skip(message)
     report = tmp_path / "bench.md"
-    proc = subprocess.run(["/usr/bin/python3", "-m", "bench", "--quick", "--output", str(report)],
+    proc = subprocess.run(["/usr/bin/python3", "-m", "bench", "--quick", "--profile", "--output", str(report)],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     text = report.read_text()
@@ -61,4 +61,11 @@ def test_quick_benchmark_writes_a_report_with_every_target(tmp_path):
     assert "first connects" in text and "1000 trials" in text
     assert "### fw_write: ok" in text
     assert "| 1 | Unbound plain (2 threads) | miss |" in text
+    # --profile: the adapter's stages timed inside Unbound (bench/stages.py), every judged
+    # answer passing each stage once and costing something in each.
+    stages = text.split("## Inside Unbound", 1)[1].split("##", 1)[0]
+    for stage in ("operate NEW", "operate MODDONE", "client", "records", "authorize", "firewall write"):
+        row = re.search(rf"^\| {stage} \| ([0-9.]+) \| ([0-9.]+) \|", stages, re.MULTILINE)
+        assert row is not None, stages
+        assert float(row.group(1)) > 0 and float(row.group(2)) == 1.0, stages
     print(proc.stdout, file=sys.stderr)

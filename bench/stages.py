@@ -1,0 +1,91 @@
+"""``--profile``: NetTrust's answer path by stage, timed inside Unbound (bench/stages_module.py).
+
+NetTrust default runs once more after the rounds, with the adapter wrapped in thread-CPU timers,
+through the warm-up and the cache-miss phase; the report gets one row per stage: CPU per call,
+calls per judged answer, CPU per judged answer.  Not part of any ratio: the timers cost a little
+themselves (measured, and subtracted), and the figures are there to say where a miss's CPU goes
+between Unbound's own work, which neither py-spy (blind to the compiled core) nor the in-process
+driver (hot caches) can.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from testbed.product import NetTrustHost
+
+from .configs import NETTRUST_DEFAULT, NetTrust
+
+SCRIPT = Path(__file__).with_name("stages_module.py")
+#: Stages timed inside another (its timers' cost is taken off the outer one too).
+INNER = {"operate MODDONE": ("client", "records", "authorize"), "authorize": ("firewall write",)}
+#: Table order, and what each stage holds.
+ROWS = (
+    ("operate NEW", "the query: name decoded, blocklists"),
+    ("operate MODDONE", "the answer, everything below included"),
+    ("client", "the client's address from the mesh state"),
+    ("records", "the answer's records from the reply"),
+    ("authorize", "the core's judgement, the write included"),
+    ("firewall write", "the netlink batch, the kernel's work included"),
+)
+
+
+class _TimedHost(NetTrustHost):
+    def __init__(self, lab, config_text: str, out: Path) -> None:
+        super().__init__(lab, config_text, name="nettrust_stages")
+        self.out = out
+        staged = self.code_dir / "unbound_module" / SCRIPT.name
+        shutil.copyfile(SCRIPT, staged)
+        os.chmod(staged, 0o644)
+
+    @property
+    def script(self) -> Path:
+        return self.code_dir / "unbound_module" / SCRIPT.name
+
+    def env(self, instance: int = 0) -> dict[str, str]:
+        return {**super().env(instance), "NETTRUST_STAGES_OUT": str(self.out)}
+
+
+class NetTrustStages(NetTrust):
+    key = "nettrust_stages"
+    label = "NetTrust default, stages timed"
+
+    def __init__(self, lab) -> None:
+        super().__init__(lab, config_text=NETTRUST_DEFAULT)
+        self.key, self.label = type(self).key, type(self).label
+        run_dir = Path(lab.work_dir) / "run"
+        run_dir.mkdir(exist_ok=True)
+        run_dir.chmod(0o1777)               # written by Unbound as the unbound user
+        self.out = run_dir / "stages.json"
+
+    def make_host(self) -> NetTrustHost:
+        self.out.unlink(missing_ok=True)
+        return _TimedHost(self.lab, self.config_text, self.out)
+
+    def summary(self, miss_cpu_us: float) -> str:
+        """The markdown table of what the stopped Unbound wrote (or why there is none)."""
+        try:
+            found = json.loads(self.out.read_text())
+        except (OSError, ValueError) as exc:
+            return f"stage timings unavailable: {exc}"
+        stages, timer_ns = found["stages"], found["timer_ns"]
+        answers = stages.get("authorize", [0, 0])[1]
+        if not answers:
+            return "stage timings unavailable: no answer was judged"
+        rows = [f"{answers:,} answers judged; each timer's own cost, {timer_ns / 1000:.2f} µs per call "
+                f"(measured on an empty call), is subtracted from its stage and the stages around it.  The same phase's CPU per miss, the "
+                f"whole Unbound process: {miss_cpu_us:.1f} µs.", "",
+                "| stage | µs per call | calls per answer | µs per answer | what it holds |",
+                "|---|---:|---:|---:|---|"]
+        for name, what in ROWS:
+            ns, calls = stages.get(name, [0, 0])
+            if not calls:
+                continue
+            timers = calls + sum(stages.get(inner, [0, 0])[1] for inner in INNER.get(name, ()))
+            per_call = max(ns - timers * timer_ns, 0.0) / calls / 1000
+            rows.append(f"| {name} | {per_call:.1f} | {calls / answers:.2f} | "
+                        f"{per_call * calls / answers:.1f} | {what} |")
+        return "\n".join(rows)
