@@ -135,9 +135,10 @@ def load(backend_kind: str, stats: bool):
             raise SystemExit("the reporter did not connect to the bench's socket")
         sock.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, 256 << 20)
     mod = runpy.run_path(str(ADAPTER), init_globals=fake_unbound_globals(), run_name="nettrust_bench")
-    mod["_service"] = service
-    # runpy returns a copy of the namespace: the functions see their own globals dict.
-    mod["operate"].__globals__["_service"] = service
+    # As init_standard does (runpy returns a copy of the namespace: the adapter's functions
+    # see their own globals dict, reached through one of them).
+    mod["_reply_blocked"].__globals__["_service"] = service
+    mod["_path"].start(service, mod["_reply_blocked"].__globals__)
     return mod, service
 
 

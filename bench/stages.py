@@ -21,13 +21,11 @@ from .configs import NETTRUST_DEFAULT, NetTrust
 
 SCRIPT = Path(__file__).with_name("stages_module.py")
 #: Stages timed inside another (its timers' cost is taken off the outer one too).
-INNER = {"operate MODDONE": ("client", "records", "authorize"), "authorize": ("firewall write",)}
+INNER = {"operate MODDONE": ("authorize",), "authorize": ("firewall write",)}
 #: Table order, and what each stage holds.
 ROWS = (
     ("operate NEW", "the query: name decoded, blocklists"),
     ("operate MODDONE", "the answer, everything below included"),
-    ("client", "the client's address from the mesh state"),
-    ("records", "the answer's records from the reply"),
     ("authorize", "the core's judgement, the write included"),
     ("firewall write", "the netlink batch, the kernel's work included"),
 )
@@ -80,6 +78,7 @@ class NetTrustStages(NetTrust):
                 f"whole Unbound process: {miss_cpu_us:.1f} µs.", "",
                 "| stage | µs per call | calls per answer | µs per answer | what it holds |",
                 "|---|---:|---:|---:|---|"]
+        per_answer: dict[str, float] = {}
         for name, what in ROWS:
             ns, calls = stages.get(name, [0, 0])
             if not calls:
@@ -88,4 +87,9 @@ class NetTrustStages(NetTrust):
             per_call = max(ns - timers * timer_ns, 0.0) / calls / 1000
             rows.append(f"| {name} | {per_call:.1f} | {calls / answers:.2f} | "
                         f"{per_call * calls / answers:.1f} | {what} |")
+            per_answer[name] = per_call * calls / answers
+        if "operate MODDONE" in per_answer and "authorize" in per_answer:
+            rows.append(f"| answer outside the judgement | | | "
+                        f"{per_answer['operate MODDONE'] - per_answer['authorize']:.1f} | Unbound's "
+                        f"objects read (client, records), the verdict carried out |")
         return "\n".join(rows)

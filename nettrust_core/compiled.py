@@ -42,6 +42,7 @@ MODULES = (
     "nettrust_core.networks",
     "nettrust_core.answer",
     "nettrust_core.unbound_reply",
+    "nettrust_core.unbound_operate",
     "nettrust_core.patterns",
     "nettrust_core.policy",
     "nettrust_core.authorizer",

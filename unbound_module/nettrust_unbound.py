@@ -1,7 +1,9 @@
 """NetTrust's Unbound module (pythonmod script).
 
 An adapter and nothing more: it turns Unbound's objects into ``nettrust_core`` values, calls the
-core, and carries out what the core decided.  No policy and no firewall code live here.
+core, and carries out what the core decided.  No policy and no firewall code live here.  The
+answer path's entry, ``operate``, is compiled with the core (``nettrust_core.unbound_operate``);
+this script hands it pythonmod's names and the steps that need pythonmod's own classes.
 
 Load it with ``module-config: "python validator iterator"`` (the only order in which the module
 sees the validated DNSSEC status) and ``python-script: <this file>``.  The core is imported from
@@ -50,10 +52,10 @@ from nettrust_core.logs import FailureLog, setup_logging  # noqa: E402
 from nettrust_core.service import Service, config_path  # noqa: E402
 from nettrust_core.config import load_config  # noqa: E402
 from nettrust_core.unbound_settings import own_cap_eff, own_conf_path, problems  # noqa: E402
-from nettrust_core.unbound_reply import addresses, client as _client, clients as _clients  # noqa: E402
-from nettrust_core.unbound_reply import records as _records, under_checkconf  # noqa: E402
+from nettrust_core.unbound_operate import Operate  # noqa: E402
+from nettrust_core.unbound_reply import addresses, records as _records, under_checkconf  # noqa: E402
 from nettrust_core.unbound_reply import use_unbound_accessors  # noqa: E402
-from nettrust_core.wire import WireNameError, decode_name  # noqa: E402
+from nettrust_core.wire import decode_name  # noqa: E402
 
 try:
     # unboundmodule.py's wrappers build a Python object for every array or address access before
@@ -104,6 +106,7 @@ def init_standard(id, env):
         log_err("nettrust: cannot start: %s" % exc)
         raise
     _service = service
+    _path.start(service, globals())
     settle_collector()
     register_inplace_cb_reply_local(_on_local_answer, env, id)
     if service.per_client:
@@ -123,6 +126,7 @@ def init(id, cfg):
 def deinit(id):
     global _service
     service, _service = _service, None
+    _path.stop()
     if service is not None:
         service.stop()
         log_info("nettrust: stopped")
@@ -134,93 +138,8 @@ def inform_super(id, qstate, superqstate, qdata):
 
 
 # -- the answer path -------------------------------------------------------------------------
-def operate(id, event, qstate, qdata):
-    try:
-        if event == MODULE_EVENT_NEW or event == MODULE_EVENT_PASS:
-            return _on_query(id, qstate, qdata)
-        if event == MODULE_EVENT_MODDONE:
-            return _on_answer(id, qstate, qdata)
-    except Exception as exc:
-        _log_error("error, failing closed (SERVFAIL)", exc)
-        msg = qstate.return_msg
-        _servfail(id, qstate)
-        if event == MODULE_EVENT_MODDONE:
-            _uncache(qstate, msg.rep if msg is not None else None)
-        return True
-    _set_state(qstate, id, MODULE_ERROR)
-    return True
-
-
-def _on_query(id, qstate, qdata):
-    if qstate.is_valrec:
-        _set_state(qstate, id, MODULE_WAIT_MODULE)
-        return True
-    qinfo = qstate.qinfo
-    try:
-        wire = qinfo.qname
-        qname = decode_name(wire)
-    except WireNameError as exc:
-        _log_error("query name refused, SERVFAIL", exc)
-        _service.offence(_client(qstate), "malformed query name")
-        _servfail(id, qstate)
-        return True
-    if not _service.name_allowed(qname):
-        # Blocked: only a client's query gets the blocked answer (counted, reported); the
-        # resolver's own (prefetch) goes on and its answer is refused in MODDONE.
-        client = _client(qstate)
-        if client is not None:
-            qtype = qinfo.qtype
-            if not _service.check_query(qname, client, qtype).allowed:
-                _reply_blocked(id, qstate, qname, qtype)
-                return True
-    # The decoded name travels with the query to MODDONE (qdata lives as long as the query),
-    # keyed by its wire form: a changed qinfo (never seen; cheap to guard) is decoded afresh.
-    qdata["nt_q"] = (wire, qname)
-    _set_state(qstate, id, MODULE_WAIT_MODULE)
-    return True
-
-
-def _on_answer(id, qstate, qdata):
-    msg = qstate.return_msg
-    if qstate.is_valrec or msg is None:
-        _set_state(qstate, id, MODULE_FINISHED)
-        return True
-    rep = msg.rep
-    if rep is None:
-        _set_state(qstate, id, MODULE_FINISHED)
-        return True
-    client = _client(qstate)
-    qinfo = qstate.qinfo
-    wire = qinfo.qname
-    rcode = qstate.return_rcode or (rep.flags & 0xF)
-    try:
-        known = qdata.get("nt_q") if qdata is not None else None
-        qname = known[1] if known is not None and known[0] == wire else decode_name(wire)
-        answer = Answer(qname, qinfo.qtype, rcode, Security.from_unbound(rep.security),
-                        _records(rep, rep.an_numrrsets, 0, wire, qname), client, Source.RESOLVED)
-    except WireNameError as exc:
-        _log_error("answer with a name that has no exact form refused, SERVFAIL", exc)
-        _servfail(id, qstate)
-        _uncache(qstate, rep)
-        return True
-    if _service.per_client:
-        decision = _service.authorize_answer(answer, _clients(qstate))
-    else:
-        decision = _service.authorize_answer(answer)
-    if decision.error is not None:
-        _servfail(id, qstate)
-        _uncache(qstate, rep)  # else the next client would get the ungranted answer from cache
-    elif decision.verdict.replace_answer:
-        # The iterator and validator stored the real answer before we saw it: remove it, or
-        # the next client gets it from cache (operate() never sees cache hits).
-        _uncache(qstate, rep)
-        if client is not None:
-            _reply_blocked(id, qstate, answer.qname, answer.qtype)
-        else:
-            _servfail(id, qstate)   # prefetch: nobody waits; nothing may be stored
-    else:
-        _set_state(qstate, id, MODULE_FINISHED)
-    return True
+# operate() itself is compiled with the core (nettrust_core.unbound_operate): the Operate made at
+# the end of this file, once the adapter's own helpers below exist.
 
 
 def _uncache(qstate, rep):
@@ -319,7 +238,7 @@ def _reply_blocked(id, qstate, qname, qtype):
     _set_state(qstate, id, MODULE_FINISHED)
 
 
-def _servfail(id, qstate):
-    qstate.return_msg = None
-    qstate.return_rcode = RCODE_SERVFAIL
-    _set_state(qstate, id, MODULE_FINISHED)
+_path = Operate(_set_state, _log_error, _reply_blocked, _uncache)
+#: What pythonmod calls for queries and answers (looked up once the script has run).
+operate = _path.operate
+_servfail = _path.servfail
