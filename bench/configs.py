@@ -123,6 +123,29 @@ class PassThroughModule(Server):
         self.lab.stop_unbound()
 
 
+class PassThroughRuleset(PassThroughModule):
+    """The no-op module with NetTrust's ruleset loaded and nothing of NetTrust running: every DNS
+    packet on loopback pays the firewall's per-packet cost (conntrack, which the ruleset's
+    ``ct state`` rules switch on for the namespace, and the output chain) and nothing else.  On
+    cache hits, where no NetTrust code runs, this is the floor of every NetTrust deployment."""
+
+    key = "passthrough_ruleset"
+    label = "no-op module + NetTrust's ruleset"
+
+    def start(self) -> None:
+        # NetTrust loads its ruleset at start and leaves it when it stops (fail closed).
+        self.ruleset = NetTrustHost(self.lab, uncapped(NETTRUST_DEFAULT), name=self.key)
+        self.ruleset.start()
+        self.ruleset.stop()
+        super().start()
+
+    def stop(self) -> None:
+        try:
+            super().stop()
+        finally:
+            self.ruleset.nettrust("remove", check=False)
+
+
 class NetTrust(Server):
     """Unbound + NetTrust as ``testbed.product.NetTrustHost`` renders it.
 

@@ -14,7 +14,8 @@ from testbed.lab import Lab, missing_prerequisites
 
 from . import machine, micro, profile, race
 from .configs import (NOT_SUPPORTED, Dnsmasq, NetTrust, NetTrustGateway, NetTrustStats,
-                      PassThroughModule, PlainUnbound, PlainUnboundProcesses, Unavailable)
+                      PassThroughModule, PassThroughRuleset, PlainUnbound, PlainUnboundProcesses,
+                      Unavailable)
 from .measure import Phase, dnsperf, server_pids
 from .report import Results
 from .stages import NetTrustStages
@@ -128,6 +129,7 @@ def run(s: Settings, output: Path) -> Results:
               flush=True)
         work = Workload(lab.work_dir / "bench", s)
         servers = [PlainUnbound(lab), PlainUnboundProcesses(lab), PassThroughModule(lab),
+                   PassThroughRuleset(lab),
                    NetTrust(lab), NetTrust(lab, instances=2),
                    NetTrustGateway(lab), NetTrustStats(lab),
                    NetTrustStats(lab, cache_hits=False), Dnsmasq(lab)]
@@ -225,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", action="store_true",
                     help="sample NetTrust default with py-spy during the last round's cache misses")
     ap.add_argument("--only", help="development A/B: comma-separated configuration keys (plain, plain_x2, "
-                    "passthrough, nettrust, nettrust_x2, nettrust_gateway, nettrust_stats, "
+                    "passthrough, passthrough_ruleset, nettrust, nettrust_x2, nettrust_gateway, nettrust_stats, "
                     "nettrust_stats_nohits, dnsmasq); skips the race and micro-benchmarks")
     ap.add_argument("--output", type=Path, help="markdown report (default bench/results/<UTC time>.md)")
     args = ap.parse_args(argv)

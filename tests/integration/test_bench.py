@@ -43,7 +43,8 @@ def test_quick_benchmark_writes_a_report_with_every_target(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     text = report.read_text()
     for label in ("Unbound plain (2 threads)", "Unbound plain x2 processes",
-                  "Unbound + no-op Python module", "NetTrust default",
+                  "Unbound + no-op Python module", "no-op module + NetTrust's ruleset",
+                  "NetTrust default",
                   "NetTrust x2 processes", "NetTrust gateway (per-client)", "NetTrust + statistics",
                   "NetTrust + statistics (cache_hits = false)", "dnsmasq --nftset"):
         assert f"| {label} |" in text
