@@ -289,9 +289,9 @@ METHOD = """\
   any Python module costs, against NetTrust what NetTrust's own answer path costs.
 - "no-op module + NetTrust's ruleset" is that module with NetTrust's ruleset loaded (NetTrust
   started and stopped: the ruleset stays) and nothing of NetTrust running: on cache hits, where
-  no NetTrust code runs, what the firewall alone costs per query (conntrack, switched on for the
-  namespace by the ruleset's `ct state` rules, and the output chain, for the query and its
-  answer on loopback) -- the floor of every NetTrust deployment's hit rate.
+  no NetTrust code runs, what the firewall alone costs per query (the netfilter hooks the
+  ruleset registers -- its output chain, and conntrack, which its `ct state` rules switch on --
+  for the query and its answer on loopback): the floor of every NetTrust deployment's hit rate.
 - dnsmasq 2.90 forwards to the same NSD and adds every `bench.test` answer to nftables sets
   (`--nftset`, sets with a 1 h default timeout, matched by an accepting output chain).  NetTrust
   runs with its default configuration as `testbed.product.NetTrustHost` renders it; its ruleset
