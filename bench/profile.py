@@ -56,7 +56,10 @@ class Sampler:
             for frame in frames:
                 inclusive[frame] += n
         rows = [f"{total} samples, {in_python} ({in_python / max(total, 1):.0%}) inside Python "
-                f"(the rest: Unbound's C code, or idle).", "",
+                f"(the rest: Unbound's C code, or idle).  py-spy sees no frame of compiled code "
+                f"(the answer path's modules, `operate` included, when built): it charges their "
+                f"time to the last interpreted frame entered; the stage table below times them.",
+                "",
                 "| share of Python samples (inclusive) | function |", "|---:|---|"]
         rows += [f"| {n / max(in_python, 1):.1%} | `{frame}` |" for frame, n in inclusive.most_common(top)]
         return "\n".join(rows)

@@ -73,9 +73,10 @@ class NetTrustStages(NetTrust):
         answers = stages.get("authorize", [0, 0])[1]
         if not answers:
             return "stage timings unavailable: no answer was judged"
-        rows = [f"{answers:,} answers judged; each timer's own cost, {timer_ns / 1000:.2f} µs per call "
-                f"(measured on an empty call), is subtracted from its stage and the stages around it.  The same phase's CPU per miss, the "
-                f"whole Unbound process: {miss_cpu_us:.1f} µs.", "",
+        rows = [f"{answers:,} answers judged; each timer's own cost, {timer_ns / 1000:.2f} µs per "
+                f"call (measured on an empty call), is subtracted from its stage and the stages "
+                f"around it.  The same phase's CPU per miss, the whole Unbound process: "
+                f"{miss_cpu_us:.1f} µs.", "",
                 "| stage | µs per call | calls per answer | µs per answer | what it holds |",
                 "|---|---:|---:|---:|---|"]
         per_answer: dict[str, float] = {}

@@ -3,9 +3,10 @@
 Unbound loads this as its ``python-script``, staged beside ``unbound_module/nettrust_unbound.py``.
 It runs the real adapter in a namespace of its own (seeded with pythonmod's globals), hands
 Unbound the adapter's ``operate`` wrapped in timers (one for queries, one for answers), and times
-the core's judgement of each answer and the firewall write within it the same way (what an answer
-costs outside the judgement is Unbound's objects read and the verdict carried out).  Each timer reads ``CLOCK_THREAD_CPUTIME_ID`` (the Unbound worker's own CPU, the
-kernel's share of its system calls included) before and after.
+the core's judgement of each answer and the firewall write within it the same way (what an
+answer costs outside the judgement is Unbound's objects read and the verdict carried out).  Each
+timer reads ``CLOCK_THREAD_CPUTIME_ID`` (the Unbound worker's own CPU, the kernel's share of its
+system calls included) before and after.
 
 Why (bench/stages.py says what is printed): py-spy sees no frame for the compiled core and
 charges its time to the last interpreted frame, and the in-process driver
@@ -47,8 +48,10 @@ def _timer_cost():
     return cost
 
 
-_ADAPTER = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "nettrust_unbound.py"),
-                          init_globals=dict(globals()), run_name="nettrust_adapter")["init_standard"].__globals__
+# runpy hands back a copy of the adapter's namespace; its functions' own globals are the live one.
+_ADAPTER = runpy.run_path(
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "nettrust_unbound.py"),
+    init_globals=dict(globals()), run_name="nettrust_adapter")["init_standard"].__globals__
 _new = _timed("operate NEW", _ADAPTER["operate"])
 _moddone = _timed("operate MODDONE", _ADAPTER["operate"])
 _TIMER_NS = 0.0
@@ -62,7 +65,7 @@ def init_standard(id, env):  # noqa: A002 (pythonmod's signature)
         service.authorize_answer = _timed("authorize", service.authorize_answer)
         backend = service.authorizer.writer.backend
         backend.grant = _timed("firewall write", backend.grant)
-        _ADAPTER["_path"].start(service, _ADAPTER)     # operate reads the (now timed) judgement again
+        _ADAPTER["_path"].start(service, _ADAPTER)     # operate reads the timed judgement again
     _TIMER_NS = _timer_cost()
     return ok
 

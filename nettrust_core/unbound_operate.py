@@ -146,7 +146,7 @@ class Operate:
             decision = self.authorize_answer(answer)
         if decision.error is not None:
             self.servfail(id, qstate)
-            self.uncache(qstate, rep)  # else the next client would get the ungranted answer from cache
+            self.uncache(qstate, rep)  # else the next client gets the ungranted answer from cache
         elif decision.verdict.replace_answer:
             # The iterator and validator stored the real answer before we saw it: remove it,
             # or the next client gets it from cache (operate() never sees cache hits).
