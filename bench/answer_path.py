@@ -135,10 +135,11 @@ def load(backend_kind: str, stats: bool):
             raise SystemExit("the reporter did not connect to the bench's socket")
         sock.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, 256 << 20)
     mod = runpy.run_path(str(ADAPTER), init_globals=fake_unbound_globals(), run_name="nettrust_bench")
-    # As init_standard does (runpy returns a copy of the namespace: the adapter's functions
-    # see their own globals dict, reached through one of them).
-    mod["_reply_blocked"].__globals__["_service"] = service
-    mod["_path"].start(service, mod["_reply_blocked"].__globals__)
+    # As init_standard does, in the adapter's live namespace (runpy returns a copy of it; its
+    # functions see the live one).
+    live = mod["init_standard"].__globals__
+    live["_service"] = service
+    live["_path"].start(service, live)
     return mod, service
 
 
