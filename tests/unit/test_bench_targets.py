@@ -59,6 +59,19 @@ def test_a_missed_target_says_not_met():
     assert rows["cache-hit QPS, NetTrust x2 processes ≥ 0.95× plain Unbound"][1] == "**met**"
 
 
+def test_hit_targets_name_the_rulesets_own_cost_when_it_was_measured():
+    res = _results(nettrust_miss_cpu=70.0, x2_hit_qps=74_000, stats_hit_qps=90_000)
+    assert "the ruleset alone" not in _rows(res)["cache-hit QPS, NetTrust default ≥ 0.95× plain Unbound"][0]
+    res.labels["passthrough_ruleset"] = "no-op module + NetTrust's ruleset"
+    for r in res.rounds:
+        r["passthrough_ruleset"] = {"hit": _phase(92_000, 3.3), "miss": _phase(15_000, 42.0)}
+    rows = _rows(res)
+    assert rows["cache-hit QPS, NetTrust default ≥ 0.95× plain Unbound"][0] == (
+        "0.96× (CPU/q 1.07×; the ruleset alone: 0.92×)")
+    assert rows["cache-hit QPS, NetTrust x2 processes ≥ 0.95× plain Unbound"][0].endswith(
+        "; the ruleset alone: 0.92×)")
+
+
 def test_the_busiest_process_share_is_reported_for_several_processes():
     res = _results(nettrust_miss_cpu=70.0, x2_hit_qps=74_000, stats_hit_qps=90_000)
     for r in res.rounds:
