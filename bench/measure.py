@@ -56,6 +56,23 @@ def cpu_each(pids: list[int]) -> list[float]:
     return out
 
 
+def thread_cpu(pid: int) -> dict[int, tuple[float, float]]:
+    """(utime, stime) in seconds of each thread of ``pid``, by thread id ({} once it is gone)."""
+    out = {}
+    try:
+        tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        out[tid] = (int(fields[11]) / _TICK, int(fields[12]) / _TICK)
+    return out
+
+
 @dataclass
 class Phase:
     """What one dnsperf run measured."""

@@ -69,4 +69,12 @@ def test_quick_benchmark_writes_a_report_with_every_target(tmp_path):
         row = re.search(rf"^\| {stage} \| ([0-9.]+) \| ([0-9.]+) \|", stages, re.MULTILINE)
         assert row is not None, stages
         assert float(row.group(1)) > 0 and float(row.group(2)) == 1.0, stages
+    # ... and the rest of the process's CPU per miss, split by thread: Unbound's thread did
+    # work beyond `operate` (its own resolution), and its total is positive.
+    worker = re.search(r"^\| Unbound's thread, per miss \| \| \| ([0-9.]+) \|", stages, re.MULTILINE)
+    outside = re.search(r"^\| Unbound's thread outside `operate` \| \| \| (-?[0-9.]+) \|", stages,
+                        re.MULTILINE)
+    assert worker is not None and outside is not None, stages
+    assert float(worker.group(1)) > float(outside.group(1)) > 0, stages
+    assert re.search(r"^\| NetTrust's other threads, per miss \| \| \| [0-9.]+ \|", stages, re.MULTILINE)
     print(proc.stdout, file=sys.stderr)
