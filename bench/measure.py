@@ -73,6 +73,16 @@ def thread_cpu(pid: int) -> dict[int, tuple[float, float]]:
     return out
 
 
+def thread_split(pid: int, before: dict, after: dict) -> dict[str, float]:
+    """CPU seconds spent between two :func:`thread_cpu` readings: Unbound's thread (the main
+    one: one worker) in user and kernel mode, and every other thread (NetTrust's)."""
+    spent = {tid: (u - before.get(tid, (0.0, 0.0))[0], k - before.get(tid, (0.0, 0.0))[1])
+             for tid, (u, k) in after.items()}
+    user, kernel = spent.pop(pid, (0.0, 0.0))
+    return {"worker_user": user, "worker_kernel": kernel,
+            "others": sum(u + k for u, k in spent.values())}
+
+
 @dataclass
 class Phase:
     """What one dnsperf run measured."""

@@ -16,7 +16,7 @@ from . import machine, micro, profile, race
 from .configs import (NOT_SUPPORTED, Dnsmasq, NetTrust, NetTrustGateway, NetTrustStats,
                       PassThroughModule, PassThroughRuleset, PlainUnbound, PlainUnboundProcesses,
                       Unavailable)
-from .measure import Phase, dnsperf, server_pids, thread_cpu
+from .measure import Phase, dnsperf, server_pids, thread_cpu, thread_split
 from .report import Results
 from .stages import NetTrustStages
 from .zone import BenchZone, write_queries
@@ -181,16 +181,6 @@ def stage_timings(lab, work: Workload, s: Settings) -> str:
         server.stop()
     print(f"stages timed: miss {miss.qps:,.0f} q/s {miss.cpu_us_per_query:.1f} µs/q", flush=True)
     return server.summary(miss.cpu_us_per_query, threads, miss.completed)
-
-
-def thread_split(pid: int, before: dict, after: dict) -> dict[str, float]:
-    """CPU seconds spent between two :func:`thread_cpu` readings: Unbound's thread (the main
-    one: one worker) in user and kernel mode, and every other thread (NetTrust's)."""
-    spent = {tid: (u - before.get(tid, (0.0, 0.0))[0], k - before.get(tid, (0.0, 0.0))[1])
-             for tid, (u, k) in after.items()}
-    user, kernel = spent.pop(pid, (0.0, 0.0))
-    return {"worker_user": user, "worker_kernel": kernel,
-            "others": sum(u + k for u, k in spent.values())}
 
 
 def run_races(lab, results: Results, servers: list, zone: BenchZone, work: Workload, s: Settings) -> None:

@@ -66,7 +66,7 @@ class NetTrustStages(NetTrust):
     def summary(self, miss_cpu_us: float, threads: dict[str, float] | None = None,
                 misses: int = 0) -> str:
         """The markdown table of what the stopped Unbound wrote (or why there is none);
-        ``threads`` (:func:`bench.runner.thread_split` over the ``misses`` of the phase) adds
+        ``threads`` (:func:`bench.measure.thread_split` over the ``misses`` of the phase) adds
         where the rest of the process's CPU went."""
         try:
             found = json.loads(self.out.read_text())
@@ -96,14 +96,15 @@ class NetTrustStages(NetTrust):
             rows.append(f"| answer outside the judgement | | | "
                         f"{per_answer['operate MODDONE'] - per_answer['authorize']:.1f} | Unbound's "
                         f"objects read (client, records), the verdict carried out |")
-        if threads and misses:
+        spent = threads["worker_user"] + threads["worker_kernel"] if threads else 0.0
+        if threads and misses and spent:
             # The timers ran on Unbound's thread: their own cost comes off its total as well.
             timer_us = sum(calls for _, calls in stages.values()) / answers * timer_ns / 1000
-            worker = (threads["worker_user"] + threads["worker_kernel"]) * 1e6 / misses - timer_us
+            worker = spent * 1e6 / misses - timer_us
             operate = per_answer.get("operate NEW", 0.0) + per_answer.get("operate MODDONE", 0.0)
             rows += [f"| Unbound's thread, per miss | | | {worker:.1f} | everything it did: "
-                     f"{threads['worker_kernel'] / (threads['worker_user'] + threads['worker_kernel']):.0%}"
-                     f" in the kernel (its packets, the firewall writes) |",
+                     f"{threads['worker_kernel'] / spent:.0%} in the kernel (its packets, the "
+                     f"firewall writes) |",
                      f"| Unbound's thread outside `operate` | | | {worker - operate:.1f} | "
                      f"Unbound's own resolution, pythonmod's calls into Python, the packets |",
                      f"| NetTrust's other threads, per miss | | | "
