@@ -42,35 +42,29 @@ def cpu_seconds(pids: list[int]) -> float:
     return sum(cpu_each(pids))
 
 
+def _times(stat_path: str) -> tuple[float, float] | None:
+    """(utime, stime) in seconds from a ``/proc/.../stat`` file; None once it is gone."""
+    try:
+        stat = Path(stat_path).read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()   # the command name may contain spaces
+    return int(fields[11]) / _TICK, int(fields[12]) / _TICK   # fields 14 and 15 of proc(5)
+
+
 def cpu_each(pids: list[int]) -> list[float]:
     """utime+stime of each of ``pids`` in seconds (0 for a vanished one)."""
-    out = []
-    for pid in pids:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            out.append(0.0)
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()   # the command name may contain spaces
-        out.append((int(fields[11]) + int(fields[12])) / _TICK)   # fields 14 and 15 of proc(5)
-    return out
+    return [sum(_times(f"/proc/{pid}/stat") or (0.0,)) for pid in pids]
 
 
 def thread_cpu(pid: int) -> dict[int, tuple[float, float]]:
     """(utime, stime) in seconds of each thread of ``pid``, by thread id ({} once it is gone)."""
-    out = {}
     try:
         tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
     except OSError:
-        return out
-    for tid in tids:
-        try:
-            stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        out[tid] = (int(fields[11]) / _TICK, int(fields[12]) / _TICK)
-    return out
+        return {}
+    found = {tid: _times(f"/proc/{pid}/task/{tid}/stat") for tid in tids}
+    return {tid: t for tid, t in found.items() if t is not None}
 
 
 def thread_split(pid: int, before: dict, after: dict) -> dict[str, float]:
